@@ -1,0 +1,437 @@
+//! Typed webhooks: the five event types a Trigger evaluates, and a catch-all.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::RoleName;
+use crate::room_url::{BaseDomain, RoomUrlError, room_url};
+
+/// The event types a Trigger evaluates with a predicate.
+///
+/// Whereby sends other types to the same endpoint (`room.client.knocked`,
+/// `recording.finished`, …); those parse as [`WebhookEvent::Other`] and have no
+/// `EventType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventType {
+    /// `room.client.joined`: a participant joined the room.
+    RoomClientJoined,
+    /// `room.client.left`: a participant left the room.
+    RoomClientLeft,
+    /// `room.session.started`: at least two participants are in the room.
+    RoomSessionStarted,
+    /// `room.session.ended`: fewer than two participants for some time.
+    RoomSessionEnded,
+    /// `assistant.requested`: a host invited an assistant from the in-room menu.
+    AssistantRequested,
+}
+
+impl EventType {
+    /// Every evaluated type, in a fixed order (the order of [`EventType::index`]).
+    pub const ALL: [EventType; 5] = [
+        EventType::RoomClientJoined,
+        EventType::RoomClientLeft,
+        EventType::RoomSessionStarted,
+        EventType::RoomSessionEnded,
+        EventType::AssistantRequested,
+    ];
+
+    /// The type's name as it appears in a webhook's `type` field.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::RoomClientJoined => "room.client.joined",
+            EventType::RoomClientLeft => "room.client.left",
+            EventType::RoomSessionStarted => "room.session.started",
+            EventType::RoomSessionEnded => "room.session.ended",
+            EventType::AssistantRequested => "assistant.requested",
+        }
+    }
+
+    /// A dense index in `0..5`, so per-type tables can be plain arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Looks a wire name up; `None` for any type the Trigger does not evaluate.
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing an [`EventType`] from a name it does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not an event type the Trigger evaluates (expected one of room.client.joined, \
+     room.client.left, room.session.started, room.session.ended, assistant.requested)"
+)]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::from_name(s).ok_or_else(|| UnknownEventType(s.to_owned()))
+    }
+}
+
+/// The fields of every in-room event (`WherebyWebhookInRoom`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomData {
+    /// Meeting identifier, when the room belongs to a meeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meeting_id: Option<String>,
+    /// Path of the room, e.g. `/standup-3f9a2c`.
+    pub room_name: String,
+    /// The room session, `null` outside a session.
+    #[serde(default)]
+    pub room_session_id: Option<String>,
+    /// The organisation's subdomain.
+    pub subdomain: String,
+}
+
+/// The fields of `room.client.joined` and `room.client.left`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientData {
+    /// Meeting identifier, when the room belongs to a meeting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meeting_id: Option<String>,
+    /// Path of the room, e.g. `/standup-3f9a2c`.
+    pub room_name: String,
+    /// The room session, `null` outside a session.
+    #[serde(default)]
+    pub room_session_id: Option<String>,
+    /// The organisation's subdomain.
+    pub subdomain: String,
+    /// Display name of the participant.
+    pub display_name: String,
+    /// Unique identifier of the participant.
+    pub participant_id: String,
+    /// The room URL's `metadata` parameter.
+    #[serde(default)]
+    pub metadata: Option<String>,
+    /// The room URL's `externalId` parameter.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Role of the participant who joined or left.
+    pub role_name: RoleName,
+    /// Number of clients in the room after the event.
+    pub num_clients: u32,
+    /// Clients in the room after the event, per role (only roles present appear).
+    pub num_clients_by_role_name: BTreeMap<RoleName, u32>,
+    /// Whether the participant dialled in by phone; absent in older payloads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_dial_in: Option<bool>,
+}
+
+/// Where an in-room event happened: the fields every evaluated type shares.
+pub trait InRoom {
+    /// The organisation's subdomain.
+    fn subdomain(&self) -> &str;
+    /// Path of the room.
+    fn room_name(&self) -> &str;
+    /// The room session, if any.
+    fn room_session_id(&self) -> Option<&str>;
+    /// Meeting identifier, if any.
+    fn meeting_id(&self) -> Option<&str>;
+
+    /// The room's URL, `https://{subdomain}.{base_domain}{roomName}`.
+    ///
+    /// # Errors
+    /// When the subdomain or room name could make the URL point elsewhere; see
+    /// [`room_url`](crate::room_url()).
+    fn room_url(&self, base_domain: &BaseDomain) -> Result<String, RoomUrlError> {
+        room_url(self.subdomain(), self.room_name(), base_domain)
+    }
+}
+
+macro_rules! impl_in_room {
+    ($($data:ty),*) => {$(
+        impl InRoom for $data {
+            fn subdomain(&self) -> &str {
+                &self.subdomain
+            }
+            fn room_name(&self) -> &str {
+                &self.room_name
+            }
+            fn room_session_id(&self) -> Option<&str> {
+                self.room_session_id.as_deref()
+            }
+            fn meeting_id(&self) -> Option<&str> {
+                self.meeting_id.as_deref()
+            }
+        }
+    )*};
+}
+impl_in_room!(RoomData, ClientData);
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// One of the five typed webhooks; lets generic code (such as a predicate registry)
+/// name "the `room.client.joined` webhook" by its Rust type.
+///
+/// Sealed: the set of evaluated types is Whereby's, not the caller's.
+pub trait TypedWebhook: sealed::Sealed + Clone + Send + Sync + 'static {
+    /// The event type this struct represents.
+    const EVENT_TYPE: EventType;
+    /// The type of its `data`.
+    type Data: InRoom;
+
+    /// Borrows this type out of a parsed event, if the event is of this type.
+    fn from_event(event: &WebhookEvent) -> Option<&Self>;
+    /// Wraps this webhook in the enum over all types.
+    fn into_event(self) -> WebhookEvent;
+    /// The event's `data`.
+    fn data(&self) -> &Self::Data;
+    /// The event's `id`.
+    fn id(&self) -> &str;
+    /// The event's `apiVersion`.
+    fn api_version(&self) -> &str;
+    /// The event's `createdAt`, as sent.
+    fn created_at(&self) -> &str;
+}
+
+macro_rules! typed_webhook {
+    ($(#[$doc:meta])* $name:ident, $data:ty, $variant:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            /// Unique id of the event; retries of one event carry the same id.
+            pub id: String,
+            /// API version, `"1.0"` today.
+            pub api_version: String,
+            /// ISO 8601 creation time, as sent.
+            pub created_at: String,
+            /// The event's payload.
+            pub data: $data,
+        }
+
+        impl sealed::Sealed for $name {}
+
+        impl TypedWebhook for $name {
+            const EVENT_TYPE: EventType = EventType::$variant;
+            type Data = $data;
+
+            fn from_event(event: &WebhookEvent) -> Option<&Self> {
+                match event {
+                    WebhookEvent::$variant(webhook) => Some(webhook),
+                    _ => None,
+                }
+            }
+
+            fn into_event(self) -> WebhookEvent {
+                WebhookEvent::$variant(self)
+            }
+
+            fn data(&self) -> &$data {
+                &self.data
+            }
+
+            fn id(&self) -> &str {
+                &self.id
+            }
+
+            fn api_version(&self) -> &str {
+                &self.api_version
+            }
+
+            fn created_at(&self) -> &str {
+                &self.created_at
+            }
+        }
+    };
+}
+
+typed_webhook!(
+    /// `room.client.joined`: a participant joined the room.
+    RoomClientJoined,
+    ClientData,
+    RoomClientJoined
+);
+typed_webhook!(
+    /// `room.client.left`: a participant left the room (leave button or closed tab).
+    RoomClientLeft,
+    ClientData,
+    RoomClientLeft
+);
+typed_webhook!(
+    /// `room.session.started`: a session started (at least two participants).
+    RoomSessionStarted,
+    RoomData,
+    RoomSessionStarted
+);
+typed_webhook!(
+    /// `room.session.ended`: a session ended.
+    RoomSessionEnded,
+    RoomData,
+    RoomSessionEnded
+);
+typed_webhook!(
+    /// `assistant.requested`: a host invited an assistant into the room.
+    AssistantRequested,
+    RoomData,
+    AssistantRequested
+);
+
+/// A webhook of a type the Trigger does not evaluate (knocked, transcription,
+/// recording, or a type Whereby adds later), kept as sent.
+#[derive(Debug, Clone)]
+pub struct OtherWebhook {
+    /// Unique id of the event.
+    pub id: String,
+    /// The `type` field, as sent.
+    pub event_type: String,
+    /// `apiVersion`, when present and a string.
+    pub api_version: Option<String>,
+    /// `createdAt`, when present and a string.
+    pub created_at: Option<String>,
+    /// `data`, as raw JSON, when present.
+    pub data: Option<Box<RawValue>>,
+}
+
+impl PartialEq for OtherWebhook {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.event_type == other.event_type
+            && self.api_version == other.api_version
+            && self.created_at == other.created_at
+            && self.data.as_ref().map(|d| d.get()) == other.data.as_ref().map(|d| d.get())
+    }
+}
+
+/// Any webhook Whereby sends: one of the evaluated types, or [`WebhookEvent::Other`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookEvent {
+    /// `room.client.joined`
+    RoomClientJoined(RoomClientJoined),
+    /// `room.client.left`
+    RoomClientLeft(RoomClientLeft),
+    /// `room.session.started`
+    RoomSessionStarted(RoomSessionStarted),
+    /// `room.session.ended`
+    RoomSessionEnded(RoomSessionEnded),
+    /// `assistant.requested`
+    AssistantRequested(AssistantRequested),
+    /// Any other type, kept as raw JSON.
+    Other(OtherWebhook),
+}
+
+impl WebhookEvent {
+    /// The event's `id`.
+    pub fn id(&self) -> &str {
+        match self {
+            WebhookEvent::RoomClientJoined(w) => &w.id,
+            WebhookEvent::RoomClientLeft(w) => &w.id,
+            WebhookEvent::RoomSessionStarted(w) => &w.id,
+            WebhookEvent::RoomSessionEnded(w) => &w.id,
+            WebhookEvent::AssistantRequested(w) => &w.id,
+            WebhookEvent::Other(w) => &w.id,
+        }
+    }
+
+    /// The evaluated type, or `None` for [`WebhookEvent::Other`].
+    pub fn event_type(&self) -> Option<EventType> {
+        Some(match self {
+            WebhookEvent::RoomClientJoined(_) => EventType::RoomClientJoined,
+            WebhookEvent::RoomClientLeft(_) => EventType::RoomClientLeft,
+            WebhookEvent::RoomSessionStarted(_) => EventType::RoomSessionStarted,
+            WebhookEvent::RoomSessionEnded(_) => EventType::RoomSessionEnded,
+            WebhookEvent::AssistantRequested(_) => EventType::AssistantRequested,
+            WebhookEvent::Other(_) => return None,
+        })
+    }
+
+    /// The `type` field as sent.
+    pub fn type_name(&self) -> &str {
+        match self {
+            WebhookEvent::Other(w) => &w.event_type,
+            evaluated => evaluated.event_type().map(EventType::as_str).unwrap_or(""),
+        }
+    }
+
+    /// `createdAt`, when the event has one.
+    pub fn created_at(&self) -> Option<&str> {
+        match self {
+            WebhookEvent::RoomClientJoined(w) => Some(&w.created_at),
+            WebhookEvent::RoomClientLeft(w) => Some(&w.created_at),
+            WebhookEvent::RoomSessionStarted(w) => Some(&w.created_at),
+            WebhookEvent::RoomSessionEnded(w) => Some(&w.created_at),
+            WebhookEvent::AssistantRequested(w) => Some(&w.created_at),
+            WebhookEvent::Other(w) => w.created_at.as_deref(),
+        }
+    }
+
+    /// The room fields of an evaluated event; `None` for [`WebhookEvent::Other`].
+    pub fn in_room(&self) -> Option<&dyn InRoom> {
+        match self {
+            WebhookEvent::RoomClientJoined(w) => Some(&w.data),
+            WebhookEvent::RoomClientLeft(w) => Some(&w.data),
+            WebhookEvent::RoomSessionStarted(w) => Some(&w.data),
+            WebhookEvent::RoomSessionEnded(w) => Some(&w.data),
+            WebhookEvent::AssistantRequested(w) => Some(&w.data),
+            WebhookEvent::Other(_) => None,
+        }
+    }
+}
+
+/// The wire form of an envelope, borrowed from the webhook being serialised.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvelopeOut<'a, D: Serialize + ?Sized> {
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<&'a str>,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a D>,
+}
+
+impl Serialize for WebhookEvent {
+    /// Serialises in Whereby's shape, `type` included. Fields this crate does not
+    /// model are not reproduced: keep the raw body when the exact bytes matter.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fn typed<W: TypedWebhook>(w: &W) -> EnvelopeOut<'_, W::Data>
+        where
+            W::Data: Serialize,
+        {
+            EnvelopeOut {
+                id: w.id(),
+                api_version: Some(w.api_version()),
+                created_at: Some(w.created_at()),
+                event_type: W::EVENT_TYPE.as_str(),
+                data: Some(w.data()),
+            }
+        }
+        match self {
+            WebhookEvent::RoomClientJoined(w) => typed(w).serialize(serializer),
+            WebhookEvent::RoomClientLeft(w) => typed(w).serialize(serializer),
+            WebhookEvent::RoomSessionStarted(w) => typed(w).serialize(serializer),
+            WebhookEvent::RoomSessionEnded(w) => typed(w).serialize(serializer),
+            WebhookEvent::AssistantRequested(w) => typed(w).serialize(serializer),
+            WebhookEvent::Other(w) => EnvelopeOut {
+                id: &w.id,
+                api_version: w.api_version.as_deref(),
+                created_at: w.created_at.as_deref(),
+                event_type: &w.event_type,
+                data: w.data.as_deref(),
+            }
+            .serialize(serializer),
+        }
+    }
+}

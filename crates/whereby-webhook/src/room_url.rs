@@ -1,0 +1,324 @@
+//! Building a room URL that cannot leave the base domain.
+//!
+//! The room URL is handed to an assistant that will join the room, so a payload
+//! must never be able to point it at another host: the subdomain has to be one DNS
+//! label, and the room name may only hold characters that stay inside a URL path.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Whereby's own domain, the default base of every room URL.
+pub const DEFAULT_BASE_DOMAIN: &str = "whereby.com";
+
+/// Longest room name accepted; Whereby's are far shorter, and a bound keeps a
+/// hostile payload from producing an unbounded URL.
+pub const MAX_ROOM_NAME_LEN: usize = 1024;
+
+/// A validated base domain such as `whereby.com`: one or more DNS labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BaseDomain(String);
+
+impl BaseDomain {
+    /// Validates a base domain.
+    ///
+    /// # Errors
+    /// When `domain` is empty, longer than 253 bytes, or one of its dot-separated
+    /// labels is not a DNS label.
+    ///
+    /// ```
+    /// use whereby_webhook::BaseDomain;
+    /// assert!(BaseDomain::new("whereby.example").is_ok());
+    /// assert!(BaseDomain::new("evil.com/x").is_err());
+    /// ```
+    pub fn new(domain: &str) -> Result<Self, InvalidBaseDomain> {
+        if domain.is_empty() || domain.len() > 253 {
+            return Err(InvalidBaseDomain(domain.to_owned()));
+        }
+        if domain
+            .split('.')
+            .all(|label| label_problem(label).is_none())
+        {
+            Ok(BaseDomain(domain.to_ascii_lowercase()))
+        } else {
+            Err(InvalidBaseDomain(domain.to_owned()))
+        }
+    }
+
+    /// The domain, lower-cased.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for BaseDomain {
+    fn default() -> Self {
+        BaseDomain(DEFAULT_BASE_DOMAIN.to_owned())
+    }
+}
+
+impl FromStr for BaseDomain {
+    type Err = InvalidBaseDomain;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BaseDomain::new(s)
+    }
+}
+
+impl fmt::Display for BaseDomain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A base domain that is not a sequence of DNS labels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not a valid base domain (expected DNS labels separated by dots, e.g. whereby.com)"
+)]
+pub struct InvalidBaseDomain(pub String);
+
+/// Why a payload cannot give a room URL. Each variant names its field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoomUrlError {
+    /// `data.subdomain` is not a single DNS label.
+    #[error("`data.subdomain` is invalid: {0}")]
+    Subdomain(String),
+    /// `data.roomName` could leave the URL's path.
+    #[error("`data.roomName` is invalid: {0}")]
+    RoomName(String),
+}
+
+impl RoomUrlError {
+    /// The JSON path of the field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            RoomUrlError::Subdomain(_) => "data.subdomain",
+            RoomUrlError::RoomName(_) => "data.roomName",
+        }
+    }
+}
+
+/// Builds `https://{subdomain}.{base_domain}{room_name}`.
+///
+/// A `room_name` without its leading `/` gets one. The result's host is always
+/// `{subdomain}.{base_domain}`; anything that could change that, or add a query or
+/// fragment, is refused.
+///
+/// # Errors
+/// [`RoomUrlError::Subdomain`] when `subdomain` is not a DNS label (1–63 letters,
+/// digits or hyphens, no hyphen at either end); [`RoomUrlError::RoomName`] when
+/// `room_name` is empty, too long, starts with `//`, or holds a character outside
+/// RFC 3986's path characters (`?`, `#`, `\`, spaces, controls, non-ASCII, a `%` not
+/// followed by two hex digits).
+///
+/// ```
+/// use whereby_webhook::{room_url, BaseDomain};
+///
+/// let base = BaseDomain::default();
+/// assert_eq!(room_url("acme", "/standup", &base)?, "https://acme.whereby.com/standup");
+/// assert_eq!(room_url("acme", "standup", &base)?, "https://acme.whereby.com/standup");
+/// assert!(room_url("evil.com#", "/x", &base).is_err());
+/// assert!(room_url("acme", "/x?next=//evil.com", &base).is_err());
+/// # Ok::<(), whereby_webhook::RoomUrlError>(())
+/// ```
+pub fn room_url(
+    subdomain: &str,
+    room_name: &str,
+    base_domain: &BaseDomain,
+) -> Result<String, RoomUrlError> {
+    if let Some(problem) = label_problem(subdomain) {
+        return Err(RoomUrlError::Subdomain(problem));
+    }
+    check_room_name(room_name)?;
+    let slash = if room_name.starts_with('/') { "" } else { "/" };
+    let mut url = String::with_capacity(
+        8 + subdomain.len() + 1 + base_domain.0.len() + slash.len() + room_name.len(),
+    );
+    url.push_str("https://");
+    url.push_str(subdomain);
+    url.push('.');
+    url.push_str(&base_domain.0);
+    url.push_str(slash);
+    url.push_str(room_name);
+    Ok(url)
+}
+
+/// What is wrong with a DNS label, if anything.
+fn label_problem(label: &str) -> Option<String> {
+    if label.is_empty() {
+        return Some("must not be empty".to_owned());
+    }
+    if label.len() > 63 {
+        return Some(format!(
+            "is {} bytes long; a DNS label has at most 63",
+            label.len()
+        ));
+    }
+    if let Some(bad) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return Some(format!(
+            "contains {bad:?}; only letters, digits and '-' are allowed"
+        ));
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Some("must not start or end with '-'".to_owned());
+    }
+    None
+}
+
+fn check_room_name(room_name: &str) -> Result<(), RoomUrlError> {
+    let fail = |why: String| Err(RoomUrlError::RoomName(why));
+    let path = room_name.strip_prefix('/').unwrap_or(room_name);
+    if path.is_empty() {
+        return fail("names no room".to_owned());
+    }
+    if room_name.len() > MAX_ROOM_NAME_LEN {
+        return fail(format!("is longer than {MAX_ROOM_NAME_LEN} bytes"));
+    }
+    if path.starts_with('/') {
+        return fail("must not start with '//'".to_owned());
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return fail("contains '%' not followed by two hex digits".to_owned());
+            }
+            i += 3;
+            continue;
+        }
+        if !is_path_byte(b) {
+            let shown = path[i..].chars().next().unwrap_or('?');
+            return fail(format!(
+                "contains {shown:?}, which cannot stand in a URL path"
+            ));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// RFC 3986 `pchar` (less `%`, handled by the caller) plus `/`.
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn url(sub: &str, room: &str) -> Result<String, RoomUrlError> {
+        room_url(sub, room, &BaseDomain::default())
+    }
+
+    #[test]
+    fn builds_the_reference_url() {
+        assert_eq!(
+            url("joebloggsinc", "/af0b7b66-c738-4981-887a-ad416754f32d").unwrap(),
+            "https://joebloggsinc.whereby.com/af0b7b66-c738-4981-887a-ad416754f32d"
+        );
+        let base = BaseDomain::new("Rooms.Example.org").unwrap();
+        assert_eq!(
+            room_url("acme", "r", &base).unwrap(),
+            "https://acme.rooms.example.org/r"
+        );
+        assert_eq!(
+            url("a-1", "/r%20oom:x@y").unwrap(),
+            "https://a-1.whereby.com/r%20oom:x@y"
+        );
+    }
+
+    #[test]
+    fn rejects_subdomains_that_are_not_one_label() {
+        for sub in [
+            "",
+            "evil.com",
+            "a/b",
+            "a@b",
+            "a:80",
+            "-a",
+            "a-",
+            "a b",
+            "ä",
+            "a#",
+            "a?",
+            &"x".repeat(64),
+        ] {
+            let err = url(sub, "/room").unwrap_err();
+            assert_eq!(err.field(), "data.subdomain", "{sub:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_room_names_that_leave_the_path() {
+        for room in [
+            "",
+            "/",
+            "//evil.com",
+            "/a?b",
+            "/a#b",
+            "/a\\b",
+            "/a b",
+            "/a\nb",
+            "/ä",
+            "/%zz",
+            "/%4",
+            "\\evil",
+            &format!("/{}", "r".repeat(MAX_ROOM_NAME_LEN)),
+        ] {
+            let err = url("acme", room).unwrap_err();
+            assert_eq!(err.field(), "data.roomName", "{room:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_base_domains() {
+        for d in ["", ".", "a..b", "evil.com/", "a b", "x.-y", "a:1"] {
+            assert!(BaseDomain::new(d).is_err(), "{d:?}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the payload holds, an accepted URL's host is the subdomain under
+        /// the base domain, and it has neither query nor fragment. Checked with an
+        /// independent URL parser.
+        #[test]
+        fn accepted_urls_stay_on_the_base_domain(sub in "\\PC{0,12}|[a-z0-9-]{1,10}", room in "\\PC{0,24}|/[a-z0-9%/?#@:.\\\\-]{0,16}") {
+            if let Ok(built) = url(&sub, &room) {
+                let parsed = url::Url::parse(&built).expect("built URL parses");
+                let host = parsed.host_str().unwrap();
+                prop_assert_eq!(host, format!("{}.whereby.com", sub.to_ascii_lowercase()));
+                prop_assert!(parsed.query().is_none());
+                prop_assert!(parsed.fragment().is_none());
+                prop_assert!(parsed.username().is_empty() && parsed.password().is_none());
+                prop_assert_eq!(parsed.port(), None);
+            }
+        }
+    }
+}
