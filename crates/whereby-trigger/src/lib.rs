@@ -1,14 +1,90 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Start AI assistants in Whereby rooms at the right moment.
+//!
+//! A [`Trigger`] receives Whereby's webhooks, proves they came from Whereby, asks
+//! your predicate for the event's type whether an assistant should start, and
+//! hands every "yes" over as a [`TriggerEvent`] — the room URL and the webhook —
+//! on a stream, to a callback, or both. It is the Trigger API of Whereby's
+//! Node.js Assistant SDK, plus signature verification, duplicate suppression and
+//! clean shutdown.
+//!
+//! ```
+//! use whereby_trigger::Trigger;
+//! use whereby_trigger::webhook::{RoomClientJoined, SigningSecret};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Start an assistant when the first participant joins a room.
+//! let trigger = Trigger::builder()
+//!     .port(0) // any free port; the default is 8080
+//!     .bind("127.0.0.1".parse()?)
+//!     .secret("whsec_example")
+//!     .on(|joined: &RoomClientJoined| joined.data.num_clients == 1)
+//!     .build()?;
+//! let mut events = trigger.subscribe();
+//! let handle = trigger.start().await?;
+//!
+//! // What Whereby would send.
+//! let body = whereby_trigger::webhook::sample::sample("room.client.joined").unwrap();
+//! let signature = SigningSecret::new("whsec_example")
+//!     .sign(whereby_trigger::webhook::unix_now(), body.as_bytes());
+//! let answer = reqwest::Client::new()
+//!     .post(format!("http://{}/", handle.local_addr()))
+//!     .header("content-type", "application/json")
+//!     .header("whereby-signature", signature)
+//!     .body(body)
+//!     .send()
+//!     .await?;
+//! assert_eq!(answer.text().await?, r#"{"outcome":"triggered"}"#);
+//!
+//! let event = events.recv().await.unwrap();
+//! assert_eq!(event.room_url, "https://acme.whereby.com/standup-3f9a2c");
+//! handle.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What happens to a delivery
+//!
+//! Each step is a module: [`receive`] (Content-Type, body limit) → [`verify`]
+//! (`Whereby-Signature`) → [`parse`] (typed webhook, room URL) → [`deduplicate`]
+//! (one evaluation per event id) → [`evaluate`] (your predicate) → record (the id
+//! is remembered) → [`dispatch`] (streams and callbacks). The answers:
+//!
+//! | case | answer |
+//! | --- | --- |
+//! | predicate true | 200 `{"outcome":"triggered"}` |
+//! | predicate false, or none for the type | 200 `{"outcome":"not_matched"}` |
+//! | a type the Trigger does not evaluate | 200 `{"outcome":"ignored"}` |
+//! | an id already answered or being evaluated | 200 `{"outcome":"duplicate"}` |
+//! | unreadable webhook, bad room fields | 400 `{"error": …, "field": …}` |
+//! | signature missing, malformed, stale, wrong | 401 |
+//! | body over the limit | 413 |
+//! | Content-Type not `application/json` | 415 |
+//! | predicate failed or panicked | 500 (Whereby retries) |
+//! | predicate timed out | 503 (Whereby retries) |
+//!
+//! # Layout
+//!
+//! - [`trigger`]: [`TriggerBuilder`], [`Trigger`], [`TriggerHandle`].
+//! - [`receive`], [`verify`], [`parse`], [`deduplicate`], [`evaluate`],
+//!   [`dispatch`]: the pipeline, one module per step.
+//! - [`error`]: [`Rejection`], the one place failures become HTTP answers.
+//! - [`webhook`]: the `whereby-webhook` crate (types, parsing, signatures).
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod deduplicate;
+pub mod dispatch;
+pub mod error;
+pub mod evaluate;
+pub mod parse;
+pub mod receive;
+pub mod trigger;
+pub mod verify;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+/// The webhook types, parser and signature verifier this crate builds on.
+pub use whereby_webhook as webhook;
+
+pub use deduplicate::{DedupLimits, Deduplicate, MemoryDedup, Reservation};
+pub use dispatch::{TriggerEvent, TriggerEvents};
+pub use error::Rejection;
+pub use evaluate::{BoxError, Decision, EvaluateError};
+pub use receive::Outcome;
+pub use trigger::{ConfigError, ServeError, Trigger, TriggerBuilder, TriggerHandle};

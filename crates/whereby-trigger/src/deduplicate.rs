@@ -1,0 +1,261 @@
+//! Deduplicate: remember event ids so each event fires at most once.
+//!
+//! Whereby may deliver an event more than once, and retries of one event carry the
+//! same `id`. An id is *reserved* while its delivery is being evaluated (a racing
+//! delivery of the same id is a duplicate), *remembered* once it has been answered
+//! 2xx, and *released* when its evaluation failed so that Whereby's retry is
+//! evaluated afresh.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Default number of answered ids remembered.
+pub const DEFAULT_MAX_IDS: usize = 100_000;
+
+/// Default time an answered id is remembered: far beyond Whereby's retry window
+/// (two retries with a short backoff), so late redeliveries are caught too.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// What [`Deduplicate::reserve`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The id is new and now reserved by the caller.
+    Fresh,
+    /// The id was answered before, or is being evaluated right now.
+    Duplicate,
+}
+
+/// Where event ids are remembered. Held as `Arc<dyn Deduplicate>` so a shared
+/// store can replace the in-memory one without touching the request path.
+pub trait Deduplicate: Send + Sync + 'static {
+    /// Reserves `id` unless it is already reserved or remembered.
+    fn reserve(&self, id: &str, now: Instant) -> Reservation;
+    /// Turns a reservation into a remembered id: its delivery was answered 2xx.
+    fn remember(&self, id: &str, now: Instant);
+    /// Drops a reservation whose evaluation failed; a retry is then fresh.
+    fn release(&self, id: &str);
+}
+
+/// Bounds of the in-memory id store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupLimits {
+    /// At most this many answered ids are remembered; the oldest go first.
+    pub max_ids: usize,
+    /// An answered id is forgotten after this long.
+    pub max_age: Duration,
+}
+
+impl Default for DedupLimits {
+    fn default() -> Self {
+        DedupLimits {
+            max_ids: DEFAULT_MAX_IDS,
+            max_age: DEFAULT_MAX_AGE,
+        }
+    }
+}
+
+/// Shards keep concurrent deliveries of different ids from contending on one lock.
+const SHARDS: usize = 16;
+
+/// The in-memory [`Deduplicate`]: sharded maps with a per-shard age-ordered queue.
+#[derive(Debug)]
+pub struct MemoryDedup {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    max_per_shard: usize,
+    max_age: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    /// `true` once answered; `false` while reserved.
+    ids: HashMap<Arc<str>, bool>,
+    /// Answered ids, oldest first. Reserved ids are not here: they leave by
+    /// `remember` or `release`, never by age.
+    answered: VecDeque<(Instant, Arc<str>)>,
+}
+
+impl MemoryDedup {
+    /// A store with the given bounds. `max_ids` is spread over the shards, so the
+    /// bound holds to within the shard count.
+    pub fn new(limits: DedupLimits) -> Self {
+        MemoryDedup {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            max_per_shard: limits.max_ids.div_ceil(SHARDS).max(1),
+            max_age: limits.max_age,
+        }
+    }
+
+    fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
+        let index = (self.hasher.hash_one(id) as usize) % SHARDS;
+        // A panic while holding the lock cannot leave a shard inconsistent in a way
+        // that matters (each operation is a single insert/remove), so recover.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How many ids are held (answered and reserved), for tests and metrics.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |s| s.ids.len()))
+            .sum()
+    }
+
+    /// Whether no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Default for MemoryDedup {
+    fn default() -> Self {
+        MemoryDedup::new(DedupLimits::default())
+    }
+}
+
+impl Shard {
+    fn expire(&mut self, now: Instant, max_age: Duration) {
+        while let Some((at, _)) = self.answered.front() {
+            if now.saturating_duration_since(*at) < max_age {
+                break;
+            }
+            if let Some((_, id)) = self.answered.pop_front() {
+                self.ids.remove(&id);
+            }
+        }
+    }
+}
+
+impl Deduplicate for MemoryDedup {
+    fn reserve(&self, id: &str, now: Instant) -> Reservation {
+        let mut shard = self.shard(id);
+        shard.expire(now, self.max_age);
+        if shard.ids.contains_key(id) {
+            return Reservation::Duplicate;
+        }
+        shard.ids.insert(Arc::from(id), false);
+        Reservation::Fresh
+    }
+
+    fn remember(&self, id: &str, now: Instant) {
+        let mut shard = self.shard(id);
+        let Some((key, answered)) = shard.ids.get_key_value(id) else {
+            // Not reserved (already expired by a bound): remember it anew.
+            let key: Arc<str> = Arc::from(id);
+            shard.ids.insert(key.clone(), true);
+            shard.answered.push_back((now, key));
+            return self.trim(&mut shard, now);
+        };
+        if *answered {
+            return;
+        }
+        let key = key.clone();
+        shard.ids.insert(key.clone(), true);
+        shard.answered.push_back((now, key));
+        self.trim(&mut shard, now);
+    }
+
+    fn release(&self, id: &str) {
+        let mut shard = self.shard(id);
+        if shard.ids.get(id) == Some(&false) {
+            shard.ids.remove(id);
+        }
+    }
+}
+
+impl MemoryDedup {
+    fn trim(&self, shard: &mut Shard, now: Instant) {
+        shard.expire(now, self.max_age);
+        while shard.answered.len() > self.max_per_shard {
+            if let Some((_, old)) = shard.answered.pop_front() {
+                shard.ids.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_remember_duplicate() {
+        let d = MemoryDedup::default();
+        let now = Instant::now();
+        assert_eq!(d.reserve("a", now), Reservation::Fresh);
+        // A racing delivery while "a" is evaluated.
+        assert_eq!(d.reserve("a", now), Reservation::Duplicate);
+        d.remember("a", now);
+        assert_eq!(d.reserve("a", now), Reservation::Duplicate);
+        assert_eq!(d.reserve("b", now), Reservation::Fresh);
+    }
+
+    #[test]
+    fn released_ids_are_fresh_again() {
+        let d = MemoryDedup::default();
+        let now = Instant::now();
+        assert_eq!(d.reserve("a", now), Reservation::Fresh);
+        d.release("a");
+        assert_eq!(d.reserve("a", now), Reservation::Fresh);
+        // Releasing an answered id does not forget it.
+        d.remember("a", now);
+        d.release("a");
+        assert_eq!(d.reserve("a", now), Reservation::Duplicate);
+    }
+
+    #[test]
+    fn ids_are_forgotten_after_max_age() {
+        let d = MemoryDedup::new(DedupLimits {
+            max_ids: 1000,
+            max_age: Duration::from_secs(60),
+        });
+        let t0 = Instant::now();
+        d.reserve("a", t0);
+        d.remember("a", t0);
+        assert_eq!(
+            d.reserve("a", t0 + Duration::from_secs(59)),
+            Reservation::Duplicate
+        );
+        assert_eq!(
+            d.reserve("a", t0 + Duration::from_secs(60)),
+            Reservation::Fresh
+        );
+    }
+
+    #[test]
+    fn reserved_ids_do_not_age_out() {
+        let d = MemoryDedup::new(DedupLimits {
+            max_ids: 1000,
+            max_age: Duration::from_secs(1),
+        });
+        let t0 = Instant::now();
+        d.reserve("slow", t0);
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(d.reserve("slow", later), Reservation::Duplicate);
+    }
+
+    #[test]
+    fn count_is_bounded() {
+        let max_ids = 320;
+        let d = MemoryDedup::new(DedupLimits {
+            max_ids,
+            max_age: DEFAULT_MAX_AGE,
+        });
+        let now = Instant::now();
+        for i in 0..10_000 {
+            let id = format!("id-{i}");
+            assert_eq!(d.reserve(&id, now), Reservation::Fresh);
+            d.remember(&id, now);
+        }
+        assert!(d.len() <= max_ids, "{} ids held", d.len());
+        assert!(d.len() >= max_ids - SHARDS, "{} ids held", d.len());
+        // The newest are the ones kept.
+        assert_eq!(d.reserve("id-9999", now), Reservation::Duplicate);
+        assert_eq!(d.reserve("id-0", now), Reservation::Fresh);
+    }
+}

@@ -1,0 +1,138 @@
+//! How a refused request is answered: one place turns every failure of the
+//! pipeline into a status code and a JSON body that says what was wrong.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use whereby_webhook::SignatureError;
+
+use crate::evaluate::EvaluateError;
+use crate::parse::ParseFailure;
+
+/// Why a request to the webhook endpoint was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The Content-Type is not `application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit.
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (the client went away, or sent a broken stream).
+    #[error("the body could not be read: {0}")]
+    BodyUnreadable(String),
+    /// The signature was missing, malformed, stale or did not match.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The body is not a usable webhook.
+    #[error(transparent)]
+    Parse(#[from] ParseFailure),
+    /// The predicate failed, panicked, or did not finish in time.
+    #[error(transparent)]
+    Evaluate(#[from] EvaluateError),
+    /// The webhook path was asked with a method other than POST or GET.
+    #[error("method not allowed: use POST to deliver a webhook")]
+    MethodNotAllowed,
+    /// No route matches the path.
+    #[error("not found")]
+    NotFound,
+}
+
+impl Rejection {
+    /// The status code this rejection is answered with.
+    ///
+    /// Only a timed-out predicate is a 503 (Whereby retries it); a predicate that
+    /// failed or panicked is a 500, which Whereby retries as well, and every
+    /// problem with the request itself is a 4xx that Whereby will not retry.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyUnreadable(_) | Rejection::Parse(_) => StatusCode::BAD_REQUEST,
+            Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Evaluate(EvaluateError::TimedOut { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Evaluate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// A stable, machine-readable name for the failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::UnsupportedMediaType => "unsupported_media_type",
+            Rejection::PayloadTooLarge { .. } => "payload_too_large",
+            Rejection::BodyUnreadable(_) => "body_unreadable",
+            Rejection::Signature(SignatureError::Missing) => "signature_missing",
+            Rejection::Signature(SignatureError::Malformed(_)) => "signature_malformed",
+            Rejection::Signature(SignatureError::Stale { .. }) => "signature_stale",
+            Rejection::Signature(SignatureError::NoMatch) => "signature_mismatch",
+            Rejection::Parse(ParseFailure::RoomUrl(_)) => "invalid_room",
+            Rejection::Parse(ParseFailure::Body(_)) => "invalid_webhook",
+            Rejection::Evaluate(EvaluateError::TimedOut { .. }) => "predicate_timeout",
+            Rejection::Evaluate(_) => "predicate_failed",
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::NotFound => "not_found",
+        }
+    }
+
+    /// What the client is told. A predicate's own error stays in the log: it is
+    /// the operator's business, not the sender's.
+    fn client_message(&self) -> String {
+        match self {
+            Rejection::Evaluate(EvaluateError::Failed { event_type, .. })
+            | Rejection::Evaluate(EvaluateError::Panicked { event_type, .. }) => {
+                format!("the predicate for {event_type} failed; see the server log")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "webhook not evaluated");
+        } else {
+            tracing::warn!(code = self.code(), error = %self, "webhook refused");
+        }
+        let message = self.client_message();
+        let field = match &self {
+            Rejection::Parse(failure) => failure.field(),
+            _ => None,
+        };
+        let body = serde_json::to_vec(&ErrorBody {
+            error: &message,
+            code: self.code(),
+            field,
+        })
+        .unwrap_or_else(|_| b"{\"error\":\"internal error\"}".to_vec());
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response();
+        if matches!(self, Rejection::MethodNotAllowed) {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+        }
+        response
+    }
+}

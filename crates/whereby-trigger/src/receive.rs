@@ -1,0 +1,202 @@
+//! Receive: the HTTP side of the pipeline.
+//!
+//! receive → verify → parse → deduplicate → evaluate → record → dispatch, each step
+//! in its own module; this one reads the request and answers it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use whereby_webhook::{BaseDomain, SIGNATURE_HEADER, unix_now};
+
+use crate::deduplicate::{Deduplicate, Reservation};
+use crate::dispatch::{Dispatcher, TriggerEvent};
+use crate::error::Rejection;
+use crate::evaluate::{Decision, Predicates};
+use crate::parse::parse;
+use crate::verify::SignaturePolicy;
+
+/// Path of the liveness probe.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// Everything a request needs, shared by all requests. Nothing in it is locked
+/// as a whole: the dedup store shards its own state, and the rest is read-only.
+pub(crate) struct App {
+    pub(crate) policy: SignaturePolicy,
+    pub(crate) base_domain: BaseDomain,
+    pub(crate) max_body: usize,
+    pub(crate) predicate_timeout: Duration,
+    pub(crate) dedup: Arc<dyn Deduplicate>,
+    pub(crate) predicates: Predicates,
+    pub(crate) dispatcher: Arc<Dispatcher>,
+}
+
+/// The answer to a delivery that was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The predicate returned `true`; one trigger event was dispatched.
+    Triggered,
+    /// The predicate returned `false`, or none is registered for the type.
+    NotMatched,
+    /// The type is not one the Trigger evaluates.
+    Ignored,
+    /// The id was answered before, or is being evaluated right now.
+    Duplicate,
+}
+
+impl Outcome {
+    /// The JSON body this outcome is answered with.
+    pub fn body(self) -> &'static str {
+        match self {
+            Outcome::Triggered => r#"{"outcome":"triggered"}"#,
+            Outcome::NotMatched => r#"{"outcome":"not_matched"}"#,
+            Outcome::Ignored => r#"{"outcome":"ignored"}"#,
+            Outcome::Duplicate => r#"{"outcome":"duplicate"}"#,
+        }
+    }
+}
+
+impl IntoResponse for Outcome {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body(),
+        )
+            .into_response()
+    }
+}
+
+pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
+    let webhook = get(|| async { StatusCode::OK })
+        .post(receive)
+        .fallback(|| async { Rejection::MethodNotAllowed });
+    Router::new()
+        .route(path, webhook)
+        .route(HEALTH_PATH, get(|| async { StatusCode::OK }))
+        .fallback(|| async { Rejection::NotFound })
+        .with_state(app)
+}
+
+async fn receive(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Outcome, Rejection> {
+    if !is_json(&headers) {
+        return Err(Rejection::UnsupportedMediaType);
+    }
+    let body = read_body(body, &headers, app.max_body).await?;
+
+    let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
+    let verified = app.policy.verify(signature, body, unix_now())?;
+
+    let parsed = parse(verified, &app.base_domain)?;
+
+    let id = parsed.event.id();
+    if app.dedup.reserve(id, Instant::now()) == Reservation::Duplicate {
+        tracing::debug!(id, "duplicate delivery");
+        return Ok(Outcome::Duplicate);
+    }
+    let reservation = Reserved {
+        dedup: app.dedup.as_ref(),
+        id,
+    };
+
+    // The only await after the reservation: if it fails or the client goes away,
+    // dropping `reservation` releases the id so Whereby's retry is fresh.
+    let decision = app
+        .predicates
+        .evaluate(&parsed.event, app.predicate_timeout)
+        .await?;
+
+    // Record and dispatch without awaiting in between, so the two cannot be split.
+    reservation.remember();
+    Ok(match decision {
+        Decision::Ignored => Outcome::Ignored,
+        Decision::NotMatched => Outcome::NotMatched,
+        Decision::Matched => {
+            let room_url = parsed.room_url.unwrap_or_default();
+            tracing::info!(id = parsed.event.id(), r#type = parsed.event.type_name(), %room_url, "triggered");
+            app.dispatcher
+                .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
+            Outcome::Triggered
+        }
+    })
+}
+
+/// A reserved id, released unless explicitly remembered.
+struct Reserved<'a> {
+    dedup: &'a dyn Deduplicate,
+    id: &'a str,
+}
+
+impl Reserved<'_> {
+    fn remember(self) {
+        self.dedup.remember(self.id, Instant::now());
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.dedup.release(self.id);
+    }
+}
+
+/// `application/json`, with any parameters (such as a charset).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Rejection> {
+    // Refuse a declared oversize body before reading a byte of it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(Rejection::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(Rejection::PayloadTooLarge { limit })
+        }
+        Err(err) => Err(Rejection::BodyUnreadable(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/jsonx"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

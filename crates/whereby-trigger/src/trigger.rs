@@ -1,0 +1,462 @@
+//! The Trigger: its builder, the server it runs, and the handle that stops it.
+
+use std::future::{Future, IntoFuture};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use whereby_webhook::{
+    BaseDomain, DEFAULT_TOLERANCE, InvalidBaseDomain, SigningSecret, TypedWebhook, Verifier,
+};
+
+use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
+use crate::dispatch::{Dispatcher, TriggerEvent, TriggerEvents};
+use crate::evaluate::{BoxError, Predicates};
+use crate::receive::{App, HEALTH_PATH, router};
+use crate::verify::SignaturePolicy;
+
+/// Default listening port, as in the Node SDK.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default largest accepted body: Whereby's payloads are well under 4 KiB.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Default time a predicate may take: below Whereby's 5-second delivery timeout,
+/// so a slow predicate gets a 503 (and a retry) rather than a silent time-out.
+pub const DEFAULT_PREDICATE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A setting the builder cannot accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The webhook path does not start with `/`, holds a character other than
+    /// letters, digits and `-._~/`, or collides with the health path.
+    #[error(
+        "webhook path `{0}` must start with '/', hold only letters, digits and -._~/, \
+         and must not be {HEALTH_PATH}"
+    )]
+    Path(String),
+    /// The base domain is not a valid domain name.
+    #[error(transparent)]
+    BaseDomain(#[from] InvalidBaseDomain),
+    /// A limit is zero.
+    #[error("`{0}` must be greater than zero")]
+    Zero(&'static str),
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The accept loop failed.
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server task panicked or was aborted.
+    #[error("the server task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Configures a [`Trigger`]: where it listens, how it verifies, and which
+/// predicates decide.
+#[must_use]
+pub struct TriggerBuilder {
+    port: u16,
+    bind: IpAddr,
+    path: String,
+    secrets: Vec<SigningSecret>,
+    tolerance: Duration,
+    base_domain: String,
+    max_body: usize,
+    predicate_timeout: Duration,
+    dedup_limits: DedupLimits,
+    dedup: Option<Arc<dyn Deduplicate>>,
+    predicates: Predicates,
+    dispatcher: Dispatcher,
+}
+
+impl Default for TriggerBuilder {
+    fn default() -> Self {
+        TriggerBuilder {
+            port: DEFAULT_PORT,
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            path: "/".to_owned(),
+            secrets: Vec::new(),
+            tolerance: DEFAULT_TOLERANCE,
+            base_domain: whereby_webhook::DEFAULT_BASE_DOMAIN.to_owned(),
+            max_body: DEFAULT_MAX_BODY,
+            predicate_timeout: DEFAULT_PREDICATE_TIMEOUT,
+            dedup_limits: DedupLimits::default(),
+            dedup: None,
+            predicates: Predicates::default(),
+            dispatcher: Dispatcher::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for TriggerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TriggerBuilder")
+            .field("port", &self.port)
+            .field("bind", &self.bind)
+            .field("path", &self.path)
+            .field("secrets", &self.secrets.len())
+            .field("tolerance", &self.tolerance)
+            .field("base_domain", &self.base_domain)
+            .field("max_body", &self.max_body)
+            .field("predicate_timeout", &self.predicate_timeout)
+            .field("predicates", &self.predicates)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TriggerBuilder {
+    /// The port to listen on (default 8080; 0 picks a free one).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// The address to listen on (default `0.0.0.0`).
+    pub fn bind(mut self, addr: IpAddr) -> Self {
+        self.bind = addr;
+        self
+    }
+
+    /// The path webhooks are posted to (default `/`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.path = path.into();
+        self
+    }
+
+    /// Adds a signing secret. With none, unsigned webhooks are accepted (and a
+    /// warning is logged); add two during a rotation.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secrets.push(SigningSecret::new(secret));
+        self
+    }
+
+    /// How far a signature's timestamp may be from now (default 300 s).
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// The domain room URLs are built on (default `whereby.com`).
+    pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
+        self.base_domain = domain.into();
+        self
+    }
+
+    /// The largest accepted body, in bytes (default 64 KiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// How long an asynchronous predicate may run (default 4 s). Synchronous
+    /// predicates run inline and should be quick.
+    pub fn predicate_timeout(mut self, timeout: Duration) -> Self {
+        self.predicate_timeout = timeout;
+        self
+    }
+
+    /// Bounds of the in-memory memory of answered ids (default 100,000 ids, 24 h).
+    pub fn dedup_limits(mut self, limits: DedupLimits) -> Self {
+        self.dedup_limits = limits;
+        self
+    }
+
+    /// Replaces the in-memory id store, e.g. with one shared by several replicas.
+    pub fn dedup_store(mut self, store: Arc<dyn Deduplicate>) -> Self {
+        self.dedup = Some(store);
+        self
+    }
+
+    /// Starts an assistant when `predicate` returns `true` for a webhook of type `E`.
+    /// Replaces an earlier predicate for the same type.
+    ///
+    /// ```
+    /// use whereby_trigger::Trigger;
+    /// use whereby_trigger::webhook::RoomClientJoined;
+    ///
+    /// let builder = Trigger::builder().on(|e: &RoomClientJoined| e.data.num_clients == 1);
+    /// ```
+    pub fn on<E, F>(mut self, predicate: F) -> Self
+    where
+        E: TypedWebhook,
+        F: Fn(&E) -> bool + Send + Sync + 'static,
+    {
+        self.predicates.set_sync(move |e: &E| Ok(predicate(e)));
+        self
+    }
+
+    /// Like [`TriggerBuilder::on`], for a predicate that can fail; an error is
+    /// answered 500 (Whereby retries) and logged.
+    pub fn try_on<E, F, Err>(mut self, predicate: F) -> Self
+    where
+        E: TypedWebhook,
+        F: Fn(&E) -> Result<bool, Err> + Send + Sync + 'static,
+        Err: Into<BoxError>,
+    {
+        self.predicates
+            .set_sync(move |e: &E| predicate(e).map_err(Into::into));
+        self
+    }
+
+    /// An asynchronous predicate, for rules that need I/O. It gets its own copy of
+    /// the webhook and must finish within the predicate timeout, or the delivery is
+    /// answered 503.
+    ///
+    /// ```
+    /// use whereby_trigger::Trigger;
+    /// use whereby_trigger::webhook::AssistantRequested;
+    ///
+    /// let builder = Trigger::builder().on_async(|e: AssistantRequested| async move {
+    ///     e.data.subdomain == "acme"
+    /// });
+    /// ```
+    pub fn on_async<E, F, Fut>(mut self, predicate: F) -> Self
+    where
+        E: TypedWebhook,
+        F: Fn(E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.predicates.set_async(move |e: E| {
+            let matched = predicate(e);
+            async move { Ok(matched.await) }
+        });
+        self
+    }
+
+    /// An asynchronous predicate that can fail.
+    pub fn try_on_async<E, F, Fut, Err>(mut self, predicate: F) -> Self
+    where
+        E: TypedWebhook,
+        F: Fn(E) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<bool, Err>> + Send + 'static,
+        Err: Into<BoxError>,
+    {
+        self.predicates.set_async(move |e: E| {
+            let matched = predicate(e);
+            async move { matched.await.map_err(Into::into) }
+        });
+        self
+    }
+
+    /// Runs `callback` for every trigger event, on the request's task, before the
+    /// delivery is answered. Keep it short (hand work to a task); a panic in it is
+    /// logged and does not affect the answer.
+    pub fn on_trigger<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&TriggerEvent) + Send + Sync + 'static,
+    {
+        self.dispatcher.add_callback(Arc::new(callback));
+        self
+    }
+
+    /// Validates the settings.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting that cannot work.
+    pub fn build(self) -> Result<Trigger, ConfigError> {
+        let path_ok = self.path.starts_with('/')
+            && self
+                .path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
+        if !path_ok || self.path == HEALTH_PATH {
+            return Err(ConfigError::Path(self.path));
+        }
+        if self.max_body == 0 {
+            return Err(ConfigError::Zero("max_body"));
+        }
+        if self.predicate_timeout.is_zero() {
+            return Err(ConfigError::Zero("predicate_timeout"));
+        }
+        if self.dedup_limits.max_ids == 0 {
+            return Err(ConfigError::Zero("dedup max_ids"));
+        }
+        let base_domain = BaseDomain::new(&self.base_domain)?;
+        let policy = if self.secrets.is_empty() {
+            SignaturePolicy::Unsigned
+        } else {
+            SignaturePolicy::Required(Verifier::new(self.secrets).with_tolerance(self.tolerance))
+        };
+        let dedup = self
+            .dedup
+            .unwrap_or_else(|| Arc::new(MemoryDedup::new(self.dedup_limits)));
+        let dispatcher = Arc::new(self.dispatcher);
+        Ok(Trigger {
+            addr: SocketAddr::new(self.bind, self.port),
+            path: self.path,
+            app: Arc::new(App {
+                policy,
+                base_domain,
+                max_body: self.max_body,
+                predicate_timeout: self.predicate_timeout,
+                dedup,
+                predicates: self.predicates,
+                dispatcher,
+            }),
+        })
+    }
+}
+
+/// A configured Trigger, ready to serve.
+///
+/// ```no_run
+/// use whereby_trigger::Trigger;
+/// use whereby_trigger::webhook::RoomClientJoined;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let trigger = Trigger::builder()
+///     .secret(std::env::var("WHEREBY_WEBHOOK_SECRET")?)
+///     .on(|e: &RoomClientJoined| e.data.num_clients == 1)
+///     .build()?;
+/// let mut events = trigger.subscribe();
+/// let handle = trigger.start().await?;
+/// while let Some(event) = events.recv().await {
+///     println!("start an assistant in {}", event.room_url);
+/// }
+/// # handle.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct Trigger {
+    addr: SocketAddr,
+    path: String,
+    app: Arc<App>,
+}
+
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trigger")
+            .field("addr", &self.addr)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trigger {
+    /// A builder with the defaults: port 8080 on all interfaces, path `/`, no
+    /// secret, 300 s tolerance, `whereby.com`, 64 KiB bodies, 4 s predicates.
+    pub fn builder() -> TriggerBuilder {
+        TriggerBuilder::default()
+    }
+
+    /// A stream of every trigger event from now on. Subscribe before starting to
+    /// miss none.
+    pub fn subscribe(&self) -> TriggerEvents {
+        self.app.dispatcher.subscribe()
+    }
+
+    /// The axum router, to mount in an existing application
+    /// (`app.nest_service("/whereby", trigger.router())` or `merge`). It serves the
+    /// webhook path and `/healthz`.
+    pub fn router(&self) -> Router {
+        self.warn_if_unsigned();
+        router(self.app.clone(), &self.path)
+    }
+
+    /// Binds the configured address and serves in the background.
+    ///
+    /// # Errors
+    /// [`ServeError::Bind`] when the address cannot be bound.
+    pub async fn start(self) -> Result<TriggerHandle, ServeError> {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: self.addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr()?;
+        let dispatcher = self.app.dispatcher.clone();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.serve(listener, stop.clone().cancelled_owned()));
+        Ok(TriggerHandle {
+            local_addr,
+            dispatcher,
+            stop,
+            task,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting,
+    /// finishes the requests in flight, and ends every event stream.
+    ///
+    /// # Errors
+    /// [`ServeError::Io`] when the accept loop fails.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let dispatcher = self.app.dispatcher.clone();
+        let app = self.router();
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
+        }
+        // Answers are one small write; without Nagle they leave at once.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .into_future()
+            .await;
+        dispatcher.close();
+        tracing::info!("stopped");
+        Ok(served?)
+    }
+
+    fn warn_if_unsigned(&self) {
+        if matches!(self.app.policy, SignaturePolicy::Unsigned) {
+            tracing::warn!(
+                "no signing secret configured: unsigned webhooks are accepted, so anyone who \
+                 can reach this server can start assistants"
+            );
+        }
+    }
+}
+
+/// A running Trigger.
+///
+/// Dropping the handle leaves the server running; call
+/// [`TriggerHandle::shutdown`] to stop it.
+#[derive(Debug)]
+pub struct TriggerHandle {
+    local_addr: SocketAddr,
+    dispatcher: Arc<Dispatcher>,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TriggerHandle {
+    /// The address the server is bound to (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A stream of every trigger event from now on.
+    pub fn subscribe(&self) -> TriggerEvents {
+        self.dispatcher.subscribe()
+    }
+
+    /// Stops accepting connections, waits for the requests in flight to be
+    /// answered, then ends every event stream.
+    ///
+    /// # Errors
+    /// The error the server stopped with, if any.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
