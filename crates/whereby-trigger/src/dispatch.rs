@@ -159,6 +159,12 @@ impl TriggerEvents {
         self.rx.recv().await
     }
 
+    /// The next event, blocking the thread: for a consumer on a thread of its own.
+    /// Must not be called from an async task.
+    pub fn blocking_recv(&mut self) -> Option<TriggerEvent> {
+        self.rx.blocking_recv()
+    }
+
     /// The next event if one is ready, without waiting.
     pub fn try_recv(&mut self) -> Option<TriggerEvent> {
         self.rx.try_recv().ok()

@@ -77,6 +77,7 @@ pub mod evaluate;
 pub mod parse;
 pub mod receive;
 pub mod trigger;
+pub mod units;
 pub mod verify;
 
 /// The webhook types, parser and signature verifier this crate builds on.
