@@ -89,3 +89,8 @@ pub use error::Rejection;
 pub use evaluate::{BoxError, Decision, EvaluateError};
 pub use receive::Outcome;
 pub use trigger::{ConfigError, ServeError, Trigger, TriggerBuilder, TriggerHandle};
+
+/// Compiles the README's Rust example, so it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
