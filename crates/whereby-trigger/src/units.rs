@@ -31,7 +31,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
         what: "duration (e.g. 300s, 5m, 12h)",
         reason,
     };
-    let (number, unit) = split_number(input.trim()).ok_or_else(|| err("it does not start with a number"))?;
+    let (number, unit) =
+        split_number(input.trim()).ok_or_else(|| err("it does not start with a number"))?;
     let millis_per: u64 = match unit {
         "ms" => 1,
         "" | "s" => 1_000,
@@ -64,7 +65,8 @@ pub fn parse_size(input: &str) -> Result<usize, UnitError> {
         what: "size (e.g. 64KiB, 1MB, 65536)",
         reason,
     };
-    let (number, unit) = split_number(input.trim()).ok_or_else(|| err("it does not start with a number"))?;
+    let (number, unit) =
+        split_number(input.trim()).ok_or_else(|| err("it does not start with a number"))?;
     let factor: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -100,7 +102,15 @@ mod tests {
         assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43_200));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
         assert_eq!(parse_duration(" 10 s ").unwrap(), Duration::from_secs(10));
-        for bad in ["", "s", "5 minutes", "-1s", "1.5s", "5x", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "5 minutes",
+            "-1s",
+            "1.5s",
+            "5x",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }

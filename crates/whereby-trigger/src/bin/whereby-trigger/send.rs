@@ -65,7 +65,11 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let mut request = reqwest::Client::new()
         .post(&args.to)
         .header("content-type", "application/json");
-    match args.secret.as_deref().filter(|s| !s.is_empty() && !args.unsigned) {
+    match args
+        .secret
+        .as_deref()
+        .filter(|s| !s.is_empty() && !args.unsigned)
+    {
         Some(secret) => {
             let t = args.timestamp.unwrap_or_else(unix_now);
             request = request.header(SIGNATURE_HEADER, SigningSecret::new(secret).sign(t, &body));
@@ -168,7 +172,12 @@ fn fresh_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     (0..4)
-        .map(|i| format!("{:016x}", RandomState::new().hash_one((nanos, i, std::process::id()))))
+        .map(|i| {
+            format!(
+                "{:016x}",
+                RandomState::new().hash_one((nanos, i, std::process::id()))
+            )
+        })
         .collect()
 }
 
@@ -221,7 +230,10 @@ mod tests {
         let mut data = json!({"numClients": 1});
         set_path(&mut data, "numClients", json!(3)).unwrap();
         set_path(&mut data, "numClientsByRoleName.host", json!(2)).unwrap();
-        assert_eq!(data, json!({"numClients": 3, "numClientsByRoleName": {"host": 2}}));
+        assert_eq!(
+            data,
+            json!({"numClients": 3, "numClientsByRoleName": {"host": 2}})
+        );
         assert!(set_path(&mut data, "numClients.x", json!(1)).is_err());
         assert!(set_path(&mut data, "a..b", json!(1)).is_err());
     }

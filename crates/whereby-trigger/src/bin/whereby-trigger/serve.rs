@@ -31,7 +31,12 @@ pub(crate) struct ServeArgs {
 
     /// Webhook signing secret from the Whereby dashboard; repeat it during a
     /// rotation. Default: the WHEREBY_WEBHOOK_SECRET environment variable.
-    #[arg(long = "secret", value_name = "SECRET", env = "WHEREBY_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "secret",
+        value_name = "SECRET",
+        env = "WHEREBY_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     secrets: Vec<String>,
 
     /// Accept unsigned webhooks when no secret is given (local testing only).
