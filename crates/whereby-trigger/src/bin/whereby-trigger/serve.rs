@@ -13,7 +13,7 @@ use whereby_trigger::webhook::{
     AssistantRequested, EventType, RoomClientJoined, RoomClientLeft, RoomSessionEnded,
     RoomSessionStarted,
 };
-use whereby_trigger::{Trigger, TriggerBuilder, TriggerEvents};
+use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder, TriggerEvents};
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -64,6 +64,14 @@ pub(crate) struct ServeArgs {
     /// Longest time a predicate may take before the delivery is answered 503.
     #[arg(long, default_value = "4s", value_parser = parse_duration)]
     predicate_timeout: Duration,
+
+    /// How many answered event ids are remembered for duplicate suppression.
+    #[arg(long, default_value_t = whereby_trigger::deduplicate::DEFAULT_MAX_IDS)]
+    dedup_max_ids: usize,
+
+    /// How long an answered event id is remembered.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    dedup_max_age: Duration,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -84,7 +92,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .tolerance(args.tolerance)
         .base_domain(args.base_domain)
         .max_body(args.max_body)
-        .predicate_timeout(args.predicate_timeout);
+        .predicate_timeout(args.predicate_timeout)
+        .dedup_limits(DedupLimits {
+            max_ids: args.dedup_max_ids,
+            max_age: args.dedup_max_age,
+        });
     for secret in secrets {
         builder = builder.secret(secret);
     }
