@@ -12,7 +12,9 @@ use whereby_trigger::webhook::{AssistantRequested, RoomClientJoined};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
 
     let mut builder = Trigger::builder()
         .port(8080)

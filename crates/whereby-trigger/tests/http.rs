@@ -1,0 +1,834 @@
+//! The HTTP contract (issue 2, section 3), against the real server on
+//! `127.0.0.1:0`, one row of the table after another.
+//!
+//! No test sleeps to synchronise: predicates that must be "in flight" wait on a
+//! `Notify` and say when they have started, and every wait is bounded by
+//! `common::TIMEOUT` so a hang fails instead of hanging.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use common::{
+    JSON, Reply, SECRET, Server, builder, chunked_request, id_of, raw_exchange, sample,
+    sample_value, sample_with, sample_with_id, send, sign, sign_at, within,
+};
+use reqwest::header::{ALLOW, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use whereby_trigger::webhook::{
+    AssistantRequested, RoomClientJoined, RoomClientLeft, RoomSessionEnded, RoomSessionStarted,
+    unix_now,
+};
+
+/// The room URL of every sample payload.
+const SAMPLE_ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
+
+/// A counter the predicates bump, to prove they were (or were not) consulted.
+fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+/// A `room.client.joined` predicate that is always true and counts its calls.
+fn always_joined(calls: &Arc<AtomicUsize>) -> impl Fn(&RoomClientJoined) -> bool + use<> {
+    let calls = calls.clone();
+    move |_| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 200: triggered, not_matched, ignored, duplicate
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn predicate_true_answers_triggered_with_one_event() {
+    let mut server =
+        Server::start(builder().on(|e: &RoomClientJoined| e.data.num_clients == 1)).await;
+    // A second subscriber, taken after start: every subscriber gets every event.
+    let mut late = server.handle.subscribe();
+    let body = sample("room.client.joined");
+
+    server.post(body).await.assert_outcome("triggered");
+
+    let event = server.next_event().await;
+    assert_eq!(event.room_url, SAMPLE_ROOM_URL);
+    assert_eq!(event.trigger_webhook.id(), id_of(body));
+    assert_eq!(event.trigger_webhook.type_name(), "room.client.joined");
+    assert_eq!(event.raw_webhook(), body.as_bytes(), "the body as received");
+    server.assert_no_event();
+
+    let copy = within("the second subscriber's event", late.recv())
+        .await
+        .expect("second subscriber got the event");
+    assert_eq!(copy.trigger_webhook.id(), id_of(body));
+    assert!(late.try_recv().is_none());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_evaluated_type_can_trigger() {
+    let mut server = Server::start(
+        builder()
+            .on(|_: &RoomClientJoined| true)
+            .on(|_: &RoomClientLeft| true)
+            .on(|_: &RoomSessionStarted| true)
+            .on(|_: &RoomSessionEnded| true)
+            .on(|_: &AssistantRequested| true),
+    )
+    .await;
+    for event_type in [
+        "room.client.joined",
+        "room.client.left",
+        "room.session.started",
+        "room.session.ended",
+        "assistant.requested",
+    ] {
+        let body = sample(event_type);
+        server.post(body).await.assert_outcome("triggered");
+        let event = server.next_event().await;
+        assert_eq!(event.trigger_webhook.type_name(), event_type);
+        assert_eq!(event.trigger_webhook.id(), id_of(body));
+        assert_eq!(event.room_url, SAMPLE_ROOM_URL);
+    }
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn predicate_false_or_absent_answers_not_matched() {
+    let mut server =
+        Server::start(builder().on(|e: &RoomClientJoined| e.data.num_clients == 1)).await;
+
+    // The predicate says no: the sample with a second client.
+    let second = sample_with("room.client.joined", |v| v["data"]["numClients"] = 2.into());
+    server.post(second).await.assert_outcome("not_matched");
+    // No predicate for this type at all.
+    server
+        .post(sample("room.session.started"))
+        .await
+        .assert_outcome("not_matched");
+
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn types_not_evaluated_are_ignored() {
+    let calls = counter();
+    let mut server = Server::start(builder().on(always_joined(&calls))).await;
+
+    for event_type in [
+        "room.client.knocked",
+        "recording.finished",
+        "transcription.finished",
+    ] {
+        server
+            .post(sample(event_type))
+            .await
+            .assert_outcome("ignored");
+    }
+    // A type Whereby may add tomorrow, with a shape of its own.
+    let future = serde_json::json!({
+        "id": "future-1",
+        "apiVersion": "2.0",
+        "createdAt": "2027-01-01T00:00:00Z",
+        "type": "room.something.new",
+        "data": { "whatever": [1, 2, 3] }
+    });
+    server
+        .post(future.to_string())
+        .await
+        .assert_outcome("ignored");
+
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_answered_id_is_a_duplicate() {
+    let calls = counter();
+    let mut server = Server::start(builder().on({
+        let calls = calls.clone();
+        move |e: &RoomClientJoined| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            e.data.num_clients == 1
+        }
+    }))
+    .await;
+
+    // Triggered once, then the same id again: no second evaluation, no second event.
+    let body = sample("room.client.joined");
+    server.post(body).await.assert_outcome("triggered");
+    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+    server.post(body).await.assert_outcome("duplicate");
+    server.post(body).await.assert_outcome("duplicate");
+    server.assert_no_event();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // An id answered not_matched is remembered as well, even if the retry would match.
+    let no = sample_with("room.client.joined", |v| {
+        v["id"] = "answered-no".into();
+        v["data"]["numClients"] = 3.into();
+    });
+    server.post(no).await.assert_outcome("not_matched");
+    let yes = sample_with_id("room.client.joined", "answered-no");
+    server.post(yes).await.assert_outcome("duplicate");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // And so is an ignored one.
+    let knocked = sample("room.client.knocked");
+    server.post(knocked).await.assert_outcome("ignored");
+    server.post(knocked).await.assert_outcome("duplicate");
+
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_duplicates_trigger_exactly_once() {
+    const DELIVERIES: usize = 20;
+    let calls = counter();
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let mut server = Server::start(builder().on_async({
+        let (calls, started, release) = (calls.clone(), started.clone(), release.clone());
+        move |_: RoomClientJoined| {
+            let (calls, started, release) = (calls.clone(), started.clone(), release.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                started.notify_one();
+                release.notified().await;
+                true
+            }
+        }
+    }))
+    .await;
+
+    let body = sample("room.client.joined");
+    let mut deliveries = JoinSet::new();
+    for _ in 0..DELIVERIES {
+        deliveries.spawn(send(server.delivery("/", body)));
+    }
+
+    // One delivery is now held inside the predicate. Every other one must be
+    // answered `duplicate` while it is held (they must not wait for it).
+    within("the predicate to start", started.notified()).await;
+    for _ in 1..DELIVERIES {
+        let reply = within("a racing delivery", deliveries.join_next())
+            .await
+            .expect("a delivery is left")
+            .expect("delivery task");
+        reply.assert_outcome("duplicate");
+    }
+    server.assert_no_event();
+
+    release.notify_one();
+    let reply = within("the evaluated delivery", deliveries.join_next())
+        .await
+        .expect("the evaluated delivery is left")
+        .expect("delivery task");
+    reply.assert_outcome("triggered");
+    assert!(deliveries.is_empty());
+
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the predicate ran once");
+    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_evaluation_is_not_remembered() {
+    let calls = counter();
+    let mut server = Server::start(builder().try_on({
+        let calls = calls.clone();
+        // Fails the first time (say, its database is down), then says yes.
+        move |_: &RoomClientJoined| match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => Err("database unavailable"),
+            _ => Ok(true),
+        }
+    }))
+    .await;
+    let body = sample("room.client.joined");
+
+    server
+        .post(body)
+        .await
+        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    server.assert_no_event();
+
+    // Whereby's retry carries the same id and is evaluated afresh.
+    server.post(body).await.assert_outcome("triggered");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+    server.post(body).await.assert_outcome("duplicate");
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn callbacks_run_once_per_trigger_event() {
+    let seen = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let server = Server::start(
+        builder()
+            .on(|e: &RoomClientJoined| e.data.num_clients == 1)
+            .on_trigger({
+                let seen = seen.clone();
+                move |event| {
+                    seen.lock().unwrap().push((
+                        event.room_url.clone(),
+                        event.trigger_webhook.id().to_owned(),
+                    ));
+                }
+            }),
+    )
+    .await;
+
+    let first = sample_with_id("room.client.joined", "cb-1");
+    server.post(first.clone()).await.assert_outcome("triggered");
+    server.post(first).await.assert_outcome("duplicate");
+    let no = sample_with("room.client.joined", |v| {
+        v["id"] = "cb-no".into();
+        v["data"]["numClients"] = 2.into();
+    });
+    server.post(no).await.assert_outcome("not_matched");
+    let second = sample_with("room.client.joined", |v| {
+        v["id"] = "cb-2".into();
+        v["data"]["roomName"] = "/retro".into();
+    });
+    server.post(second).await.assert_outcome("triggered");
+
+    // Callbacks run before the answer, so both are in by now.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (SAMPLE_ROOM_URL.to_owned(), "cb-1".to_owned()),
+            (
+                "https://acme.whereby.com/retro".to_owned(),
+                "cb-2".to_owned()
+            ),
+        ]
+    );
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 400: unreadable webhooks, naming the field
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unreadable_webhooks_are_400_naming_the_field() {
+    let calls = counter();
+    let mut server = Server::start(builder().on(always_joined(&calls))).await;
+
+    let without = |field: &'static str| {
+        sample_with("room.client.joined", |v| {
+            v.as_object_mut().unwrap().remove(field);
+        })
+    };
+    // (what, body, code, field named in the answer)
+    let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
+        ("not JSON", "{not json".into(), "invalid_webhook", None),
+        ("plain text", "hello".into(), "invalid_webhook", None),
+        ("an array", "[1,2,3]".into(), "invalid_webhook", None),
+        ("no id", without("id"), "invalid_webhook", Some("id")),
+        ("no type", without("type"), "invalid_webhook", Some("type")),
+        (
+            "no data.roomName",
+            sample_with("room.client.joined", |v| {
+                v["data"].as_object_mut().unwrap().remove("roomName");
+            }),
+            "invalid_webhook",
+            Some("data.roomName"),
+        ),
+        (
+            "data.numClients as a string",
+            sample_with("room.client.joined", |v| {
+                v["data"]["numClients"] = "1".into()
+            }),
+            "invalid_webhook",
+            Some("data.numClients"),
+        ),
+        (
+            "a subdomain that is another host",
+            sample_with("room.client.joined", |v| {
+                v["data"]["subdomain"] = "evil.com".into()
+            }),
+            "invalid_room",
+            Some("data.subdomain"),
+        ),
+        (
+            "a roomName with a query",
+            sample_with("room.client.joined", |v| {
+                v["data"]["roomName"] = "/standup?next=//evil.com".into()
+            }),
+            "invalid_room",
+            Some("data.roomName"),
+        ),
+    ];
+
+    for (what, body, code, field) in cases {
+        let reply = server.post(body).await;
+        let json = reply.assert_error(StatusCode::BAD_REQUEST, code);
+        assert_eq!(
+            json.get("field").and_then(Value::as_str),
+            field,
+            "{what}: {}",
+            reply.body
+        );
+    }
+
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no predicate ran");
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 401: signatures
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn bad_signatures_are_401_each_with_its_code() {
+    let calls = counter();
+    let mut server = Server::start(builder().secret(SECRET).on(always_joined(&calls))).await;
+    let body = sample("room.client.joined");
+    let now = unix_now();
+
+    let missing = server.post(body).await;
+    missing.assert_error(StatusCode::UNAUTHORIZED, "signature_missing");
+
+    let cases = [
+        (
+            "garbage",
+            "not a signature".to_owned(),
+            "signature_malformed",
+        ),
+        ("no v1", format!("t={now}"), "signature_malformed"),
+        // 1000 s old, with the default tolerance of 300 s; and as far ahead.
+        ("old", sign_at(SECRET, now - 1000, body), "signature_stale"),
+        (
+            "future",
+            sign_at(SECRET, now + 1000, body),
+            "signature_stale",
+        ),
+        (
+            "other secret",
+            sign("whsec_other", body),
+            "signature_mismatch",
+        ),
+        // Signed over other bytes: the server must verify the raw body as sent.
+        (
+            "other body",
+            sign(SECRET, &body.replace("Ada", "Eve")),
+            "signature_mismatch",
+        ),
+    ];
+    for (what, signature, code) in cases {
+        let reply = server.post_with_signature(body, &signature).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}");
+        reply.assert_error(StatusCode::UNAUTHORIZED, code);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no predicate ran");
+    server.assert_no_event();
+
+    // The control: the same body, properly signed, goes through.
+    server
+        .post_signed(SECRET, body)
+        .await
+        .assert_outcome("triggered");
+    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn during_a_rotation_either_secret_passes() {
+    let mut server = Server::start(
+        builder()
+            .secret("whsec_old")
+            .secret("whsec_new")
+            .on(|_: &RoomClientJoined| true),
+    )
+    .await;
+
+    let old = sample_with_id("room.client.joined", "rot-old");
+    server
+        .post_signed("whsec_old", &old)
+        .await
+        .assert_outcome("triggered");
+    let new = sample_with_id("room.client.joined", "rot-new");
+    server
+        .post_signed("whsec_new", &new)
+        .await
+        .assert_outcome("triggered");
+    let stranger = sample_with_id("room.client.joined", "rot-stranger");
+    server
+        .post_signed("whsec_stranger", &stranger)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "signature_mismatch");
+
+    // One header with two `v1=` entries, only the second of which matches.
+    let both = sample_with_id("room.client.joined", "rot-both");
+    let now = unix_now();
+    let wrong = sign_at("whsec_stranger", now, &both);
+    let right = sign_at("whsec_new", now, &both);
+    let (_, right_mac) = right.split_once(",v1=").expect("t=..,v1=..");
+    let header = format!("{wrong},v1={right_mac}");
+    server
+        .post_with_signature(&both, &header)
+        .await
+        .assert_outcome("triggered");
+
+    for id in ["rot-old", "rot-new", "rot-both"] {
+        assert_eq!(server.next_event().await.trigger_webhook.id(), id);
+    }
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_secret_unsigned_webhooks_are_accepted() {
+    let mut server = Server::start(builder().on(|_: &RoomClientJoined| true)).await;
+    let body = sample("room.client.joined");
+    server.post(body).await.assert_outcome("triggered");
+    assert_eq!(server.next_event().await.room_url, SAMPLE_ROOM_URL);
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 413, 415, 405, 404: the request itself
+// ---------------------------------------------------------------------------
+
+/// A valid `room.client.joined` body of more than `size` bytes (padded with an
+/// unknown field, which the parser tolerates).
+fn padded_body(size: usize) -> String {
+    sample_with("room.client.joined", |v| {
+        v["padding"] = "x".repeat(size).into();
+    })
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
+    let mut server = Server::start(builder().max_body(1024).on(|_: &RoomClientJoined| true)).await;
+
+    // reqwest declares the length: refused before the body is read.
+    server
+        .post(padded_body(2000))
+        .await
+        .assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    server.assert_no_event();
+
+    // The control: the same payload under the limit is accepted.
+    let small = serde_json::to_string(&sample_value("room.client.joined")).unwrap();
+    assert!(small.len() < 1024);
+    server.post(small).await.assert_outcome("triggered");
+    server.next_event().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_413() {
+    // reqwest has no streaming bodies here (no `stream` feature), so these go
+    // over a raw TCP connection with `Transfer-Encoding: chunked`: the server
+    // cannot refuse them by Content-Length and must count while reading.
+    let mut server = Server::start(builder().max_body(1024).on(|_: &RoomClientJoined| true)).await;
+
+    // The control: a chunked body under the limit is read and triggers.
+    let small = serde_json::to_string(&sample_value("room.client.joined")).unwrap();
+    let (status, answer) = raw_exchange(
+        server.addr(),
+        &chunked_request("/", JSON, small.as_bytes(), 100),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.ends_with(r#"{"outcome":"triggered"}"#), "{answer}");
+    server.next_event().await;
+
+    let big = padded_body(2000);
+    let (status, answer) = raw_exchange(
+        server.addr(),
+        &chunked_request("/", JSON, big.as_bytes(), 256),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains(r#""code":"payload_too_large""#), "{answer}");
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn content_type_must_be_json() {
+    let mut server = Server::start(builder().on(|_: &RoomClientJoined| true)).await;
+    let body = sample("room.client.joined");
+
+    let text = server
+        .request(Method::POST, "/")
+        .header(CONTENT_TYPE, "text/plain")
+        .body(body);
+    send(text)
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let none = server.request(Method::POST, "/").body(body);
+    send(none)
+        .await
+        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    server.assert_no_event();
+
+    // A charset parameter is fine. (The id was not remembered by the 415s.)
+    let charset = server
+        .request(Method::POST, "/")
+        .header(CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(body);
+    send(charset).await.assert_outcome("triggered");
+    server.next_event().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn other_methods_are_405_and_other_paths_404() {
+    let mut server = Server::start(builder().on(|_: &RoomClientJoined| true)).await;
+    let body = sample("room.client.joined");
+
+    for method in [Method::PUT, Method::DELETE, Method::PATCH] {
+        let request = server
+            .request(method.clone(), "/")
+            .header(CONTENT_TYPE, JSON)
+            .body(body);
+        let reply = send(request).await;
+        reply.assert_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        let allow = reply.headers.get(ALLOW).and_then(|v| v.to_str().ok());
+        assert!(
+            allow.is_some_and(|a| a.contains("POST")),
+            "{method}: {allow:?}"
+        );
+    }
+    for path in ["/webhook", "/other/path"] {
+        send(server.delivery(path, body))
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
+        send(server.request(Method::GET, path))
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn get_path_is_200_empty_and_healthz_is_200() {
+    let server = Server::start(builder()).await;
+    let root = send(server.request(Method::GET, "/")).await;
+    assert_eq!(root.status, StatusCode::OK);
+    assert_eq!(root.body, "");
+    let health = send(server.request(Method::GET, "/healthz")).await;
+    assert_eq!(health.status, StatusCode::OK);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_custom_path_replaces_the_root() {
+    let mut server = Server::start(
+        builder()
+            .path("/hooks/whereby")
+            .on(|_: &RoomClientJoined| true),
+    )
+    .await;
+    let body = sample("room.client.joined");
+
+    send(server.delivery("/", body))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    send(server.request(Method::GET, "/"))
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
+    server.assert_no_event();
+
+    send(server.delivery("/hooks/whereby", body))
+        .await
+        .assert_outcome("triggered");
+    assert_eq!(server.next_event().await.room_url, SAMPLE_ROOM_URL);
+    let get = send(server.request(Method::GET, "/hooks/whereby")).await;
+    assert_eq!((get.status, get.body.as_str()), (StatusCode::OK, ""));
+    let health = send(server.request(Method::GET, "/healthz")).await;
+    assert_eq!(health.status, StatusCode::OK);
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// 500, 503: predicates that give no answer
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_predicate_error_is_500_and_stays_in_the_log() {
+    let mut server = Server::start(
+        builder().try_on(|_: &RoomClientJoined| Err::<bool, _>("secret-db-password rejected")),
+    )
+    .await;
+    let reply = server.post(sample("room.client.joined")).await;
+    reply.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    // The predicate's own error is the operator's business, not the sender's.
+    assert!(!reply.body.contains("secret-db-password"), "{}", reply.body);
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sync_predicate_panic_is_500_and_the_server_keeps_serving() {
+    let mut server = Server::start(
+        builder()
+            .on(|_: &RoomClientJoined| panic!("predicate bug"))
+            .on(|_: &RoomSessionStarted| true),
+    )
+    .await;
+    let joined = sample("room.client.joined");
+
+    server
+        .post(joined)
+        .await
+        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    // Not remembered: the retry is evaluated (and panics) again.
+    server
+        .post(joined)
+        .await
+        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    server.assert_no_event();
+
+    // The server is alive and serves the next delivery.
+    let started = sample("room.session.started");
+    server.post(started).await.assert_outcome("triggered");
+    assert_eq!(
+        server.next_event().await.trigger_webhook.id(),
+        id_of(started)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_async_predicate_panic_is_500() {
+    let mut server = Server::start(
+        builder()
+            .on_async(|_: RoomClientJoined| async { panic!("async predicate bug") })
+            .on(|_: &RoomSessionStarted| true),
+    )
+    .await;
+    server
+        .post(sample("room.client.joined"))
+        .await
+        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    server.assert_no_event();
+
+    let started = sample("room.session.started");
+    server.post(started).await.assert_outcome("triggered");
+    assert_eq!(
+        server.next_event().await.trigger_webhook.id(),
+        id_of(started)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_predicate_slower_than_the_timeout_is_503() {
+    let calls = counter();
+    let mut server = Server::start(
+        builder()
+            .predicate_timeout(Duration::from_millis(200))
+            .on_async({
+                let calls = calls.clone();
+                move |_: RoomClientJoined| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<bool>()
+                }
+            }),
+    )
+    .await;
+    let body = sample("room.client.joined");
+
+    let reply = server.post(body).await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "predicate_timeout");
+    // Whereby retries a 503, and the retry is evaluated afresh (not a duplicate).
+    let reply = server.post(body).await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "predicate_timeout");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Graceful shutdown
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_finishes_the_request_in_flight() {
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let Server {
+        handle,
+        mut events,
+        client,
+    } = Server::start(builder().on_async({
+        let (started, release) = (started.clone(), release.clone());
+        move |_: RoomClientJoined| {
+            let (started, release) = (started.clone(), release.clone());
+            async move {
+                started.notify_one();
+                release.notified().await;
+                true
+            }
+        }
+    }))
+    .await;
+    let addr = handle.local_addr();
+    let body = sample("room.client.joined");
+
+    let request = client
+        .post(format!("http://{addr}/"))
+        .header(CONTENT_TYPE, JSON)
+        .body(body);
+    let in_flight = tokio::spawn(send(request));
+    within("the predicate to start", started.notified()).await;
+
+    // Poll the shutdown once, so the stop signal is given while the request is
+    // held in its predicate; it cannot complete with that request unanswered.
+    let mut shutdown = Box::pin(handle.shutdown());
+    let first = std::future::poll_fn(|cx| Poll::Ready(shutdown.as_mut().poll(cx))).await;
+    assert!(
+        first.is_pending(),
+        "shutdown finished with a request in flight"
+    );
+    let shutdown = tokio::spawn(shutdown);
+
+    release.notify_one();
+    let reply: Reply = within("the request in flight", in_flight)
+        .await
+        .expect("request task");
+    reply.assert_outcome("triggered");
+    within("the shutdown", shutdown)
+        .await
+        .expect("shutdown task")
+        .expect("clean shutdown");
+
+    // The event answered 200 is delivered, then the stream ends.
+    let event = within("the event", events.recv())
+        .await
+        .expect("the event was not lost");
+    assert_eq!(event.trigger_webhook.id(), id_of(body));
+    assert!(
+        within("the end of the stream", events.recv())
+            .await
+            .is_none(),
+        "the stream ends after shutdown"
+    );
+
+    // Nothing listens any more.
+    let connect = within("a connection attempt", tokio::net::TcpStream::connect(addr)).await;
+    assert!(
+        connect.is_err(),
+        "a new connection was accepted after shutdown"
+    );
+}
