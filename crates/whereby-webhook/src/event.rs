@@ -374,6 +374,13 @@ impl WebhookEvent {
         }
     }
 
+    /// `createdAt` in milliseconds since the Unix epoch, when present and readable
+    /// (always, for the evaluated types: [`parse`](crate::parse()) checks it).
+    pub fn created_at_millis(&self) -> Option<i64> {
+        self.created_at()
+            .and_then(crate::time::parse_rfc3339_millis)
+    }
+
     /// The room fields of an evaluated event; `None` for [`WebhookEvent::Other`].
     pub fn in_room(&self) -> Option<&dyn InRoom> {
         match self {

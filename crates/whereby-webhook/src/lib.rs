@@ -43,6 +43,7 @@
 //! - [`room_url`](mod@room_url): [`room_url()`] and [`BaseDomain`].
 //! - [`signature`]: [`Verifier`], [`SigningSecret`], [`SignatureError`].
 //! - [`sample`]: one realistic payload per event type.
+//! - [`time`]: reading `createdAt`.
 
 pub mod event;
 pub mod parse;
@@ -50,6 +51,7 @@ pub mod role;
 pub mod room_url;
 pub mod sample;
 pub mod signature;
+pub mod time;
 
 pub use event::{
     AssistantRequested, ClientData, EventType, InRoom, OtherWebhook, RoomClientJoined,

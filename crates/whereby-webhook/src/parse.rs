@@ -128,6 +128,14 @@ pub fn parse(body: &[u8]) -> Result<WebhookEvent, ParseError> {
 
     let api_version: String = required(envelope.api_version, "apiVersion")?;
     let created_at: String = required(envelope.created_at, "createdAt")?;
+    // Room state orders events by createdAt, so an evaluated event must have one
+    // that can be ordered.
+    if crate::time::parse_rfc3339_millis(&created_at).is_none() {
+        return Err(invalid(
+            "createdAt",
+            "must be an RFC 3339 time such as 2026-11-02T09:00:03.120Z",
+        ));
+    }
     let data = envelope.data.ok_or_else(|| missing("data"))?;
 
     Ok(match event_type {
@@ -311,7 +319,7 @@ mod tests {
         assert_eq!(event.type_name(), "room.future");
         assert_eq!(event.created_at(), None);
         let event = parse(
-            br#"{"id":"x","apiVersion":"1.0","createdAt":"t","type":"room.session.ended",
+            br#"{"id":"x","apiVersion":"1.0","createdAt":"2026-11-02T09:00:00Z","type":"room.session.ended",
             "extra":{"a":1},"data":{"roomName":"/r","roomSessionId":null,"subdomain":"a","new":true}}"#,
         )
         .unwrap();
@@ -400,6 +408,10 @@ mod tests {
             (with(&["data"], Some(json!("s"))), "data"),
             (with(&["apiVersion"], None), "apiVersion"),
             (with(&["createdAt"], Some(json!(1))), "createdAt"),
+            (
+                with(&["createdAt"], Some(json!("last tuesday"))),
+                "createdAt",
+            ),
         ];
         for (body, field) in cases {
             assert_eq!(field_of(&body).as_deref(), Some(field), "{body}");
