@@ -56,7 +56,7 @@ impl TriggerEvent {
 /// Copies JSON without its line breaks. In valid JSON a raw CR or LF can only be
 /// whitespace between tokens (inside strings they must be escaped), so dropping
 /// them keeps the document and its meaning.
-fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
+pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
     out.extend(json.iter().copied().filter(|b| *b != b'\n' && *b != b'\r'));
 }
 

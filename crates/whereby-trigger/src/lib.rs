@@ -70,12 +70,14 @@
 //! - [`error`]: [`Rejection`], the one place failures become HTTP answers.
 //! - [`webhook`]: the `whereby-webhook` crate (types, parsing, signatures).
 
+pub mod actions;
 pub mod deduplicate;
 pub mod dispatch;
 pub mod error;
 pub mod evaluate;
 pub mod parse;
 pub mod receive;
+pub mod rules;
 pub mod trigger;
 pub mod units;
 pub mod verify;

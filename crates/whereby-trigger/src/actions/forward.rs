@@ -1,0 +1,1 @@
+//! `forward`: POST the event to a service. (In progress.)

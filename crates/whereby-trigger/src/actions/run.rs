@@ -1,0 +1,1 @@
+//! `run`: spawn the assistant as a child process. (In progress.)

@@ -1,0 +1,1 @@
+//! `stdout`: one JSON line per event. (In progress.)

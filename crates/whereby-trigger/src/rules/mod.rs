@@ -1,0 +1,8 @@
+//! Rules from the config file: which webhooks start (and stop) assistants.
+//!
+//! webhook → [`room`] state folded → each trigger's `on` and `when` ([`cel`]) →
+//! its `once_per` claim ([`claims`]) → actions. [`engine`] ties them together;
+//! [`config`] reads the TOML file.
+
+pub mod claims;
+pub mod room;

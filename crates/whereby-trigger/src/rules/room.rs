@@ -1,0 +1,254 @@
+//! Room state, folded from the webhooks of each room.
+//!
+//! Whereby may deliver out of order, so each part of the state remembers the
+//! `createdAt` of the event it came from, and an older event never overwrites a
+//! newer one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use whereby_webhook::{InRoom, WebhookEvent};
+
+/// A room: the organisation's subdomain and the room's path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomKey {
+    /// `data.subdomain`.
+    pub subdomain: Arc<str>,
+    /// `data.roomName`.
+    pub room_name: Arc<str>,
+}
+
+impl RoomKey {
+    /// The room of an in-room event.
+    pub fn of(room: &dyn InRoom) -> RoomKey {
+        RoomKey {
+            subdomain: Arc::from(room.subdomain()),
+            room_name: Arc::from(room.room_name()),
+        }
+    }
+}
+
+impl fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.subdomain, self.room_name)
+    }
+}
+
+/// What the rules see as `room`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomView {
+    /// Clients in the room, from the newest join/leave event.
+    pub num_clients: u32,
+    /// Clients per role, from the newest join/leave event.
+    pub num_clients_by_role_name: BTreeMap<String, u32>,
+    /// A session started and no later session end was seen.
+    pub session_active: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RoomState {
+    view: RoomView,
+    /// `createdAt` (ms) of the join/leave event the counts come from.
+    clients_at: Option<i64>,
+    /// `createdAt` (ms) of the session start/end the flag comes from.
+    session_at: Option<i64>,
+    last_seen: Instant,
+}
+
+/// The state of every room seen recently. Rooms idle for longer than `idle` are
+/// forgotten.
+#[derive(Debug)]
+pub struct Rooms {
+    inner: Mutex<Inner>,
+    idle: Duration,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rooms: HashMap<RoomKey, RoomState>,
+    /// When idle rooms were last swept out.
+    swept: Instant,
+}
+
+/// How often idle rooms are swept out: often enough to bound memory, rarely
+/// enough that the sweep costs nothing per event.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+impl Rooms {
+    /// An empty set of rooms that forgets a room after `idle` without events.
+    pub fn new(idle: Duration) -> Self {
+        Rooms {
+            inner: Mutex::new(Inner {
+                rooms: HashMap::new(),
+                swept: Instant::now(),
+            }),
+            idle,
+        }
+    }
+
+    /// Folds `event` into its room's state and returns the state after it.
+    /// Returns `None` for events that are not about a room.
+    pub fn fold(&self, event: &WebhookEvent, now: Instant) -> Option<RoomView> {
+        let room = event.in_room()?;
+        let at = event.created_at_millis();
+        let key = RoomKey::of(room);
+        let mut inner = self.lock();
+        if now.saturating_duration_since(inner.swept) >= SWEEP_EVERY {
+            let idle = self.idle;
+            inner
+                .rooms
+                .retain(|_, state| now.saturating_duration_since(state.last_seen) < idle);
+            inner.swept = now;
+        }
+        let state = inner.rooms.entry(key).or_insert_with(|| RoomState {
+            view: RoomView::default(),
+            clients_at: None,
+            session_at: None,
+            last_seen: now,
+        });
+        state.last_seen = now;
+        let newer = |seen: Option<i64>| match (at, seen) {
+            (Some(at), Some(seen)) => at >= seen,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
+        let clients = match event {
+            WebhookEvent::RoomClientJoined(w) => Some(&w.data),
+            WebhookEvent::RoomClientLeft(w) => Some(&w.data),
+            _ => None,
+        };
+        if let Some(data) = clients.filter(|_| newer(state.clients_at)) {
+            state.view.num_clients = data.num_clients;
+            state.view.num_clients_by_role_name = data
+                .num_clients_by_role_name
+                .iter()
+                .map(|(role, n)| (role.as_str().to_owned(), *n))
+                .collect();
+            state.clients_at = at;
+        }
+        let session = match event {
+            WebhookEvent::RoomSessionStarted(_) => Some(true),
+            WebhookEvent::RoomSessionEnded(_) => Some(false),
+            _ => None,
+        };
+        if let Some(active) = session.filter(|_| newer(state.session_at)) {
+            state.view.session_active = active;
+            state.session_at = at;
+        }
+        Some(state.view.clone())
+    }
+
+    /// The current state of `room`, if it is known.
+    pub fn get(&self, room: &RoomKey) -> Option<RoomView> {
+        self.lock().rooms.get(room).map(|state| state.view.clone())
+    }
+
+    /// How many rooms are remembered.
+    pub fn len(&self) -> usize {
+        self.lock().rooms.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether no room is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(event_type: &str, created_at: &str, data: serde_json::Value) -> WebhookEvent {
+        let mut v: serde_json::Value =
+            serde_json::from_str(whereby_webhook::sample::sample(event_type).unwrap()).unwrap();
+        v["createdAt"] = json!(created_at);
+        for (k, val) in data.as_object().unwrap() {
+            v["data"][k] = val.clone();
+        }
+        whereby_webhook::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn joined(at: &str, n: u32) -> WebhookEvent {
+        event(
+            "room.client.joined",
+            at,
+            json!({"numClients": n, "numClientsByRoleName": {"host": 1, "visitor": n - 1}}),
+        )
+    }
+
+    #[test]
+    fn counts_come_from_the_newest_event() {
+        let rooms = Rooms::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let v = rooms.fold(&joined("2026-11-02T09:00:01Z", 1), now).unwrap();
+        assert_eq!(v.num_clients, 1);
+        let v = rooms.fold(&joined("2026-11-02T09:00:03Z", 3), now).unwrap();
+        assert_eq!(v.num_clients, 3);
+        assert_eq!(v.num_clients_by_role_name.get("visitor"), Some(&2));
+        // Delivered late: an older event does not overwrite.
+        let v = rooms.fold(&joined("2026-11-02T09:00:02Z", 2), now).unwrap();
+        assert_eq!(v.num_clients, 3);
+        let left = event(
+            "room.client.left",
+            "2026-11-02T09:00:04Z",
+            json!({"numClients": 2, "numClientsByRoleName": {"host": 1, "visitor": 1}}),
+        );
+        assert_eq!(rooms.fold(&left, now).unwrap().num_clients, 2);
+    }
+
+    #[test]
+    fn session_flag_follows_start_and_end_in_time_order() {
+        let rooms = Rooms::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let start = event("room.session.started", "2026-11-02T09:00:00Z", json!({}));
+        let end = event("room.session.ended", "2026-11-02T10:00:00Z", json!({}));
+        // The end arrives before the start: the session is over all the same.
+        assert!(!rooms.fold(&end, now).unwrap().session_active);
+        assert!(!rooms.fold(&start, now).unwrap().session_active);
+        let restart = event("room.session.started", "2026-11-02T11:00:00Z", json!({}));
+        assert!(rooms.fold(&restart, now).unwrap().session_active);
+    }
+
+    #[test]
+    fn rooms_are_separate_and_idle_ones_forgotten() {
+        let rooms = Rooms::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        rooms.fold(&joined("2026-11-02T09:00:01Z", 1), t0);
+        let other = event(
+            "room.client.joined",
+            "2026-11-02T09:00:01Z",
+            json!({"roomName": "/other", "numClients": 5}),
+        );
+        assert_eq!(rooms.fold(&other, t0).unwrap().num_clients, 5);
+        assert_eq!(rooms.len(), 2);
+        let later = t0 + Duration::from_secs(120);
+        let third = event(
+            "room.session.started",
+            "2026-11-02T09:00:01Z",
+            json!({"roomName": "/third"}),
+        );
+        rooms.fold(&third, later);
+        assert_eq!(rooms.len(), 1, "the two idle rooms are forgotten");
+    }
+
+    #[test]
+    fn other_types_have_no_room() {
+        let rooms = Rooms::new(Duration::from_secs(60));
+        let knocked = whereby_webhook::parse(
+            whereby_webhook::sample::sample("recording.finished")
+                .unwrap()
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(rooms.fold(&knocked, Instant::now()).is_none());
+    }
+}
