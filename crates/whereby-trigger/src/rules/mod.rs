@@ -4,5 +4,6 @@
 //! its `once_per` claim ([`claims`]) → actions. [`engine`] ties them together;
 //! [`config`] reads the TOML file.
 
+pub mod cel;
 pub mod claims;
 pub mod room;

@@ -1,0 +1,315 @@
+//! `when`: a trigger's condition, a CEL expression.
+//!
+//! The expression sees the webhook's top-level fields (`type`, `id`,
+//! `createdAt`, `apiVersion`, `data`) with Whereby's names, and `room`, the
+//! room's state ([`RoomView`]). It is compiled when the config loads; at run time
+//! an expression that fails (a missing field, a type mismatch) counts as false.
+
+use std::sync::{Arc, LazyLock};
+
+use std::collections::BTreeSet;
+
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::{Context, Env, Program, Value};
+
+use crate::rules::room::RoomView;
+
+/// The names an expression may use.
+pub const NAMES: [&str; 6] = ["type", "id", "createdAt", "apiVersion", "data", "room"];
+
+/// The standard CEL environment, built once: building it per event would
+/// dominate the cost of evaluating a short expression.
+static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
+
+/// A compiled `when` expression.
+pub struct When {
+    source: String,
+    program: Program,
+}
+
+impl std::fmt::Debug for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("When").field(&self.source).finish()
+    }
+}
+
+/// Why an expression does not compile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WhenError {
+    /// 1-based line within the expression, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl When {
+    /// Compiles `source`, refusing syntax errors and names other than [`NAMES`].
+    ///
+    /// # Errors
+    /// A [`WhenError`] with the line within the expression where it can tell.
+    ///
+    /// ```
+    /// use whereby_trigger::rules::cel::When;
+    /// assert!(When::compile(r#"data.subdomain == "acme" && room.numClients >= 2"#).is_ok());
+    /// assert!(When::compile("room.numClients >=").is_err());
+    /// assert!(When::compile("rooom.numClients > 1").is_err());
+    /// ```
+    pub fn compile(source: &str) -> Result<When, WhenError> {
+        let program = ENV.compile(source).map_err(|errors| {
+            let first = errors.errors.first();
+            WhenError {
+                line: first
+                    .and_then(|e| usize::try_from(e.pos.0).ok())
+                    .filter(|l| *l > 0),
+                message: first.map_or_else(|| errors.to_string(), |e| e.msg.clone()),
+            }
+        })?;
+        let mut free = BTreeSet::new();
+        free_names(program.expression(), &mut Vec::new(), &mut free);
+        let unknown: Vec<&str> = free
+            .into_iter()
+            .filter(|name| !NAMES.contains(name))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(WhenError {
+                line: None,
+                message: format!(
+                    "unknown name{} {} (an expression may use {})",
+                    if unknown.len() > 1 { "s" } else { "" },
+                    unknown
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    NAMES.join(", ")
+                ),
+            });
+        }
+        Ok(When {
+            source: source.to_owned(),
+            program,
+        })
+    }
+
+    /// The expression as written.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Evaluates the expression against `input`.
+    ///
+    /// # Errors
+    /// The evaluation error, or a note that the result was not a boolean. The
+    /// caller treats either as "false" and logs it.
+    pub fn eval(&self, input: &WhenInput) -> Result<bool, String> {
+        let mut context = Context::with_env(ENV.clone());
+        for (name, value) in &input.vars {
+            context.add_variable_from_value(*name, value.clone());
+        }
+        match self.program.execute(&context) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("the expression gave {other:?}, not a boolean")),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+}
+
+/// Collects the names `expr` uses that no enclosing comprehension binds: the
+/// crate's own reference list also counts macro variables (`x` in
+/// `list.exists(x, x > 1)`), which are not names the user must supply.
+fn free_names<'a>(expr: &'a IdedExpr, bound: &mut Vec<&'a str>, out: &mut BTreeSet<&'a str>) {
+    match &expr.expr {
+        Expr::Ident(name) => {
+            // '@'-names are the macro expansion's own accumulators.
+            if !name.starts_with('@') && !bound.contains(&name.as_str()) {
+                out.insert(name);
+            }
+        }
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                free_names(target, bound, out);
+            }
+            for arg in &call.args {
+                free_names(arg, bound, out);
+            }
+        }
+        Expr::Comprehension(comp) => {
+            free_names(&comp.iter_range, bound, out);
+            free_names(&comp.accu_init, bound, out);
+            let depth = bound.len();
+            bound.push(&comp.iter_var);
+            if let Some(second) = &comp.iter_var2 {
+                bound.push(second);
+            }
+            bound.push(&comp.accu_var);
+            free_names(&comp.loop_cond, bound, out);
+            free_names(&comp.loop_step, bound, out);
+            free_names(&comp.result, bound, out);
+            bound.truncate(depth);
+        }
+        Expr::List(list) => {
+            for element in &list.elements {
+                free_names(element, bound, out);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                entry_names(&entry.expr, bound, out);
+            }
+        }
+        Expr::Struct(st) => {
+            for entry in &st.entries {
+                entry_names(&entry.expr, bound, out);
+            }
+        }
+        Expr::Select(select) => free_names(&select.operand, bound, out),
+        Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+fn entry_names<'a>(entry: &'a EntryExpr, bound: &mut Vec<&'a str>, out: &mut BTreeSet<&'a str>) {
+    match entry {
+        EntryExpr::StructField(field) => free_names(&field.value, bound, out),
+        EntryExpr::MapEntry(pair) => {
+            free_names(&pair.key, bound, out);
+            free_names(&pair.value, bound, out);
+        }
+    }
+}
+
+/// What an expression sees for one event, converted once and shared by every
+/// trigger that evaluates it.
+#[derive(Debug, Clone)]
+pub struct WhenInput {
+    vars: Vec<(&'static str, Value)>,
+}
+
+impl WhenInput {
+    /// The input for a webhook (as JSON) and its room's state.
+    pub fn new(webhook: &serde_json::Value, room: Option<&RoomView>) -> WhenInput {
+        let mut vars = Vec::with_capacity(NAMES.len());
+        for name in NAMES {
+            let value = if name == "room" {
+                room.and_then(|r| cel::to_value(r).ok())
+            } else {
+                webhook.get(name).and_then(|v| cel::to_value(v).ok())
+            };
+            if let Some(value) = value {
+                vars.push((name, value));
+            }
+        }
+        WhenInput { vars }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(event_type: &str, room: RoomView) -> WhenInput {
+        let webhook: serde_json::Value =
+            serde_json::from_str(whereby_webhook::sample::sample(event_type).unwrap()).unwrap();
+        WhenInput::new(&webhook, Some(&room))
+    }
+
+    fn eval(expr: &str, input: &WhenInput) -> Result<bool, String> {
+        When::compile(expr).unwrap().eval(input)
+    }
+
+    #[test]
+    fn sees_the_webhook_and_the_room() {
+        let room = RoomView {
+            num_clients: 2,
+            num_clients_by_role_name: [("host".to_owned(), 1), ("visitor".to_owned(), 1)].into(),
+            session_active: true,
+        };
+        let i = input("room.client.joined", room);
+        assert_eq!(
+            eval(r#"data.subdomain == "acme" && room.numClients >= 2"#, &i),
+            Ok(true)
+        );
+        assert_eq!(eval(r#"type == "room.client.joined""#, &i), Ok(true));
+        assert_eq!(
+            eval(r#"data.roleName == "host" && data.numClients == 1"#, &i),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(r#"room.numClientsByRoleName.visitor == 1"#, &i),
+            Ok(true)
+        );
+        assert_eq!(eval(r#"room.sessionActive"#, &i), Ok(true));
+        assert_eq!(eval(r#"createdAt.startsWith("2026-11-02")"#, &i), Ok(true));
+        assert_eq!(
+            eval(r#"has(data.isDialIn) && !data.isDialIn"#, &i),
+            Ok(true)
+        );
+        assert_eq!(eval(r#"data.metadata == null"#, &i), Ok(true));
+        assert_eq!(
+            eval(r#"data.externalId.matches("^user-[0-9]+$")"#, &i),
+            Ok(true)
+        );
+        assert_eq!(
+            eval(
+                r#"data.numClientsByRoleName.exists(role, role == "host")"#,
+                &i
+            ),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn every_fixture_can_be_evaluated() {
+        for (event_type, _) in whereby_webhook::sample::SAMPLES {
+            let i = input(event_type, RoomView::default());
+            assert_eq!(eval(&format!("type == {:?}", event_type), &i), Ok(true));
+            assert_eq!(eval(r#"data.roomName == "/standup-3f9a2c""#, &i), Ok(true));
+            assert_eq!(
+                eval("room.numClients == 0 && !room.sessionActive", &i),
+                Ok(true)
+            );
+        }
+    }
+
+    #[test]
+    fn runtime_failures_are_errors_not_panics() {
+        let i = input("room.session.started", RoomView::default());
+        // A field that session events do not have.
+        assert!(eval("data.numClients > 1", &i).is_err());
+        assert!(
+            eval(r#"data.subdomain"#, &i)
+                .unwrap_err()
+                .contains("not a boolean")
+        );
+        assert!(eval(r#"data.subdomain + 1 == 2"#, &i).is_err());
+        assert!(eval(r#"1 / 0 == 1"#, &i).is_err());
+    }
+
+    #[test]
+    fn compile_errors_name_the_line_or_the_name() {
+        let err = When::compile("data.subdomain ==\n  && true").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err:?}");
+        let err = When::compile("rooms.numClients > 1 && foo").unwrap_err();
+        assert!(
+            err.message.contains("`foo`") && err.message.contains("`rooms`"),
+            "{err}"
+        );
+        // A macro's variable is bound inside it, and only there.
+        assert!(When::compile("data.a.exists(x, x > 1)").is_ok());
+        assert!(When::compile("[1].all(x, x > 0) && x > 0").is_err());
+        let err = When::compile("data.a.exists(x, x > y)").unwrap_err();
+        assert!(
+            err.message.contains("`y`") && !err.message.contains("`x`"),
+            "{err}"
+        );
+        assert!(When::compile("").is_err());
+    }
+
+    #[test]
+    fn a_missing_room_is_an_error_at_run_time() {
+        let webhook = json!({"type": "room.session.started", "data": {}});
+        let i = WhenInput::new(&webhook, None);
+        assert!(eval("room.numClients > 0", &i).is_err());
+    }
+}
