@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 use crate::rules::room::RoomKey;
 
+/// Default lease: the longest a room or session stays claimed.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(12 * 3600);
+
 /// What a trigger claims when it fires.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

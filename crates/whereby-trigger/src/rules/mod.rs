@@ -6,4 +6,5 @@
 
 pub mod cel;
 pub mod claims;
+pub mod engine;
 pub mod room;
