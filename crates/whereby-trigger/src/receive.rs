@@ -20,7 +20,8 @@ use crate::deduplicate::{Deduplicate, Reservation};
 use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::error::Rejection;
 use crate::evaluate::{Decision, Predicates};
-use crate::parse::parse;
+use crate::parse::{ParsedWebhook, parse};
+use crate::rules::engine::Engine;
 use crate::verify::SignaturePolicy;
 
 /// Path of the liveness probe.
@@ -36,7 +37,13 @@ pub(crate) struct App {
     pub(crate) dedup: Arc<dyn Deduplicate>,
     pub(crate) predicates: Predicates,
     pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) engine: Option<Arc<Engine>>,
+    pub(crate) observers: Vec<WebhookObserver>,
 }
+
+/// A hook that sees every verified, parsed webhook (duplicates included), e.g.
+/// to record them for `replay`.
+pub type WebhookObserver = Arc<dyn Fn(&ParsedWebhook) + Send + Sync>;
 
 /// The answer to a delivery that was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +109,9 @@ async fn receive(
     let verified = app.policy.verify(signature, body, unix_now())?;
 
     let parsed = parse(verified, &app.base_domain)?;
+    for observe in &app.observers {
+        observe(&parsed);
+    }
 
     let id = parsed.event.id();
     if app.dedup.reserve(id, Instant::now()) == Reservation::Duplicate {
@@ -120,19 +130,40 @@ async fn receive(
         .evaluate(&parsed.event, app.predicate_timeout)
         .await?;
 
-    // Record and dispatch without awaiting in between, so the two cannot be split.
+    // From here on nothing awaits, so remembering the id, taking claims and
+    // dispatching cannot be split by a cancelled request.
+    let rules = match (&app.engine, &parsed.room_url) {
+        (Some(engine), Some(room_url)) => {
+            Some(engine.decide(&parsed.event, &parsed.raw, room_url, Instant::now()))
+        }
+        _ => None,
+    };
     reservation.remember();
-    Ok(match decision {
+    let mut outcome = match decision {
         Decision::Ignored => Outcome::Ignored,
         Decision::NotMatched => Outcome::NotMatched,
-        Decision::Matched => {
-            let room_url = parsed.room_url.unwrap_or_default();
-            tracing::info!(id = parsed.event.id(), r#type = parsed.event.type_name(), %room_url, "triggered");
-            app.dispatcher
-                .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
-            Outcome::Triggered
+        Decision::Matched => Outcome::Triggered,
+    };
+    if let Some(rules) = rules {
+        for verdict in &rules.verdicts {
+            tracing::info!(
+                id = parsed.event.id(),
+                r#type = parsed.event.type_name(),
+                "{verdict}"
+            );
         }
-    })
+        if rules.fired() {
+            outcome = Outcome::Triggered;
+        }
+        rules.dispatch();
+    }
+    if decision == Decision::Matched {
+        let room_url = parsed.room_url.unwrap_or_default();
+        tracing::info!(id = parsed.event.id(), r#type = parsed.event.type_name(), %room_url, "triggered");
+        app.dispatcher
+            .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
+    }
+    Ok(outcome)
 }
 
 /// A reserved id, released unless explicitly remembered.

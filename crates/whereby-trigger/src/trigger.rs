@@ -17,7 +17,9 @@ use whereby_webhook::{
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent, TriggerEvents};
 use crate::evaluate::{BoxError, Predicates};
-use crate::receive::{App, HEALTH_PATH, router};
+use crate::parse::ParsedWebhook;
+use crate::receive::{App, HEALTH_PATH, WebhookObserver, router};
+use crate::rules::engine::Engine;
 use crate::verify::SignaturePolicy;
 
 /// Default listening port, as in the Node SDK.
@@ -81,6 +83,8 @@ pub struct TriggerBuilder {
     dedup: Option<Arc<dyn Deduplicate>>,
     predicates: Predicates,
     dispatcher: Dispatcher,
+    engine: Option<Arc<Engine>>,
+    observers: Vec<WebhookObserver>,
 }
 
 impl Default for TriggerBuilder {
@@ -98,6 +102,8 @@ impl Default for TriggerBuilder {
             dedup: None,
             predicates: Predicates::default(),
             dispatcher: Dispatcher::default(),
+            engine: None,
+            observers: Vec::new(),
         }
     }
 }
@@ -263,6 +269,24 @@ impl TriggerBuilder {
         self
     }
 
+    /// Adds config rules: every evaluated webhook also goes through `engine`,
+    /// which starts and stops its actions. A delivery is answered `triggered`
+    /// when a typed predicate matched or a rule fired.
+    pub fn rules(mut self, engine: Arc<Engine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Calls `observer` with every verified, parsed webhook, duplicates included,
+    /// before it is deduplicated (e.g. to record deliveries for `replay`).
+    pub fn observe<F>(mut self, observer: F) -> Self
+    where
+        F: Fn(&ParsedWebhook) + Send + Sync + 'static,
+    {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
     /// Validates the settings.
     ///
     /// # Errors
@@ -306,6 +330,8 @@ impl TriggerBuilder {
                 dedup,
                 predicates: self.predicates,
                 dispatcher,
+                engine: self.engine,
+                observers: self.observers,
             }),
         })
     }
