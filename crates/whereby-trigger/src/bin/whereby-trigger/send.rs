@@ -1,21 +1,43 @@
-//! `whereby-trigger send`: post a realistic webhook, as Whereby would.
+//! `whereby-trigger send`: post a realistic webhook, as Whereby would, or a
+//! whole scenario of them (`--scenario meeting`).
 
 use std::hash::{BuildHasher, RandomState};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Map, Value, json};
+use whereby_trigger::units::parse_duration;
 use whereby_trigger::webhook::{SIGNATURE_HEADER, SigningSecret, sample, unix_now};
 
+// Declared here rather than in main.rs, so `send` stays one self-contained
+// subcommand; the file sits next to this one.
+#[path = "scenario.rs"]
+mod scenario;
+
+use scenario::{Scenario, Settings};
+
+/// Longest wait for one answer during a scenario. Whereby itself gives up after
+/// 5 s; a little more leaves room for a server being debugged, and the bound
+/// keeps a stuck server from hanging the run.
+const SCENARIO_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The arguments that make `send` post one event, which the scenario-only flags
+/// conflict with. Saying so explicitly matters: clap drops a `requires` whose
+/// target (here `--scenario`) conflicts with an argument that is present, so
+/// `send TYPE --shuffle` would otherwise silently ignore `--shuffle`.
+const ONE_EVENT: [&str; 2] = ["event_type", "file"];
+
+/// `send TYPE`, `send --file PATH` or `send --scenario NAME`.
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
     /// Event type to send, e.g. room.client.joined. Every documented type has a
     /// realistic sample; any other type gets a minimal in-room payload. Optional
-    /// with --file (the file's type is kept unless this is given).
-    #[arg(value_name = "TYPE", required_unless_present = "file")]
+    /// with --file (the file's type is kept unless this is given); not with
+    /// --scenario.
+    #[arg(value_name = "TYPE", required_unless_present_any = ["file", "scenario"])]
     event_type: Option<String>,
 
     /// URL of the server's webhook endpoint.
@@ -58,24 +80,61 @@ pub(crate) struct SendArgs {
     /// other flags still apply; createdAt and id are kept unless set).
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
+
+    /// Play a whole scenario as a sequence of signed webhooks instead of one
+    /// event; prints one line per delivery (type, short id, HTTP status, answer).
+    /// Every event gets a fresh id and a createdAt later than the one before.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "NAME",
+        conflicts_with_all = ["event_type", "file", "id", "set"]
+    )]
+    scenario: Option<Scenario>,
+
+    /// With --scenario: send each event N extra times with the same id, to see
+    /// duplicate suppression.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "scenario", conflicts_with_all = ONE_EVENT)]
+    duplicate: u32,
+
+    /// With --scenario: send the events in a random order (createdAt still tells
+    /// the true order). The seed is printed on stderr, to repeat a run.
+    #[arg(long, requires = "scenario", conflicts_with_all = ONE_EVENT)]
+    shuffle: bool,
+
+    /// Seed of --shuffle, to repeat an order. Default: from the clock.
+    #[arg(long, value_name = "S", requires = "shuffle", conflicts_with_all = ONE_EVENT)]
+    seed: Option<u64>,
+
+    /// With --scenario: wait this long between two deliveries, e.g. 500ms.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0s",
+        value_parser = parse_duration,
+        requires = "scenario",
+        conflicts_with_all = ONE_EVENT
+    )]
+    pace: Duration,
 }
 
+/// Runs `send`; the exit code is 0 when every answer was 2xx, else 1.
 pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let body = build_payload(&args)?;
+    match args.scenario {
+        Some(scenario) => run_scenario(&args, scenario).await,
+        None => run_one(&args).await,
+    }
+}
+
+/// `send TYPE` / `send --file`: one delivery, the answer printed as is.
+async fn run_one(args: &SendArgs) -> anyhow::Result<ExitCode> {
+    let body = build_payload(args)?;
     let mut request = reqwest::Client::new()
         .post(&args.to)
         .header("content-type", "application/json");
-    match args
-        .secret
-        .as_deref()
-        .filter(|s| !s.is_empty() && !args.unsigned)
-    {
-        Some(secret) => {
-            let t = args.timestamp.unwrap_or_else(unix_now);
-            request = request.header(SIGNATURE_HEADER, SigningSecret::new(secret).sign(t, &body));
-        }
-        None if args.unsigned => eprintln!("note: sending unsigned (--unsigned)"),
-        None => eprintln!("note: sending unsigned (no --secret or WHEREBY_WEBHOOK_SECRET)"),
+    note_if_unsigned(args);
+    if let Some(header) = signature(args, &body) {
+        request = request.header(SIGNATURE_HEADER, header);
     }
     let response = request
         .body(body)
@@ -91,6 +150,114 @@ pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `send --scenario`: every webhook of the scenario, in order or shuffled, each
+/// delivery on its own line: `TYPE SHORT-ID HTTP STATUS BODY`.
+async fn run_scenario(args: &SendArgs, scenario: Scenario) -> anyhow::Result<ExitCode> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let now_millis = u64::try_from(now.as_millis()).unwrap_or(u64::MAX);
+    let pace_millis = u64::try_from(args.pace.as_millis()).unwrap_or(u64::MAX);
+    // The timeline ends about now: a second run started right after this one
+    // must not carry older timestamps than this one's last event, or a server
+    // folding room state by createdAt would ignore it.
+    let span = scenario.event_count().saturating_sub(1) as u64;
+    let settings = Settings {
+        subdomain: args.subdomain.clone(),
+        room_name: args.room_name.clone(),
+        start_millis: now_millis.saturating_sub(span),
+        // With a pace, createdAt follows the clock of an in-order run; without
+        // one the events are 1 ms apart, so their order is still unambiguous.
+        step_millis: pace_millis.max(1),
+        nonce: RandomState::new().hash_one((now.as_nanos(), std::process::id())),
+    };
+    let webhooks = scenario::build(scenario, &settings)?;
+    let seed = args.shuffle.then(|| {
+        let seed = args.seed.unwrap_or(now.as_nanos() as u64);
+        eprintln!("note: shuffled with seed {seed} (repeat this order with --seed {seed})");
+        seed
+    });
+    let order = scenario::delivery_order(webhooks.len(), args.duplicate, seed);
+    note_if_unsigned(args);
+
+    let client = reqwest::Client::builder()
+        .timeout(SCENARIO_ANSWER_TIMEOUT)
+        .build()
+        .context("cannot create the HTTP client")?;
+    let mut all_ok = true;
+    for (n, &index) in order.iter().enumerate() {
+        if n > 0 && !args.pace.is_zero() {
+            tokio::time::sleep(args.pace).await;
+        }
+        let webhook = &webhooks[index];
+        let mut request = client
+            .post(&args.to)
+            .header("content-type", "application/json");
+        // Signed per delivery: with a pace, a long run would otherwise drift out
+        // of the server's replay window.
+        if let Some(header) = signature(args, &webhook.body) {
+            request = request.header(SIGNATURE_HEADER, header);
+        }
+        let response = request
+            .body(webhook.body.clone())
+            .send()
+            .await
+            .with_context(|| format!("cannot deliver {} to {}", webhook.event_type, args.to))?;
+        let status = response.status();
+        let answer = response.text().await.unwrap_or_default();
+        all_ok &= status.is_success();
+        // One line per delivery, whatever the server answered.
+        let answer = answer.split_whitespace().collect::<Vec<_>>().join(" ");
+        let short_id: String = webhook.id.chars().take(8).collect();
+        println!(
+            "{:<22} {short_id}  HTTP {status}  {}",
+            webhook.event_type,
+            if answer.is_empty() { "-" } else { &answer }
+        );
+    }
+    let failed = !all_ok;
+    eprintln!(
+        "note: {} deliveries of {} events{}",
+        order.len(),
+        webhooks.len(),
+        if failed {
+            ", some not answered 2xx"
+        } else {
+            ", all answered 2xx"
+        }
+    );
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The signing secret to use, unless signing is off.
+fn active_secret(args: &SendArgs) -> Option<&str> {
+    args.secret
+        .as_deref()
+        .filter(|s| !s.is_empty() && !args.unsigned)
+}
+
+/// The `Whereby-Signature` header for `body`, or `None` when sending unsigned.
+fn signature(args: &SendArgs, body: &[u8]) -> Option<String> {
+    let secret = active_secret(args)?;
+    let t = args.timestamp.unwrap_or_else(unix_now);
+    Some(SigningSecret::new(secret).sign(t, body))
+}
+
+/// Says on stderr why nothing is signed, once per run.
+fn note_if_unsigned(args: &SendArgs) {
+    if active_secret(args).is_none() {
+        if args.unsigned {
+            eprintln!("note: sending unsigned (--unsigned)");
+        } else {
+            eprintln!("note: sending unsigned (no --secret or WHEREBY_WEBHOOK_SECRET)");
+        }
+    }
 }
 
 fn build_payload(args: &SendArgs) -> anyhow::Result<Vec<u8>> {
@@ -186,31 +353,7 @@ fn iso8601_now() -> String {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    scenario::iso8601_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -219,6 +362,7 @@ mod tests {
 
     #[test]
     fn civil_dates() {
+        use scenario::civil_from_days;
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));

@@ -1,0 +1,668 @@
+//! `send --scenario`: a whole meeting as a sequence of webhooks, and the order
+//! they are delivered in.
+//!
+//! Building the webhooks is pure (the clock and the randomness come in as
+//! numbers), so the unit tests below can check every payload; sending them is
+//! `send.rs`'s job.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use serde_json::{Map, Value, json};
+use whereby_trigger::webhook::sample;
+
+/// A scenario `send --scenario` can play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// A host joins, a visitor knocks and joins, the session starts, an assistant
+    /// is requested, the visitor and the host leave, the session ends.
+    Meeting,
+}
+
+impl Scenario {
+    /// The steps of the scenario, in the order they happen.
+    fn steps(self) -> &'static [Step] {
+        match self {
+            Scenario::Meeting => &MEETING,
+        }
+    }
+
+    /// How many webhooks [`build`] makes for this scenario.
+    pub(crate) fn event_count(self) -> usize {
+        self.steps().len()
+    }
+}
+
+/// What varies between runs of a scenario. Everything that would otherwise come
+/// from the clock or from randomness is here, so a build is reproducible.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// `data.subdomain` of every event; `None`: the samples' (`acme`).
+    pub(crate) subdomain: Option<String>,
+    /// `data.roomName` of every event; `None`: the samples' (`/standup-3f9a2c`).
+    pub(crate) room_name: Option<String>,
+    /// `createdAt` of the first event, in milliseconds since the Unix epoch.
+    pub(crate) start_millis: u64,
+    /// How much later each event is than the one before it, in milliseconds.
+    /// Raised to 1 so timestamps always strictly increase.
+    pub(crate) step_millis: u64,
+    /// Seeds the event ids, the session id and the participant ids. A fresh
+    /// nonce per run keeps a second run from looking like duplicates.
+    pub(crate) nonce: u64,
+}
+
+/// One webhook of a scenario, ready to be signed and sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Webhook {
+    /// The event type, e.g. `room.client.joined`.
+    pub(crate) event_type: &'static str,
+    /// The event id (the same for every copy of a duplicated delivery).
+    pub(crate) id: String,
+    /// The compact JSON body.
+    pub(crate) body: Vec<u8>,
+}
+
+/// The people of the meeting. Their names and attributes come from the samples,
+/// so the scenario looks like the documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Person {
+    Host,
+    Visitor,
+}
+
+impl Person {
+    fn display_name(self) -> &'static str {
+        match self {
+            Person::Host => "Ada Lovelace",
+            Person::Visitor => "Grace Hopper",
+        }
+    }
+
+    fn role_name(self) -> &'static str {
+        match self {
+            Person::Host => "host",
+            Person::Visitor => "visitor",
+        }
+    }
+
+    fn metadata(self) -> Value {
+        match self {
+            Person::Host => Value::Null,
+            Person::Visitor => json!("team=platform"),
+        }
+    }
+
+    fn external_id(self) -> Value {
+        match self {
+            Person::Host => json!("user-42"),
+            Person::Visitor => Value::Null,
+        }
+    }
+}
+
+/// One moment of a scenario.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Knock(Person),
+    Join(Person),
+    Leave(Person),
+    SessionStarted,
+    AssistantRequested,
+    SessionEnded,
+}
+
+impl Step {
+    fn event_type(self) -> &'static str {
+        match self {
+            Step::Knock(_) => "room.client.knocked",
+            Step::Join(_) => "room.client.joined",
+            Step::Leave(_) => "room.client.left",
+            Step::SessionStarted => "room.session.started",
+            Step::AssistantRequested => "assistant.requested",
+            Step::SessionEnded => "room.session.ended",
+        }
+    }
+}
+
+/// The meeting, in the order Whereby would create the events.
+const MEETING: [Step; 8] = [
+    Step::Join(Person::Host),
+    Step::Knock(Person::Visitor),
+    Step::Join(Person::Visitor),
+    Step::SessionStarted,
+    Step::AssistantRequested,
+    Step::Leave(Person::Visitor),
+    Step::Leave(Person::Host),
+    Step::SessionEnded,
+];
+
+/// The webhooks of `scenario`, in the order they happen: ids fresh and unique,
+/// `createdAt` strictly increasing, room fields shared, participant fields and
+/// client counts consistent with who is in the room.
+///
+/// # Errors
+/// Only if a built-in sample is missing or not an object, which is a bug.
+pub(crate) fn build(scenario: Scenario, settings: &Settings) -> anyhow::Result<Vec<Webhook>> {
+    let steps = scenario.steps();
+    let mut ids = SplitMix64::new(settings.nonce);
+    // Room defaults come from one sample and are written into every event, so
+    // the events share them even if the fixtures ever disagreed.
+    let room = sample_json("room.client.joined")?;
+    let subdomain = settings
+        .subdomain
+        .clone()
+        .map_or_else(|| room["data"]["subdomain"].clone(), Value::String);
+    let room_name = settings
+        .room_name
+        .clone()
+        .map_or_else(|| room["data"]["roomName"].clone(), Value::String);
+    let host_id = uuid(&mut ids);
+    let visitor_id = uuid(&mut ids);
+    let participant_id = |person| match person {
+        Person::Host => host_id.clone(),
+        Person::Visitor => visitor_id.clone(),
+    };
+    let step_millis = settings.step_millis.max(1);
+
+    // Who is in the room, by role: the counts every join/leave reports.
+    let mut present: BTreeMap<&'static str, u32> = BTreeMap::new();
+    // Whereby has no session before two people are in the room: earlier events
+    // carry a null roomSessionId, every event of the session the same fresh one.
+    let mut session: Option<String> = None;
+    let mut webhooks = Vec::with_capacity(steps.len());
+    for (index, step) in steps.iter().enumerate() {
+        let event_type = step.event_type();
+        if let Step::SessionStarted = step {
+            session = Some(uuid(&mut ids));
+        }
+        let mut webhook = sample_json(event_type)?;
+        let id = hex_id(&mut ids);
+        let created_at = settings.start_millis + step_millis * index as u64;
+        webhook["id"] = json!(id);
+        webhook["createdAt"] = json!(iso8601_millis(created_at));
+        let data = webhook["data"]
+            .as_object_mut()
+            .with_context(|| format!("the {event_type} sample has no data object"))?;
+        data.insert("subdomain".into(), subdomain.clone());
+        data.insert("roomName".into(), room_name.clone());
+        data.insert("roomSessionId".into(), json!(session));
+        match *step {
+            Step::Knock(person) => set_person(data, person, participant_id(person)),
+            Step::Join(person) => {
+                *present.entry(person.role_name()).or_default() += 1;
+                set_person(data, person, participant_id(person));
+                set_counts(data, &present);
+            }
+            Step::Leave(person) => {
+                if let Some(n) = present.get_mut(person.role_name()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        present.remove(person.role_name());
+                    }
+                }
+                set_person(data, person, participant_id(person));
+                set_counts(data, &present);
+            }
+            Step::SessionStarted | Step::AssistantRequested => {}
+            Step::SessionEnded => session = None,
+        }
+        webhooks.push(Webhook {
+            event_type,
+            id,
+            body: serde_json::to_vec(&webhook)?,
+        });
+    }
+    Ok(webhooks)
+}
+
+/// The order to deliver `count` webhooks in, as indexes into them: each one
+/// followed by `duplicate` copies, the whole list shuffled when a seed is given.
+/// Shuffling the copies too means a copy can arrive before its original's
+/// neighbours, as Whereby's retries can.
+pub(crate) fn delivery_order(
+    count: usize,
+    duplicate: u32,
+    shuffle_seed: Option<u64>,
+) -> Vec<usize> {
+    let copies = duplicate as usize + 1;
+    let mut order: Vec<usize> = (0..count)
+        .flat_map(|index| std::iter::repeat_n(index, copies))
+        .collect();
+    if let Some(seed) = shuffle_seed {
+        SplitMix64::new(seed).shuffle(&mut order);
+    }
+    order
+}
+
+fn sample_json(event_type: &str) -> anyhow::Result<Value> {
+    let text = sample::sample(event_type).with_context(|| format!("no sample for {event_type}"))?;
+    let value: Value = serde_json::from_str(text)
+        .with_context(|| format!("the {event_type} sample is not JSON"))?;
+    anyhow::ensure!(
+        value.is_object(),
+        "the {event_type} sample is not an object"
+    );
+    Ok(value)
+}
+
+fn set_person(data: &mut Map<String, Value>, person: Person, participant_id: String) {
+    data.insert("displayName".into(), json!(person.display_name()));
+    data.insert("participantId".into(), json!(participant_id));
+    data.insert("metadata".into(), person.metadata());
+    data.insert("externalId".into(), person.external_id());
+    // A knock comes before the room has given the person a role.
+    if data.contains_key("roleName") || data.contains_key("numClients") {
+        data.insert("roleName".into(), json!(person.role_name()));
+    }
+}
+
+fn set_counts(data: &mut Map<String, Value>, present: &BTreeMap<&'static str, u32>) {
+    data.insert("numClients".into(), json!(present.values().sum::<u32>()));
+    data.insert("numClientsByRoleName".into(), json!(present));
+}
+
+/// 64 hex digits, like Whereby's event ids.
+fn hex_id(rng: &mut SplitMix64) -> String {
+    (0..4).map(|_| format!("{:016x}", rng.next_u64())).collect()
+}
+
+/// A version 4 UUID, like Whereby's session and participant ids.
+fn uuid(rng: &mut SplitMix64) -> String {
+    let (hi, lo) = (rng.next_u64(), rng.next_u64());
+    let hi = (hi & !0xf000) | 0x4000;
+    let lo = (lo & !(0b11 << 62)) | (0b10 << 62);
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        hi >> 32,
+        (hi >> 16) & 0xffff,
+        hi & 0xffff,
+        lo >> 48,
+        lo & 0xffff_ffff_ffff
+    )
+}
+
+/// Milliseconds since the Unix epoch as `2026-11-02T09:00:03.120Z`.
+pub(crate) fn iso8601_millis(millis: u64) -> String {
+    let secs = millis / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        millis % 1000
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Sebastiano Vigna's SplitMix64: a tiny, well-mixed generator. Enough for
+/// test ids and a reproducible shuffle, which is all it is used for; a seed is
+/// the whole state, so printing the seed is enough to repeat a run.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator whose whole future is determined by `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`, `n > 0`. Rejects the few values that would make a
+    /// plain `% n` favour small results.
+    fn below(&mut self, n: u64) -> u64 {
+        // 2^64 mod n: values under it are the incomplete last round.
+        let threshold = n.wrapping_neg() % n;
+        loop {
+            let x = self.next_u64();
+            if x >= threshold {
+                return x % n;
+            }
+        }
+    }
+
+    /// Fisher–Yates: every permutation equally likely.
+    pub(crate) fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use whereby_trigger::webhook::time::parse_rfc3339_millis;
+    use whereby_trigger::webhook::{WebhookEvent, parse};
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            subdomain: None,
+            room_name: None,
+            start_millis: 1_793_610_003_120, // 2026-11-02T09:00:03.120Z
+            step_millis: 1,
+            nonce: 42,
+        }
+    }
+
+    fn meeting(settings: &Settings) -> Vec<(Webhook, Value)> {
+        build(Scenario::Meeting, settings)
+            .unwrap()
+            .into_iter()
+            .map(|w| {
+                let v = serde_json::from_slice(&w.body).unwrap();
+                (w, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_meeting_happens_in_order() {
+        let types: Vec<_> = meeting(&settings())
+            .iter()
+            .map(|(w, v)| {
+                assert_eq!(v["type"], w.event_type);
+                w.event_type
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "room.client.joined",
+                "room.client.knocked",
+                "room.client.joined",
+                "room.session.started",
+                "assistant.requested",
+                "room.client.left",
+                "room.client.left",
+                "room.session.ended",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_payload_parses_as_its_type_in_one_room() {
+        for (webhook, value) in meeting(&settings()) {
+            let event = parse(&webhook.body)
+                .unwrap_or_else(|e| panic!("{} does not parse: {e}", webhook.event_type));
+            assert_eq!(event.type_name(), webhook.event_type);
+            assert_eq!(event.id(), webhook.id);
+            if webhook.event_type != "room.client.knocked" {
+                assert!(
+                    !matches!(event, WebhookEvent::Other(_)),
+                    "{} parsed as Other",
+                    webhook.event_type
+                );
+                let room = event.in_room().expect("an in-room event");
+                assert_eq!(room.subdomain(), "acme");
+                assert_eq!(room.room_name(), "/standup-3f9a2c");
+            }
+            assert_eq!(value["data"]["subdomain"], "acme");
+            assert_eq!(value["data"]["roomName"], "/standup-3f9a2c");
+            assert_eq!(value["apiVersion"], "1.0");
+        }
+    }
+
+    #[test]
+    fn room_overrides_reach_every_event() {
+        let settings = Settings {
+            subdomain: Some("globex".into()),
+            room_name: Some("/board".into()),
+            ..settings()
+        };
+        for (webhook, value) in meeting(&settings) {
+            assert_eq!(
+                value["data"]["subdomain"], "globex",
+                "{}",
+                webhook.event_type
+            );
+            assert_eq!(
+                value["data"]["roomName"], "/board",
+                "{}",
+                webhook.event_type
+            );
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_fresh_per_nonce() {
+        let first: Vec<String> = meeting(&settings())
+            .into_iter()
+            .map(|(w, _)| w.id)
+            .collect();
+        let unique: HashSet<&String> = first.iter().collect();
+        assert_eq!(unique.len(), first.len());
+        for id in &first {
+            assert_eq!(id.len(), 64);
+            assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        let other = Settings {
+            nonce: 43,
+            ..settings()
+        };
+        let second: Vec<String> = meeting(&other).into_iter().map(|(w, _)| w.id).collect();
+        assert!(first.iter().all(|id| !second.contains(id)));
+        // The same nonce builds the same ids: the build is reproducible.
+        let again: Vec<String> = meeting(&settings())
+            .into_iter()
+            .map(|(w, _)| w.id)
+            .collect();
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn timestamps_strictly_increase_in_scenario_order() {
+        for step_millis in [0, 1, 500, 60_000] {
+            let settings = Settings {
+                step_millis,
+                ..settings()
+            };
+            let times: Vec<i64> = meeting(&settings)
+                .iter()
+                .map(|(_, v)| parse_rfc3339_millis(v["createdAt"].as_str().unwrap()).unwrap())
+                .collect();
+            assert_eq!(times[0], 1_793_610_003_120);
+            assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+            // And the parsed webhooks agree, which is what the server orders by.
+            for (w, _) in meeting(&settings) {
+                assert!(parse(&w.body).unwrap().created_at_millis().is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn one_fresh_session_id_is_shared_by_the_session() {
+        let events = meeting(&settings());
+        let session_ids: Vec<&Value> = events
+            .iter()
+            .map(|(_, v)| &v["data"]["roomSessionId"])
+            .collect();
+        // Before the session starts there is none.
+        assert!(
+            session_ids[..3].iter().all(|id| id.is_null()),
+            "{session_ids:?}"
+        );
+        let session = session_ids[3].as_str().expect("session.started has an id");
+        assert_eq!(session.len(), 36);
+        assert!(session_ids[3..].iter().all(|id| *id == session));
+        // Not the sample's: each run is a new session.
+        let sample: Value = sample_json("room.session.started").unwrap();
+        assert_ne!(sample["data"]["roomSessionId"], session);
+        let other = meeting(&Settings {
+            nonce: 7,
+            ..settings()
+        });
+        assert_ne!(other[3].1["data"]["roomSessionId"], session);
+    }
+
+    #[test]
+    fn counts_follow_joins_and_leaves() {
+        let mut present: BTreeMap<String, i64> = BTreeMap::new();
+        let mut seen_counts = Vec::new();
+        for (webhook, value) in meeting(&settings()) {
+            let data = &value["data"];
+            let delta = match webhook.event_type {
+                "room.client.joined" => 1,
+                "room.client.left" => -1,
+                _ => {
+                    assert!(data.get("numClients").is_none());
+                    continue;
+                }
+            };
+            let role = data["roleName"].as_str().unwrap().to_owned();
+            *present.entry(role).or_default() += delta;
+            present.retain(|_, n| *n != 0);
+            let total: i64 = present.values().sum();
+            assert_eq!(data["numClients"], total);
+            assert_eq!(data["numClientsByRoleName"], json!(present));
+            seen_counts.push((total, data["numClientsByRoleName"].clone()));
+        }
+        assert_eq!(
+            seen_counts,
+            [
+                (1, json!({"host": 1})),
+                (2, json!({"host": 1, "visitor": 1})),
+                (1, json!({"host": 1})),
+                (0, json!({})),
+            ]
+        );
+    }
+
+    #[test]
+    fn each_person_keeps_one_name_and_participant_id() {
+        let mut by_participant: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+        for (webhook, value) in meeting(&settings()) {
+            let data = &value["data"];
+            let Some(participant) = data.get("participantId") else {
+                continue;
+            };
+            let entry = (
+                data["displayName"].as_str().unwrap().to_owned(),
+                data["roleName"].as_str().map(str::to_owned),
+            );
+            let known = by_participant
+                .entry(participant.as_str().unwrap().to_owned())
+                .or_insert_with(|| entry.clone());
+            assert_eq!(known.0, entry.0, "{}", webhook.event_type);
+            if let (Some(a), Some(b)) = (&known.1, &entry.1) {
+                assert_eq!(a, b, "{}", webhook.event_type);
+            }
+        }
+        let names: HashSet<&str> = by_participant.values().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(by_participant.len(), 2);
+        assert_eq!(names, HashSet::from(["Ada Lovelace", "Grace Hopper"]));
+    }
+
+    #[test]
+    fn uuids_look_like_version_4() {
+        let mut rng = SplitMix64::new(1);
+        for _ in 0..100 {
+            let id = uuid(&mut rng);
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(
+                parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+                [8, 4, 4, 4, 12],
+                "{id}"
+            );
+            assert!(parts[2].starts_with('4'), "{id}");
+            assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+        }
+    }
+
+    #[test]
+    fn splitmix64_matches_the_reference() {
+        // First outputs of the reference C implementation seeded with 0.
+        let mut rng = SplitMix64::new(0);
+        assert_eq!(rng.next_u64(), 0xe220_a839_7b1d_cdaf);
+        assert_eq!(rng.next_u64(), 0x6e78_9e6a_a1b9_65f4);
+    }
+
+    #[test]
+    fn shuffle_is_a_seeded_permutation() {
+        let shuffled = |seed| {
+            let mut items: Vec<u32> = (0..50).collect();
+            SplitMix64::new(seed).shuffle(&mut items);
+            items
+        };
+        let a = shuffled(7);
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(a, shuffled(7));
+        assert_ne!(a, shuffled(8));
+        assert_ne!(a, sorted);
+        // Nothing to do for tiny inputs, and no panic.
+        let mut one = [1];
+        SplitMix64::new(0).shuffle(&mut one);
+        SplitMix64::new(0).shuffle::<u8>(&mut []);
+    }
+
+    #[test]
+    fn below_is_in_range_and_reaches_every_value() {
+        let mut rng = SplitMix64::new(3);
+        let mut seen = [false; 6];
+        for _ in 0..1000 {
+            let x = rng.below(6);
+            seen[usize::try_from(x).unwrap()] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+        assert_eq!(rng.below(1), 0);
+    }
+
+    #[test]
+    fn delivery_order_duplicates_then_shuffles() {
+        assert_eq!(delivery_order(3, 0, None), [0, 1, 2]);
+        assert_eq!(delivery_order(3, 2, None), [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        let shuffled = delivery_order(8, 1, Some(7));
+        assert_eq!(shuffled, delivery_order(8, 1, Some(7)));
+        let mut sorted = shuffled.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, delivery_order(8, 1, None));
+        assert_ne!(shuffled, sorted);
+    }
+
+    #[test]
+    fn civil_dates_and_timestamps() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(iso8601_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            iso8601_millis(1_793_610_003_120),
+            "2026-11-02T09:00:03.120Z"
+        );
+        for millis in [0, 999, 1_000, 1_709_164_799_999, 1_793_610_003_120] {
+            assert_eq!(
+                parse_rfc3339_millis(&iso8601_millis(millis)),
+                Some(i64::try_from(millis).unwrap())
+            );
+        }
+    }
+}
