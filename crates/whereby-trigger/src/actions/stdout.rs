@@ -1,1 +1,424 @@
-//! `stdout`: one JSON line per event. (In progress.)
+//! `stdout`: one JSON line per event, for a consumer reading a pipe.
+//!
+//! Lines go through a [`LineSink`]: a queue drained by a dedicated thread, so a
+//! slow or blocked stdout never stalls the runtime, and one writer, so lines of
+//! concurrent events never interleave.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use super::{Action, ActionEvent};
+
+/// How much a burst of queued lines may add up to before it is written and
+/// flushed: large enough that a burst costs one flush, small enough to bound
+/// the copy.
+const MAX_BATCH: usize = 256 * 1024;
+
+/// A handle to a writer thread that writes whole lines, in the order they were
+/// queued, flushing as soon as the queue is empty.
+///
+/// Clones share the same thread. Write errors (a closed pipe, a full disk) are
+/// logged and the lines dropped; the sink keeps trying with later lines.
+#[derive(Debug, Clone)]
+pub struct LineSink {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// `None` once closed, so that later lines are refused rather than queued
+    /// for a thread that is about to finish.
+    tx: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    /// Taken by whoever waits first; the others wait for the lock meanwhile.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl LineSink {
+    /// A sink writing to the process's stdout.
+    pub fn stdout() -> Self {
+        LineSink::new(std::io::stdout())
+    }
+
+    /// A sink writing to `writer` on a thread of its own.
+    ///
+    /// # Panics
+    ///
+    /// If the operating system cannot start a thread, like [`std::thread::spawn`].
+    pub fn new(writer: impl Write + Send + 'static) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("whereby-trigger-lines".into())
+            .spawn(move || write_lines(writer, rx))
+            .expect("failed to spawn the line writer thread");
+        LineSink {
+            shared: Arc::new(Shared {
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+            }),
+        }
+    }
+
+    /// Queues `line` (a newline is added if it has none). Never blocks on the
+    /// writer. After [`LineSink::flush_and_close`] the line is dropped and
+    /// logged.
+    pub fn write_line(&self, mut line: Vec<u8>) {
+        if line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        let sent = match &*lock(&self.shared.tx) {
+            Some(tx) => tx.send(line).is_ok(),
+            None => false,
+        };
+        if !sent {
+            tracing::warn!("line sink is closed; a line was dropped");
+        }
+    }
+
+    /// Stops accepting lines (for every clone) and returns a handle to wait
+    /// until every line queued before is written and flushed.
+    pub fn flush_and_close(self) -> Flushing {
+        lock(&self.shared.tx).take();
+        Flushing {
+            shared: self.shared,
+        }
+    }
+}
+
+/// The end of a [`LineSink`]: wait on it before exiting, so no queued line is
+/// lost.
+#[derive(Debug)]
+pub struct Flushing {
+    shared: Arc<Shared>,
+}
+
+impl Flushing {
+    /// Blocks until every queued line is written and flushed. Call it from a
+    /// thread, not from an async task (see [`Flushing::wait_async`]).
+    pub fn wait(self) {
+        // Joined under the lock, so that a second waiter returns only once the
+        // thread is really done.
+        let mut thread = lock(&self.shared.thread);
+        if let Some(handle) = thread.take() {
+            if handle.join().is_err() {
+                tracing::error!("the line writer thread panicked");
+            }
+        }
+    }
+
+    /// [`Flushing::wait`] for async code: the join happens on a blocking
+    /// thread, not on the runtime.
+    pub async fn wait_async(self) {
+        let _ = tokio::task::spawn_blocking(move || self.wait()).await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The writer thread: until every sender is gone, write what is queued, then
+/// flush.
+fn write_lines(mut writer: impl Write, rx: mpsc::Receiver<Vec<u8>>) {
+    let mut batch = Vec::new();
+    // Lines lost since writing last failed; logged when it works again so that
+    // a broken pipe costs one error line, not one per event.
+    let mut dropped: u64 = 0;
+    while let Ok(line) = rx.recv() {
+        batch.clear();
+        batch.extend_from_slice(&line);
+        let mut lines: u64 = 1;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(line) => {
+                    batch.extend_from_slice(&line);
+                    lines += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        match writer.write_all(&batch).and_then(|()| writer.flush()) {
+            Ok(()) if dropped > 0 => {
+                tracing::warn!(dropped, "lines can be written again; some were lost");
+                dropped = 0;
+            }
+            Ok(()) => {}
+            Err(error) => {
+                if dropped == 0 {
+                    tracing::error!(%error, "cannot write lines; dropping them until writing works again");
+                }
+                dropped += lines;
+            }
+        }
+    }
+    if dropped > 0 {
+        tracing::error!(dropped, "lines that could not be written were lost");
+    }
+}
+
+/// The `stdout` action: every start and stop as one JSON line, the
+/// [`ActionEvent`] format.
+#[derive(Debug, Clone)]
+pub struct StdoutAction {
+    sink: LineSink,
+}
+
+impl StdoutAction {
+    /// The action writing to `sink` (usually [`LineSink::stdout`], shared by
+    /// every trigger).
+    pub fn new(sink: LineSink) -> Self {
+        StdoutAction { sink }
+    }
+
+    fn write(&self, event: &ActionEvent) {
+        let mut line = event.to_json();
+        line.push(b'\n');
+        self.sink.write_line(line);
+    }
+}
+
+impl Action for StdoutAction {
+    fn kind(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn start(&self, event: Arc<ActionEvent>) {
+        self.write(&event);
+    }
+
+    fn stop(&self, event: Arc<ActionEvent>) {
+        self.write(&event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+    use std::time::Duration;
+
+    /// A writer into shared memory that takes at most `chunk` bytes per call,
+    /// to give interleaving every chance, and counts flushed bytes.
+    #[derive(Clone, Default)]
+    struct Memory {
+        out: Arc<Mutex<Out>>,
+        chunk: usize,
+    }
+
+    #[derive(Default)]
+    struct Out {
+        bytes: Vec<u8>,
+        flushed: usize,
+    }
+
+    impl Write for Memory {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.chunk.max(1));
+            lock(&self.out).bytes.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            let mut out = lock(&self.out);
+            out.flushed = out.bytes.len();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn concurrent_lines_never_interleave() {
+        let writer = Memory {
+            chunk: 7,
+            ..Memory::default()
+        };
+        let sink = LineSink::new(writer.clone());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let pad = "x".repeat((t * 37 + i) % 200);
+                        sink.write_line(format!("{t} {i} {pad} end").into_bytes());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        sink.flush_and_close().wait();
+
+        let out = lock(&writer.out);
+        assert_eq!(out.flushed, out.bytes.len(), "everything flushed");
+        let text = std::str::from_utf8(&out.bytes).unwrap();
+        let mut next = [0usize; 8];
+        let mut count = 0;
+        for line in text.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            assert_eq!(parts.len(), 4, "a whole line: {line:?}");
+            let (t, i): (usize, usize) = (parts[0].parse().unwrap(), parts[1].parse().unwrap());
+            assert_eq!(parts[2].len(), (t * 37 + i) % 200);
+            assert!(parts[2].bytes().all(|b| b == b'x'));
+            assert_eq!(parts[3], "end");
+            assert_eq!(i, next[t], "each thread's lines in order");
+            next[t] += 1;
+            count += 1;
+        }
+        assert_eq!(count, 8 * 300);
+        assert!(text.ends_with('\n'));
+    }
+
+    /// Flushes are reported on a channel, so a test can see a line arrive
+    /// without closing the sink.
+    struct Reporting {
+        bytes: Vec<u8>,
+        flushed: mpsc::Sender<Vec<u8>>,
+    }
+
+    impl Write for Reporting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            let _ = self.flushed.send(std::mem::take(&mut self.bytes));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_line_is_flushed_at_once() {
+        let (tx, rx) = mpsc::channel();
+        let sink = LineSink::new(Reporting {
+            bytes: Vec::new(),
+            flushed: tx,
+        });
+        sink.write_line(b"first".to_vec());
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, b"first\n");
+        sink.write_line(b"second\n".to_vec());
+        let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(got, b"second\n", "a trailing newline is not doubled");
+        sink.flush_and_close().wait();
+    }
+
+    /// Fails with EPIPE for the first `failures` writes, and reports every
+    /// write on a channel so a test can follow along.
+    struct Flaky {
+        failures: usize,
+        out: Arc<Mutex<Vec<u8>>>,
+        attempts: mpsc::Sender<bool>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                let _ = self.attempts.send(false);
+                return Err(io::Error::from(io::ErrorKind::BrokenPipe));
+            }
+            lock(&self.out).extend_from_slice(buf);
+            let _ = self.attempts.send(true);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_errors_are_survived() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (tx, _rx) = mpsc::channel();
+        let sink = LineSink::new(Flaky {
+            failures: usize::MAX,
+            out: out.clone(),
+            attempts: tx,
+        });
+        for _ in 0..100 {
+            sink.write_line(b"lost".to_vec());
+        }
+        sink.flush_and_close().wait();
+        assert!(lock(&out).is_empty());
+
+        // A writer that recovers gets the later lines.
+        let (tx, attempts) = mpsc::channel();
+        let sink = LineSink::new(Flaky {
+            failures: 1,
+            out: out.clone(),
+            attempts: tx,
+        });
+        sink.write_line(b"lost".to_vec());
+        let wait = Duration::from_secs(10);
+        assert_eq!(attempts.recv_timeout(wait), Ok(false));
+        sink.write_line(b"kept".to_vec());
+        assert_eq!(attempts.recv_timeout(wait), Ok(true));
+        sink.flush_and_close().wait();
+        assert_eq!(*lock(&out), b"kept\n");
+    }
+
+    #[test]
+    fn lines_after_close_are_dropped() {
+        let writer = Memory::default();
+        let sink = LineSink::new(writer.clone());
+        let other = sink.clone();
+        sink.write_line(b"before".to_vec());
+        let closing = sink.flush_and_close();
+        other.write_line(b"after".to_vec());
+        closing.wait();
+        // A second close of another clone waits for nothing and does not panic.
+        other.flush_and_close().wait();
+        assert_eq!(lock(&writer.out).bytes, b"before\n");
+    }
+
+    #[tokio::test]
+    async fn stdout_action_writes_start_and_stop_lines() {
+        use crate::actions::ActionKind;
+        use crate::rules::room::RoomKey;
+
+        let raw = whereby_webhook::sample::sample("room.client.joined").unwrap();
+        let webhook = whereby_webhook::parse(raw.as_bytes()).unwrap();
+        let room = RoomKey::of(webhook.in_room().unwrap());
+        let start = ActionEvent {
+            action: ActionKind::Start,
+            trigger: "note-taker".into(),
+            room_url: "https://acme.whereby.com/standup-3f9a2c".into(),
+            room,
+            webhook,
+            raw: bytes::Bytes::from_static(raw.as_bytes()),
+            claim: None,
+        };
+        let stop = ActionEvent {
+            action: ActionKind::Stop,
+            ..start.clone()
+        };
+        let writer = Memory {
+            chunk: 1 << 20,
+            ..Memory::default()
+        };
+        let sink = LineSink::new(writer.clone());
+        let action = StdoutAction::new(sink.clone());
+        assert_eq!(action.kind(), "stdout");
+        action.start(Arc::new(start));
+        action.stop(Arc::new(stop));
+        sink.flush_and_close().wait_async().await;
+
+        let out = lock(&writer.out);
+        let text = std::str::from_utf8(&out.bytes).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["action"], "start");
+        assert_eq!(lines[1]["action"], "stop");
+        let original: serde_json::Value = serde_json::from_str(raw).unwrap();
+        for line in &lines {
+            assert_eq!(line["trigger"], "note-taker");
+            assert_eq!(line["roomUrl"], "https://acme.whereby.com/standup-3f9a2c");
+            assert_eq!(line["triggerWebhook"], original);
+        }
+    }
+}

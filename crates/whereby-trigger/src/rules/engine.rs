@@ -77,6 +77,12 @@ impl Rule {
         self
     }
 
+    /// Sets a CEL condition shared with other rules (e.g. across reloads).
+    pub fn when_shared(mut self, when: Arc<When>) -> Rule {
+        self.when = Some(when);
+        self
+    }
+
     /// Adds a Rust condition, ANDed with `when`.
     pub fn predicate(
         mut self,

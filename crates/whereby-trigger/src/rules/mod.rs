@@ -5,6 +5,9 @@
 //! [`config`] reads the TOML file.
 
 pub mod cel;
+pub mod build;
 pub mod claims;
+pub mod config;
 pub mod engine;
+pub mod replay;
 pub mod room;

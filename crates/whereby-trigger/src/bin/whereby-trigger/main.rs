@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+mod check;
+mod replay;
 mod send;
 mod serve;
 
@@ -22,8 +24,12 @@ struct Cli {
 enum Command {
     /// Receive Whereby webhooks and print one JSON line per trigger event.
     Serve(serve::ServeArgs),
-    /// Post a realistic, signed sample webhook to a running server.
+    /// Post a realistic, signed sample webhook (or a whole meeting) to a server.
     Send(send::SendArgs),
+    /// Load and validate a config file, and summarise its triggers.
+    Check(check::CheckArgs),
+    /// Feed recorded webhooks through a config's rules, without running actions.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +55,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Send(args) => send::run(args).await,
+            Command::Check(args) => Ok(check::run(args)),
+            Command::Replay(args) => replay::run(args),
         }
     });
     match result {

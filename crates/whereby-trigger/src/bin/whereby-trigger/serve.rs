@@ -1,69 +1,81 @@
 //! `whereby-trigger serve`.
 
-use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::fs::OpenOptions;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
+use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::rules::build::Actions;
+use whereby_trigger::rules::config::Config;
+use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::units::{parse_duration, parse_size};
 use whereby_trigger::webhook::{
-    AssistantRequested, EventType, RoomClientJoined, RoomClientLeft, RoomSessionEnded,
-    RoomSessionStarted,
+    AssistantRequested, DEFAULT_TOLERANCE, EventType, RoomClientJoined, RoomClientLeft,
+    RoomSessionEnded, RoomSessionStarted,
 };
-use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder, TriggerEvents};
+use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder, trigger};
+
+/// How long shutdown waits for `forward` deliveries in flight.
+const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
+    /// Config file with [server], [verify] and [[trigger]] rules. Flags override
+    /// the file; SIGHUP reloads it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
     /// Port to listen on; 0 picks a free port (the address is logged).
-    #[arg(long, default_value_t = 8080)]
-    port: u16,
+    /// [default: 8080]
+    #[arg(long)]
+    port: Option<u16>,
 
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
-    bind: IpAddr,
+    /// Address to listen on. [default: 0.0.0.0]
+    #[arg(long)]
+    bind: Option<IpAddr>,
 
-    /// Path Whereby posts webhooks to.
-    #[arg(long, default_value = "/")]
-    path: String,
+    /// Path Whereby posts webhooks to. [default: /]
+    #[arg(long)]
+    path: Option<String>,
 
     /// Webhook signing secret from the Whereby dashboard; repeat it during a
-    /// rotation. Default: the WHEREBY_WEBHOOK_SECRET environment variable.
-    #[arg(
-        long = "secret",
-        value_name = "SECRET",
-        env = "WHEREBY_WEBHOOK_SECRET",
-        hide_env_values = true
-    )]
+    /// rotation. Default: the WHEREBY_WEBHOOK_SECRET environment variable, then
+    /// the config file's [verify] secrets.
+    #[arg(long = "secret", value_name = "SECRET", env = "WHEREBY_WEBHOOK_SECRET", hide_env_values = true)]
     secrets: Vec<String>,
 
     /// Accept unsigned webhooks when no secret is given (local testing only).
     #[arg(long)]
     allow_unsigned: bool,
 
-    /// How far a signature's timestamp may be from now, either way.
-    #[arg(long, default_value = "300s", value_parser = parse_duration)]
-    tolerance: Duration,
+    /// How far a signature's timestamp may be from now, either way. [default: 300s]
+    #[arg(long, value_parser = parse_duration)]
+    tolerance: Option<Duration>,
 
     /// Domain room URLs are built on: https://{subdomain}.{base-domain}{roomName}.
     #[arg(long, default_value = "whereby.com")]
     base_domain: String,
 
     /// Fire on every event of this type (room.client.joined, room.client.left,
-    /// room.session.started, room.session.ended, assistant.requested). Repeatable.
-    /// Without it no event fires.
+    /// room.session.started, room.session.ended, assistant.requested) and print
+    /// it as a JSON line. Repeatable; works with or without --config.
     #[arg(long = "on", value_name = "TYPE")]
     on: Vec<EventType>,
 
-    /// Largest accepted body.
-    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
-    max_body: usize,
+    /// Largest accepted body. [default: 64KiB]
+    #[arg(long, value_parser = parse_size)]
+    max_body: Option<usize>,
 
     /// Longest time a predicate may take before the delivery is answered 503.
-    #[arg(long, default_value = "4s", value_parser = parse_duration)]
-    predicate_timeout: Duration,
+    /// [default: 4s]
+    #[arg(long, value_parser = parse_duration)]
+    predicate_timeout: Option<Duration>,
 
     /// How many answered event ids are remembered for duplicate suppression.
     #[arg(long, default_value_t = whereby_trigger::deduplicate::DEFAULT_MAX_IDS)]
@@ -72,49 +84,123 @@ pub(crate) struct ServeArgs {
     /// How long an answered event id is remembered.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     dedup_max_age: Duration,
+
+    /// Append every verified webhook to FILE as a JSON line, for `replay`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let secrets: Vec<String> = args.secrets.into_iter().filter(|s| !s.is_empty()).collect();
-    if secrets.is_empty() && !args.allow_unsigned {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?,
+        None => Config::default(),
+    };
+    let mut secrets: Vec<String> = args.secrets.iter().filter(|s| !s.is_empty()).cloned().collect();
+    if secrets.is_empty() {
+        secrets = config
+            .verify
+            .secrets
+            .iter()
+            .map(|s| s.expose().to_owned())
+            .collect();
+    }
+    let allow_unsigned = args.allow_unsigned || config.verify.allow_unsigned;
+    if secrets.is_empty() && !allow_unsigned {
         bail!(
-            "no signing secret: pass --secret or set WHEREBY_WEBHOOK_SECRET \
+            "no signing secret: pass --secret or set WHEREBY_WEBHOOK_SECRET or [verify] secrets \
              (or --allow-unsigned to accept unsigned webhooks, for local testing only)"
         );
     }
-    if args.on.is_empty() {
-        tracing::warn!("no --on TYPE given: every webhook will be answered not_matched");
+    if args.on.is_empty() && config.triggers.is_empty() {
+        tracing::warn!("no --on TYPE and no [[trigger]]: every webhook will be answered not_matched");
     }
+
+    let stdout = LineSink::stdout();
+    let actions = Arc::new(Actions::new(stdout.clone()));
+    let engine = Arc::new(Engine::new(actions.rules(&config)?));
+
+    let server = &config.server;
+    let bind = args
+        .bind
+        .or(server.bind)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = args.port.or(server.port).unwrap_or(trigger::DEFAULT_PORT);
     let mut builder = Trigger::builder()
-        .port(args.port)
-        .bind(args.bind)
-        .path(args.path)
-        .tolerance(args.tolerance)
-        .base_domain(args.base_domain)
-        .max_body(args.max_body)
-        .predicate_timeout(args.predicate_timeout)
+        .port(port)
+        .bind(bind)
+        .path(args.path.clone().or(server.path.clone()).unwrap_or_else(|| "/".to_owned()))
+        .tolerance(
+            args.tolerance
+                .or(config.verify.tolerance)
+                .unwrap_or(DEFAULT_TOLERANCE),
+        )
+        .base_domain(args.base_domain.clone())
+        .max_body(
+            args.max_body
+                .or(server.max_body)
+                .unwrap_or(trigger::DEFAULT_MAX_BODY),
+        )
+        .predicate_timeout(
+            args.predicate_timeout
+                .or(server.predicate_timeout)
+                .unwrap_or(trigger::DEFAULT_PREDICATE_TIMEOUT),
+        )
         .dedup_limits(DedupLimits {
             max_ids: args.dedup_max_ids,
             max_age: args.dedup_max_age,
         });
+    // With a config file the engine is attached even without triggers, so that
+    // a reload can add some.
+    if args.config.is_some() {
+        builder = builder.rules(engine.clone());
+    }
     for secret in secrets {
         builder = builder.secret(secret);
     }
-    for event_type in args.on {
-        builder = fire_on(builder, event_type);
+    for event_type in &args.on {
+        builder = fire_on(builder, *event_type);
     }
+    let recorder = match &args.record {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {} for recording", path.display()))?;
+            let sink = LineSink::new(file);
+            let writer = sink.clone();
+            builder = builder.observe(move |parsed| {
+                let mut line = Vec::with_capacity(parsed.raw.len() + 1);
+                line.extend(parsed.raw.iter().copied().filter(|b| *b != b'\n' && *b != b'\r'));
+                writer.write_line(line);
+            });
+            Some(sink)
+        }
+        None => None,
+    };
+    let printer = stdout.clone();
+    builder = builder.on_trigger(move |event| printer.write_line(event.to_json_line()));
     let trigger = builder.build().context("invalid settings")?;
 
-    let addr = SocketAddr::new(args.bind, args.port);
+    let addr = SocketAddr::new(bind, port);
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let printer = spawn_printer(trigger.subscribe());
+    let reloader = args
+        .config
+        .clone()
+        .map(|path| tokio::spawn(reload_on_sighup(path, actions.clone(), engine.clone())));
     trigger.serve(listener, shutdown_signal()).await?;
-    // The stream has ended: wait until every event is on stdout.
-    printer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the stdout writer panicked"))?;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    actions.shutdown(DRAIN).await;
+    drop(actions);
+    // Every event is on stdout (and in the recording) before exiting.
+    stdout.flush_and_close().wait();
+    if let Some(recorder) = recorder {
+        recorder.flush_and_close().wait();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -128,21 +214,39 @@ fn fire_on(builder: TriggerBuilder, event_type: EventType) -> TriggerBuilder {
     }
 }
 
-/// Writes each event as a JSON line on a thread of its own, so a slow reader of
-/// stdout never stalls the server's workers.
-fn spawn_printer(mut events: TriggerEvents) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let stdout = std::io::stdout();
-        while let Some(event) = events.blocking_recv() {
-            let mut out = stdout.lock();
-            if let Err(err) = out
-                .write_all(&event.to_json_line())
-                .and_then(|()| out.flush())
-            {
-                tracing::error!(room_url = %event.room_url, %err, "cannot write a trigger event to stdout");
+/// Reloads the config on SIGHUP: a valid file replaces the rules for new events
+/// (claims and running processes carry on); an invalid one is logged and the
+/// old rules stay. Server settings need a restart.
+async fn reload_on_sighup(path: PathBuf, actions: Arc<Actions>, engine: Arc<Engine>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(hup) => hup,
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGHUP: config reload is off");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(&path).map_err(|e| e.to_string()).and_then(|config| {
+                actions.rules(&config).map_err(|e| e.to_string())
+            }) {
+                Ok(rules) => {
+                    let count = rules.len();
+                    engine.replace_rules(rules);
+                    tracing::info!(file = %path.display(), triggers = count, "config reloaded");
+                }
+                Err(errors) => {
+                    tracing::error!(file = %path.display(), %errors, "config not reloaded; the old rules stay");
+                }
             }
         }
-    })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, actions, engine);
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

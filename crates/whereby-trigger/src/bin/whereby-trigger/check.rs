@@ -1,0 +1,36 @@
+//! `whereby-trigger check`: load and validate a config without serving.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::rules::build::Actions;
+use whereby_trigger::rules::config::Config;
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// The config file to check.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Prints a summary and exits 0, or prints every error (file, line, trigger)
+/// and exits 1. Secrets are never printed.
+pub(crate) fn run(args: CheckArgs) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    // Building the actions checks what only they can (a URL the HTTP client
+    // refuses), without starting anything.
+    if let Err(err) = Actions::new(LineSink::new(std::io::sink())).rules(&config) {
+        eprintln!("{}: {err}", args.config.display());
+        return ExitCode::from(1);
+    }
+    print!("{}: OK\n{}", args.config.display(), config.summary());
+    ExitCode::SUCCESS
+}

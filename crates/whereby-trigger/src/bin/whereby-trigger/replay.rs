@@ -1,0 +1,43 @@
+//! `whereby-trigger replay`: recorded webhooks through the rules, no actions.
+
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use whereby_trigger::rules::build::Actions;
+use whereby_trigger::rules::config::Config;
+use whereby_trigger::rules::replay::replay;
+use whereby_trigger::webhook::BaseDomain;
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The config whose [[trigger]] rules to apply.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+
+    /// Webhooks, one JSON document per line (as `serve --record` writes them);
+    /// `-` reads standard input. Blank lines and lines starting with # are skipped.
+    #[arg(value_name = "WEBHOOKS")]
+    file: PathBuf,
+
+    /// Domain room URLs are built on.
+    #[arg(long, default_value = "whereby.com")]
+    base_domain: String,
+}
+
+pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config).map_err(|errors| anyhow::anyhow!("{errors}"))?;
+    let base_domain = BaseDomain::new(&args.base_domain)?;
+    let rules = Actions::dry_rules(&config);
+    let stdout = std::io::stdout().lock();
+    if args.file.as_os_str() == "-" {
+        replay(rules, &base_domain, std::io::stdin().lock(), stdout)?;
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?;
+        replay(rules, &base_domain, BufReader::new(file), stdout)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

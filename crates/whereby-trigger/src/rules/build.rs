@@ -1,0 +1,180 @@
+//! From a [`Config`] to running [`Rule`]s: one set of actions per trigger,
+//! kept across config reloads so that running assistants survive them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::actions::Action;
+use crate::actions::forward::ForwardAction;
+use crate::actions::run::RunAction;
+use crate::actions::stdout::{LineSink, StdoutAction};
+use crate::rules::config::{Config, TriggerConfig};
+use crate::rules::engine::{Rule, RulePredicate};
+
+/// Builds rules from config and owns their actions.
+///
+/// A `run` action is kept per trigger name: on reload it is reconfigured, not
+/// replaced, so its running processes, their claims and its `max_running`
+/// queue carry on. Rust programs add their own actions and predicates by
+/// trigger name.
+pub struct Actions {
+    client: reqwest::Client,
+    stdout: LineSink,
+    runs: Mutex<HashMap<Arc<str>, Arc<RunAction>>>,
+    /// Current `forward` actions by trigger, and those a reload replaced while
+    /// they still had deliveries in flight (drained on shutdown too).
+    forwards: Mutex<Forwards>,
+    extra_actions: HashMap<String, Vec<Arc<dyn Action>>>,
+    extra_predicates: HashMap<String, RulePredicate>,
+}
+
+impl std::fmt::Debug for Actions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actions")
+            .field("runs", &self.lock_runs().len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Forwards {
+    current: HashMap<Arc<str>, Arc<ForwardAction>>,
+    retired: Vec<Arc<ForwardAction>>,
+}
+
+/// An error while building a trigger's actions.
+#[derive(Debug, thiserror::Error)]
+#[error("trigger `{trigger}`: {message}")]
+pub struct BuildError {
+    /// The trigger.
+    pub trigger: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Actions {
+    /// Actions whose `stdout` lines go to `stdout`.
+    pub fn new(stdout: LineSink) -> Self {
+        Actions {
+            // No redirects: a followed 301-303 would turn the POST into a GET.
+            client: ForwardAction::client().unwrap_or_default(),
+            stdout,
+            runs: Mutex::new(HashMap::new()),
+            forwards: Mutex::new(Forwards::default()),
+            extra_actions: HashMap::new(),
+            extra_predicates: HashMap::new(),
+        }
+    }
+
+    /// Adds `action` to the trigger named `trigger`, besides its configured ones.
+    pub fn add_action(&mut self, trigger: &str, action: Arc<dyn Action>) {
+        self.extra_actions
+            .entry(trigger.to_owned())
+            .or_default()
+            .push(action);
+    }
+
+    /// ANDs a Rust condition with the `when` of the trigger named `trigger`.
+    pub fn add_predicate(
+        &mut self,
+        trigger: &str,
+        predicate: impl Fn(&whereby_webhook::WebhookEvent) -> bool + Send + Sync + 'static,
+    ) {
+        self.extra_predicates
+            .insert(trigger.to_owned(), Arc::new(predicate));
+    }
+
+    /// The rules of `config`, with their actions.
+    ///
+    /// # Errors
+    /// When an action cannot be built (a `forward` spec the client refuses).
+    pub fn rules(&self, config: &Config) -> Result<Vec<Rule>, BuildError> {
+        config.triggers.iter().map(|t| self.rule(t)).collect()
+    }
+
+    /// The rules of `config` without any action: what `replay` evaluates.
+    pub fn dry_rules(config: &Config) -> Vec<Rule> {
+        config.triggers.iter().map(base_rule).collect()
+    }
+
+    fn rule(&self, trigger: &TriggerConfig) -> Result<Rule, BuildError> {
+        let mut rule = base_rule(trigger);
+        if let Some(predicate) = self.extra_predicates.get(&*trigger.name) {
+            let predicate = predicate.clone();
+            rule = rule.predicate(move |event| predicate(event));
+        }
+        if let Some(spec) = &trigger.run {
+            let mut runs = self.lock_runs();
+            let run = match runs.get(&trigger.name) {
+                Some(existing) => {
+                    existing.reconfigure(spec.clone());
+                    existing.clone()
+                }
+                None => {
+                    let created = RunAction::new(trigger.name.clone(), spec.clone());
+                    runs.insert(trigger.name.clone(), created.clone());
+                    created
+                }
+            };
+            rule = rule.action(run);
+        }
+        if let Some(spec) = &trigger.forward {
+            let forward = Arc::new(
+                ForwardAction::new(trigger.name.clone(), spec.clone(), self.client.clone())
+                    .map_err(|err| BuildError {
+                        trigger: trigger.name.to_string(),
+                        message: err.to_string(),
+                    })?,
+            );
+            let mut forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(old) = forwards.current.insert(trigger.name.clone(), forward.clone()) {
+                forwards.retired.push(old);
+            }
+            forwards.retired.retain(|f| f.in_flight() > 0);
+            rule = rule.action(forward);
+        }
+        if trigger.stdout {
+            rule = rule.action(Arc::new(StdoutAction::new(self.stdout.clone())));
+        }
+        for action in self.extra_actions.get(&*trigger.name).into_iter().flatten() {
+            rule = rule.action(action.clone());
+        }
+        Ok(rule)
+    }
+
+    /// Stops every assistant process (SIGTERM, then SIGKILL after its grace) and
+    /// waits up to `drain` for `forward` deliveries in flight.
+    pub async fn shutdown(&self, drain: std::time::Duration) {
+        let runs: Vec<Arc<RunAction>> = self.lock_runs().values().cloned().collect();
+        let forwards: Vec<Arc<ForwardAction>> = {
+            let forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
+            forwards
+                .current
+                .values()
+                .chain(&forwards.retired)
+                .cloned()
+                .collect()
+        };
+        for run in runs {
+            run.shutdown().await;
+        }
+        for forward in forwards {
+            forward.drain(drain).await;
+        }
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<RunAction>>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn base_rule(trigger: &TriggerConfig) -> Rule {
+    let mut rule = Rule::new(trigger.name.clone(), trigger.on.iter().copied())
+        .once_per(trigger.once_per)
+        .lease(trigger.lease)
+        .stop_on(trigger.stop_on.iter().copied());
+    if let Some(when) = &trigger.when {
+        rule = rule.when_shared(when.clone());
+    }
+    rule
+}

@@ -1,0 +1,867 @@
+//! The config file: server settings, verification, and `[[trigger]]` rules.
+//!
+//! Parsed from a string with the environment passed in, so a test can load a
+//! file that uses every option. Every key is checked (an unknown key is an error
+//! that names it), every trigger is compiled (CEL, placeholders, URLs), and
+//! every error names its line and trigger. Secrets never appear in an error,
+//! a summary or a `Debug` string.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use whereby_webhook::EventType;
+
+use crate::actions::forward::{ForwardSpec, RetryPolicy};
+use crate::actions::run::{RunSpec, StdinMode};
+use crate::actions::template::Template;
+use crate::rules::cel::When;
+use crate::rules::claims::OncePer;
+use crate::units::{parse_duration, parse_size};
+
+pub use crate::rules::claims::DEFAULT_LEASE;
+/// Default `run.timeout`.
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+/// Default `run.stop_grace`: time between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Default `run.max_running`.
+pub const DEFAULT_MAX_RUNNING: usize = 50;
+/// Default `forward.timeout`, per attempt.
+pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A signing secret from the config. Its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the verifier.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// `[server]`: each value is `None` when the file does not set it, so that
+/// command-line flags and built-in defaults can fill in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// `bind`
+    pub bind: Option<IpAddr>,
+    /// `port`
+    pub port: Option<u16>,
+    /// `path`
+    pub path: Option<String>,
+    /// `max_body`, in bytes.
+    pub max_body: Option<usize>,
+    /// `predicate_timeout`
+    pub predicate_timeout: Option<Duration>,
+}
+
+/// `[verify]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// `secrets`, with `${NAME}` expanded.
+    pub secrets: Vec<Secret>,
+    /// `tolerance`
+    pub tolerance: Option<Duration>,
+    /// `allow_unsigned`
+    pub allow_unsigned: bool,
+}
+
+/// One `[[trigger]]`, validated and compiled.
+#[derive(Debug)]
+pub struct TriggerConfig {
+    /// `name`, unique.
+    pub name: Arc<str>,
+    /// Line of the trigger's `name` in the file.
+    pub line: usize,
+    /// `on`: the event types that can fire it.
+    pub on: Vec<EventType>,
+    /// `when`, compiled.
+    pub when: Option<Arc<When>>,
+    /// `once_per`
+    pub once_per: OncePer,
+    /// `lease`
+    pub lease: Duration,
+    /// `stop_on`
+    pub stop_on: Vec<EventType>,
+    /// `run`
+    pub run: Option<RunSpec>,
+    /// `forward`
+    pub forward: Option<ForwardSpec>,
+    /// `stdout`
+    pub stdout: bool,
+}
+
+/// A whole config file.
+#[derive(Debug, Default)]
+pub struct Config {
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[verify]`
+    pub verify: VerifyConfig,
+    /// The `[[trigger]]` tables, in file order.
+    pub triggers: Vec<TriggerConfig>,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The trigger concerned, if any.
+    pub trigger: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file, when loaded from one.
+    pub file: Option<PathBuf>,
+    /// The problems, in file order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self
+            .file
+            .as_deref()
+            .map_or_else(|| "<config>".to_owned(), |p| p.display().to_string());
+        for (i, error) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{file}")?;
+            if let Some(line) = error.line {
+                write!(f, ":{line}")?;
+            }
+            f.write_str(": ")?;
+            if let Some(trigger) = &error.trigger {
+                write!(f, "trigger `{trigger}`: ")?;
+            }
+            f.write_str(&error.message)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    verify: RawVerify,
+    #[serde(default)]
+    trigger: Vec<RawTrigger>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    bind: Option<Spanned<String>>,
+    port: Option<u16>,
+    path: Option<String>,
+    max_body: Option<Spanned<String>>,
+    predicate_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+    tolerance: Option<Spanned<String>>,
+    #[serde(default)]
+    allow_unsigned: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    name: Spanned<String>,
+    on: Vec<String>,
+    when: Option<Spanned<String>>,
+    once_per: Option<OncePer>,
+    lease: Option<String>,
+    #[serde(default)]
+    stop_on: Vec<String>,
+    run: Option<RawRun>,
+    forward: Option<RawForward>,
+    stdout: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRun {
+    command: Vec<String>,
+    stdin: Option<StdinMode>,
+    timeout: Option<String>,
+    stop_grace: Option<String>,
+    max_running: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    url: String,
+    timeout: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// Line numbers of byte offsets in the source.
+struct Lines<'a>(&'a str);
+
+impl Lines<'_> {
+    fn of(&self, offset: usize) -> usize {
+        self.0
+            .get(..offset)
+            .map_or(0, |before| before.bytes().filter(|b| *b == b'\n').count())
+            + 1
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, expanding `${NAME}` from the
+    /// process environment.
+    ///
+    /// # Errors
+    /// Every problem found, each with the file, its line and its trigger.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
+            file: Some(path.to_owned()),
+            errors: vec![ConfigError {
+                line: None,
+                trigger: None,
+                message: format!("cannot read the file: {err}"),
+            }],
+        })?;
+        Config::from_toml(&text, &|name| std::env::var(name).ok()).map_err(|mut errors| {
+            errors.file = Some(path.to_owned());
+            errors
+        })
+    }
+
+    /// Parses and validates a config, looking `${NAME}` up with `env`.
+    ///
+    /// # Errors
+    /// Every problem found, each with its line and trigger.
+    ///
+    /// ```
+    /// use whereby_trigger::rules::config::Config;
+    ///
+    /// let toml = r#"
+    /// [verify]
+    /// secrets = ["${SECRET}"]
+    ///
+    /// [[trigger]]
+    /// name = "note-taker"
+    /// on = ["room.session.started"]
+    /// when = 'data.subdomain == "acme"'
+    /// stdout = true
+    /// "#;
+    /// let env = |name: &str| (name == "SECRET").then(|| "whsec_x".to_owned());
+    /// let config = Config::from_toml(toml, &env)?;
+    /// assert_eq!(&*config.triggers[0].name, "note-taker");
+    ///
+    /// let err = Config::from_toml(toml, &|_: &str| None).unwrap_err();
+    /// assert!(err.to_string().contains("SECRET"));
+    /// # Ok::<(), whereby_trigger::rules::config::ConfigErrors>(())
+    /// ```
+    pub fn from_toml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let lines = Lines(text);
+        let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigErrors {
+            file: None,
+            errors: vec![ConfigError {
+                line: err.span().map(|span| lines.of(span.start)),
+                trigger: None,
+                message: err.message().trim().to_owned(),
+            }],
+        })?;
+        let mut errors = Vec::new();
+        let server = server_config(raw.server, &lines, &mut errors);
+        let verify = verify_config(raw.verify, &lines, env, &mut errors);
+        let mut names = HashSet::new();
+        let mut triggers = Vec::new();
+        for trigger in raw.trigger {
+            let line = lines.of(trigger.name.span().start);
+            let name = trigger.name.get_ref().clone();
+            if !names.insert(name.clone()) {
+                errors.push(ConfigError {
+                    line: Some(line),
+                    trigger: Some(name.clone()),
+                    message: "another trigger has the same name".to_owned(),
+                });
+            }
+            let mut problems = Vec::new();
+            let compiled = trigger_config(trigger, line, &lines, env, &mut problems);
+            errors.extend(problems.into_iter().map(|(line, message)| ConfigError {
+                line: Some(line),
+                trigger: Some(name.clone()),
+                message,
+            }));
+            triggers.extend(compiled);
+        }
+        if errors.is_empty() {
+            Ok(Config {
+                server,
+                verify,
+                triggers,
+            })
+        } else {
+            Err(ConfigErrors { file: None, errors })
+        }
+    }
+
+    /// A human summary for `check`: the triggers and what they do. Shows which
+    /// secrets and headers are set, never their values.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let secrets = self.verify.secrets.len();
+        out.push_str(&match (secrets, self.verify.allow_unsigned) {
+            (0, true) => "signatures: not required (allow_unsigned)\n".to_owned(),
+            (0, false) => "signatures: required, but no secret is set here\n".to_owned(),
+            (n, _) => format!("signatures: required, {n} secret(s)\n"),
+        });
+        out.push_str(&format!("{} trigger(s)\n", self.triggers.len()));
+        for t in &self.triggers {
+            let on: Vec<&str> = t.on.iter().map(|e| e.as_str()).collect();
+            out.push_str(&format!(
+                "- {} (line {}): on {}\n",
+                t.name,
+                t.line,
+                on.join(", ")
+            ));
+            if let Some(when) = &t.when {
+                out.push_str(&format!("    when {}\n", when.source()));
+            }
+            out.push_str(&format!(
+                "    once per {:?}, lease {}s\n",
+                t.once_per,
+                t.lease.as_secs()
+            ));
+            if !t.stop_on.is_empty() {
+                let stop: Vec<&str> = t.stop_on.iter().map(|e| e.as_str()).collect();
+                out.push_str(&format!("    stop on {}\n", stop.join(", ")));
+            }
+            if let Some(run) = &t.run {
+                let argv: Vec<String> = run.command.iter().map(ToString::to_string).collect();
+                out.push_str(&format!(
+                    "    run {:?} (timeout {}s, at most {} at once)\n",
+                    argv,
+                    run.timeout.as_secs(),
+                    run.max_running
+                ));
+            }
+            if let Some(forward) = &t.forward {
+                let headers: Vec<&str> = forward.headers.iter().map(|(k, _)| k.as_str()).collect();
+                out.push_str(&format!("    forward to {}", redact_url(&forward.url)));
+                if !headers.is_empty() {
+                    out.push_str(&format!(" with headers {}", headers.join(", ")));
+                }
+                out.push('\n');
+            }
+            if t.stdout {
+                out.push_str("    stdout\n");
+            }
+        }
+        out
+    }
+}
+
+/// A URL without its user-info part, which may hold a password.
+fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn server_config(raw: RawServer, lines: &Lines<'_>, errors: &mut Vec<ConfigError>) -> ServerConfig {
+    let mut fail = |span: std::ops::Range<usize>, message: String| {
+        errors.push(ConfigError {
+            line: Some(lines.of(span.start)),
+            trigger: None,
+            message,
+        });
+    };
+    let bind = raw.bind.and_then(|b| match b.get_ref().parse() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            fail(
+                b.span(),
+                format!("server.bind: `{}` is not an IP address", b.get_ref()),
+            );
+            None
+        }
+    });
+    let max_body = raw.max_body.and_then(|v| {
+        parse_size(v.get_ref())
+            .map_err(|e| fail(v.span(), format!("server.max_body: {e}")))
+            .ok()
+    });
+    let predicate_timeout = raw.predicate_timeout.and_then(|v| {
+        parse_duration(v.get_ref())
+            .map_err(|e| fail(v.span(), format!("server.predicate_timeout: {e}")))
+            .ok()
+    });
+    ServerConfig {
+        bind,
+        port: raw.port,
+        path: raw.path,
+        max_body,
+        predicate_timeout,
+    }
+}
+
+fn verify_config(
+    raw: RawVerify,
+    lines: &Lines<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> VerifyConfig {
+    let mut secrets = Vec::new();
+    for secret in raw.secrets {
+        match expand(secret.get_ref(), env) {
+            Ok(value) if value.is_empty() => errors.push(ConfigError {
+                line: Some(lines.of(secret.span().start)),
+                trigger: None,
+                message: "verify.secrets: a secret is empty".to_owned(),
+            }),
+            Ok(value) => secrets.push(Secret(value)),
+            Err(message) => errors.push(ConfigError {
+                line: Some(lines.of(secret.span().start)),
+                trigger: None,
+                message: format!("verify.secrets: {message}"),
+            }),
+        }
+    }
+    let tolerance = raw
+        .tolerance
+        .and_then(|v| match parse_duration(v.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(ConfigError {
+                    line: Some(lines.of(v.span().start)),
+                    trigger: None,
+                    message: format!("verify.tolerance: {e}"),
+                });
+                None
+            }
+        });
+    VerifyConfig {
+        secrets,
+        tolerance,
+        allow_unsigned: raw.allow_unsigned,
+    }
+}
+
+/// Validates one trigger; problems are `(line, message)` pairs.
+fn trigger_config(
+    raw: RawTrigger,
+    line: usize,
+    lines: &Lines<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<(usize, String)>,
+) -> Option<TriggerConfig> {
+    let start = problems.len();
+    let mut fail = |message: String| problems.push((line, message));
+    let name = raw.name.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        fail("name: use letters, digits, '-', '_' and '.' only".to_owned());
+    }
+    let on = event_types("on", &raw.on, &mut fail);
+    if raw.on.is_empty() {
+        fail("on: list at least one event type".to_owned());
+    }
+    let stop_on = event_types("stop_on", &raw.stop_on, &mut fail);
+    let lease = duration("lease", raw.lease.as_deref(), DEFAULT_LEASE, &mut fail);
+
+    let run = raw.run.map(|run| {
+        let mut command = Vec::new();
+        if run.command.is_empty() {
+            fail("run.command: give the program and its arguments".to_owned());
+        }
+        for arg in &run.command {
+            match expand(arg, env).map(|arg| Template::compile(&arg).map_err(|e| e.to_string())) {
+                Ok(Ok(template)) => command.push(template),
+                Ok(Err(message)) | Err(message) => fail(format!("run.command: {message}")),
+            }
+        }
+        let max_running = run.max_running.unwrap_or(DEFAULT_MAX_RUNNING);
+        if max_running == 0 {
+            fail("run.max_running: must be at least 1".to_owned());
+        }
+        RunSpec {
+            command,
+            stdin: run.stdin.unwrap_or(StdinMode::Event),
+            timeout: duration(
+                "run.timeout",
+                run.timeout.as_deref(),
+                DEFAULT_RUN_TIMEOUT,
+                &mut fail,
+            ),
+            stop_grace: duration(
+                "run.stop_grace",
+                run.stop_grace.as_deref(),
+                DEFAULT_STOP_GRACE,
+                &mut fail,
+            ),
+            max_running,
+        }
+    });
+
+    let forward = raw.forward.and_then(|forward| {
+        let url = expand(&forward.url, env)
+            .map_err(|message| fail(format!("forward.url: {message}")))
+            .ok()?;
+        let mut headers = Vec::new();
+        for (name, value) in &forward.headers {
+            match expand(value, env) {
+                Ok(value) => headers.push((name.clone(), value)),
+                Err(message) => fail(format!("forward.headers.{name}: {message}")),
+            }
+        }
+        let spec = ForwardSpec {
+            url,
+            timeout: duration(
+                "forward.timeout",
+                forward.timeout.as_deref(),
+                DEFAULT_FORWARD_TIMEOUT,
+                &mut fail,
+            ),
+            headers,
+            retry: RetryPolicy::default(),
+        };
+        if let Err(err) = spec.validate() {
+            fail(format!("forward: {err}"));
+        }
+        if cfg!(not(feature = "tls")) && spec.url.starts_with("https:") {
+            fail("forward.url: https needs whereby-trigger built with the `tls` feature".to_owned());
+        }
+        Some(spec)
+    });
+
+    let stdout = raw.stdout.unwrap_or(false);
+    if run.is_none() && forward.is_none() && !stdout {
+        fail("has no action: give it `run`, `forward` or `stdout = true`".to_owned());
+    }
+
+    let when = raw.when.and_then(|when| {
+        // A multi-line string drops the line break right after its opening
+        // quotes, so its first line is the next one in the file.
+        let opening = lines.0.get(when.span().start..).unwrap_or_default();
+        let skipped = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
+            .iter()
+            .any(|quote| opening.starts_with(quote));
+        let when_line = lines.of(when.span().start) + usize::from(skipped);
+        When::compile(when.get_ref())
+            .map(Arc::new)
+            .map_err(|err| {
+                let line = when_line + err.line.map_or(0, |l| l.saturating_sub(1));
+                problems.push((line, format!("when: {}", err.message)));
+            })
+            .ok()
+    });
+
+    (problems.len() == start).then(|| TriggerConfig {
+        name: Arc::from(raw.name.into_inner()),
+        line,
+        on,
+        when,
+        once_per: raw.once_per.unwrap_or_default(),
+        lease,
+        stop_on,
+        run,
+        forward,
+        stdout,
+    })
+}
+
+fn event_types(key: &str, names: &[String], fail: &mut impl FnMut(String)) -> Vec<EventType> {
+    names
+        .iter()
+        .filter_map(|name| {
+            name.parse::<EventType>()
+                .map_err(|e| fail(format!("{key}: {e}")))
+                .ok()
+        })
+        .collect()
+}
+
+fn duration(
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+    fail: &mut impl FnMut(String),
+) -> Duration {
+    match value.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            fail(format!("{key}: must be longer than zero"));
+            default
+        }
+        Some(Err(e)) => {
+            fail(format!("{key}: {e}"));
+            default
+        }
+    }
+}
+
+/// Expands `${NAME}` from `env`; `$${` stands for a literal `${`.
+///
+/// # Errors
+/// Names the variable that is not set, or the `${` that is not closed.
+pub fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let end = after
+                .find('}')
+                .ok_or_else(|| "`${` without its closing `}`".to_owned())?;
+            let name = &after[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{name}}}` is not a variable name"));
+            }
+            let value =
+                env(name).ok_or_else(|| format!("the environment variable {name} is not set"))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "WHEREBY_WEBHOOK_SECRET" => Some("whsec_from_env".to_owned()),
+            "ASSISTANT_API_TOKEN" => Some("tok-123".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The issue's example, every key set.
+    const FULL: &str = r#"
+[server]
+bind = "0.0.0.0"
+port = 8080
+path = "/"
+max_body = "64KiB"
+predicate_timeout = "4s"
+
+[verify]
+secrets = ["${WHEREBY_WEBHOOK_SECRET}"]
+tolerance = "5m"
+allow_unsigned = false
+
+[[trigger]]
+name = "note-taker"
+on = ["room.session.started", "assistant.requested"]
+when = 'data.subdomain == "acme" && room.numClients >= 2'
+once_per = "session"
+lease = "12h"
+stop_on = ["room.session.ended"]
+run = { command = ["python3", "assistant.py", "--room", "{roomUrl}"], stdin = "event", timeout = "4h", stop_grace = "10s", max_running = 50 }
+forward = { url = "http://127.0.0.1:9000/assistants", timeout = "5s", headers = { Authorization = "Bearer ${ASSISTANT_API_TOKEN}" } }
+stdout = true
+"#;
+
+    #[test]
+    fn the_full_example_loads() {
+        let c = Config::from_toml(FULL, &env).unwrap();
+        assert_eq!(c.server.port, Some(8080));
+        assert_eq!(c.server.max_body, Some(65_536));
+        assert_eq!(c.verify.secrets[0].expose(), "whsec_from_env");
+        assert_eq!(c.verify.tolerance, Some(Duration::from_secs(300)));
+        let t = &c.triggers[0];
+        assert_eq!(t.line, 15);
+        assert_eq!(
+            t.on,
+            [EventType::RoomSessionStarted, EventType::AssistantRequested]
+        );
+        assert_eq!(t.once_per, OncePer::Session);
+        assert_eq!(t.stop_on, [EventType::RoomSessionEnded]);
+        let run = t.run.as_ref().unwrap();
+        assert_eq!(run.command.len(), 4);
+        assert_eq!(run.max_running, 50);
+        let forward = t.forward.as_ref().unwrap();
+        assert_eq!(
+            forward.headers,
+            [("Authorization".to_owned(), "Bearer tok-123".to_owned())]
+        );
+        assert!(t.stdout);
+    }
+
+    #[test]
+    fn secrets_never_show() {
+        let c = Config::from_toml(FULL, &env).unwrap();
+        for shown in [format!("{c:?}"), c.summary()] {
+            assert!(!shown.contains("whsec_from_env"), "{shown}");
+            assert!(!shown.contains("tok-123"), "{shown}");
+        }
+        assert!(c.summary().contains("note-taker"));
+        assert!(c.summary().contains("Authorization"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_toml(
+            "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.server, ServerConfig::default());
+        assert!(!c.verify.allow_unsigned);
+        let t = &c.triggers[0];
+        assert_eq!(t.once_per, OncePer::Event);
+        assert_eq!(t.lease, DEFAULT_LEASE);
+        assert!(t.when.is_none() && t.run.is_none() && t.forward.is_none());
+    }
+
+    fn errors(toml: &str) -> Vec<ConfigError> {
+        Config::from_toml(toml, &env).unwrap_err().errors
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let e = errors("[server]\nprot = 80\n");
+        assert_eq!(e[0].line, Some(2));
+        assert!(e[0].message.contains("prot"), "{:?}", e);
+        let e = errors(
+            "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\nwhen_ = 'true'\n",
+        );
+        assert!(e[0].message.contains("when_"), "{:?}", e);
+        assert_eq!(e[0].line, Some(5));
+        let e = errors(
+            "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nrun = { command = [\"x\"], stdn = \"none\" }\n",
+        );
+        assert!(e[0].message.contains("stdn"), "{:?}", e);
+        assert!(
+            errors("[store]\ndir = \"x\"\n")[0]
+                .message
+                .contains("store")
+        );
+    }
+
+    #[test]
+    fn trigger_errors_name_trigger_and_line() {
+        let toml = r#"
+[[trigger]]
+name = "a"
+on = ["room.client.joined"]
+stdout = true
+
+[[trigger]]
+name = "b"
+on = ["room.client.knocked"]
+when = """
+data.subdomain ==
+   && true"""
+run = { command = ["x", "{rom}"] }
+
+[[trigger]]
+name = "a"
+on = ["room.client.left"]
+when = 'foo > 1'
+forward = { url = "ftp://x", headers = { X = "${NOPE}" } }
+"#;
+        let e = errors(toml);
+        let find = |needle: &str| {
+            e.iter()
+                .find(|e| e.message.contains(needle))
+                .unwrap_or_else(|| panic!("no error mentions {needle}: {e:#?}"))
+        };
+        let knocked = find("room.client.knocked");
+        assert_eq!(
+            (knocked.trigger.as_deref(), knocked.line),
+            (Some("b"), Some(8))
+        );
+        let cel = find("when:");
+        assert_eq!((cel.trigger.as_deref(), cel.line), (Some("b"), Some(12)));
+        assert!(find("{rom}").trigger.as_deref() == Some("b"));
+        let dup = find("same name");
+        assert_eq!(dup.line, Some(16));
+        assert_eq!(find("`foo`").trigger.as_deref(), Some("a"));
+        assert!(find("NOPE").message.contains("not set"));
+        find("ftp");
+    }
+
+    #[test]
+    fn a_trigger_needs_an_action_and_events() {
+        let e = errors("[[trigger]]\nname = \"t\"\non = []\n");
+        assert!(e.iter().any(|e| e.message.contains("no action")));
+        assert!(
+            e.iter()
+                .any(|e| e.message.contains("at least one event type"))
+        );
+        let e = errors(
+            "[[trigger]]\nname = \"t t\"\non = [\"room.client.joined\"]\nstdout = true\nlease = \"0s\"\n",
+        );
+        assert!(e.iter().any(|e| e.message.contains("name:")));
+        assert!(e.iter().any(|e| e.message.contains("lease")));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let e = errors("[server]\nport = \n");
+        assert_eq!(e[0].line, Some(2), "{e:?}");
+        let shown = ConfigErrors {
+            file: Some("w.toml".into()),
+            errors: e,
+        }
+        .to_string();
+        assert!(shown.starts_with("w.toml:2: "), "{shown}");
+    }
+
+    #[test]
+    fn expansion() {
+        assert_eq!(
+            expand("a${ASSISTANT_API_TOKEN}b", &env).unwrap(),
+            "atok-123b"
+        );
+        assert_eq!(expand("$HOME $${X} $", &env).unwrap(), "$HOME ${X} $");
+        assert!(expand("${UNSET_X}", &env).unwrap_err().contains("UNSET_X"));
+        assert!(expand("${A", &env).is_err());
+        assert!(expand("${A-B}", &env).is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! Replay: recorded (or hand-written) webhooks through the rules, without
+//! running any action, to test rules before going live.
+//!
+//! Events go through the same steps as on the server — parse, room URL,
+//! duplicate suppression, room state, `when`, `once_per` claims, `stop_on` —
+//! in file order. Time is the events' own: leases run on `createdAt`, not on
+//! the wall clock, so a day of recorded meetings replays in a blink with the
+//! same outcome.
+
+use std::io::{BufRead, Write};
+use std::time::{Duration, Instant};
+
+use whereby_webhook::BaseDomain;
+
+use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup, Reservation};
+use crate::rules::engine::{Engine, Rule};
+
+/// What a replay saw, in numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplaySummary {
+    /// Lines read (blank lines and `#` comments excepted).
+    pub events: usize,
+    /// Rule firings.
+    pub fired: usize,
+    /// Matches suppressed by a held claim.
+    pub suppressed: usize,
+    /// Deliveries skipped as duplicates.
+    pub duplicates: usize,
+    /// Lines that are not usable webhooks.
+    pub invalid: usize,
+}
+
+/// Replays the webhooks in `input` (one JSON document per line) through `rules`,
+/// writing one line per event to `out`.
+///
+/// # Errors
+/// Only I/O errors of `input` or `out`; a bad line is reported and skipped.
+pub fn replay(
+    rules: Vec<Rule>,
+    base_domain: &BaseDomain,
+    input: impl BufRead,
+    mut out: impl Write,
+) -> std::io::Result<ReplaySummary> {
+    let engine = Engine::new(rules);
+    let dedup = MemoryDedup::new(DedupLimits {
+        max_ids: usize::MAX / 2,
+        max_age: Duration::MAX,
+    });
+    let start = Instant::now();
+    let mut first_ms: Option<i64> = None;
+    let mut latest = Duration::ZERO;
+    let mut summary = ReplaySummary::default();
+    for (index, line) in input.lines().enumerate() {
+        let line = line?;
+        let text = line.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        summary.events += 1;
+        let n = index + 1;
+        let event = match whereby_webhook::parse(text.as_bytes()) {
+            Ok(event) => event,
+            Err(err) => {
+                summary.invalid += 1;
+                writeln!(out, "line {n}: invalid webhook: {err}")?;
+                continue;
+            }
+        };
+        let head = format!(
+            "line {n}: {} {}",
+            event.type_name(),
+            short(event.id())
+        );
+        let room_url = match event.in_room().map(|room| room.room_url(base_domain)) {
+            None => {
+                writeln!(out, "{head}: ignored (not a type triggers evaluate)")?;
+                continue;
+            }
+            Some(Err(err)) => {
+                summary.invalid += 1;
+                writeln!(out, "{head}: invalid webhook: {err}")?;
+                continue;
+            }
+            Some(Ok(url)) => url,
+        };
+        // The replay clock: the latest createdAt seen, so it never runs backwards
+        // when events arrive out of order.
+        if let Some(ms) = event.created_at_millis() {
+            let first = *first_ms.get_or_insert(ms);
+            let offset = Duration::from_millis(u64::try_from(ms - first).unwrap_or(0));
+            latest = latest.max(offset);
+        }
+        let now = start + latest;
+        if dedup.reserve(event.id(), now) == Reservation::Duplicate {
+            summary.duplicates += 1;
+            writeln!(out, "{head} {room_url}: duplicate id, skipped")?;
+            continue;
+        }
+        dedup.remember(event.id(), now);
+        let raw = bytes::Bytes::copy_from_slice(text.as_bytes());
+        let decision = engine.decide(&event, &raw, &room_url, now);
+        if decision.verdicts.is_empty() {
+            writeln!(out, "{head} {room_url}: no trigger listens for it")?;
+            continue;
+        }
+        let verdicts: Vec<String> = decision.verdicts.iter().map(ToString::to_string).collect();
+        for verdict in &decision.verdicts {
+            match verdict {
+                crate::rules::engine::Verdict::Fired { .. } => summary.fired += 1,
+                crate::rules::engine::Verdict::Suppressed { .. } => summary.suppressed += 1,
+                _ => {}
+            }
+        }
+        writeln!(out, "{head} {room_url}: {}", verdicts.join("; "))?;
+    }
+    writeln!(
+        out,
+        "{} event(s): {} fired, {} suppressed by a claim, {} duplicate(s), {} invalid",
+        summary.events, summary.fired, summary.suppressed, summary.duplicates, summary.invalid
+    )?;
+    Ok(summary)
+}
+
+/// The first 12 characters of an id: enough to tell events apart in a listing.
+fn short(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(at, _)| &id[..at])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::claims::OncePer;
+    use whereby_webhook::EventType;
+
+    fn line(event_type: &str, id: &str, at: &str, session: &str) -> String {
+        let mut v: serde_json::Value =
+            serde_json::from_str(whereby_webhook::sample::sample(event_type).unwrap()).unwrap();
+        v["id"] = id.into();
+        v["createdAt"] = at.into();
+        v["data"]["roomSessionId"] = session.into();
+        v.to_string()
+    }
+
+    #[test]
+    fn fired_suppressed_duplicate_and_invalid_are_reported() {
+        let rules = vec![
+            Rule::new("note-taker", [EventType::RoomSessionStarted, EventType::AssistantRequested])
+                .once_per(OncePer::Session)
+                .stop_on([EventType::RoomSessionEnded]),
+        ];
+        let input = [
+            line("room.session.started", "a1", "2026-11-02T09:00:00Z", "s1"),
+            line("assistant.requested", "a2", "2026-11-02T09:05:00Z", "s1"),
+            line("assistant.requested", "a2", "2026-11-02T09:05:00Z", "s1"),
+            "not json".to_owned(),
+            line("room.client.knocked", "a3", "2026-11-02T09:06:00Z", "s1"),
+            line("room.session.ended", "a4", "2026-11-02T10:00:00Z", "s1"),
+            line("room.session.started", "a5", "2026-11-02T11:00:00Z", "s2"),
+            "# a comment".to_owned(),
+        ]
+        .join("\n");
+        let mut out = Vec::new();
+        let summary = replay(rules, &BaseDomain::default(), input.as_bytes(), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].contains("note-taker: fired"), "{out}");
+        assert!(lines[1].contains("suppressed"), "{out}");
+        assert!(lines[2].contains("duplicate"), "{out}");
+        assert!(lines[3].starts_with("line 4: invalid webhook"), "{out}");
+        assert!(lines[4].contains("ignored"), "{out}");
+        assert!(lines[5].contains("stopped"), "{out}");
+        assert!(lines[6].contains("fired"), "{out}");
+        assert_eq!(
+            summary,
+            ReplaySummary {
+                events: 7,
+                fired: 2,
+                suppressed: 1,
+                duplicates: 1,
+                invalid: 1
+            }
+        );
+    }
+
+    #[test]
+    fn leases_run_on_event_time() {
+        let rules = vec![
+            Rule::new("r", [EventType::AssistantRequested])
+                .once_per(OncePer::Room)
+                .lease(Duration::from_secs(3600)),
+        ];
+        let input = [
+            line("assistant.requested", "a", "2026-11-02T09:00:00Z", "s"),
+            line("assistant.requested", "b", "2026-11-02T09:59:59Z", "s"),
+            line("assistant.requested", "c", "2026-11-02T10:00:00Z", "s"),
+        ]
+        .join("\n");
+        let mut out = Vec::new();
+        let summary = replay(rules, &BaseDomain::default(), input.as_bytes(), &mut out).unwrap();
+        assert_eq!((summary.fired, summary.suppressed), (2, 1), "{}", String::from_utf8_lossy(&out));
+    }
+}

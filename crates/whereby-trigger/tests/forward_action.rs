@@ -1,0 +1,618 @@
+//! The `forward` action against a real receiver on `127.0.0.1`: what arrives,
+//! what is retried, what is not, and what shutdown waits for.
+//!
+//! No test sleeps to synchronise: the receiver and the captured log each wake
+//! a `Notify` when something arrives, and every wait is bounded by
+//! `common::TIMEOUT`. The tests run on the current-thread runtime, so the log
+//! subscriber each installs sees the delivery tasks too.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::{TIMEOUT, sample, within};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore};
+use tracing::subscriber::DefaultGuard;
+use whereby_trigger::actions::forward::{ForwardAction, ForwardSpec, RetryPolicy};
+use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
+use whereby_trigger::rules::room::RoomKey;
+
+/// The configured `Authorization` value: it must reach the receiver and never
+/// the log.
+const TOKEN: &str = "Bearer s3cr3t-assistant-token";
+const TRIGGER: &str = "note-taker";
+const ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Waits until `done` holds, re-checking each time `notify` fires.
+async fn wait_until(what: &str, notify: &Notify, mut done: impl FnMut() -> bool) {
+    within(what, async {
+        loop {
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            // Registered before checking, so a wake-up in between is not lost.
+            woken.as_mut().enable();
+            if done() {
+                return;
+            }
+            woken.await;
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// The event, the spec, the action
+// ---------------------------------------------------------------------------
+
+fn event(action: ActionKind, event_type: &str) -> Arc<ActionEvent> {
+    let raw = sample(event_type);
+    let webhook = whereby_trigger::webhook::parse(raw.as_bytes()).expect("sample parses");
+    let room = webhook.in_room().expect("an in-room sample");
+    let room = RoomKey {
+        subdomain: room.subdomain().into(),
+        room_name: room.room_name().into(),
+    };
+    Arc::new(ActionEvent {
+        action,
+        trigger: TRIGGER.into(),
+        room_url: ROOM_URL.into(),
+        room,
+        webhook,
+        raw: Bytes::from_static(raw.as_bytes()),
+        claim: None,
+    })
+}
+
+fn start_event() -> Arc<ActionEvent> {
+    event(ActionKind::Start, "room.client.joined")
+}
+
+/// Tiny waits, so that retries cost milliseconds.
+fn fast_retry(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+fn spec(addr: SocketAddr, max_attempts: u32) -> ForwardSpec {
+    ForwardSpec {
+        url: format!("http://{addr}/assistants"),
+        timeout: Duration::from_secs(5),
+        headers: vec![
+            ("Authorization".into(), TOKEN.into()),
+            ("X-Team".into(), "acme".into()),
+        ],
+        retry: fast_retry(max_attempts),
+    }
+}
+
+fn action(spec: ForwardSpec) -> ForwardAction {
+    // Loopback only, whatever proxy the environment names.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    ForwardAction::new(TRIGGER.into(), spec, client).expect("valid spec")
+}
+
+/// Waits for every delivery, failing the test if one is still running.
+async fn drained(action: &ForwardAction) {
+    assert_eq!(action.drain(TIMEOUT).await, 0, "deliveries left in flight");
+    assert_eq!(action.in_flight(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// The captured log
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Logs(Arc<LogsInner>);
+
+#[derive(Default)]
+struct LogsInner {
+    text: Mutex<Vec<u8>>,
+    grew: Notify,
+}
+
+impl io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.0.text).extend_from_slice(buf);
+        self.0.grew.notify_waiters();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures this thread's log until the guard is dropped.
+    fn capture() -> (Logs, DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&lock(&self.0.text)).into_owned()
+    }
+
+    /// The lines containing every one of `parts`.
+    fn lines_with(&self, parts: &[&str]) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|line| parts.iter().all(|p| line.contains(p)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn wait_for(&self, parts: &[&str], count: usize) {
+        let what = format!("{count} log line(s) with {parts:?}");
+        wait_until(&what, &self.0.grew, || {
+            self.lines_with(parts).len() >= count
+        })
+        .await;
+    }
+
+    /// The log never shows the configured secret.
+    fn assert_no_secret(&self) {
+        let text = self.text();
+        assert!(!text.contains("s3cr3t"), "secret in the log:\n{text}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The receiver
+// ---------------------------------------------------------------------------
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .expect("visible ASCII")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("body is JSON")
+    }
+}
+
+/// An answer: a status and an optional `Retry-After`.
+type Reply = (u16, Option<&'static str>);
+
+#[derive(Default)]
+struct Script {
+    /// Answers, in order; then `then` forever.
+    replies: Mutex<VecDeque<Reply>>,
+    then: Mutex<Option<Reply>>,
+    received: Mutex<Vec<Received>>,
+    arrived: Notify,
+    /// When set, a request is answered only once a permit is added.
+    gate: Option<Semaphore>,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    script: Arc<Script>,
+}
+
+impl Receiver {
+    /// Answers `replies` in order, then 200.
+    async fn start(replies: &[Reply]) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Receiver::serve(listener, Receiver::script(replies, None))
+    }
+
+    fn script(replies: &[Reply], gate: Option<Semaphore>) -> Arc<Script> {
+        Arc::new(Script {
+            replies: Mutex::new(replies.iter().copied().collect()),
+            then: Mutex::new(Some((200, None))),
+            gate,
+            ..Script::default()
+        })
+    }
+
+    fn serve<L>(listener: L, script: Arc<Script>) -> Receiver
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
+        let addr = listener.local_addr().expect("local addr");
+        let app = Router::new()
+            .route("/assistants", post(answer))
+            .with_state(script.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, script }
+    }
+
+    /// Answers `status` to every request.
+    fn always(&self, reply: Reply) {
+        *lock(&self.script.then) = Some(reply);
+    }
+
+    fn received(&self) -> Vec<Received> {
+        lock(&self.script.received).clone()
+    }
+
+    async fn wait_for_requests(&self, count: usize) {
+        let what = format!("{count} request(s) at the receiver");
+        wait_until(&what, &self.script.arrived, || {
+            lock(&self.script.received).len() >= count
+        })
+        .await;
+    }
+
+    fn open_gate(&self, permits: usize) {
+        self.script
+            .gate
+            .as_ref()
+            .expect("a gated receiver")
+            .add_permits(permits);
+    }
+}
+
+async fn answer(State(script): State<Arc<Script>>, headers: HeaderMap, body: Bytes) -> Response {
+    lock(&script.received).push(Received { headers, body });
+    script.arrived.notify_waiters();
+    if let Some(gate) = &script.gate {
+        gate.acquire().await.expect("gate open").forget();
+    }
+    let next = lock(&script.replies).pop_front();
+    let (status, retry_after) = next.or(*lock(&script.then)).expect("a reply is scripted");
+    let status = StatusCode::from_u16(status).expect("status");
+    match retry_after {
+        Some(seconds) => (status, [("retry-after", seconds)]).into_response(),
+        None => status.into_response(),
+    }
+}
+
+/// A listener that drops its first `drop_first` connections unanswered, like
+/// a receiver that is restarting.
+struct Dropping {
+    inner: TcpListener,
+    drop_first: usize,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl axum::serve::Listener for Dropping {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            let Ok((stream, addr)) = self.inner.accept().await else {
+                continue;
+            };
+            if self.dropped.load(Ordering::SeqCst) < self.drop_first {
+                self.dropped.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+                continue;
+            }
+            return (stream, addr);
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// What arrives
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_event_arrives_as_json_with_headers_and_idempotency_key() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[]).await;
+    let forward = action(spec(receiver.addr, 3));
+    assert_eq!(forward.kind(), "forward");
+    let event = start_event();
+
+    forward.start(event.clone());
+    drained(&forward).await;
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let body = got[0].json();
+    assert_eq!(body["action"], "start");
+    assert_eq!(body["trigger"], TRIGGER);
+    assert_eq!(body["roomUrl"], ROOM_URL);
+    let webhook: Value = serde_json::from_str(sample("room.client.joined")).unwrap();
+    assert_eq!(body["triggerWebhook"], webhook);
+    assert_eq!(
+        got[0].body,
+        event.to_json(),
+        "the body is ActionEvent::to_json"
+    );
+
+    assert_eq!(got[0].header("content-type"), "application/json");
+    assert_eq!(got[0].header("authorization"), TOKEN);
+    assert_eq!(got[0].header("x-team"), "acme");
+    let key = format!("{TRIGGER}:{}", event.event_id());
+    assert_eq!(got[0].header("idempotency-key"), key);
+
+    let delivered = logs.lines_with(&["forward delivered", "attempts=1", "status=200"]);
+    assert_eq!(delivered.len(), 1, "{}", logs.text());
+    assert!(delivered[0].contains(&key) && delivered[0].contains("INFO"));
+    logs.assert_no_secret();
+}
+
+#[tokio::test]
+async fn a_stop_sends_action_stop_with_the_stop_key() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[]).await;
+    let forward = action(spec(receiver.addr, 3));
+    let stop = event(ActionKind::Stop, "room.session.ended");
+
+    forward.stop(stop.clone());
+    drained(&forward).await;
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 1);
+    let body = got[0].json();
+    assert_eq!(body["action"], "stop");
+    assert_eq!(body["trigger"], TRIGGER);
+    assert_eq!(body["triggerWebhook"]["type"], "room.session.ended");
+    assert_eq!(
+        got[0].header("idempotency-key"),
+        format!("{TRIGGER}:{}:stop", stop.event_id())
+    );
+    logs.assert_no_secret();
+}
+
+// ---------------------------------------------------------------------------
+// What is retried
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn server_errors_are_retried_until_delivered() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[(500, None), (503, Some("0"))]).await;
+    let forward = action(spec(receiver.addr, 5));
+    let event = start_event();
+
+    forward.start(event.clone());
+    drained(&forward).await;
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 3, "500, 503, then 200");
+    let key = format!("{TRIGGER}:{}", event.event_id());
+    for request in &got {
+        // Every attempt is the same delivery: same key, same body.
+        assert_eq!(request.header("idempotency-key"), key);
+        assert_eq!(request.body, got[0].body);
+    }
+    // The backoff is visible in the log, attempt by attempt.
+    let first = logs.lines_with(&["retrying", "attempt=1", "delay_ms=", "500"]);
+    assert_eq!(first.len(), 1, "{}", logs.text());
+    assert!(first[0].contains("WARN"));
+    let second = logs.lines_with(&["retrying", "attempt=2", "delay_ms=0", "retry_after=true"]);
+    assert_eq!(
+        second.len(),
+        1,
+        "Retry-After: 0 is honoured\n{}",
+        logs.text()
+    );
+    assert_eq!(
+        logs.lines_with(&["forward delivered", "attempts=3"]).len(),
+        1
+    );
+    logs.assert_no_secret();
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retried() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[(429, Some("0")), (408, None)]).await;
+    let forward = action(spec(receiver.addr, 5));
+
+    forward.start(start_event());
+    drained(&forward).await;
+
+    assert_eq!(receiver.received().len(), 3);
+    assert_eq!(
+        logs.lines_with(&["forward delivered", "attempts=3"]).len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_is_down_at_first_gets_the_event_when_it_is_up() {
+    let (logs, _guard) = Logs::capture();
+    // A port nobody listens on, for now.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // Patient enough to outlast any scheduling delay.
+    let forward = action(spec(addr, 10_000));
+
+    forward.start(start_event());
+    logs.wait_for(&["retrying", "attempt=2"], 1).await;
+    assert_eq!(forward.in_flight(), 1);
+    let receiver = Receiver::serve(
+        TcpListener::bind(addr).await.expect("rebind the port"),
+        Receiver::script(&[], None),
+    );
+    drained(&forward).await;
+
+    assert_eq!(receiver.received().len(), 1);
+    assert!(!logs.lines_with(&["retrying", "attempt=1"]).is_empty());
+    assert_eq!(logs.lines_with(&["forward delivered"]).len(), 1);
+    logs.assert_no_secret();
+}
+
+#[tokio::test]
+async fn connections_closed_unanswered_are_retried() {
+    let (logs, _guard) = Logs::capture();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let listener = Dropping {
+        inner: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        drop_first: 2,
+        dropped: dropped.clone(),
+    };
+    let receiver = Receiver::serve(listener, Receiver::script(&[], None));
+    let forward = action(spec(receiver.addr, 10));
+
+    forward.start(start_event());
+    drained(&forward).await;
+
+    assert_eq!(dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(logs.lines_with(&["forward delivered"]).len(), 1);
+    assert!(logs.lines_with(&["retrying"]).len() >= 2, "{}", logs.text());
+}
+
+#[tokio::test]
+async fn an_attempt_past_the_timeout_is_retried() {
+    let (logs, _guard) = Logs::capture();
+    // Never answers until the gate opens, which it does not.
+    let receiver = Receiver::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Receiver::script(&[], Some(Semaphore::new(0))),
+    );
+    let mut spec = spec(receiver.addr, 2);
+    spec.timeout = Duration::from_millis(100);
+    let forward = action(spec);
+
+    forward.start(start_event());
+    drained(&forward).await;
+
+    assert_eq!(receiver.received().len(), 2);
+    assert_eq!(logs.lines_with(&["retrying", "timed out"]).len(), 1);
+    assert_eq!(
+        logs.lines_with(&["gave up", "attempts=2", "timed out"])
+            .len(),
+        1,
+        "{}",
+        logs.text()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// What is not
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_client_error_is_final() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[(400, None)]).await;
+    let forward = action(spec(receiver.addr, 5));
+
+    forward.start(start_event());
+    drained(&forward).await;
+
+    assert_eq!(receiver.received().len(), 1, "a 400 is not retried");
+    let rejected = logs.lines_with(&["rejected", "400"]);
+    assert_eq!(rejected.len(), 1, "{}", logs.text());
+    assert!(rejected[0].contains("ERROR"));
+    assert!(logs.lines_with(&["retrying"]).is_empty());
+    logs.assert_no_secret();
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[]).await;
+    receiver.always((503, None));
+    let forward = action(spec(receiver.addr, 4));
+
+    forward.start(start_event());
+    drained(&forward).await;
+
+    assert_eq!(receiver.received().len(), 4, "exactly max_attempts");
+    assert_eq!(logs.lines_with(&["retrying"]).len(), 3);
+    let gave_up = logs.lines_with(&["gave up", "attempts=4", "503"]);
+    assert_eq!(gave_up.len(), 1, "{}", logs.text());
+    assert!(gave_up[0].contains("ERROR"));
+    logs.assert_no_secret();
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn drain_waits_for_deliveries_in_flight() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Receiver::script(&[], Some(Semaphore::new(0))),
+    );
+    let forward = action(spec(receiver.addr, 3));
+
+    forward.start(start_event());
+    forward.start(event(ActionKind::Start, "room.session.started"));
+    receiver.wait_for_requests(2).await;
+    assert_eq!(forward.in_flight(), 2);
+
+    let drain = forward.drain(TIMEOUT);
+    tokio::pin!(drain);
+    // Both requests are held by the receiver: the drain cannot be done yet.
+    tokio::select! {
+        biased;
+        _ = &mut drain => panic!("drain returned with deliveries in flight"),
+        () = tokio::task::yield_now() => {}
+    }
+    receiver.open_gate(2);
+    assert_eq!(within("the drain", drain).await, 0);
+    assert_eq!(forward.in_flight(), 0);
+    assert_eq!(logs.lines_with(&["forward delivered"]).len(), 2);
+}
+
+#[tokio::test]
+async fn drain_gives_up_at_its_deadline() {
+    let receiver = Receiver::serve(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        Receiver::script(&[], Some(Semaphore::new(0))),
+    );
+    let forward = action(spec(receiver.addr, 3));
+
+    forward.start(start_event());
+    receiver.wait_for_requests(1).await;
+    let left = within("a short drain", forward.drain(Duration::from_millis(20))).await;
+    assert_eq!(left, 1, "the held delivery is still in flight");
+
+    // Draining did not close the action: a later drain still waits, and a later
+    // event is still delivered.
+    receiver.open_gate(2);
+    forward.start(start_event());
+    drained(&forward).await;
+    assert_eq!(receiver.received().len(), 2);
+}

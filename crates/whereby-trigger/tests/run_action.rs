@@ -1,0 +1,823 @@
+//! The `run` action with real child processes: what the child gets (argv,
+//! environment, stdin), what reaches the log, how it is stopped (timeout, stop
+//! event, shutdown, a crashed server), and the `max_running` queue.
+//!
+//! The children are `tests/scripts/record.py`, which records how it was started,
+//! and `tests/scripts/hold.sh`, which runs until told to go, handling or ignoring
+//! SIGTERM. Every wait is bounded by [`TIMEOUT`]; waiting for a child means
+//! polling for a file it creates or for the action's counters.
+#![cfg(unix)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+use whereby_trigger::actions::run::{RunAction, RunSpec, StdinMode};
+use whereby_trigger::actions::template::Template;
+use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
+use whereby_trigger::rules::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
+use whereby_trigger::rules::room::RoomKey;
+
+/// Upper bound of every wait: a hang fails the test instead of hanging it.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often a bounded wait looks again.
+const POLL: Duration = Duration::from_millis(10);
+
+// ---------------------------------------------------------------------------
+// Log capture
+// ---------------------------------------------------------------------------
+
+/// Everything logged by any test of this binary. Tests tell their lines apart
+/// by trigger name, which is unique per test.
+fn captured() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || Capture(logs))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
+        logs
+    })
+}
+
+struct Capture(&'static Mutex<Vec<u8>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log lines tagged with `trigger`.
+fn logs(trigger: &str) -> Vec<String> {
+    let tag = format!("trigger={trigger} ");
+    let logs = captured().lock().unwrap_or_else(|p| p.into_inner());
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|line| line.contains(&tag))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The log line of `trigger` that contains every one of `needles`, if any.
+fn logged(trigger: &str, needles: &[&str]) -> Option<String> {
+    logs(trigger)
+        .into_iter()
+        .find(|line| needles.iter().all(|needle| line.contains(needle)))
+}
+
+/// Waits until `condition` holds, failing the test (with `trigger`'s log) after
+/// [`TIMEOUT`].
+async fn eventually(trigger: &str, what: &str, mut condition: impl FnMut() -> bool) {
+    let waited = tokio::time::timeout(TIMEOUT, async {
+        while !condition() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "timed out after {TIMEOUT:?} waiting for {what}; log:\n{}",
+        logs(trigger).join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+/// A temporary directory unique to one test, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("whereby-run-action-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the test directory");
+        TempDir(path)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    fn arg(&self) -> String {
+        self.0.to_str().expect("a UTF-8 temp dir").to_owned()
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.path(name).exists()
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// Lets `hold.sh NAME` finish.
+    fn go(&self, name: &str) {
+        std::fs::write(self.path(&format!("{name}.go")), b"").expect("write the go file");
+    }
+
+    /// The pid `hold.sh NAME` recorded when it started.
+    fn pid(&self, name: &str) -> u32 {
+        self.read(&format!("{name}.started"))
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A spec for `command` (arguments are templates) with generous limits.
+fn spec(command: &[&str]) -> RunSpec {
+    RunSpec {
+        command: command
+            .iter()
+            .map(|arg| Template::compile(arg).expect("a valid template"))
+            .collect(),
+        stdin: StdinMode::Event,
+        timeout: Duration::from_secs(60),
+        stop_grace: Duration::from_secs(5),
+        max_running: 8,
+    }
+}
+
+/// `hold.sh DIR {data.displayName} {data.externalId}`: each start names itself
+/// by its display name and says how it takes SIGTERM in its external id.
+fn hold(dir: &TempDir) -> RunSpec {
+    spec(&[
+        "sh",
+        &script("hold.sh"),
+        &dir.arg(),
+        "{data.displayName}",
+        "{data.externalId}",
+    ])
+}
+
+/// The sample `type` webhook, in room `/{name}`, edited by `edit`.
+fn webhook(event_type: &str, name: &str, edit: impl FnOnce(&mut Value)) -> Value {
+    let sample = whereby_trigger::webhook::sample::sample(event_type).expect("a sample");
+    let mut v: Value = serde_json::from_str(sample).expect("sample JSON");
+    v["data"]["roomName"] = json!(format!("/{name}"));
+    v["id"] = json!(format!(
+        "{name}-{event_type}-{}",
+        v["id"].as_str().unwrap_or("")
+    ));
+    edit(&mut v);
+    v
+}
+
+fn action_event(
+    kind: ActionKind,
+    trigger: &str,
+    webhook: &Value,
+    claim: Option<ClaimHandle>,
+) -> Arc<ActionEvent> {
+    let raw = Bytes::from(webhook.to_string());
+    let parsed = whereby_trigger::webhook::parse(&raw).expect("a valid webhook");
+    let room = RoomKey::of(parsed.in_room().expect("an in-room event"));
+    Arc::new(ActionEvent {
+        action: kind,
+        trigger: trigger.into(),
+        room_url: format!("https://{}.whereby.com{}", room.subdomain, room.room_name),
+        room,
+        webhook: parsed,
+        raw,
+        claim,
+    })
+}
+
+/// A start of `trigger` in room `/{name}` by a participant called `name`, with
+/// its once-per-room claim.
+fn start(
+    claims: &Arc<Claims>,
+    trigger: &str,
+    name: &str,
+    edit: impl FnOnce(&mut Value),
+) -> (Arc<ActionEvent>, ClaimHandle) {
+    let webhook = webhook("room.client.joined", name, |v| {
+        v["data"]["displayName"] = json!(name);
+        v["data"]["externalId"] = json!("term");
+        edit(v);
+    });
+    let room = RoomKey {
+        subdomain: "acme".into(),
+        room_name: format!("/{name}").into(),
+    };
+    let key = ClaimKey::new(trigger.into(), OncePer::Room, room, "unused", None);
+    let claim = claims
+        .try_claim(key, Duration::from_secs(3600), Instant::now())
+        .expect("a free claim");
+    let event = action_event(ActionKind::Start, trigger, &webhook, Some(claim.clone()));
+    (event, claim)
+}
+
+/// A stop (`room.session.ended`) of `trigger` in room `/{name}`.
+fn stop(trigger: &str, name: &str) -> Arc<ActionEvent> {
+    let webhook = webhook("room.session.ended", name, |_| {});
+    action_event(ActionKind::Stop, trigger, &webhook, None)
+}
+
+fn held(claim: &ClaimHandle) -> bool {
+    claim.is_held(Instant::now())
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
+fn record(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the record")).expect("JSON")
+}
+
+// ---------------------------------------------------------------------------
+// What the child gets
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_child_gets_its_arguments_environment_and_the_event_on_stdin() {
+    const T: &str = "record-args";
+    captured();
+    let dir = TempDir::new(T);
+    let out = dir.path("record.json");
+    let tricky = r#"Ada "the countess" O'Lovelace; rm -rf / $(id) *"#;
+    let action = RunAction::new(
+        T.into(),
+        spec(&[
+            "python3",
+            &script("record.py"),
+            out.to_str().unwrap(),
+            "--room={roomUrl}",
+            "{id}",
+            "{type}",
+            "{trigger}",
+            "{data.displayName}",
+            "name={data.displayName}!",
+            "{data.metadata}",
+            "{{literal}}",
+        ]),
+    );
+    let claims = Claims::new();
+    let (event, claim) = start(&claims, T, "standup", |v| {
+        v["data"]["displayName"] = json!(tricky);
+    });
+    action.start(event.clone());
+
+    eventually(T, "the record", || out.exists()).await;
+    eventually(T, "the claim to be released", || !held(&claim)).await;
+    eventually(T, "the slot to be freed", || action.running() == 0).await;
+
+    let record = record(&out);
+    let id = event.event_id();
+    let room_url = "https://acme.whereby.com/standup";
+    assert_eq!(
+        record["argv"],
+        json!([
+            format!("--room={room_url}"),
+            id,
+            "room.client.joined",
+            T,
+            tricky,
+            format!("name={tricky}!"),
+            "",
+            "{literal}",
+        ])
+    );
+
+    let env = &record["env"];
+    assert_eq!(env["WHEREBY_ROOM_URL"], room_url);
+    assert_eq!(env["WHEREBY_EVENT_ID"], id);
+    assert_eq!(env["WHEREBY_EVENT_TYPE"], "room.client.joined");
+    assert_eq!(env["WHEREBY_TRIGGER"], T);
+    assert_eq!(env["WHEREBY_SUBDOMAIN"], "acme");
+    assert_eq!(env["WHEREBY_ROOM_NAME"], "/standup");
+    assert_eq!(
+        env["WHEREBY_ROOM_SESSION_ID"],
+        "c1b5e7a0-8d2f-4b6e-9a41-2f7d3e5c9b10"
+    );
+    // On top of the server's own environment, not instead of it.
+    assert_eq!(
+        env.get("HOME"),
+        std::env::var("HOME").ok().map(Value::from).as_ref()
+    );
+
+    assert_eq!(record["stdin_is_devnull"], false);
+    let stdin = record["stdin"].as_str().unwrap();
+    assert!(
+        stdin.ends_with('\n'),
+        "one document and a newline: {stdin:?}"
+    );
+    assert_eq!(stdin.trim_end().lines().count(), 1, "{stdin:?}");
+    let sent: Value = serde_json::from_str(stdin).unwrap();
+    assert_eq!(sent["action"], "start");
+    assert_eq!(sent["trigger"], T);
+    assert_eq!(sent["roomUrl"], room_url);
+    assert_eq!(sent["triggerWebhook"]["id"], id);
+    assert_eq!(sent["triggerWebhook"]["data"]["displayName"], tricky);
+
+    // Output and exit are logged, tagged with trigger, room and pid.
+    for (what, needles) in [
+        (
+            "stdout",
+            ["INFO", "record: hello on stdout", "stream=\"stdout\""],
+        ),
+        (
+            "stderr",
+            ["WARN", "record: hello on stderr", "stream=\"stderr\""],
+        ),
+        ("the exit", ["INFO", "exited", "code=0"]),
+    ] {
+        let needles = [&needles[..], &["room=acme/standup", "pid="]].concat();
+        eventually(T, what, || logged(T, &needles).is_some()).await;
+    }
+}
+
+#[tokio::test]
+async fn stdin_none_gives_the_child_dev_null() {
+    const T: &str = "record-no-stdin";
+    captured();
+    let dir = TempDir::new(T);
+    let out = dir.path("record.json");
+    let mut spec = spec(&["python3", &script("record.py"), out.to_str().unwrap()]);
+    spec.stdin = StdinMode::None;
+    let action = RunAction::new(T.into(), spec);
+    let claims = Claims::new();
+    // A room without a session: the variable is there, empty.
+    let (event, claim) = start(&claims, T, "standup", |v| {
+        v["data"]["roomSessionId"] = Value::Null;
+    });
+    action.start(event);
+
+    eventually(T, "the record", || out.exists()).await;
+    eventually(T, "the claim to be released", || !held(&claim)).await;
+    let record = record(&out);
+    assert_eq!(record["stdin_is_devnull"], true);
+    assert_eq!(record["stdin"], "");
+    assert_eq!(record["env"]["WHEREBY_ROOM_SESSION_ID"], "");
+}
+
+#[tokio::test]
+async fn a_child_that_never_reads_stdin_is_fine() {
+    const T: &str = "unread-stdin";
+    captured();
+    let action = RunAction::new(T.into(), spec(&["true"]));
+    let claims = Claims::new();
+    // Bigger than a pipe's buffer, so the write cannot complete before the exit.
+    let big = "x".repeat(512 * 1024);
+    let (event, claim) = start(&claims, T, "standup", |v| v["data"]["big"] = json!(big));
+    action.start(event);
+
+    eventually(T, "the claim to be released", || !held(&claim)).await;
+    eventually(T, "the exit in the log", || {
+        logged(T, &["exited", "code=0"]).is_some()
+    })
+    .await;
+    assert_eq!(action.running(), 0);
+    assert!(logged(T, &["could not write"]).is_none(), "{:?}", logs(T));
+}
+
+#[tokio::test]
+async fn a_missing_command_is_logged_and_releases_its_claim() {
+    const T: &str = "missing-command";
+    captured();
+    let action = RunAction::new(
+        T.into(),
+        spec(&["/nonexistent/whereby-trigger-no-such-program", "{roomUrl}"]),
+    );
+    let claims = Claims::new();
+    let (event, claim) = start(&claims, T, "standup", |_| {});
+    action.start(event);
+
+    eventually(T, "the claim to be released", || !held(&claim)).await;
+    eventually(T, "the slot to be freed", || action.running() == 0).await;
+    assert!(
+        logged(
+            T,
+            &["ERROR", "could not start the command", "no-such-program"]
+        )
+        .is_some(),
+        "{:?}",
+        logs(T)
+    );
+
+    // The action still works afterwards.
+    action.reconfigure(spec(&["true"]));
+    let (event, claim) = start(&claims, T, "standup", |_| {});
+    action.start(event);
+    eventually(T, "the second claim to be released", || !held(&claim)).await;
+    eventually(T, "the exit in the log", || {
+        logged(T, &["exited", "code=0"]).is_some()
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------
+// Stopping
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn past_its_timeout_a_child_gets_sigterm() {
+    const T: &str = "timeout-term";
+    captured();
+    // `sleep` dies of SIGTERM whenever it arrives, so nothing here races.
+    let mut spec = spec(&["sleep", "1000"]);
+    spec.timeout = Duration::from_millis(200);
+    spec.stop_grace = Duration::from_secs(30);
+    let action = RunAction::new(T.into(), spec);
+    let claims = Claims::new();
+    let (event, claim) = start(&claims, T, "standup", |_| {});
+    action.start(event);
+
+    eventually(T, "the claim to be released", || !held(&claim)).await;
+    assert_eq!(action.running(), 0);
+    assert!(logged(T, &["stopping (timeout): SIGTERM"]).is_some());
+    assert!(logged(T, &["killed by SIGTERM", "signal=15"]).is_some());
+    assert!(logged(T, &["SIGKILL"]).is_none(), "{:?}", logs(T));
+}
+
+#[tokio::test]
+async fn past_its_timeout_a_child_that_ignores_sigterm_gets_sigkill() {
+    const T: &str = "timeout-kill";
+    captured();
+    let dir = TempDir::new(T);
+    let mut spec = hold(&dir);
+    spec.timeout = Duration::from_millis(500);
+    spec.stop_grace = Duration::from_millis(200);
+    let action = RunAction::new(T.into(), spec);
+    let claims = Claims::new();
+    let (event, claim) = start(&claims, T, "k", |v| {
+        v["data"]["externalId"] = json!("ignore")
+    });
+    action.start(event);
+
+    eventually(T, "the claim to be released", || !held(&claim)).await;
+    assert_eq!(action.running(), 0);
+    assert!(logged(T, &["stopping (timeout): SIGTERM"]).is_some());
+    // The timeout starts with the spawn, so a very slow shell could still get
+    // SIGTERM before its `trap`: then it dies of it and never writes `k.started`.
+    // Once it wrote the file, SIGTERM is ignored and only SIGKILL ends it.
+    if dir.exists("k.started") {
+        assert!(logged(T, &["WARN", "still running after stop_grace: SIGKILL"]).is_some());
+        assert!(logged(T, &["killed by SIGKILL", "signal=9"]).is_some());
+    } else {
+        assert!(logged(T, &["killed by SIG"]).is_some(), "{:?}", logs(T));
+    }
+    assert!(!dir.exists("k.term"));
+}
+
+#[tokio::test]
+async fn a_stop_ends_the_child_of_its_room_and_no_other() {
+    const T: &str = "stop-room";
+    captured();
+    let dir = TempDir::new(T);
+    let action = RunAction::new(T.into(), hold(&dir));
+    let claims = Claims::new();
+    let (a, claim_a) = start(&claims, T, "a", |_| {});
+    let (b, claim_b) = start(&claims, T, "b", |_| {});
+    action.start(a);
+    action.start(b);
+    eventually(T, "both to start", || {
+        dir.exists("a.started") && dir.exists("b.started")
+    })
+    .await;
+
+    action.stop(stop(T, "a"));
+    eventually(T, "a to handle SIGTERM", || dir.exists("a.term")).await;
+    eventually(T, "a's claim to be released", || !held(&claim_a)).await;
+    eventually(T, "a's slot to be freed", || action.running() == 1).await;
+    assert!(logged(T, &["room=acme/a", "stopping (stop event): SIGTERM"]).is_some());
+    assert!(logged(T, &["room=acme/a", "exited", "code=0"]).is_some());
+    assert!(held(&claim_b));
+    assert!(!dir.exists("b.term"));
+    assert!(alive(dir.pid("b")));
+
+    // b runs on to its own end.
+    dir.go("b");
+    eventually(T, "b's claim to be released", || !held(&claim_b)).await;
+    eventually(T, "b's last line in the log", || {
+        logged(T, &["room=acme/b", "INFO", "b done"]).is_some()
+    })
+    .await;
+    assert!(!dir.exists("b.term"));
+    assert_eq!(action.running(), 0);
+}
+
+#[tokio::test]
+async fn a_stopped_child_that_ignores_sigterm_gets_sigkill_after_stop_grace() {
+    const T: &str = "stop-kill";
+    captured();
+    let dir = TempDir::new(T);
+    let mut spec = hold(&dir);
+    spec.stop_grace = Duration::from_millis(200);
+    let action = RunAction::new(T.into(), spec);
+    let claims = Claims::new();
+    let (event, claim) = start(&claims, T, "k", |v| {
+        v["data"]["externalId"] = json!("ignore")
+    });
+    action.start(event);
+    eventually(T, "the start", || dir.exists("k.started")).await;
+    let pid = dir.pid("k");
+
+    action.stop(stop(T, "k"));
+    eventually(T, "the claim to be released", || !held(&claim)).await;
+    assert_eq!(action.running(), 0);
+    assert!(logged(T, &["stopping (stop event): SIGTERM"]).is_some());
+    assert!(logged(T, &["WARN", "still running after stop_grace: SIGKILL"]).is_some());
+    assert!(logged(T, &["killed by SIGKILL", "signal=9"]).is_some());
+    assert!(!alive(pid));
+}
+
+// ---------------------------------------------------------------------------
+// max_running
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn past_max_running_starts_wait_in_order() {
+    const T: &str = "fifo";
+    captured();
+    let dir = TempDir::new(T);
+    let mut spec = hold(&dir);
+    spec.max_running = 1;
+    let action = RunAction::new(T.into(), spec);
+    let claims = Claims::new();
+    let (a, claim_a) = start(&claims, T, "a", |_| {});
+    let (b, claim_b) = start(&claims, T, "b", |_| {});
+    let (c, claim_c) = start(&claims, T, "c", |_| {});
+    action.start(a);
+    action.start(b);
+    action.start(c);
+    assert_eq!((action.running(), action.waiting()), (1, 2));
+
+    eventually(T, "a to start", || dir.exists("a.started")).await;
+    assert!(!dir.exists("b.started"));
+    assert!(
+        held(&claim_b) && held(&claim_c),
+        "waiting starts keep their claims"
+    );
+
+    dir.go("a");
+    eventually(T, "b to start", || dir.exists("b.started")).await;
+    assert!(!held(&claim_a));
+    assert!(!dir.exists("c.started"));
+    assert_eq!((action.running(), action.waiting()), (1, 1));
+
+    dir.go("b");
+    eventually(T, "c to start", || dir.exists("c.started")).await;
+    dir.go("c");
+    eventually(T, "c's claim to be released", || !held(&claim_c)).await;
+    eventually(T, "the last slot to be freed", || action.running() == 0).await;
+    assert_eq!(dir.read("order"), "a\nb\nc\n");
+    assert!(!held(&claim_b));
+}
+
+#[tokio::test]
+async fn a_stop_cancels_the_waiting_starts_of_its_room() {
+    const T: &str = "stop-waiting";
+    captured();
+    let dir = TempDir::new(T);
+    let mut spec = hold(&dir);
+    spec.max_running = 1;
+    let action = RunAction::new(T.into(), spec);
+    let claims = Claims::new();
+    let (x1, claim_x1) = start(&claims, T, "x", |_| {});
+    let (y, claim_y) = start(&claims, T, "y", |_| {});
+    action.start(x1);
+    action.start(y);
+    eventually(T, "x to start", || dir.exists("x.started")).await;
+    // A second start in room x (a new session, say), waiting behind y.
+    let webhook = webhook("room.client.joined", "x", |v| {
+        v["id"] = json!("x-second");
+        v["data"]["displayName"] = json!("x2");
+        v["data"]["externalId"] = json!("term");
+    });
+    let x = RoomKey {
+        subdomain: "acme".into(),
+        room_name: "/x".into(),
+    };
+    let key = ClaimKey::new(T.into(), OncePer::Event, x, "x-second", None);
+    let claim_x2 = claims
+        .try_claim(key, Duration::from_secs(3600), Instant::now())
+        .unwrap();
+    action.start(action_event(
+        ActionKind::Start,
+        T,
+        &webhook,
+        Some(claim_x2.clone()),
+    ));
+    assert_eq!(action.waiting(), 2);
+
+    action.stop(stop(T, "x"));
+    // The waiting start is cancelled at once; the running one is stopped.
+    assert!(!held(&claim_x2));
+    assert_eq!(action.waiting(), 1);
+    eventually(T, "x to handle SIGTERM", || dir.exists("x.term")).await;
+    eventually(T, "y to start", || dir.exists("y.started")).await;
+    assert!(!held(&claim_x1));
+    assert_eq!(action.waiting(), 0);
+
+    dir.go("y");
+    eventually(T, "y's claim to be released", || !held(&claim_y)).await;
+    eventually(T, "the last slot to be freed", || action.running() == 0).await;
+    assert_eq!(dir.read("order"), "x\ny\n");
+    assert!(logged(T, &["start cancelled before it ran: stop event"]).is_some());
+}
+
+#[tokio::test]
+async fn reconfigure_applies_to_new_starts_and_leaves_running_ones_alone() {
+    const T: &str = "reconfigure";
+    captured();
+    let dir = TempDir::new(T);
+    let mut one = hold(&dir);
+    one.max_running = 1;
+    let action = RunAction::new(T.into(), one);
+    let claims = Claims::new();
+    let (a, claim_a) = start(&claims, T, "a", |_| {});
+    let (b, _) = start(&claims, T, "b", |_| {});
+    let (c, claim_c) = start(&claims, T, "c", |_| {});
+    action.start(a);
+    action.start(b);
+    action.start(c);
+    eventually(T, "a to start", || dir.exists("a.started")).await;
+    assert_eq!(action.waiting(), 2);
+
+    // More room: b starts at once.
+    let mut two = hold(&dir);
+    two.max_running = 2;
+    action.reconfigure(two);
+    assert_eq!((action.running(), action.waiting()), (2, 1));
+    eventually(T, "b to start", || dir.exists("b.started")).await;
+
+    // Less room, and another command: it applies as children end, and to c,
+    // which has not started yet.
+    let mut renamed = spec(&[
+        "sh",
+        &script("hold.sh"),
+        &dir.arg(),
+        "new-{data.displayName}",
+    ]);
+    renamed.max_running = 1;
+    action.reconfigure(renamed);
+    assert_eq!((action.running(), action.waiting()), (2, 1));
+    dir.go("a");
+    eventually(T, "a's claim to be released", || !held(&claim_a)).await;
+    eventually(T, "a's slot to be freed", || action.running() == 1).await;
+    assert_eq!(action.waiting(), 1, "b still fills the only slot");
+
+    dir.go("b");
+    eventually(T, "c to start, renamed", || dir.exists("new-c.started")).await;
+    dir.go("new-c");
+    eventually(T, "c's claim to be released", || !held(&claim_c)).await;
+    assert_eq!(dir.read("order"), "a\nb\nnew-c\n");
+    assert!(!dir.exists("c.started"));
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown and crashes
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_every_child_and_drops_waiting_starts() {
+    const T: &str = "shutdown";
+    captured();
+    let dir = TempDir::new(T);
+    let mut spec = hold(&dir);
+    spec.max_running = 2;
+    spec.stop_grace = Duration::from_millis(300);
+    let action = RunAction::new(T.into(), spec);
+    let claims = Claims::new();
+    let (polite, claim_polite) = start(&claims, T, "polite", |_| {});
+    let (stubborn, claim_stubborn) = start(&claims, T, "stubborn", |v| {
+        v["data"]["externalId"] = json!("ignore");
+    });
+    let (waiting, claim_waiting) = start(&claims, T, "waiting", |_| {});
+    action.start(polite);
+    action.start(stubborn);
+    action.start(waiting);
+    eventually(T, "both to start", || {
+        dir.exists("polite.started") && dir.exists("stubborn.started")
+    })
+    .await;
+    let pids = [dir.pid("polite"), dir.pid("stubborn")];
+
+    let stopped = tokio::time::timeout(TIMEOUT, action.shutdown()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown hung; log:\n{}",
+        logs(T).join("\n")
+    );
+    assert_eq!((action.running(), action.waiting()), (0, 0));
+    assert!(dir.exists("polite.term"));
+    assert!(!dir.exists("waiting.started"));
+    for claim in [&claim_polite, &claim_stubborn, &claim_waiting] {
+        assert!(!held(claim), "{}", claim.key());
+    }
+    for pid in pids {
+        assert!(!alive(pid), "{pid} survived shutdown");
+    }
+    assert!(logged(T, &["room=acme/stubborn", "killed by SIGKILL"]).is_some());
+
+    // After shutdown nothing starts; the claim is not kept.
+    let (late, claim_late) = start(&claims, T, "late", |_| {});
+    action.start(late);
+    assert!(!held(&claim_late));
+    assert_eq!((action.running(), action.waiting()), (0, 0));
+}
+
+/// Set, to a directory, in the environment of the `crash_helper` process that
+/// `children_die_when_the_server_is_killed` starts and kills.
+#[cfg(target_os = "linux")]
+const CRASH_DIR: &str = "WHEREBY_RUN_ACTION_CRASH_DIR";
+
+/// The "server" of `children_die_when_the_server_is_killed`: starts a child and
+/// waits to be killed. Does nothing unless started by that test.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by children_die_when_the_server_is_killed"]
+async fn crash_helper() {
+    let Some(dir) = std::env::var_os(CRASH_DIR) else {
+        return;
+    };
+    let dir = dir.to_str().unwrap().to_owned();
+    let action = RunAction::new(
+        "crash".into(),
+        spec(&["sh", &script("hold.sh"), &dir, "orphan"]),
+    );
+    let claims = Claims::new();
+    let (event, _claim) = start(&claims, "crash", "orphan", |_| {});
+    action.start(event);
+    // Killed long before this, unless the test that started it went away.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn children_die_when_the_server_is_killed() {
+    const T: &str = "crash";
+    // Should the test fail, removing the directory ends a surviving child.
+    let dir = TempDir::new(T);
+
+    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["crash_helper", "--exact", "--ignored", "--test-threads=1"])
+        .env(CRASH_DIR, &dir.0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the helper server");
+    let started = tokio::time::timeout(TIMEOUT, async {
+        while !dir.exists("orphan.started") {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    if started.is_err() {
+        let _ = server.kill();
+        let _ = server.wait();
+        panic!("the helper's child did not start within {TIMEOUT:?}");
+    }
+    let pid = dir.pid("orphan");
+    assert!(alive(pid));
+
+    // SIGKILL: no destructor, no kill_on_drop, only the kernel's death signal.
+    server.kill().expect("kill the helper");
+    server.wait().expect("reap the helper");
+    let died = tokio::time::timeout(TIMEOUT, async {
+        while alive(pid) {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await;
+    assert!(died.is_ok(), "child {pid} outlived its server");
+    assert!(!dir.exists("orphan.term"), "killed, not asked to stop");
+}
