@@ -127,7 +127,10 @@ impl Actions {
                     })?,
             );
             let mut forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(old) = forwards.current.insert(trigger.name.clone(), forward.clone()) {
+            if let Some(old) = forwards
+                .current
+                .insert(trigger.name.clone(), forward.clone())
+            {
                 forwards.retired.push(old);
             }
             forwards.retired.retain(|f| f.in_flight() > 0);
@@ -155,12 +158,17 @@ impl Actions {
                 .cloned()
                 .collect()
         };
+        // Concurrently, so shutdown takes the longest grace, not their sum.
+        let mut stopping = tokio::task::JoinSet::new();
         for run in runs {
-            run.shutdown().await;
+            stopping.spawn(async move { run.shutdown().await });
         }
         for forward in forwards {
-            forward.drain(drain).await;
+            stopping.spawn(async move {
+                forward.drain(drain).await;
+            });
         }
+        while stopping.join_next().await.is_some() {}
     }
 
     fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<RunAction>>> {

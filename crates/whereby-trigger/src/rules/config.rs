@@ -504,20 +504,19 @@ fn trigger_config(
 
     let run = raw.run.map(|run| {
         let mut command = Vec::new();
-        if run.command.is_empty() {
-            fail("run.command: give the program and its arguments".to_owned());
-        }
+        // An expanded value is data, not template: its braces are escaped so an
+        // environment variable can never inject a placeholder.
+        let template_env = |name: &str| env(name).map(|v| v.replace('{', "{{").replace('}', "}}"));
         for arg in &run.command {
-            match expand(arg, env).map(|arg| Template::compile(&arg).map_err(|e| e.to_string())) {
-                Ok(Ok(template)) => command.push(template),
-                Ok(Err(message)) | Err(message) => fail(format!("run.command: {message}")),
+            match expand(arg, &template_env)
+                .and_then(|arg| Template::compile(&arg).map_err(|e| e.to_string()))
+            {
+                Ok(template) => command.push(template),
+                Err(message) => fail(format!("run.command: {message}")),
             }
         }
         let max_running = run.max_running.unwrap_or(DEFAULT_MAX_RUNNING);
-        if max_running == 0 {
-            fail("run.max_running: must be at least 1".to_owned());
-        }
-        RunSpec {
+        let spec = RunSpec {
             command,
             stdin: run.stdin.unwrap_or(StdinMode::Event),
             timeout: duration(
@@ -533,7 +532,11 @@ fn trigger_config(
                 &mut fail,
             ),
             max_running,
+        };
+        if let Err(err) = spec.validate() {
+            fail(format!("run: {err}"));
         }
+        spec
     });
 
     let forward = raw.forward.and_then(|forward| {
@@ -562,7 +565,9 @@ fn trigger_config(
             fail(format!("forward: {err}"));
         }
         if cfg!(not(feature = "tls")) && spec.url.starts_with("https:") {
-            fail("forward.url: https needs whereby-trigger built with the `tls` feature".to_owned());
+            fail(
+                "forward.url: https needs whereby-trigger built with the `tls` feature".to_owned(),
+            );
         }
         Some(spec)
     });
@@ -863,5 +868,16 @@ forward = { url = "ftp://x", headers = { X = "${NOPE}" } }
         assert!(expand("${UNSET_X}", &env).unwrap_err().contains("UNSET_X"));
         assert!(expand("${A", &env).is_err());
         assert!(expand("${A-B}", &env).is_err());
+    }
+
+    #[test]
+    fn environment_values_cannot_inject_placeholders() {
+        let env = |name: &str| (name == "ARG").then(|| "{roomUrl}".to_owned());
+        let toml = "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nrun = { command = [\"echo\", \"${ARG}\", \"{roomUrl}\"] }\n";
+        let config = Config::from_toml(toml, &env).unwrap();
+        let command = &config.triggers[0].run.as_ref().unwrap().command;
+        // The variable's braces stay literal; the file's own placeholder works.
+        assert_eq!(command[1].to_string(), "{{roomUrl}}");
+        assert_eq!(command[2].to_string(), "{roomUrl}");
     }
 }

@@ -4,8 +4,8 @@
 //! its `once_per` claim ([`claims`]) → actions. [`engine`] ties them together;
 //! [`config`] reads the TOML file.
 
-pub mod cel;
 pub mod build;
+pub mod cel;
 pub mod claims;
 pub mod config;
 pub mod engine;

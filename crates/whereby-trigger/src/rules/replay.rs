@@ -66,11 +66,7 @@ pub fn replay(
                 continue;
             }
         };
-        let head = format!(
-            "line {n}: {} {}",
-            event.type_name(),
-            short(event.id())
-        );
+        let head = format!("line {n}: {} {}", event.type_name(), short(event.id()));
         let room_url = match event.in_room().map(|room| room.room_url(base_domain)) {
             None => {
                 writeln!(out, "{head}: ignored (not a type triggers evaluate)")?;
@@ -144,9 +140,12 @@ mod tests {
     #[test]
     fn fired_suppressed_duplicate_and_invalid_are_reported() {
         let rules = vec![
-            Rule::new("note-taker", [EventType::RoomSessionStarted, EventType::AssistantRequested])
-                .once_per(OncePer::Session)
-                .stop_on([EventType::RoomSessionEnded]),
+            Rule::new(
+                "note-taker",
+                [EventType::RoomSessionStarted, EventType::AssistantRequested],
+            )
+            .once_per(OncePer::Session)
+            .stop_on([EventType::RoomSessionEnded]),
         ];
         let input = [
             line("room.session.started", "a1", "2026-11-02T09:00:00Z", "s1"),
@@ -197,6 +196,11 @@ mod tests {
         .join("\n");
         let mut out = Vec::new();
         let summary = replay(rules, &BaseDomain::default(), input.as_bytes(), &mut out).unwrap();
-        assert_eq!((summary.fired, summary.suppressed), (2, 1), "{}", String::from_utf8_lossy(&out));
+        assert_eq!(
+            (summary.fired, summary.suppressed),
+            (2, 1),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 }

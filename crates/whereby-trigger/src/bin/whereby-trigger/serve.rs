@@ -47,7 +47,12 @@ pub(crate) struct ServeArgs {
     /// Webhook signing secret from the Whereby dashboard; repeat it during a
     /// rotation. Default: the WHEREBY_WEBHOOK_SECRET environment variable, then
     /// the config file's [verify] secrets.
-    #[arg(long = "secret", value_name = "SECRET", env = "WHEREBY_WEBHOOK_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "secret",
+        value_name = "SECRET",
+        env = "WHEREBY_WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
     secrets: Vec<String>,
 
     /// Accept unsigned webhooks when no secret is given (local testing only).
@@ -95,7 +100,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?,
         None => Config::default(),
     };
-    let mut secrets: Vec<String> = args.secrets.iter().filter(|s| !s.is_empty()).cloned().collect();
+    let mut secrets: Vec<String> = args
+        .secrets
+        .iter()
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .collect();
     if secrets.is_empty() {
         secrets = config
             .verify
@@ -112,7 +122,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if args.on.is_empty() && config.triggers.is_empty() {
-        tracing::warn!("no --on TYPE and no [[trigger]]: every webhook will be answered not_matched");
+        tracing::warn!(
+            "no --on TYPE and no [[trigger]]: every webhook will be answered not_matched"
+        );
     }
 
     let stdout = LineSink::stdout();
@@ -128,7 +140,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut builder = Trigger::builder()
         .port(port)
         .bind(bind)
-        .path(args.path.clone().or(server.path.clone()).unwrap_or_else(|| "/".to_owned()))
+        .path(
+            args.path
+                .clone()
+                .or(server.path.clone())
+                .unwrap_or_else(|| "/".to_owned()),
+        )
         .tolerance(
             args.tolerance
                 .or(config.verify.tolerance)
@@ -171,7 +188,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             let writer = sink.clone();
             builder = builder.observe(move |parsed| {
                 let mut line = Vec::with_capacity(parsed.raw.len() + 1);
-                line.extend(parsed.raw.iter().copied().filter(|b| *b != b'\n' && *b != b'\r'));
+                line.extend(
+                    parsed
+                        .raw
+                        .iter()
+                        .copied()
+                        .filter(|b| *b != b'\n' && *b != b'\r'),
+                );
                 writer.write_line(line);
             });
             Some(sink)
@@ -229,9 +252,10 @@ async fn reload_on_sighup(path: PathBuf, actions: Arc<Actions>, engine: Arc<Engi
             }
         };
         while hup.recv().await.is_some() {
-            match Config::load(&path).map_err(|e| e.to_string()).and_then(|config| {
-                actions.rules(&config).map_err(|e| e.to_string())
-            }) {
+            match Config::load(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|config| actions.rules(&config).map_err(|e| e.to_string()))
+            {
                 Ok(rules) => {
                     let count = rules.len();
                     engine.replace_rules(rules);
