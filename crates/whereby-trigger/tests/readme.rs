@@ -1,0 +1,37 @@
+//! The README's example configs must stay loadable: each ```toml block is parsed
+//! and validated as `check` would.
+
+use whereby_trigger::rules::config::Config;
+
+#[test]
+fn every_toml_block_in_the_readme_loads() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md at the workspace root");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut current, line.trim_start()) {
+            (None, "```toml") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert!(
+        blocks.len() >= 3,
+        "expected an example per action, found {}",
+        blocks.len()
+    );
+    // Every variable the examples use has a value, as in the quick start.
+    let env = |_: &str| Some("example-value".to_owned());
+    for block in &blocks {
+        let config = Config::from_toml(block, &env).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        assert!(!config.triggers.is_empty(), "{block}");
+    }
+}
