@@ -32,6 +32,16 @@ pub enum OncePer {
     Session,
 }
 
+impl fmt::Display for OncePer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OncePer::Event => "event",
+            OncePer::Room => "room",
+            OncePer::Session => "session",
+        })
+    }
+}
+
 /// The narrowest part of a claim key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClaimScope {

@@ -353,7 +353,7 @@ impl Config {
                 out.push_str(&format!("    when {}\n", when.source()));
             }
             out.push_str(&format!(
-                "    once per {:?}, lease {}s\n",
+                "    once per {}, lease {}s\n",
                 t.once_per,
                 t.lease.as_secs()
             ));
