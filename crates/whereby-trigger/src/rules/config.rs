@@ -193,14 +193,13 @@ struct RawVerify {
 #[serde(deny_unknown_fields)]
 struct RawTrigger {
     name: Spanned<String>,
-    on: Vec<String>,
+    on: Spanned<Vec<String>>,
     when: Option<Spanned<String>>,
     once_per: Option<OncePer>,
-    lease: Option<String>,
-    #[serde(default)]
-    stop_on: Vec<String>,
-    run: Option<RawRun>,
-    forward: Option<RawForward>,
+    lease: Option<Spanned<String>>,
+    stop_on: Option<Spanned<Vec<String>>>,
+    run: Option<Spanned<RawRun>>,
+    forward: Option<Spanned<RawForward>>,
     stdout: Option<bool>,
 }
 
@@ -291,7 +290,7 @@ impl Config {
             file: None,
             errors: vec![ConfigError {
                 line: err.span().map(|span| lines.of(span.start)),
-                trigger: None,
+                trigger: err.span().and_then(|span| trigger_at(text, span.start)),
                 message: err.message().trim().to_owned(),
             }],
         })?;
@@ -386,6 +385,26 @@ impl Config {
     }
 }
 
+/// The name of the `[[trigger]]` table that holds byte `offset`, for errors the
+/// typed parse reports without it (an unknown key inside a trigger). Only
+/// possible when the file is valid TOML.
+fn trigger_at(text: &str, offset: usize) -> Option<String> {
+    let table: toml::Table = toml::from_str(text).ok()?;
+    let before = text.get(..offset)?;
+    let mut index = None;
+    for line in before.lines() {
+        let line = line.trim_start();
+        if line.starts_with("[[trigger]]") {
+            index = Some(index.map_or(0, |i| i + 1));
+        } else if line.starts_with('[') {
+            // Another table began after the last trigger.
+            index = None;
+        }
+    }
+    let trigger = table.get("trigger")?.as_array()?.get(index?)?;
+    Some(trigger.get("name")?.as_str()?.to_owned())
+}
+
 /// A URL without its user-info part, which may hold a password.
 fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
@@ -477,7 +496,8 @@ fn verify_config(
     }
 }
 
-/// Validates one trigger; problems are `(line, message)` pairs.
+/// Validates one trigger; problems are `(line, message)` pairs, each on the
+/// line of the key at fault.
 fn trigger_config(
     raw: RawTrigger,
     line: usize,
@@ -486,95 +506,57 @@ fn trigger_config(
     problems: &mut Vec<(usize, String)>,
 ) -> Option<TriggerConfig> {
     let start = problems.len();
-    let mut fail = |message: String| problems.push((line, message));
+    let at = |span: std::ops::Range<usize>| lines.of(span.start);
     let name = raw.name.get_ref();
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        fail("name: use letters, digits, '-', '_' and '.' only".to_owned());
+        problems.push((
+            line,
+            "name: use letters, digits, '-', '_' and '.' only".to_owned(),
+        ));
     }
-    let on = event_types("on", &raw.on, &mut fail);
-    if raw.on.is_empty() {
-        fail("on: list at least one event type".to_owned());
+    let on_line = at(raw.on.span());
+    let on = event_types("on", raw.on.get_ref(), &mut |m| problems.push((on_line, m)));
+    if raw.on.get_ref().is_empty() {
+        problems.push((on_line, "on: list at least one event type".to_owned()));
     }
-    let stop_on = event_types("stop_on", &raw.stop_on, &mut fail);
-    let lease = duration("lease", raw.lease.as_deref(), DEFAULT_LEASE, &mut fail);
+    let stop_on = raw.stop_on.map_or_else(Vec::new, |stop_on| {
+        let stop_line = at(stop_on.span());
+        event_types("stop_on", stop_on.get_ref(), &mut |m| {
+            problems.push((stop_line, m));
+        })
+    });
+    let lease = match &raw.lease {
+        Some(lease) => {
+            let lease_line = at(lease.span());
+            duration("lease", Some(lease.get_ref()), DEFAULT_LEASE, &mut |m| {
+                problems.push((lease_line, m));
+            })
+        }
+        None => DEFAULT_LEASE,
+    };
 
     let run = raw.run.map(|run| {
-        let mut command = Vec::new();
-        // An expanded value is data, not template: its braces are escaped so an
-        // environment variable can never inject a placeholder.
-        let template_env = |name: &str| env(name).map(|v| v.replace('{', "{{").replace('}', "}}"));
-        for arg in &run.command {
-            match expand(arg, &template_env)
-                .and_then(|arg| Template::compile(&arg).map_err(|e| e.to_string()))
-            {
-                Ok(template) => command.push(template),
-                Err(message) => fail(format!("run.command: {message}")),
-            }
-        }
-        let max_running = run.max_running.unwrap_or(DEFAULT_MAX_RUNNING);
-        let spec = RunSpec {
-            command,
-            stdin: run.stdin.unwrap_or(StdinMode::Event),
-            timeout: duration(
-                "run.timeout",
-                run.timeout.as_deref(),
-                DEFAULT_RUN_TIMEOUT,
-                &mut fail,
-            ),
-            stop_grace: duration(
-                "run.stop_grace",
-                run.stop_grace.as_deref(),
-                DEFAULT_STOP_GRACE,
-                &mut fail,
-            ),
-            max_running,
-        };
-        if let Err(err) = spec.validate() {
-            fail(format!("run: {err}"));
-        }
-        spec
+        let run_line = at(run.span());
+        let mut fail = |m: String| problems.push((run_line, m));
+        run_spec(run.into_inner(), env, &mut fail)
     });
 
     let forward = raw.forward.and_then(|forward| {
-        let url = expand(&forward.url, env)
-            .map_err(|message| fail(format!("forward.url: {message}")))
-            .ok()?;
-        let mut headers = Vec::new();
-        for (name, value) in &forward.headers {
-            match expand(value, env) {
-                Ok(value) => headers.push((name.clone(), value)),
-                Err(message) => fail(format!("forward.headers.{name}: {message}")),
-            }
-        }
-        let spec = ForwardSpec {
-            url,
-            timeout: duration(
-                "forward.timeout",
-                forward.timeout.as_deref(),
-                DEFAULT_FORWARD_TIMEOUT,
-                &mut fail,
-            ),
-            headers,
-            retry: RetryPolicy::default(),
-        };
-        if let Err(err) = spec.validate() {
-            fail(format!("forward: {err}"));
-        }
-        if cfg!(not(feature = "tls")) && spec.url.starts_with("https:") {
-            fail(
-                "forward.url: https needs whereby-trigger built with the `tls` feature".to_owned(),
-            );
-        }
-        Some(spec)
+        let forward_line = at(forward.span());
+        let mut fail = |m: String| problems.push((forward_line, m));
+        forward_spec(forward.into_inner(), env, &mut fail)
     });
 
     let stdout = raw.stdout.unwrap_or(false);
     if run.is_none() && forward.is_none() && !stdout {
-        fail("has no action: give it `run`, `forward` or `stdout = true`".to_owned());
+        problems.push((
+            line,
+            "has no action: give it `run`, `forward` or `stdout = true`".to_owned(),
+        ));
     }
 
     let when = raw.when.and_then(|when| {
@@ -608,7 +590,82 @@ fn trigger_config(
     })
 }
 
-fn event_types(key: &str, names: &[String], fail: &mut impl FnMut(String)) -> Vec<EventType> {
+fn run_spec(
+    run: RawRun,
+    env: &dyn Fn(&str) -> Option<String>,
+    fail: &mut dyn FnMut(String),
+) -> RunSpec {
+    let mut command = Vec::new();
+    // An expanded value is data, not template: its braces are escaped so an
+    // environment variable can never inject a placeholder.
+    let template_env = |name: &str| env(name).map(|v| v.replace('{', "{{").replace('}', "}}"));
+    for arg in &run.command {
+        match expand(arg, &template_env)
+            .and_then(|arg| Template::compile(&arg).map_err(|e| e.to_string()))
+        {
+            Ok(template) => command.push(template),
+            Err(message) => fail(format!("run.command: {message}")),
+        }
+    }
+    let spec = RunSpec {
+        command,
+        stdin: run.stdin.unwrap_or(StdinMode::Event),
+        timeout: duration(
+            "run.timeout",
+            run.timeout.as_deref(),
+            DEFAULT_RUN_TIMEOUT,
+            fail,
+        ),
+        stop_grace: duration(
+            "run.stop_grace",
+            run.stop_grace.as_deref(),
+            DEFAULT_STOP_GRACE,
+            fail,
+        ),
+        max_running: run.max_running.unwrap_or(DEFAULT_MAX_RUNNING),
+    };
+    if let Err(err) = spec.validate() {
+        fail(format!("run: {err}"));
+    }
+    spec
+}
+
+fn forward_spec(
+    forward: RawForward,
+    env: &dyn Fn(&str) -> Option<String>,
+    fail: &mut dyn FnMut(String),
+) -> Option<ForwardSpec> {
+    let url = expand(&forward.url, env)
+        .map_err(|message| fail(format!("forward.url: {message}")))
+        .ok()?;
+    let mut headers = Vec::new();
+    for (name, value) in &forward.headers {
+        match expand(value, env) {
+            Ok(value) => headers.push((name.clone(), value)),
+            Err(message) => fail(format!("forward.headers.{name}: {message}")),
+        }
+    }
+    let spec = ForwardSpec {
+        url,
+        timeout: duration(
+            "forward.timeout",
+            forward.timeout.as_deref(),
+            DEFAULT_FORWARD_TIMEOUT,
+            fail,
+        ),
+        headers,
+        retry: RetryPolicy::default(),
+    };
+    if let Err(err) = spec.validate() {
+        fail(format!("forward: {err}"));
+    }
+    if cfg!(not(feature = "tls")) && spec.url.starts_with("https:") {
+        fail("forward.url: https needs whereby-trigger built with the `tls` feature".to_owned());
+    }
+    Some(spec)
+}
+
+fn event_types(key: &str, names: &[String], fail: &mut dyn FnMut(String)) -> Vec<EventType> {
     names
         .iter()
         .filter_map(|name| {
@@ -623,7 +680,7 @@ fn duration(
     key: &str,
     value: Option<&str>,
     default: Duration,
-    fail: &mut impl FnMut(String),
+    fail: &mut dyn FnMut(String),
 ) -> Duration {
     match value.map(parse_duration) {
         None => default,
@@ -777,6 +834,11 @@ stdout = true
         );
         assert!(e[0].message.contains("when_"), "{:?}", e);
         assert_eq!(e[0].line, Some(5));
+        assert_eq!(e[0].trigger.as_deref(), Some("t"));
+        let two = "[[trigger]]\nname = \"a\"\non = [\"room.client.joined\"]\nstdout = true\n\n\
+                   [[trigger]]\nname = \"b\"\non = [\"room.client.joined\"]\ncolour = 1\nstdout = true\n";
+        assert_eq!(errors(two)[0].trigger.as_deref(), Some("b"));
+        assert_eq!(errors("[server]\nprot = 80\n")[0].trigger, None);
         let e = errors(
             "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nrun = { command = [\"x\"], stdn = \"none\" }\n",
         );
@@ -819,7 +881,7 @@ forward = { url = "ftp://x", headers = { X = "${NOPE}" } }
         let knocked = find("room.client.knocked");
         assert_eq!(
             (knocked.trigger.as_deref(), knocked.line),
-            (Some("b"), Some(8))
+            (Some("b"), Some(9))
         );
         let cel = find("when:");
         assert_eq!((cel.trigger.as_deref(), cel.line), (Some("b"), Some(12)));

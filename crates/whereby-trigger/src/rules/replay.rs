@@ -67,17 +67,16 @@ pub fn replay(
             }
         };
         let head = format!("line {n}: {} {}", event.type_name(), short(event.id()));
+        // As on the server: the room URL is checked first (an invalid delivery is
+        // not remembered), then duplicates are suppressed by id whatever the type.
         let room_url = match event.in_room().map(|room| room.room_url(base_domain)) {
-            None => {
-                writeln!(out, "{head}: ignored (not a type triggers evaluate)")?;
-                continue;
-            }
             Some(Err(err)) => {
                 summary.invalid += 1;
                 writeln!(out, "{head}: invalid webhook: {err}")?;
                 continue;
             }
-            Some(Ok(url)) => url,
+            Some(Ok(url)) => Some(url),
+            None => None,
         };
         // The replay clock: the latest createdAt seen, so it never runs backwards
         // when events arrive out of order.
@@ -89,10 +88,14 @@ pub fn replay(
         let now = start + latest;
         if dedup.reserve(event.id(), now) == Reservation::Duplicate {
             summary.duplicates += 1;
-            writeln!(out, "{head} {room_url}: duplicate id, skipped")?;
+            writeln!(out, "{head}: duplicate id, skipped")?;
             continue;
         }
         dedup.remember(event.id(), now);
+        let Some(room_url) = room_url else {
+            writeln!(out, "{head}: ignored (not a type triggers evaluate)")?;
+            continue;
+        };
         let raw = bytes::Bytes::copy_from_slice(text.as_bytes());
         let decision = engine.decide(&event, &raw, &room_url, now);
         if decision.verdicts.is_empty() {

@@ -209,11 +209,24 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let reloader = args
-        .config
-        .clone()
-        .map(|path| tokio::spawn(reload_on_sighup(path, actions.clone(), engine.clone())));
-    trigger.serve(listener, shutdown_signal()).await?;
+    let shutdown = shutdown_signal()?;
+    #[cfg(unix)]
+    let reloader = match &args.config {
+        Some(path) => {
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot listen for SIGHUP")?;
+            Some(tokio::spawn(reload_on_sighup(
+                hup,
+                path.clone(),
+                actions.clone(),
+                engine.clone(),
+            )))
+        }
+        None => None,
+    };
+    #[cfg(not(unix))]
+    let reloader: Option<tokio::task::JoinHandle<()>> = None;
+    trigger.serve(listener, shutdown).await?;
     if let Some(reloader) = reloader {
         reloader.abort();
     }
@@ -239,65 +252,55 @@ fn fire_on(builder: TriggerBuilder, event_type: EventType) -> TriggerBuilder {
 
 /// Reloads the config on SIGHUP: a valid file replaces the rules for new events
 /// (claims and running processes carry on); an invalid one is logged and the
-/// old rules stay. Server settings need a restart.
-async fn reload_on_sighup(path: PathBuf, actions: Arc<Actions>, engine: Arc<Engine>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(hup) => hup,
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGHUP: config reload is off");
-                return;
+/// old rules stay. Server settings need a restart. The signal handler is
+/// installed by the caller before the server reports readiness, so an early
+/// SIGHUP reloads instead of killing the process.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    path: PathBuf,
+    actions: Arc<Actions>,
+    engine: Arc<Engine>,
+) {
+    while hup.recv().await.is_some() {
+        match Config::load(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| actions.rules(&config).map_err(|e| e.to_string()))
+        {
+            Ok(rules) => {
+                let count = rules.len();
+                engine.replace_rules(rules);
+                tracing::info!(file = %path.display(), triggers = count, "config reloaded");
             }
-        };
-        while hup.recv().await.is_some() {
-            match Config::load(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|config| actions.rules(&config).map_err(|e| e.to_string()))
-            {
-                Ok(rules) => {
-                    let count = rules.len();
-                    engine.replace_rules(rules);
-                    tracing::info!(file = %path.display(), triggers = count, "config reloaded");
-                }
-                Err(errors) => {
-                    tracing::error!(file = %path.display(), %errors, "config not reloaded; the old rules stay");
-                }
+            Err(errors) => {
+                tracing::error!(file = %path.display(), %errors, "config not reloaded; the old rules stay");
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (path, actions, engine);
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives just
+/// after the server says it listens is never missed) and returns a future that
+/// completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+            tracing::info!("shutting down: finishing requests in flight");
+        })
     }
-    tracing::info!("shutting down: finishing requests in flight");
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down: finishing requests in flight");
+        })
+    }
 }

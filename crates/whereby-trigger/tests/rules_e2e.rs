@@ -1,0 +1,1655 @@
+//! End-to-end: config-driven rules and actions against the real
+//! `whereby-trigger` binary — `check`, `serve --config` with `run`, `forward`
+//! and `stdout`, room state in `when`, SIGHUP reload, `serve --record` and
+//! `replay`, and shutdown with assistants running.
+//!
+//! Everything is on loopback: the server listens on `127.0.0.1:0`, `forward`
+//! goes to a receiver this file runs on `127.0.0.1:0`, and the `run` action
+//! starts `tests/scripts/e2e_assistant.py`, which writes what it got into a
+//! temporary directory of the test's own. No test sleeps to synchronise: every
+//! wait is for a log line, a file, a request or an exit, polled and bounded by
+//! [`WAIT`].
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_whereby-trigger");
+/// The signing secret, given to the config as `${E2E_SECRET}`.
+const SECRET: &str = "whsec_e2e_rules_7a41c9d2f0";
+/// The `forward` Authorization token, given to the config as `${E2E_TOKEN}`.
+const TOKEN: &str = "tok-e2e-rules-5be0d13f99";
+/// Upper bound for any single wait; a hang fails the test instead of stalling CI.
+const WAIT: Duration = Duration::from_secs(20);
+/// Room URL of the samples (and of the meeting scenario).
+const ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
+/// `roomSessionId` of the samples.
+const SESSION: &str = "c1b5e7a0-8d2f-4b6e-9a41-2f7d3e5c9b10";
+
+// ---------------------------------------------------------------------------
+// Shared state a thread fills and a test waits on.
+
+struct Shared<T> {
+    state: Mutex<SharedState<T>>,
+    changed: Condvar,
+}
+
+struct SharedState<T> {
+    items: Vec<T>,
+    /// The producer is done (end of a stream).
+    closed: bool,
+}
+
+impl<T: Clone> Shared<T> {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            state: Mutex::new(SharedState {
+                items: Vec::new(),
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SharedState<T>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, item: T) {
+        self.lock().items.push(item);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    fn snapshot(&self) -> Vec<T> {
+        self.lock().items.clone()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Waits (at most [`WAIT`]) until `done` holds for the items; returns them.
+    fn wait_until(&self, what: &str, done: impl Fn(&[T]) -> bool) -> Vec<T>
+    where
+        T: std::fmt::Debug,
+    {
+        self.wait(what, done, false)
+    }
+
+    /// Like [`Shared::wait_until`], but also returns when the producer is done.
+    fn wait_until_or_closed(&self, what: &str, done: impl Fn(&[T]) -> bool) -> Vec<T>
+    where
+        T: std::fmt::Debug,
+    {
+        self.wait(what, done, true)
+    }
+
+    fn wait(&self, what: &str, done: impl Fn(&[T]) -> bool, or_closed: bool) -> Vec<T>
+    where
+        T: std::fmt::Debug,
+    {
+        let deadline = Instant::now() + WAIT;
+        let mut state = self.lock();
+        loop {
+            if done(&state.items) || (or_closed && state.closed) {
+                return state.items.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; got so far: {:#?}",
+                state.items
+            );
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits (at most [`WAIT`]) for the producer to finish.
+    fn wait_closed(&self, what: &str) {
+        let deadline = Instant::now() + WAIT;
+        let mut state = self.lock();
+        while !state.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for the end of {what}");
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+/// Lines of a child's stream, read by a thread of their own so the child never
+/// blocks on a full pipe.
+type Lines = Arc<Shared<String>>;
+
+fn capture(stream: impl Read + Send + 'static) -> Lines {
+    let lines = Shared::new();
+    let filler = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            filler.push(line);
+        }
+        filler.close();
+    });
+    lines
+}
+
+impl Shared<String> {
+    /// Waits for a line at index `from` or later that satisfies `pred`.
+    fn wait_line(&self, what: &str, from: usize, pred: impl Fn(&str) -> bool) -> String {
+        let lines = self.wait_until(what, |lines| lines.iter().skip(from).any(|line| pred(line)));
+        lines
+            .into_iter()
+            .skip(from)
+            .find(|line| pred(line))
+            .expect("found above")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Temporary directories, config files, the assistant script.
+
+/// A directory of the test's own, removed when dropped (which also ends any
+/// assistant script still polling its `procs` directory).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "whereby-trigger-rules-e2e-{}-{tag}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create the temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A new, empty subdirectory.
+    fn sub(&self, name: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(&path).expect("create a subdirectory");
+        path
+    }
+
+    /// Writes `text` to `name` (via a rename, so a reader never sees half).
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write a file");
+        std::fs::rename(&tmp, &path).expect("rename a file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A TOML basic string holding `s` (JSON string escapes are valid TOML ones).
+fn q(s: impl AsRef<str>) -> String {
+    serde_json::to_string(s.as_ref()).expect("a string serialises")
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/e2e_assistant.py")
+}
+
+/// The real interpreter behind `python3`, so that the child the server spawns
+/// is the Python process itself, not a version manager's wrapper.
+fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("these tests need python3 on PATH");
+        let exe = String::from_utf8(out.stdout).expect("a UTF-8 path");
+        let exe = exe.trim();
+        assert!(!exe.is_empty(), "python3 did not name its executable");
+        exe.to_owned()
+    })
+}
+
+/// A `run = { ... }` table starting the assistant script, which records into
+/// `procs`; `mode` is `term` or `ignore`; `extra` adds keys (`, stop_grace = "1s"`).
+fn run_table(procs: &Path, mode: &str, extra: &str) -> String {
+    let command = [
+        q(python()),
+        q(script().to_str().expect("a UTF-8 path")),
+        q(procs.to_str().expect("a UTF-8 path")),
+        q(mode),
+        q("--room"),
+        q("{roomUrl}"),
+        q("--session"),
+        q("{data.roomSessionId}"),
+        q("{trigger}/{type}"),
+    ]
+    .join(", ");
+    format!("run = {{ command = [{command}]{extra} }}")
+}
+
+/// One assistant as the script recorded it.
+#[derive(Debug, Clone)]
+struct Started {
+    pid: u32,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    stdin: String,
+}
+
+fn started_in(procs: &Path) -> Vec<Started> {
+    let mut started: Vec<Started> = std::fs::read_dir(procs)
+        .expect("read the procs dir")
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("started-") && name.ends_with(".json")
+        })
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.path()).expect("read a started file");
+            let v: Value = serde_json::from_str(&text).expect("a started file is JSON");
+            Started {
+                pid: u32::try_from(v["pid"].as_u64().expect("pid")).expect("a pid"),
+                argv: v["argv"]
+                    .as_array()
+                    .expect("argv")
+                    .iter()
+                    .map(|a| a.as_str().expect("a string").to_owned())
+                    .collect(),
+                env: v["env"]
+                    .as_object()
+                    .expect("env")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect(),
+                stdin: v["stdin"].as_str().expect("stdin").to_owned(),
+            }
+        })
+        .collect();
+    started.sort_by_key(|s| s.pid);
+    started
+}
+
+/// Polls (bounded) until at least `n` assistants have started; returns them all.
+fn wait_started(procs: &Path, n: usize) -> Vec<Started> {
+    poll(
+        &format!("{n} assistant(s) to start in {}", procs.display()),
+        || {
+            let started = started_in(procs);
+            (started.len() >= n).then_some(started)
+        },
+    )
+}
+
+fn term_marker(procs: &Path, pid: u32) -> PathBuf {
+    procs.join(format!("term-{pid}"))
+}
+
+/// Polls `check` every 20 ms until it gives a value, for at most [`WAIT`].
+fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `pid` is a live (not zombie) assistant script. A pid reused by an
+/// unrelated process does not count.
+fn assistant_alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    if matches!(state, Some('Z' | 'X') | None) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("e2e_assistant.py"))
+        .unwrap_or(false)
+}
+
+fn wait_gone(pid: u32) {
+    poll(&format!("assistant {pid} to be gone"), || {
+        (!assistant_alive(pid)).then_some(())
+    });
+}
+
+// ---------------------------------------------------------------------------
+// The binary.
+
+fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("WHEREBY_WEBHOOK_SECRET")
+        .env("E2E_SECRET", SECRET)
+        .env("E2E_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    // `forward` talks to 127.0.0.1: never through a proxy.
+    for proxy in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(proxy);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    cmd
+}
+
+/// A running `serve`, killed if the test ends early.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stdout: Lines,
+    stderr: Lines,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a terminated `serve` left.
+struct Stopped {
+    status: ExitStatus,
+    stdout: Vec<Value>,
+    stderr: Vec<String>,
+}
+
+impl Server {
+    fn start(config: &Path, extra: &[&str]) -> Server {
+        Server::start_with(config, extra, |_| || ())
+    }
+
+    /// Starts serve; `spawned` gets its pid at once and returns what to call
+    /// the moment serve says it listens (before this returns).
+    fn start_with<F: FnOnce()>(
+        config: &Path,
+        extra: &[&str],
+        spawned: impl FnOnce(u32) -> F,
+    ) -> Server {
+        let mut child = command()
+            .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--config"])
+            .arg(config)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stdout = capture(child.stdout.take().expect("stdout"));
+        let stderr = capture(child.stderr.take().expect("stderr"));
+        let ready = spawned(child.id());
+        // The server logs its bound address once it listens: that is readiness.
+        // Woken by the line itself (or by the end of stderr, if serve exits).
+        let listening = |line: &String| -> Option<SocketAddr> {
+            let rest = line.split("addr=").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        };
+        let lines = stderr.wait_until_or_closed("the listening address", |lines| {
+            lines.iter().any(|l| listening(l).is_some())
+        });
+        let Some(addr) = lines.iter().find_map(listening) else {
+            let status = wait_with_deadline(&mut child);
+            panic!(
+                "serve exited with {status} before listening:\n{}",
+                lines.join("\n")
+            );
+        };
+        ready();
+        Server {
+            child,
+            addr,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Sends one signed sample webhook; returns the `outcome` of the answer.
+    fn send(&self, event_type: &str, id: &str, extra: &[&str]) -> String {
+        let to = self.url();
+        let mut args = vec![event_type, "--to", &to, "--secret", SECRET, "--id", id];
+        args.extend_from_slice(extra);
+        let out = send(&args);
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "send {event_type} failed: {stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(stdout.contains("HTTP 200"), "{stdout}");
+        outcome(&stdout)
+    }
+
+    /// Plays `send --scenario meeting` (with `extra` flags), signed; every
+    /// delivery must be answered 2xx.
+    fn play(&self, extra: &[&str]) -> Vec<Delivery> {
+        let to = self.url();
+        let mut args = vec!["--scenario", "meeting", "--to", &to, "--secret", SECRET];
+        args.extend_from_slice(extra);
+        let out = send(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        deliveries(&out)
+    }
+
+    /// Sends SIGTERM and waits for the exit and for both streams to end.
+    fn terminate(mut self) -> Stopped {
+        self.signal("TERM");
+        let status = wait_with_deadline(&mut self.child);
+        self.finish(status)
+    }
+
+    fn finish(&mut self, status: ExitStatus) -> Stopped {
+        self.stdout.wait_closed("serve's stdout");
+        self.stderr.wait_closed("serve's stderr");
+        let stdout = self
+            .stdout
+            .snapshot()
+            .iter()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|_| panic!("stdout line is not JSON: {l}"))
+            })
+            .collect();
+        Stopped {
+            status,
+            stdout,
+            stderr: self.stderr.snapshot(),
+        }
+    }
+}
+
+fn wait_with_deadline(child: &mut Child) -> ExitStatus {
+    poll("a process to exit", || child.try_wait().expect("try_wait"))
+}
+
+fn send(args: &[&str]) -> Output {
+    let mut child = command()
+        .arg("send")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn send");
+    let stdout = capture(child.stdout.take().expect("stdout"));
+    let stderr = capture(child.stderr.take().expect("stderr"));
+    let status = wait_with_deadline(&mut child);
+    stdout.wait_closed("send's stdout");
+    stderr.wait_closed("send's stderr");
+    let join = |lines: &Lines| {
+        lines
+            .snapshot()
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    Output {
+        status,
+        stdout: join(&stdout),
+        stderr: join(&stderr),
+    }
+}
+
+fn check(config: &Path) -> Output {
+    command()
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .expect("run check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The `outcome` of the JSON answer on a line of `send`'s output.
+fn outcome(line: &str) -> String {
+    let body = &line[line
+        .find('{')
+        .unwrap_or_else(|| panic!("no answer in {line}"))..];
+    let body: Value = serde_json::from_str(body.trim())
+        .unwrap_or_else(|_| panic!("the answer is not JSON: {line}"));
+    body["outcome"].as_str().unwrap_or_default().to_owned()
+}
+
+/// One line of `send --scenario`: `TYPE SHORT-ID HTTP STATUS ... BODY`.
+#[derive(Debug, Clone)]
+struct Delivery {
+    event_type: String,
+    short_id: String,
+    outcome: String,
+}
+
+fn deliveries(out: &Output) -> Vec<Delivery> {
+    text(&out.stdout)
+        .lines()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let event_type = words.next().expect("a type").to_owned();
+            let short_id = words.next().expect("an id").to_owned();
+            assert_eq!(words.next(), Some("HTTP"), "{line}");
+            assert_eq!(words.next(), Some("200"), "{line}");
+            Delivery {
+                event_type,
+                short_id,
+                outcome: outcome(line),
+            }
+        })
+        .collect()
+}
+
+/// The meeting scenario's event types, in order.
+const MEETING: [&str; 8] = [
+    "room.client.joined",
+    "room.client.knocked",
+    "room.client.joined",
+    "room.session.started",
+    "assistant.requested",
+    "room.client.left",
+    "room.client.left",
+    "room.session.ended",
+];
+
+// ---------------------------------------------------------------------------
+// The `forward` receiver: a real HTTP server on 127.0.0.1:0 that answers 200
+// and records every request.
+
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    /// Header names in lower case.
+    headers: BTreeMap<String, String>,
+    body: Value,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+struct Receiver {
+    addr: SocketAddr,
+    requests: Arc<Shared<Request>>,
+    /// Serves the receiver; dropping it stops the server.
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use axum::body::Bytes;
+        use axum::extract::State;
+        use axum::http::{HeaderMap, Method, StatusCode, Uri};
+
+        async fn record(
+            State(requests): State<Arc<Shared<Request>>>,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> StatusCode {
+            let headers = headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_ascii_lowercase(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let body = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            requests.push(Request {
+                method: method.to_string(),
+                path: uri.path().to_owned(),
+                headers,
+                body,
+            });
+            StatusCode::OK
+        }
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime for the receiver");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let requests = Shared::new();
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(requests.clone());
+        runtime.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            addr,
+            requests,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/assistants", self.addr)
+    }
+
+    fn wait_for(&self, n: usize) -> Vec<Request> {
+        self.requests
+            .wait_until(&format!("{n} forward request(s)"), |r| r.len() >= n)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Configs.
+
+/// The issue's note-taker: one assistant per session, stopped when the session
+/// ends, started as a process, forwarded to `receiver` and printed.
+fn note_taker(procs: &Path, receiver: &str, run_extra: &str) -> String {
+    format!(
+        r#"
+[[trigger]]
+name = "note-taker"
+on = ["room.session.started", "assistant.requested"]
+once_per = "session"
+stop_on = ["room.session.ended"]
+{run}
+forward = {{ url = {url}, timeout = "5s", headers = {{ Authorization = "Bearer ${{E2E_TOKEN}}" }} }}
+stdout = true
+"#,
+        run = run_table(procs, "term", run_extra),
+        url = q(receiver),
+    )
+}
+
+const VERIFY: &str = "[verify]\nsecrets = [\"${E2E_SECRET}\"]\n";
+
+// ===========================================================================
+// 1. check
+
+#[test]
+fn check_summarises_a_valid_config_without_secrets_or_header_values() {
+    let dir = TempDir::new("check-ok");
+    let procs = dir.sub("procs");
+    let config = format!(
+        "{VERIFY}{}\n[[trigger]]\nname = \"greeter\"\non = [\"room.client.joined\"]\nwhen = 'room.numClients >= 2'\nstdout = true\n",
+        note_taker(&procs, "http://127.0.0.1:9/assistants", "")
+    );
+    let path = dir.write("whereby-trigger.toml", &config);
+    let out = check(&path);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    for name in ["note-taker", "greeter"] {
+        assert!(stdout.contains(name), "the summary lacks {name}:\n{stdout}");
+    }
+    assert!(stdout.contains("Authorization"), "{stdout}");
+    assert!(stdout.contains("room.numClients >= 2"), "{stdout}");
+    for secret in [SECRET, TOKEN] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "check printed a secret:\n{stdout}{stderr}"
+        );
+    }
+}
+
+/// Each broken config: its file name, text, the lines an error may name (the
+/// offending line, or the line of the trigger it is in), the trigger it must
+/// name, and a word the message must contain.
+struct Broken {
+    file: &'static str,
+    toml: String,
+    lines: Vec<usize>,
+    trigger: Option<&'static str>,
+    needle: &'static str,
+}
+
+fn assert_check_rejects(dir: &TempDir, broken: &Broken) {
+    let path = dir.write(broken.file, &broken.toml);
+    let out = check(&path);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let shown = path.display().to_string();
+    let case = broken.file;
+    assert_eq!(out.status.code(), Some(1), "{case}: {stdout}{stderr}");
+    assert!(!stdout.contains("OK"), "{case}: {stdout}");
+    assert!(
+        broken
+            .lines
+            .iter()
+            .any(|line| stderr.contains(&format!("{shown}:{line}:"))),
+        "{case}: stderr does not name {shown} and one of lines {:?}:\n{stderr}",
+        broken.lines
+    );
+    if let Some(trigger) = broken.trigger {
+        assert!(
+            stderr.contains(trigger),
+            "{case}: stderr does not name the trigger {trigger}:\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains(broken.needle),
+        "{case}: stderr does not mention {}:\n{stderr}",
+        broken.needle
+    );
+    for secret in [SECRET, TOKEN] {
+        assert!(
+            !stderr.contains(secret),
+            "{case}: check printed a secret:\n{stderr}"
+        );
+    }
+}
+
+/// A trigger named `scribe-7` whose keys after `name` are `body`: `[verify]`
+/// takes lines 1-2, `[[trigger]]` line 3, `name` line 4, `body` from line 5.
+fn one_trigger(body: &str) -> String {
+    format!("{VERIFY}[[trigger]]\nname = \"scribe-7\"\n{body}")
+}
+
+#[test]
+fn check_rejects_broken_configs_naming_file_line_and_trigger() {
+    let dir = TempDir::new("check-bad");
+    let cases = [
+        Broken {
+            file: "syntax.toml",
+            // Line 6: a key without a value.
+            toml: one_trigger("on = [\"room.session.started\"]\nstdout = true\nwhen = \n"),
+            lines: vec![7],
+            trigger: None,
+            needle: "",
+        },
+        Broken {
+            file: "unknown-section.toml",
+            toml: format!("{VERIFY}[store]\ndir = \"/tmp\"\n"),
+            lines: vec![3],
+            trigger: None,
+            needle: "store",
+        },
+        Broken {
+            file: "cel-syntax.toml",
+            toml: one_trigger(
+                "on = [\"room.session.started\"]\nwhen = 'data.subdomain == '\nstdout = true\n",
+            ),
+            lines: vec![6],
+            trigger: Some("scribe-7"),
+            needle: "when",
+        },
+        Broken {
+            file: "cel-unknown-name.toml",
+            toml: one_trigger(
+                "on = [\"room.session.started\"]\nstdout = true\nwhen = 'subdomain == \"acme\"'\n",
+            ),
+            lines: vec![7],
+            trigger: Some("scribe-7"),
+            needle: "subdomain",
+        },
+        Broken {
+            file: "placeholder.toml",
+            toml: one_trigger(
+                "on = [\"room.session.started\"]\nrun = { command = [\"assistant\", \"--room\", \"{roomURL}\"] }\n",
+            ),
+            lines: vec![4, 6],
+            trigger: Some("scribe-7"),
+            needle: "{roomURL}",
+        },
+        Broken {
+            file: "unset-header-var.toml",
+            toml: one_trigger(
+                "on = [\"room.session.started\"]\nforward = { url = \"http://127.0.0.1:9/a\", headers = { Authorization = \"Bearer ${E2E_NOT_SET_ANYWHERE}\" } }\n",
+            ),
+            lines: vec![4, 6],
+            trigger: Some("scribe-7"),
+            needle: "E2E_NOT_SET_ANYWHERE",
+        },
+        Broken {
+            file: "unset-command-var.toml",
+            toml: one_trigger(
+                "on = [\"room.session.started\"]\nrun = { command = [\"${E2E_NOT_SET_EITHER}/assistant\"] }\n",
+            ),
+            lines: vec![4, 6],
+            trigger: Some("scribe-7"),
+            needle: "E2E_NOT_SET_EITHER",
+        },
+        Broken {
+            file: "unset-secret-var.toml",
+            toml: "[verify]\nsecrets = [\"${E2E_SECRET}\", \"${E2E_NO_SUCH_SECRET}\"]\n".to_owned(),
+            lines: vec![2],
+            trigger: None,
+            needle: "E2E_NO_SUCH_SECRET",
+        },
+    ];
+    for broken in &cases {
+        assert_check_rejects(&dir, broken);
+    }
+}
+
+/// The issue: `check` exits 1 "with errors that name file, line and trigger".
+/// An unknown key inside a `[[trigger]]` table is an error of that trigger.
+#[test]
+fn check_names_the_trigger_of_an_unknown_key() {
+    let dir = TempDir::new("check-unknown-key");
+    assert_check_rejects(
+        &dir,
+        &Broken {
+            file: "unknown-key.toml",
+            toml: one_trigger(
+                "on = [\"room.session.started\"]\nstdout = true\ncolour = \"blue\"\n",
+            ),
+            lines: vec![7],
+            trigger: Some("scribe-7"),
+            needle: "colour",
+        },
+    );
+}
+
+// ===========================================================================
+// 2. serve --config: run, forward, stdout, once_per = "session", stop_on
+
+/// Checks a `forward` request: a POST of `action` for the webhook `id`.
+fn assert_forwarded(request: &Request, action: &str, event_type: &str, id: &str) {
+    let key = match action {
+        "stop" => format!("note-taker:{id}:stop"),
+        _ => format!("note-taker:{id}"),
+    };
+    assert_eq!(request.method, "POST", "{request:#?}");
+    assert_eq!(request.path, "/assistants", "{request:#?}");
+    assert_eq!(request.header("idempotency-key"), key, "{request:#?}");
+    assert_eq!(
+        request.header("authorization"),
+        format!("Bearer {TOKEN}"),
+        "{request:#?}"
+    );
+    assert!(
+        request
+            .header("content-type")
+            .starts_with("application/json"),
+        "{request:#?}"
+    );
+    let body = &request.body;
+    assert_eq!(body["action"], action, "{body}");
+    assert_eq!(body["trigger"], "note-taker", "{body}");
+    assert_eq!(body["roomUrl"], ROOM_URL, "{body}");
+    assert_eq!(body["triggerWebhook"]["id"], id, "{body}");
+    assert_eq!(body["triggerWebhook"]["type"], event_type, "{body}");
+}
+
+fn assert_stdout_event(line: &Value, action: &str, trigger: &str, event_type: &str) {
+    assert_eq!(line["action"], action, "{line}");
+    assert_eq!(line["trigger"], trigger, "{line}");
+    assert!(line["roomUrl"].is_string(), "{line}");
+    assert_eq!(line["triggerWebhook"]["type"], event_type, "{line}");
+}
+
+#[test]
+fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
+    let dir = TempDir::new("session");
+    let procs = dir.sub("procs");
+    let receiver = Receiver::start();
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!("{VERIFY}{}", note_taker(&procs, &receiver.url(), "")),
+    );
+    let server = Server::start(&config, &[]);
+
+    // The session starts: one assistant.
+    assert_eq!(
+        server.send("room.session.started", "e2e-started-1", &[]),
+        "triggered"
+    );
+    let first = wait_started(&procs, 1);
+    assert_eq!(first.len(), 1, "{first:#?}");
+    let first = first[0].clone();
+    assert_eq!(
+        first.argv,
+        [
+            "--room",
+            ROOM_URL,
+            "--session",
+            SESSION,
+            "note-taker/room.session.started"
+        ]
+    );
+    let env = |name: &str| first.env.get(name).map_or("", String::as_str);
+    assert_eq!(env("WHEREBY_ROOM_URL"), ROOM_URL);
+    assert_eq!(env("WHEREBY_EVENT_ID"), "e2e-started-1");
+    assert_eq!(env("WHEREBY_EVENT_TYPE"), "room.session.started");
+    assert_eq!(env("WHEREBY_TRIGGER"), "note-taker");
+    assert_eq!(env("WHEREBY_SUBDOMAIN"), "acme");
+    assert_eq!(env("WHEREBY_ROOM_NAME"), "/standup-3f9a2c");
+    assert_eq!(env("WHEREBY_ROOM_SESSION_ID"), SESSION);
+    let stdin: Value =
+        serde_json::from_str(first.stdin.trim()).expect("stdin is one JSON document");
+    assert_eq!(stdin["action"], "start");
+    assert_eq!(stdin["trigger"], "note-taker");
+    assert_eq!(stdin["roomUrl"], ROOM_URL);
+    assert_eq!(stdin["triggerWebhook"]["id"], "e2e-started-1");
+    assert!(assistant_alive(first.pid));
+
+    // While it runs the session is claimed: no second assistant.
+    assert_eq!(
+        server.send("assistant.requested", "e2e-requested-1", &[]),
+        "not_matched"
+    );
+    assert_eq!(
+        server.send("room.session.started", "e2e-started-2", &[]),
+        "not_matched"
+    );
+    server
+        .stderr
+        .wait_line("the suppression in the log", 0, |l| {
+            l.contains("note-taker: suppressed") && l.contains("e2e-requested-1")
+        });
+    let start = receiver.wait_for(1);
+    assert_forwarded(&start[0], "start", "room.session.started", "e2e-started-1");
+    server
+        .stdout
+        .wait_until("the start line", |l| !l.is_empty());
+
+    // The session ends: the assistant gets SIGTERM, the receiver a stop.
+    server.send("room.session.ended", "e2e-ended-1", &[]);
+    poll("the assistant's SIGTERM marker", || {
+        term_marker(&procs, first.pid).exists().then_some(())
+    });
+    wait_gone(first.pid);
+    let requests = receiver.wait_for(2);
+    assert_forwarded(&requests[1], "stop", "room.session.ended", "e2e-ended-1");
+    let lines = server.stdout.wait_until("the stop line", |l| l.len() >= 2);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(started_in(&procs).len(), 1, "exactly one assistant ran");
+
+    // The stop released the claim: a new request starts a new assistant.
+    assert_eq!(
+        server.send("assistant.requested", "e2e-requested-2", &[]),
+        "triggered"
+    );
+    let both = wait_started(&procs, 2);
+    let second = both
+        .iter()
+        .find(|s| s.pid != first.pid)
+        .expect("a second assistant")
+        .clone();
+    assert_eq!(
+        second.argv.last().map(String::as_str),
+        Some("note-taker/assistant.requested")
+    );
+    let requests = receiver.wait_for(3);
+    assert_forwarded(
+        &requests[2],
+        "start",
+        "assistant.requested",
+        "e2e-requested-2",
+    );
+
+    let stopped = server.terminate();
+    assert!(
+        stopped.status.success(),
+        "serve exited with {}",
+        stopped.status
+    );
+    // Shutdown stopped the second assistant the same way.
+    assert!(term_marker(&procs, second.pid).exists());
+    wait_gone(second.pid);
+    assert_eq!(started_in(&procs).len(), 2);
+
+    let out = &stopped.stdout;
+    assert_eq!(out.len(), 3, "{out:#?}");
+    assert_stdout_event(&out[0], "start", "note-taker", "room.session.started");
+    assert_eq!(out[0]["triggerWebhook"]["id"], "e2e-started-1");
+    assert_eq!(out[0]["roomUrl"], ROOM_URL);
+    assert_stdout_event(&out[1], "stop", "note-taker", "room.session.ended");
+    assert_eq!(out[1]["triggerWebhook"]["id"], "e2e-ended-1");
+    assert_stdout_event(&out[2], "start", "note-taker", "assistant.requested");
+    for line in &stopped.stderr {
+        assert!(
+            !line.contains(SECRET) && !line.contains(TOKEN),
+            "a secret reached the log: {line}"
+        );
+    }
+}
+
+#[test]
+fn the_meeting_scenario_gets_one_assistant_for_its_session() {
+    let dir = TempDir::new("meeting");
+    let procs = dir.sub("procs");
+    let receiver = Receiver::start();
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!("{VERIFY}{}", note_taker(&procs, &receiver.url(), "")),
+    );
+    let server = Server::start(&config, &[]);
+    let lines = server.play(&[]);
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|d| (d.event_type.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("room.client.joined", "not_matched"),
+            ("room.client.knocked", "ignored"),
+            ("room.client.joined", "not_matched"),
+            ("room.session.started", "triggered"),
+            // Same session: suppressed by the claim.
+            ("assistant.requested", "not_matched"),
+            ("room.client.left", "not_matched"),
+            ("room.client.left", "not_matched"),
+            ("room.session.ended", "not_matched"),
+        ]
+    );
+    receiver.wait_for(2);
+    let stopped = server.terminate();
+    assert!(
+        stopped.status.success(),
+        "serve exited with {}",
+        stopped.status
+    );
+
+    // stdout: the start, then the stop.
+    let out = &stopped.stdout;
+    assert_eq!(out.len(), 2, "{out:#?}");
+    assert_stdout_event(&out[0], "start", "note-taker", "room.session.started");
+    assert_stdout_event(&out[1], "stop", "note-taker", "room.session.ended");
+    let started_id = out[0]["triggerWebhook"]["id"].as_str().expect("an id");
+    let ended_id = out[1]["triggerWebhook"]["id"].as_str().expect("an id");
+    assert!(started_id.starts_with(&lines[3].short_id));
+    assert!(ended_id.starts_with(&lines[7].short_id));
+    let session = &out[0]["triggerWebhook"]["data"]["roomSessionId"];
+    assert!(session.is_string());
+    assert_eq!(out[1]["triggerWebhook"]["data"]["roomSessionId"], *session);
+
+    // forward: one start and one stop, whatever order the two deliveries
+    // (concurrent tasks) arrived in.
+    let requests = receiver.requests.snapshot();
+    let by_action = |action: &str| {
+        let found: Vec<&Request> = requests
+            .iter()
+            .filter(|r| r.body["action"] == action)
+            .collect();
+        assert_eq!(found.len(), 1, "one {action} forwarded: {requests:#?}");
+        found[0]
+    };
+    assert_forwarded(
+        by_action("start"),
+        "start",
+        "room.session.started",
+        started_id,
+    );
+    assert_forwarded(by_action("stop"), "stop", "room.session.ended", ended_id);
+
+    // run: at most one assistant (the stop may even come before it started);
+    // one that started got SIGTERM and is gone.
+    let started = started_in(&procs);
+    assert!(started.len() <= 1, "{started:#?}");
+    for assistant in &started {
+        assert_eq!(
+            assistant.env.get("WHEREBY_EVENT_ID").map(String::as_str),
+            Some(started_id)
+        );
+        assert!(
+            term_marker(&procs, assistant.pid).exists(),
+            "{assistant:#?}"
+        );
+        wait_gone(assistant.pid);
+    }
+}
+
+// ===========================================================================
+// 3. `when` sees the room's state
+
+#[test]
+fn when_sees_the_room_state_of_the_meeting() {
+    let dir = TempDir::new("room-state");
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!(
+            r#"{VERIFY}
+[[trigger]]
+name = "second-joiner"
+on = ["room.client.joined"]
+when = 'room.numClients >= 2'
+stdout = true
+
+[[trigger]]
+name = "visitor-present"
+on = ["assistant.requested"]
+when = 'room.sessionActive && room.numClientsByRoleName.visitor == 1'
+stdout = true
+
+[[trigger]]
+name = "last-out"
+on = ["room.client.left"]
+when = 'room.numClients == 0 && room.sessionActive'
+stdout = true
+
+[[trigger]]
+name = "broken-at-run-time"
+on = ["room.client.joined"]
+when = 'data.noSuchField == 1'
+stdout = true
+"#
+        ),
+    );
+    let server = Server::start(&config, &[]);
+    let lines = server.play(&[]);
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|d| (d.event_type.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("room.client.joined", "not_matched"),
+            ("room.client.knocked", "ignored"),
+            ("room.client.joined", "triggered"),
+            ("room.session.started", "not_matched"),
+            ("assistant.requested", "triggered"),
+            ("room.client.left", "not_matched"),
+            ("room.client.left", "triggered"),
+            ("room.session.ended", "not_matched"),
+        ]
+    );
+    let stopped = server.terminate();
+    assert!(
+        stopped.status.success(),
+        "serve exited with {}",
+        stopped.status
+    );
+    let fired: Vec<(&str, &str)> = stopped
+        .stdout
+        .iter()
+        .map(|l| {
+            (
+                l["trigger"].as_str().unwrap_or_default(),
+                l["triggerWebhook"]["type"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("second-joiner", "room.client.joined"),
+            ("visitor-present", "assistant.requested"),
+            ("last-out", "room.client.left"),
+        ]
+    );
+    // The second joiner is the visitor, the last one out the host.
+    assert_eq!(
+        stopped.stdout[0]["triggerWebhook"]["data"]["roleName"],
+        "visitor"
+    );
+    assert_eq!(
+        stopped.stdout[2]["triggerWebhook"]["data"]["roleName"],
+        "host"
+    );
+    // A `when` that fails at run time is false and logged, never a crash.
+    assert!(
+        stopped
+            .stderr
+            .iter()
+            .any(|l| l.contains("broken-at-run-time") && l.contains("failed")),
+        "{:#?}",
+        stopped.stderr
+    );
+}
+
+// ===========================================================================
+// 4. SIGHUP reload
+
+fn greeter_config(display_name: &str, extra: &str) -> String {
+    format!(
+        "{VERIFY}\n[[trigger]]\nname = \"greeter\"\non = [\"room.client.joined\"]\nwhen = 'data.displayName == \"{display_name}\"'\nstdout = true\n{extra}"
+    )
+}
+
+#[test]
+fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
+    let dir = TempDir::new("reload");
+    let config = dir.write("whereby-trigger.toml", &greeter_config("Alpha", ""));
+    let server = Server::start(&config, &[]);
+    let joined = |id: &str, name: &str| {
+        server.send(
+            "room.client.joined",
+            id,
+            &["--set", &format!("displayName={name}")],
+        )
+    };
+    assert_eq!(joined("a1", "Alpha"), "triggered");
+    assert_eq!(joined("b1", "Beta"), "not_matched");
+    assert_eq!(server.send("room.client.left", "l1", &[]), "not_matched");
+
+    // A valid new config: another name matches, and a new trigger appears.
+    let farewell =
+        "\n[[trigger]]\nname = \"farewell\"\non = [\"room.client.left\"]\nstdout = true\n";
+    dir.write("whereby-trigger.toml", &greeter_config("Beta", farewell));
+    let mark = server.stderr.len();
+    server.signal("HUP");
+    let reloaded = server.stderr.wait_line("\"config reloaded\"", mark, |l| {
+        l.contains("config reloaded")
+    });
+    assert!(reloaded.contains("triggers=2"), "{reloaded}");
+    assert_eq!(joined("a2", "Alpha"), "not_matched");
+    assert_eq!(joined("b2", "Beta"), "triggered");
+    assert_eq!(server.send("room.client.left", "l2", &[]), "triggered");
+
+    // An invalid one (bad CEL on line 15) is refused; the rules stay.
+    let broken = "\n[[trigger]]\nname = \"broken\"\non = [\"room.client.left\"]\nwhen = 'data.numClients >'\nstdout = true\n";
+    let text = greeter_config("Beta", &format!("{farewell}{broken}"));
+    let bad_line = text
+        .lines()
+        .position(|l| l.starts_with("when = 'data.numClients"))
+        .expect("the bad line")
+        + 1;
+    dir.write("whereby-trigger.toml", &text);
+    let mark = server.stderr.len();
+    server.signal("HUP");
+    let refused = server
+        .stderr
+        .wait_line("\"config not reloaded\"", mark, |l| {
+            l.contains("not reloaded")
+        });
+    assert!(
+        refused.contains(&format!("{}:{bad_line}:", config.display())),
+        "the error names neither file nor line: {refused}"
+    );
+    assert!(refused.contains("broken"), "{refused}");
+    assert!(
+        !server.stderr.snapshot()[mark..]
+            .iter()
+            .any(|l| l.contains("config reloaded")),
+        "{:#?}",
+        server.stderr.snapshot()
+    );
+    assert_eq!(joined("a3", "Alpha"), "not_matched");
+    assert_eq!(joined("b3", "Beta"), "triggered");
+    assert_eq!(server.send("room.client.left", "l3", &[]), "triggered");
+
+    let stopped = server.terminate();
+    assert!(
+        stopped.status.success(),
+        "serve exited with {}",
+        stopped.status
+    );
+    let fired: Vec<(&str, &str)> = stopped
+        .stdout
+        .iter()
+        .map(|l| {
+            (
+                l["trigger"].as_str().unwrap_or_default(),
+                l["triggerWebhook"]["id"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        [
+            ("greeter", "a1"),
+            ("greeter", "b2"),
+            ("farewell", "l2"),
+            ("greeter", "b3"),
+            ("farewell", "l3"),
+        ]
+    );
+}
+
+#[test]
+fn a_reload_keeps_running_assistants_and_their_claims() {
+    let dir = TempDir::new("reload-claims");
+    let procs = dir.sub("procs");
+    let trigger = |extra: &str| {
+        format!(
+            "{VERIFY}\n[[trigger]]\nname = \"note-taker\"\non = [\"room.session.started\", \"assistant.requested\"]\nonce_per = \"session\"\nstop_on = [\"room.session.ended\"]\n{}\n{extra}",
+            run_table(&procs, "term", "")
+        )
+    };
+    let config = dir.write("whereby-trigger.toml", &trigger(""));
+    let server = Server::start(&config, &[]);
+    assert_eq!(server.send("room.session.started", "s1", &[]), "triggered");
+    let first = wait_started(&procs, 1)[0].clone();
+
+    // The reload adds `stdout`; the session stays claimed, the assistant runs.
+    dir.write("whereby-trigger.toml", &trigger("stdout = true\n"));
+    let mark = server.stderr.len();
+    server.signal("HUP");
+    server.stderr.wait_line("\"config reloaded\"", mark, |l| {
+        l.contains("config reloaded")
+    });
+    assert_eq!(server.send("assistant.requested", "r1", &[]), "not_matched");
+    assert!(assistant_alive(first.pid));
+    assert!(!term_marker(&procs, first.pid).exists());
+
+    // The new config's stop_on still stops the assistant started before it.
+    server.send("room.session.ended", "e1", &[]);
+    poll("the assistant's SIGTERM marker", || {
+        term_marker(&procs, first.pid).exists().then_some(())
+    });
+    wait_gone(first.pid);
+    assert_eq!(server.send("assistant.requested", "r2", &[]), "triggered");
+    let second = wait_started(&procs, 2);
+    assert_eq!(second.len(), 2);
+
+    let stopped = server.terminate();
+    assert!(stopped.status.success());
+    let out: Vec<(&str, &str)> = stopped
+        .stdout
+        .iter()
+        .map(|l| {
+            (
+                l["action"].as_str().unwrap_or_default(),
+                l["triggerWebhook"]["id"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(out, [("stop", "e1"), ("start", "r2")]);
+}
+
+/// SIGHUP's default action ends a process. Once `serve` says it listens, a
+/// SIGHUP must reload the config, not kill the server: the handler has to be
+/// in place before readiness is announced. Tried on 50 fresh servers,
+/// since a missing handler is only caught when the signal wins the race.
+#[test]
+fn a_sighup_right_after_readiness_reloads_instead_of_killing() {
+    let dir = TempDir::new("early-hup");
+    let config = dir.write("whereby-trigger.toml", &greeter_config("Alpha", ""));
+    for attempt in 0..50 {
+        // A shell already running and waiting sends the signal: no fork
+        // between the listening line and the SIGHUP.
+        let mut server = Server::start_with(&config, &[], |pid| {
+            let mut sh = Command::new("sh")
+                .args(["-c", "read go && kill -HUP \"$1\"", "sh", &pid.to_string()])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("spawn sh");
+            move || {
+                let mut go = sh.stdin.take().expect("sh's stdin");
+                go.write_all(b"go\n").expect("tell sh to signal");
+                drop(go);
+                assert!(wait_with_deadline(&mut sh).success(), "kill -HUP failed");
+            }
+        });
+        let reloaded = poll("a reload or an exit", || {
+            if server
+                .stderr
+                .snapshot()
+                .iter()
+                .any(|l| l.contains("config reloaded"))
+            {
+                return Some(Ok(()));
+            }
+            server.child.try_wait().expect("try_wait").map(Err)
+        });
+        if let Err(status) = reloaded {
+            panic!(
+                "attempt {attempt}: a SIGHUP right after the listening line ended serve ({status}):\n{}",
+                server.stderr.snapshot().join("\n")
+            );
+        }
+        let stopped = server.terminate();
+        assert!(stopped.status.success());
+    }
+}
+
+// ===========================================================================
+// 5. serve --record, then replay
+
+fn replay_config(procs: &Path, receiver: &str) -> String {
+    format!(
+        "{VERIFY}{}\n[[trigger]]\nname = \"greeter\"\non = [\"room.client.joined\"]\nwhen = 'room.numClients >= 2'\nstdout = true\n",
+        note_taker(procs, receiver, "")
+    )
+}
+
+#[test]
+fn a_recorded_meeting_replays_through_the_rules_without_running_actions() {
+    let dir = TempDir::new("replay");
+    let live_procs = dir.sub("live-procs");
+    let live_receiver = Receiver::start();
+    let live = dir.write(
+        "live.toml",
+        &replay_config(&live_procs, &live_receiver.url()),
+    );
+    let recording = dir.path().join("webhooks.jsonl");
+    let server = Server::start(
+        &live,
+        &["--record", recording.to_str().expect("a UTF-8 path")],
+    );
+    let deliveries = server.play(&["--duplicate", "1"]);
+    assert_eq!(deliveries.len(), 2 * MEETING.len());
+    let stopped = server.terminate();
+    assert!(stopped.status.success());
+
+    // Every verified webhook, duplicates included, in delivery order.
+    let recorded: Vec<Value> = std::fs::read_to_string(&recording)
+        .expect("the recording")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a recorded line is JSON"))
+        .collect();
+    assert_eq!(recorded.len(), deliveries.len(), "{recorded:#?}");
+    for (webhook, delivery) in recorded.iter().zip(&deliveries) {
+        assert_eq!(webhook["type"], delivery.event_type.as_str());
+        assert!(
+            webhook["id"]
+                .as_str()
+                .expect("an id")
+                .starts_with(&delivery.short_id)
+        );
+    }
+
+    // Replay with the same rules, but actions that would leave traces
+    // somewhere fresh: none may run.
+    let procs = dir.sub("replay-procs");
+    let receiver = Receiver::start();
+    let config = dir.write("replay.toml", &replay_config(&procs, &receiver.url()));
+    let out = command()
+        .arg("replay")
+        .arg("--config")
+        .arg(&config)
+        .arg(&recording)
+        .output()
+        .expect("run replay");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), recorded.len() + 1, "{stdout}");
+
+    // What each original (first copy) must say; every second copy is a duplicate.
+    let originals = [
+        "greeter: not matched",
+        "ignored",
+        "greeter: fired",
+        "note-taker: fired",
+        "note-taker: suppressed",
+        "no trigger listens",
+        "no trigger listens",
+        "note-taker: stopped",
+    ];
+    let mut duplicates = 0;
+    for (index, (line, webhook)) in lines.iter().zip(&recorded).enumerate() {
+        let event_type = webhook["type"].as_str().expect("a type");
+        let id = webhook["id"].as_str().expect("an id");
+        assert!(
+            line.starts_with(&format!("line {}: {event_type} {}", index + 1, &id[..12])),
+            "{line}\n{stdout}"
+        );
+        if index % 2 == 0 {
+            let expected = originals[index / 2];
+            assert!(line.contains(expected), "{line} lacks {expected}\n{stdout}");
+        } else if line.contains("duplicate") {
+            duplicates += 1;
+        } else {
+            // A type no trigger evaluates is ignored before duplicates are looked at.
+            assert_eq!(event_type, "room.client.knocked", "{line}\n{stdout}");
+            assert!(line.contains("ignored"), "{line}\n{stdout}");
+        }
+    }
+    assert!(duplicates >= 7, "{stdout}");
+    let summary = lines.last().expect("a summary");
+    assert_eq!(
+        *summary,
+        format!(
+            "16 event(s): 2 fired, 1 suppressed by a claim, {duplicates} duplicate(s), 0 invalid"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("\"action\""),
+        "replay printed a trigger event"
+    );
+
+    // No action ran: no process, no request. (A spawned assistant writes its
+    // file at once; it would have had the whole replay to do so.)
+    assert!(started_in(&procs).is_empty());
+    assert_eq!(
+        std::fs::read_dir(&procs).expect("read the dir").count(),
+        0,
+        "replay started something"
+    );
+    assert_eq!(
+        receiver.requests.len(),
+        0,
+        "{:#?}",
+        receiver.requests.snapshot()
+    );
+}
+
+// ===========================================================================
+// 6. Shutdown with assistants running
+
+#[test]
+fn sigterm_stops_every_assistant_and_exits_0() {
+    let dir = TempDir::new("shutdown");
+    let procs = dir.sub("procs");
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!(
+            "{VERIFY}\n[[trigger]]\nname = \"joiner\"\non = [\"room.client.joined\"]\nonce_per = \"room\"\n{}\n\n[[trigger]]\nname = \"stubborn\"\non = [\"assistant.requested\"]\n{}\n",
+            run_table(&procs, "term", ", stop_grace = \"10s\""),
+            run_table(&procs, "ignore", ", stop_grace = \"300ms\""),
+        ),
+    );
+    let server = Server::start(&config, &[]);
+    assert_eq!(
+        server.send("room.client.joined", "j-a", &["--room-name", "/room-a"]),
+        "triggered"
+    );
+    assert_eq!(
+        server.send("room.client.joined", "j-b", &["--room-name", "/room-b"]),
+        "triggered"
+    );
+    assert_eq!(
+        server.send("room.client.joined", "j-a2", &["--room-name", "/room-a"]),
+        "not_matched",
+        "room-a is claimed while its assistant runs"
+    );
+    assert_eq!(server.send("assistant.requested", "r-1", &[]), "triggered");
+    let started = wait_started(&procs, 3);
+    assert_eq!(started.len(), 3, "{started:#?}");
+    for assistant in &started {
+        assert!(assistant_alive(assistant.pid), "{assistant:#?}");
+    }
+
+    let stopped = server.terminate();
+    assert_eq!(stopped.status.code(), Some(0), "{:#?}", stopped.stderr);
+    for assistant in &started {
+        let trigger = assistant.env.get("WHEREBY_TRIGGER").map(String::as_str);
+        // Gone, not orphaned: serve reaped its children before exiting.
+        assert!(
+            !assistant_alive(assistant.pid),
+            "{trigger:?} assistant {} outlived serve",
+            assistant.pid
+        );
+        let marker = term_marker(&procs, assistant.pid).exists();
+        match trigger {
+            // SIGTERM and an orderly exit.
+            Some("joiner") => assert!(marker, "{assistant:#?}"),
+            // SIGTERM ignored: SIGKILL after stop_grace.
+            Some("stubborn") => assert!(!marker, "{assistant:#?}"),
+            other => panic!("unexpected trigger {other:?}"),
+        }
+    }
+    assert!(
+        stopped.stderr.iter().any(|l| l.contains("SIGKILL")),
+        "{:#?}",
+        stopped.stderr
+    );
+}
+
+#[test]
+fn assistants_die_with_a_killed_server() {
+    let dir = TempDir::new("crash");
+    let procs = dir.sub("procs");
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!(
+            "{VERIFY}\n[[trigger]]\nname = \"joiner\"\non = [\"room.client.joined\"]\n{}\n",
+            run_table(&procs, "term", "")
+        ),
+    );
+    let mut server = Server::start(&config, &[]);
+    assert_eq!(server.send("room.client.joined", "j-1", &[]), "triggered");
+    let assistant = wait_started(&procs, 1)[0].clone();
+    assert!(assistant_alive(assistant.pid));
+
+    server.signal("KILL");
+    let status = wait_with_deadline(&mut server.child);
+    assert!(!status.success());
+    // No chance to clean up: the kernel must take the child along.
+    wait_gone(assistant.pid);
+    assert!(!term_marker(&procs, assistant.pid).exists());
+}
