@@ -16,7 +16,57 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// A `run` action is kept per trigger name: on reload it is reconfigured, not
 /// replaced, so its running processes, their claims and its `max_running`
 /// queue carry on. Rust programs add their own actions and predicates by
-/// trigger name.
+/// trigger name:
+///
+/// ```
+/// use std::sync::Arc;
+/// use whereby_trigger::actions::{Action, ActionEvent};
+/// use whereby_trigger::actions::stdout::LineSink;
+/// use whereby_trigger::rules::build::Actions;
+/// use whereby_trigger::rules::config::Config;
+/// use whereby_trigger::rules::engine::Engine;
+/// use whereby_trigger::webhook::{InRoom, RoomClientJoined};
+/// use whereby_trigger::Trigger;
+///
+/// /// Starts the assistant in-process.
+/// struct LaunchAssistant;
+///
+/// impl Action for LaunchAssistant {
+///     fn kind(&self) -> &'static str { "launch" }
+///     fn start(&self, event: Arc<ActionEvent>) {
+///         println!("joining {}", event.room_url);
+///     }
+///     fn stop(&self, event: Arc<ActionEvent>) {
+///         println!("leaving {}", event.room_url);
+///     }
+/// }
+///
+/// let config = Config::from_toml(r#"
+///     [[trigger]]
+///     name = "note-taker"
+///     on = ["room.session.started", "assistant.requested"]
+///     when = 'data.subdomain == "acme"'
+///     once_per = "session"
+///     stop_on = ["room.session.ended"]
+///     stdout = true
+/// "#, &|name: &str| std::env::var(name).ok())?;
+///
+/// let mut actions = Actions::new(LineSink::stdout());
+/// actions.add_action("note-taker", Arc::new(LaunchAssistant));
+/// // A typed Rust condition, ANDed with the trigger's `when`.
+/// actions.add_predicate("note-taker", |event| {
+///     event.in_room().is_some_and(|room| room.room_name().starts_with("/standup"))
+/// });
+/// let engine = Arc::new(Engine::new(actions.rules(&config)?));
+///
+/// // Config rules and typed predicates side by side on one Trigger.
+/// let trigger = Trigger::builder()
+///     .rules(engine)
+///     .on(|joined: &RoomClientJoined| joined.data.num_clients == 1)
+///     .build()?;
+/// # drop(trigger);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Actions {
     client: reqwest::Client,
     stdout: LineSink,
