@@ -78,6 +78,7 @@ pub mod evaluate;
 pub mod parse;
 pub mod receive;
 pub mod rules;
+pub mod store;
 pub mod trigger;
 pub mod units;
 pub mod verify;

@@ -1,0 +1,226 @@
+//! Record: what a webhook changed, made durable before it is answered.
+//!
+//! A delivery is answered 2xx only once everything it changed — its id, the
+//! claims it took, its room's state, the action deliveries it queued — is
+//! committed. The [`Store`] trait is that commit; [`SqliteStore`] keeps it on
+//! disk (WAL, synchronous commits), [`MemoryStore`] keeps nothing (`--ephemeral`
+//! and the library default). [`Committer`] groups concurrent commits into one
+//! transaction, so durability costs one sync per batch, not per webhook.
+
+use std::fmt;
+
+mod commit;
+mod sqlite;
+
+pub use commit::{Committer, Retention};
+pub use sqlite::SqliteStore;
+
+/// Milliseconds since the Unix epoch: what the store records times in, so that
+/// a restart (a new `Instant` origin) can still tell what has expired.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// State of a queued action delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting to be delivered, or being delivered.
+    Pending,
+    /// Given up: a permanent failure, or out of attempts or time.
+    Dead,
+}
+
+impl DeliveryStatus {
+    /// The word stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+}
+
+/// One action call, queued: which trigger's which action, for which event.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Unique: `<trigger>:<event id>[:stop]:<action kind>`.
+    pub id: String,
+    /// The trigger's name.
+    pub trigger: String,
+    /// The action's kind (`run`, `forward`, `stdout`, or a custom one).
+    pub kind: String,
+    /// `start` or `stop`.
+    pub action: String,
+    /// The claim a start holds, as its stored key; empty for a stop.
+    pub claim: String,
+    /// The room URL.
+    pub room_url: String,
+    /// The webhook as received.
+    pub webhook: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it was queued (ms since the epoch).
+    pub created_ms: i64,
+    /// Pending or dead.
+    pub status: DeliveryStatus,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("trigger", &self.trigger)
+            .field("kind", &self.kind)
+            .field("action", &self.action)
+            .field("attempts", &self.attempts)
+            .field("status", &self.status)
+            .field("last_error", &self.last_error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A held claim, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredClaim {
+    /// The claim key, as [`ClaimKey`](crate::rules::claims::ClaimKey) encodes it.
+    pub key: String,
+    /// When it expires (ms since the epoch).
+    pub expires_ms: i64,
+}
+
+/// One change a webhook (or an action's progress) makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An event id answered 2xx.
+    RememberId {
+        /// The id.
+        id: String,
+        /// When (ms since the epoch).
+        at_ms: i64,
+    },
+    /// A claim taken.
+    Claim(StoredClaim),
+    /// A claim released.
+    ReleaseClaim {
+        /// The claim key.
+        key: String,
+    },
+    /// A room's state after an event, as JSON.
+    Room {
+        /// `subdomain` + `roomName`.
+        key: String,
+        /// The state.
+        state: String,
+        /// When the room was last seen (ms since the epoch).
+        seen_ms: i64,
+    },
+    /// A delivery queued.
+    Enqueue(Delivery),
+    /// A delivery finished: remove it.
+    Done {
+        /// The delivery id.
+        id: String,
+    },
+    /// A delivery attempt failed; it stays pending.
+    Attempted {
+        /// The delivery id.
+        id: String,
+        /// Attempts made so far.
+        attempts: u32,
+        /// Why the last one failed.
+        error: String,
+    },
+    /// A delivery was given up.
+    Dead {
+        /// The delivery id.
+        id: String,
+        /// Why.
+        error: String,
+    },
+}
+
+/// Everything the store holds, read at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Remembered ids with when they were answered.
+    pub ids: Vec<(String, i64)>,
+    /// Claims not yet expired.
+    pub claims: Vec<StoredClaim>,
+    /// Room states: key, JSON, last seen.
+    pub rooms: Vec<(String, String, i64)>,
+    /// Pending and dead deliveries, oldest first.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the store at {path}: {reason}")]
+    Open {
+        /// Where.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A commit failed (disk full, read-only, locked …); nothing of it applies.
+    #[error("cannot commit to the store: {0}")]
+    Commit(String),
+    /// A read failed.
+    #[error("cannot read the store: {0}")]
+    Read(String),
+    /// The committer has stopped.
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// Where the state of a Trigger lives. Implementations must make a successful
+/// [`commit`](Store::commit) durable before returning, and apply all of a batch
+/// or none of it.
+pub trait Store: Send + Sync + 'static {
+    /// Reads everything, dropping what expired before `now_ms` (ids older than
+    /// `id_max_age_ms`, expired claims, rooms idle longer than `room_idle_ms`).
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn load(
+        &self,
+        now_ms: i64,
+        id_max_age_ms: i64,
+        room_idle_ms: i64,
+    ) -> Result<Snapshot, StoreError>;
+
+    /// Applies `changes` atomically and durably.
+    ///
+    /// # Errors
+    /// [`StoreError::Commit`]; then none of `changes` applies.
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+
+    /// Deletes what expired before `now_ms`, as [`load`](Store::load) does, so a
+    /// long-running server's database stays bounded.
+    ///
+    /// # Errors
+    /// [`StoreError::Commit`].
+    fn prune(&self, now_ms: i64, id_max_age_ms: i64, room_idle_ms: i64) -> Result<(), StoreError> {
+        let _ = (now_ms, id_max_age_ms, room_idle_ms);
+        Ok(())
+    }
+}
+
+/// A store that keeps nothing: every commit succeeds at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryStore;
+
+impl Store for MemoryStore {
+    fn load(&self, _: i64, _: i64, _: i64) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+
+    fn commit(&self, _: &[Change]) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

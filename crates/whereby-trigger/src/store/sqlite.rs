@@ -1,0 +1,455 @@
+//! The on-disk store: SQLite in WAL mode with synchronous commits.
+//!
+//! WAL lets `whereby-trigger outbox` read and edit the queue while the server
+//! runs; `synchronous = FULL` makes every commit durable when it returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "whereby-trigger.sqlite3";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS event_ids (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rooms (key TEXT PRIMARY KEY, state TEXT NOT NULL, seen_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY,
+    trigger TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    action TEXT NOT NULL,
+    claim TEXT NOT NULL,
+    room_url TEXT NOT NULL,
+    webhook TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    last_error TEXT
+);
+";
+
+/// A [`Store`] in a SQLite database file.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in directory `dir`.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the directory or database cannot be created or
+    /// opened.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| fail(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| fail(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| fail(e.to_string()))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pending and dead deliveries, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    pub fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        read_deliveries(&self.lock())
+    }
+
+    /// Makes a delivery pending again with its attempts reset; `false` when no
+    /// delivery has that id.
+    ///
+    /// # Errors
+    /// [`StoreError::Commit`].
+    pub fn retry(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE deliveries SET status = 'pending', attempts = 0 WHERE id = ?1",
+                params![id],
+            )
+            .map_err(commit_error)?;
+        Ok(n > 0)
+    }
+
+    /// Makes every dead delivery pending again; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError::Commit`].
+    pub fn retry_dead(&self) -> Result<usize, StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE deliveries SET status = 'pending', attempts = 0 WHERE status = 'dead'",
+                [],
+            )
+            .map_err(commit_error)
+    }
+
+    /// Removes a delivery; `false` when no delivery has that id.
+    ///
+    /// # Errors
+    /// [`StoreError::Commit`].
+    pub fn drop_delivery(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute("DELETE FROM deliveries WHERE id = ?1", params![id])
+            .map_err(commit_error)?;
+        Ok(n > 0)
+    }
+
+    /// Whether a claim with `key` is stored and unexpired at `now_ms`.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    pub fn claim_held(&self, key: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT 1 FROM claims WHERE key = ?1 AND expires_ms > ?2",
+                params![key, now_ms],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|row| row.is_some())
+            .map_err(read_error)
+    }
+}
+
+fn commit_error(err: rusqlite::Error) -> StoreError {
+    StoreError::Commit(err.to_string())
+}
+
+fn read_error(err: rusqlite::Error) -> StoreError {
+    StoreError::Read(err.to_string())
+}
+
+fn read_deliveries(conn: &Connection) -> Result<Vec<Delivery>, StoreError> {
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, trigger, kind, action, claim, room_url, webhook, attempts, created_ms, \
+             status, last_error FROM deliveries ORDER BY created_ms, id",
+        )
+        .map_err(read_error)?;
+    let rows = stmt
+        .query_map([], |row| {
+            let status: String = row.get(9)?;
+            Ok(Delivery {
+                id: row.get(0)?,
+                trigger: row.get(1)?,
+                kind: row.get(2)?,
+                action: row.get(3)?,
+                claim: row.get(4)?,
+                room_url: row.get(5)?,
+                webhook: row.get(6)?,
+                attempts: row.get(7)?,
+                created_ms: row.get(8)?,
+                status: if status == "dead" {
+                    DeliveryStatus::Dead
+                } else {
+                    DeliveryStatus::Pending
+                },
+                last_error: row.get(10)?,
+            })
+        })
+        .map_err(read_error)?;
+    rows.collect::<Result<_, _>>().map_err(read_error)
+}
+
+impl Store for SqliteStore {
+    fn load(
+        &self,
+        now_ms: i64,
+        id_max_age_ms: i64,
+        room_idle_ms: i64,
+    ) -> Result<Snapshot, StoreError> {
+        self.prune(now_ms, id_max_age_ms, room_idle_ms)
+            .map_err(|e| StoreError::Read(e.to_string()))?;
+        let conn = self.lock();
+        let ids = conn
+            .prepare("SELECT id, at_ms FROM event_ids ORDER BY at_ms")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(read_error)?;
+        let claims = conn
+            .prepare("SELECT key, expires_ms FROM claims")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    Ok(StoredClaim {
+                        key: row.get(0)?,
+                        expires_ms: row.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(read_error)?;
+        let rooms = conn
+            .prepare("SELECT key, state, seen_ms FROM rooms")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(read_error)?;
+        let deliveries = read_deliveries(&conn)?;
+        Ok(Snapshot {
+            ids,
+            claims,
+            rooms,
+            deliveries,
+        })
+    }
+
+    fn prune(&self, now_ms: i64, id_max_age_ms: i64, room_idle_ms: i64) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "DELETE FROM event_ids WHERE at_ms <= ?1",
+            params![now_ms.saturating_sub(id_max_age_ms)],
+        )
+        .map_err(commit_error)?;
+        conn.execute("DELETE FROM claims WHERE expires_ms <= ?1", params![now_ms])
+            .map_err(commit_error)?;
+        conn.execute(
+            "DELETE FROM rooms WHERE seen_ms <= ?1",
+            params![now_ms.saturating_sub(room_idle_ms)],
+        )
+        .map_err(commit_error)?;
+        Ok(())
+    }
+
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(commit_error)?;
+        for change in changes {
+            apply(&tx, change).map_err(commit_error)?;
+        }
+        tx.commit().map_err(commit_error)
+    }
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
+    match change {
+        Change::RememberId { id, at_ms } => tx.execute(
+            "INSERT OR IGNORE INTO event_ids (id, at_ms) VALUES (?1, ?2)",
+            params![id, at_ms],
+        ),
+        Change::Claim(claim) => tx.execute(
+            "INSERT OR REPLACE INTO claims (key, expires_ms) VALUES (?1, ?2)",
+            params![claim.key, claim.expires_ms],
+        ),
+        Change::ReleaseClaim { key } => {
+            tx.execute("DELETE FROM claims WHERE key = ?1", params![key])
+        }
+        Change::Room {
+            key,
+            state,
+            seen_ms,
+        } => tx.execute(
+            "INSERT OR REPLACE INTO rooms (key, state, seen_ms) VALUES (?1, ?2, ?3)",
+            params![key, state, seen_ms],
+        ),
+        Change::Enqueue(d) => tx.execute(
+            "INSERT OR IGNORE INTO deliveries (id, trigger, kind, action, claim, room_url, \
+             webhook, attempts, created_ms, status, last_error) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                d.id,
+                d.trigger,
+                d.kind,
+                d.action,
+                d.claim,
+                d.room_url,
+                d.webhook,
+                d.attempts,
+                d.created_ms,
+                d.status.as_str(),
+                d.last_error
+            ],
+        ),
+        Change::Done { id } => tx.execute("DELETE FROM deliveries WHERE id = ?1", params![id]),
+        Change::Attempted {
+            id,
+            attempts,
+            error,
+        } => tx.execute(
+            "UPDATE deliveries SET attempts = ?2, last_error = ?3 WHERE id = ?1",
+            params![id, attempts, error],
+        ),
+        Change::Dead { id, error } => tx.execute(
+            "UPDATE deliveries SET status = 'dead', last_error = ?2 WHERE id = ?1",
+            params![id, error],
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str, created_ms: i64) -> Delivery {
+        Delivery {
+            id: id.to_owned(),
+            trigger: "t".into(),
+            kind: "forward".into(),
+            action: "start".into(),
+            claim: "t:acme/r".into(),
+            room_url: "https://acme.whereby.com/r".into(),
+            webhook: "{}".into(),
+            attempts: 0,
+            created_ms,
+            status: DeliveryStatus::Pending,
+            last_error: None,
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "whereby-trigger-store-{name}-{}-{}",
+            std::process::id(),
+            super::super::now_ms()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn state_survives_reopening() {
+        let dir = temp_dir("reopen");
+        {
+            let store = SqliteStore::open(&dir).unwrap();
+            store
+                .commit(&[
+                    Change::RememberId {
+                        id: "e1".into(),
+                        at_ms: 1_000,
+                    },
+                    Change::Claim(StoredClaim {
+                        key: "t:acme/r".into(),
+                        expires_ms: 10_000,
+                    }),
+                    Change::Room {
+                        key: "acme/r".into(),
+                        state: "{\"numClients\":2}".into(),
+                        seen_ms: 1_000,
+                    },
+                    Change::Enqueue(delivery("d1", 1_000)),
+                    Change::Enqueue(delivery("d2", 2_000)),
+                ])
+                .unwrap();
+            store
+                .commit(&[
+                    Change::Done { id: "d1".into() },
+                    Change::Attempted {
+                        id: "d2".into(),
+                        attempts: 3,
+                        error: "HTTP 503".into(),
+                    },
+                ])
+                .unwrap();
+        }
+        let store = SqliteStore::open(&dir).unwrap();
+        let snap = store.load(2_000, 60_000, 60_000).unwrap();
+        assert_eq!(snap.ids, [("e1".to_owned(), 1_000)]);
+        assert_eq!(snap.claims.len(), 1);
+        assert_eq!(snap.rooms.len(), 1);
+        assert_eq!(snap.deliveries.len(), 1);
+        assert_eq!(snap.deliveries[0].attempts, 3);
+        assert_eq!(snap.deliveries[0].last_error.as_deref(), Some("HTTP 503"));
+        assert!(store.claim_held("t:acme/r", 2_000).unwrap());
+        // Expired state is dropped on load.
+        let later = store.load(20_000, 5_000, 5_000).unwrap();
+        assert!(later.ids.is_empty() && later.claims.is_empty() && later.rooms.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn outbox_management() {
+        let dir = temp_dir("outbox");
+        let store = SqliteStore::open(&dir).unwrap();
+        store
+            .commit(&[
+                Change::Enqueue(delivery("a", 1)),
+                Change::Enqueue(delivery("b", 2)),
+                Change::Dead {
+                    id: "a".into(),
+                    error: "HTTP 400".into(),
+                },
+            ])
+            .unwrap();
+        let listed = store.deliveries().unwrap();
+        assert_eq!(listed[0].status, DeliveryStatus::Dead);
+        assert_eq!(store.retry_dead().unwrap(), 1);
+        assert_eq!(
+            store.deliveries().unwrap()[0].status,
+            DeliveryStatus::Pending
+        );
+        assert!(store.drop_delivery("b").unwrap());
+        assert!(!store.drop_delivery("b").unwrap());
+        assert!(!store.retry("nope").unwrap());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_failed_batch_applies_nothing() {
+        let dir = temp_dir("atomic");
+        let store = SqliteStore::open(&dir).unwrap();
+        // Make the table unwritable in a way the second change trips over.
+        store
+            .lock()
+            .execute_batch(
+                "CREATE TRIGGER no_rooms BEFORE INSERT ON rooms BEGIN SELECT RAISE(ABORT, 'full'); END;",
+            )
+            .unwrap();
+        let err = store
+            .commit(&[
+                Change::RememberId {
+                    id: "e1".into(),
+                    at_ms: 1,
+                },
+                Change::Room {
+                    key: "k".into(),
+                    state: "{}".into(),
+                    seen_ms: 1,
+                },
+            ])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Commit(_)), "{err}");
+        assert!(store.load(2, 1_000, 1_000).unwrap().ids.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
