@@ -13,7 +13,7 @@ mod commit;
 mod sqlite;
 
 pub use commit::{Committer, Retention};
-pub use sqlite::SqliteStore;
+pub use sqlite::{DB_FILE, SqliteStore};
 
 /// Milliseconds since the Unix epoch: what the store records times in, so that
 /// a restart (a new `Instant` origin) can still tell what has expired.
