@@ -86,6 +86,29 @@ impl ClaimKey {
     }
 }
 
+impl ClaimKey {
+    /// Reads back the [`Display`](fmt::Display) form, as the store keeps it.
+    pub fn parse(text: &str) -> Option<ClaimKey> {
+        let (trigger, rest) = text.split_once(':')?;
+        let (room, scope) = match rest.split_once('#') {
+            None => (rest, ClaimScope::Room),
+            Some((room, scope)) => {
+                let scope = if let Some(id) = scope.strip_prefix("event=") {
+                    ClaimScope::Event(Arc::from(id))
+                } else {
+                    ClaimScope::Session(Arc::from(scope.strip_prefix("session=")?))
+                };
+                (room, scope)
+            }
+        };
+        Some(ClaimKey {
+            trigger: Arc::from(trigger),
+            room: RoomKey::parse(room)?,
+            scope,
+        })
+    }
+}
+
 impl fmt::Display for ClaimKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.trigger, self.room)?;
@@ -105,11 +128,24 @@ struct Claim {
     generation: u64,
 }
 
+/// Called with every claim released by its holder (an assistant ended), so the
+/// release can be recorded.
+pub type ReleaseHook = Box<dyn Fn(&ClaimKey) + Send + Sync>;
+
 /// The claims currently held.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Claims {
     held: Mutex<HashMap<ClaimKey, Claim>>,
     next_generation: AtomicU64,
+    on_release: std::sync::OnceLock<ReleaseHook>,
+}
+
+impl fmt::Debug for Claims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Claims")
+            .field("held", &self.lock().len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A held claim, given to the action that owns the assistant so that it can
@@ -182,10 +218,59 @@ impl Claims {
     }
 
     fn release(&self, key: &ClaimKey, generation: u64) {
-        let mut held = self.lock();
-        if held.get(key).is_some_and(|c| c.generation == generation) {
-            held.remove(key);
+        let released = {
+            let mut held = self.lock();
+            let current = held.get(key).is_some_and(|c| c.generation == generation);
+            if current {
+                held.remove(key);
+            }
+            current
+        };
+        if released {
+            if let Some(hook) = self.on_release.get() {
+                hook(key);
+            }
         }
+    }
+
+    /// Sets the hook told of every claim its holder releases (once; later calls
+    /// are ignored).
+    pub fn set_release_hook(&self, hook: ReleaseHook) {
+        let _ = self.on_release.set(hook);
+    }
+
+    /// Holds `key` until `expires` without a holder's handle: a claim read back
+    /// from the store, or one a failed commit must put back.
+    pub fn restore(self: &Arc<Self>, key: ClaimKey, expires: Instant) -> ClaimHandle {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            key.clone(),
+            Claim {
+                expires,
+                generation,
+            },
+        );
+        ClaimHandle {
+            claims: self.clone(),
+            key,
+            generation,
+        }
+    }
+
+    /// The handle of a live claim, e.g. to give a resumed assistant its claim.
+    pub fn handle(self: &Arc<Self>, key: &ClaimKey, now: Instant) -> Option<ClaimHandle> {
+        let held = self.lock();
+        let claim = held.get(key).filter(|c| c.expires > now)?;
+        Some(ClaimHandle {
+            claims: self.clone(),
+            key: key.clone(),
+            generation: claim.generation,
+        })
+    }
+
+    /// When `key` expires, if held.
+    pub fn expiry(&self, key: &ClaimKey) -> Option<Instant> {
+        self.lock().get(key).map(|c| c.expires)
     }
 
     /// Releases every claim of `trigger` in `room` (a `stop_on` event) and
@@ -303,5 +388,43 @@ mod tests {
         assert_eq!(released.len(), 2);
         assert_eq!(claims.live(now), 2);
         assert!(claims.is_claimed(&other, now));
+    }
+
+    #[test]
+    fn keys_read_back() {
+        for k in [
+            key(OncePer::Session, "/r", "e", Some("c1b5-x#y")),
+            key(OncePer::Room, "/r/deep", "e", None),
+            key(OncePer::Event, "/r", "0f6c:2a", None),
+        ] {
+            assert_eq!(ClaimKey::parse(&k.to_string()), Some(k.clone()), "{k}");
+        }
+        assert_eq!(ClaimKey::parse("nocolon"), None);
+        assert_eq!(ClaimKey::parse("t:noslash"), None);
+    }
+
+    #[test]
+    fn holder_releases_reach_the_hook_and_restore_holds() {
+        let claims = Claims::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        claims.set_release_hook(Box::new(move |k| sink.lock().unwrap().push(k.to_string())));
+        let now = Instant::now();
+        let k = key(OncePer::Room, "/r", "e", None);
+        let handle = claims
+            .try_claim(k.clone(), Duration::from_secs(5), now)
+            .unwrap();
+        handle.release();
+        handle.release();
+        assert_eq!(seen.lock().unwrap().as_slice(), ["t:acme/r"]);
+        let restored = claims.restore(k.clone(), now + Duration::from_secs(5));
+        assert!(
+            claims
+                .try_claim(k.clone(), Duration::from_secs(5), now)
+                .is_none()
+        );
+        assert!(claims.handle(&k, now).is_some());
+        restored.release();
+        assert!(claims.handle(&k, now).is_none());
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use whereby_webhook::{InRoom, WebhookEvent};
 
 /// A room: the organisation's subdomain and the room's path.
@@ -24,10 +24,28 @@ pub struct RoomKey {
 impl RoomKey {
     /// The room of an in-room event.
     pub fn of(room: &dyn InRoom) -> RoomKey {
+        let name = room.room_name();
+        // One spelling per room, as in its URL: `standup` and `/standup` are the
+        // same room.
+        let room_name: Arc<str> = if name.starts_with('/') {
+            Arc::from(name)
+        } else {
+            Arc::from(format!("/{name}"))
+        };
         RoomKey {
             subdomain: Arc::from(room.subdomain()),
-            room_name: Arc::from(room.room_name()),
+            room_name,
         }
+    }
+
+    /// Reads back the [`Display`](fmt::Display) form, `subdomain/roomName`.
+    pub fn parse(text: &str) -> Option<RoomKey> {
+        let slash = text.find('/')?;
+        let (subdomain, room_name) = text.split_at(slash);
+        (!subdomain.is_empty()).then(|| RoomKey {
+            subdomain: Arc::from(subdomain),
+            room_name: Arc::from(room_name),
+        })
     }
 }
 
@@ -38,7 +56,7 @@ impl fmt::Display for RoomKey {
 }
 
 /// What the rules see as `room`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomView {
     /// Clients in the room, from the newest join/leave event.
@@ -57,6 +75,15 @@ struct RoomState {
     /// `createdAt` (ms) of the session start/end the flag comes from.
     session_at: Option<i64>,
     last_seen: Instant,
+}
+
+/// A room's state as the store keeps it: the view and the times that order it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredRoom {
+    view: RoomView,
+    clients_at: Option<i64>,
+    session_at: Option<i64>,
 }
 
 /// The state of every room seen recently. Rooms idle for longer than `idle` are
@@ -140,6 +167,36 @@ impl Rooms {
             state.session_at = at;
         }
         Some(state.view.clone())
+    }
+
+    /// The state of `room` as JSON, for the store.
+    pub fn export(&self, room: &RoomKey) -> Option<String> {
+        let inner = self.lock();
+        let state = inner.rooms.get(room)?;
+        serde_json::to_string(&StoredRoom {
+            view: state.view.clone(),
+            clients_at: state.clients_at,
+            session_at: state.session_at,
+        })
+        .ok()
+    }
+
+    /// Puts back a room read from the store, last seen `idle_for` ago. Returns
+    /// `false` (and changes nothing) when `json` is not a stored room.
+    pub fn import(&self, room: RoomKey, json: &str, idle_for: Duration, now: Instant) -> bool {
+        let Ok(stored) = serde_json::from_str::<StoredRoom>(json) else {
+            return false;
+        };
+        self.lock().rooms.insert(
+            room,
+            RoomState {
+                view: stored.view,
+                clients_at: stored.clients_at,
+                session_at: stored.session_at,
+                last_seen: now.checked_sub(idle_for).unwrap_or(now),
+            },
+        );
+        true
     }
 
     /// The current state of `room`, if it is known.
@@ -250,5 +307,22 @@ mod tests {
         )
         .unwrap();
         assert!(rooms.fold(&knocked, Instant::now()).is_none());
+    }
+
+    #[test]
+    fn export_and_import_keep_the_ordering() {
+        let rooms = Rooms::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        rooms.fold(&joined("2026-11-02T09:00:03Z", 3), now);
+        let key = RoomKey::parse("acme/standup-3f9a2c").unwrap();
+        let json = rooms.export(&key).unwrap();
+        let restored = Rooms::new(Duration::from_secs(3600));
+        assert!(restored.import(key.clone(), &json, Duration::ZERO, now));
+        assert!(!restored.import(key.clone(), "nope", Duration::ZERO, now));
+        // An older event still does not overwrite after the restart.
+        let v = restored
+            .fold(&joined("2026-11-02T09:00:02Z", 2), now)
+            .unwrap();
+        assert_eq!(v.num_clients, 3);
     }
 }
