@@ -1,10 +1,14 @@
 //! How a refused request is answered: one place turns every failure of the
 //! pipeline into a status code and a JSON body that says what was wrong.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use whereby_webhook::SignatureError;
+
+use crate::store::StoreError;
 
 use crate::evaluate::EvaluateError;
 use crate::parse::ParseFailure;
@@ -33,20 +37,45 @@ pub enum Rejection {
     /// The predicate failed, panicked, or did not finish in time.
     #[error(transparent)]
     Evaluate(#[from] EvaluateError),
+    /// The store could not commit what the webhook changed: nothing fired, and
+    /// Whereby retries.
+    #[error("the webhook could not be recorded; retry later")]
+    Store(#[source] StoreError),
     /// The webhook path was asked with a method other than POST or GET.
     #[error("method not allowed: use POST to deliver a webhook")]
     MethodNotAllowed,
     /// No route matches the path.
     #[error("not found")]
     NotFound,
+    /// The body was still arriving when the body read timeout passed.
+    #[error("the body was not received within {timeout:?}")]
+    BodyTimeout {
+        /// The configured body read timeout.
+        timeout: Duration,
+    },
+    /// The request was not answered within the request deadline; it was
+    /// abandoned, and nothing it did was remembered.
+    #[error("the webhook was not answered within {deadline:?}; retry it")]
+    Deadline {
+        /// The configured request deadline.
+        deadline: Duration,
+    },
+    /// The handler panicked (a bug outside the predicates, which have their own
+    /// [`EvaluateError::Panicked`]).
+    #[error("the handler panicked: {message}")]
+    Panicked {
+        /// The panic message, when it was a string.
+        message: String,
+    },
 }
 
 impl Rejection {
     /// The status code this rejection is answered with.
     ///
-    /// Only a timed-out predicate is a 503 (Whereby retries it); a predicate that
-    /// failed or panicked is a 500, which Whereby retries as well, and every
-    /// problem with the request itself is a 4xx that Whereby will not retry.
+    /// A timed-out predicate and a missed request deadline are 503s (Whereby
+    /// retries them); a predicate that failed or a handler that panicked is a
+    /// 500, which Whereby retries as well, and every problem with the request
+    /// itself (a body too slow included) is a 4xx that Whereby will not retry.
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -57,6 +86,10 @@ impl Rejection {
             Rejection::Evaluate(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Rejection::Deadline { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -76,6 +109,10 @@ impl Rejection {
             Rejection::Evaluate(_) => "predicate_failed",
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::NotFound => "not_found",
+            Rejection::Store(_) => "store_unavailable",
+            Rejection::BodyTimeout { .. } => "body_timeout",
+            Rejection::Deadline { .. } => "deadline",
+            Rejection::Panicked { .. } => "internal_error",
         }
     }
 
@@ -86,6 +123,9 @@ impl Rejection {
             Rejection::Evaluate(EvaluateError::Failed { event_type, .. })
             | Rejection::Evaluate(EvaluateError::Panicked { event_type, .. }) => {
                 format!("the predicate for {event_type} failed; see the server log")
+            }
+            Rejection::Panicked { .. } => {
+                "the server failed while handling the webhook; see the server log".to_owned()
             }
             other => other.to_string(),
         }

@@ -75,6 +75,8 @@ pub mod deduplicate;
 pub mod dispatch;
 pub mod error;
 pub mod evaluate;
+pub mod limits;
+pub mod outbox;
 pub mod parse;
 pub mod receive;
 pub mod rules;

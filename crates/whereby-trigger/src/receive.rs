@@ -22,6 +22,8 @@ use crate::error::Rejection;
 use crate::evaluate::{Decision, Predicates};
 use crate::parse::{ParsedWebhook, parse};
 use crate::rules::engine::Engine;
+pub use crate::store::Durable;
+use crate::store::{Change, StoreError, now_ms};
 use crate::verify::SignaturePolicy;
 
 /// Path of the liveness probe.
@@ -39,6 +41,7 @@ pub(crate) struct App {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) engine: Option<Arc<Engine>>,
     pub(crate) observers: Vec<WebhookObserver>,
+    pub(crate) durable: Option<Durable>,
 }
 
 /// A hook that sees every verified, parsed webhook (duplicates included), e.g.
@@ -119,25 +122,67 @@ async fn receive(
         return Ok(Outcome::Duplicate);
     }
     let reservation = Reserved {
-        dedup: app.dedup.as_ref(),
-        id,
+        dedup: app.dedup.clone(),
+        id: id.to_owned(),
+        remembered: false,
     };
 
-    // The only await after the reservation: if it fails or the client goes away,
-    // dropping `reservation` releases the id so Whereby's retry is fresh.
+    // If the predicate fails or the client goes away, dropping `reservation`
+    // releases the id so Whereby's retry is fresh.
     let decision = app
         .predicates
         .evaluate(&parsed.event, app.predicate_timeout)
         .await?;
 
-    // From here on nothing awaits, so remembering the id, taking claims and
-    // dispatching cannot be split by a cancelled request.
-    let rules = match (&app.engine, &parsed.room_url) {
+    // From here on nothing awaits but the commit, which runs on a task of its
+    // own: a client that goes away cannot leave an event half recorded.
+    let mut rules = match (&app.engine, &parsed.room_url) {
         (Some(engine), Some(room_url)) => {
             Some(engine.decide(&parsed.event, &parsed.raw, room_url, Instant::now()))
         }
         _ => None,
     };
+    let Some(durable) = &app.durable else {
+        return Ok(finish(&app, reservation, decision, rules, parsed));
+    };
+    let mut changes = vec![Change::RememberId {
+        id: id.to_owned(),
+        at_ms: now_ms(),
+    }];
+    if let Some(rules) = &mut rules {
+        rules.prepare(&durable.outbox);
+        changes.extend(rules.changes());
+    }
+    let committer = durable.committer.clone();
+    let app = app.clone();
+    let recorded = tokio::spawn(async move {
+        match committer.commit(changes).await {
+            Ok(()) => Ok(finish(&app, reservation, decision, rules, parsed)),
+            Err(err) => {
+                // Nothing fires: the claims go back as they were, and the id is
+                // released (with `reservation`) for Whereby's retry.
+                if let (Some(rules), Some(engine)) = (rules, &app.engine) {
+                    rules.abandon(engine.claims());
+                }
+                Err(Rejection::Store(err))
+            }
+        }
+    });
+    recorded
+        .await
+        .unwrap_or_else(|join| Err(Rejection::Store(StoreError::Commit(join.to_string()))))
+}
+
+/// Records the answer in memory and dispatches: the id is remembered, the rules'
+/// actions start or stop, and a matching typed predicate's event goes to the
+/// subscribers. Synchronous, so it cannot be split.
+fn finish(
+    app: &App,
+    mut reservation: Reserved,
+    decision: Decision,
+    rules: Option<crate::rules::engine::Decision>,
+    parsed: ParsedWebhook,
+) -> Outcome {
     reservation.remember();
     let mut outcome = match decision {
         Decision::Ignored => Outcome::Ignored,
@@ -163,25 +208,28 @@ async fn receive(
         app.dispatcher
             .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
     }
-    Ok(outcome)
+    outcome
 }
 
-/// A reserved id, released unless explicitly remembered.
-struct Reserved<'a> {
-    dedup: &'a dyn Deduplicate,
-    id: &'a str,
+/// A reserved id, released unless remembered.
+struct Reserved {
+    dedup: Arc<dyn Deduplicate>,
+    id: String,
+    remembered: bool,
 }
 
-impl Reserved<'_> {
-    fn remember(self) {
-        self.dedup.remember(self.id, Instant::now());
-        std::mem::forget(self);
+impl Reserved {
+    fn remember(&mut self) {
+        self.dedup.remember(&self.id, Instant::now());
+        self.remembered = true;
     }
 }
 
-impl Drop for Reserved<'_> {
+impl Drop for Reserved {
     fn drop(&mut self) {
-        self.dedup.release(self.id);
+        if !self.remembered {
+            self.dedup.release(&self.id);
+        }
     }
 }
 

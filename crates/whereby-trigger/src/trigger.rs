@@ -1,15 +1,19 @@
 //! The Trigger: its builder, the server it runs, and the handle that stops it.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use whereby_webhook::{
     BaseDomain, DEFAULT_TOLERANCE, InvalidBaseDomain, SigningSecret, TypedWebhook, Verifier,
 };
@@ -17,8 +21,9 @@ use whereby_webhook::{
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent, TriggerEvents};
 use crate::evaluate::{BoxError, Predicates};
+use crate::limits::{Activity, Guarded, Limits};
 use crate::parse::ParsedWebhook;
-use crate::receive::{App, HEALTH_PATH, WebhookObserver, router};
+use crate::receive::{App, Durable, HEALTH_PATH, WebhookObserver, router};
 use crate::rules::engine::Engine;
 use crate::verify::SignaturePolicy;
 
@@ -29,6 +34,9 @@ pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 /// Default time a predicate may take: below Whereby's 5-second delivery timeout,
 /// so a slow predicate gets a 503 (and a retry) rather than a silent time-out.
 pub const DEFAULT_PREDICATE_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long the accept loop waits after an error such as a full file table,
+/// before it tries again (connections being served meanwhile go on).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 
 /// A setting the builder cannot accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +67,7 @@ pub enum ServeError {
         /// The operating system's reason.
         source: std::io::Error,
     },
-    /// The accept loop failed.
+    /// The listening socket failed (its address could not be read).
     #[error("the server failed: {0}")]
     Io(#[from] std::io::Error),
     /// The server task panicked or was aborted.
@@ -79,12 +87,14 @@ pub struct TriggerBuilder {
     base_domain: String,
     max_body: usize,
     predicate_timeout: Duration,
+    limits: Limits,
     dedup_limits: DedupLimits,
     dedup: Option<Arc<dyn Deduplicate>>,
     predicates: Predicates,
     dispatcher: Dispatcher,
     engine: Option<Arc<Engine>>,
     observers: Vec<WebhookObserver>,
+    durable: Option<Durable>,
 }
 
 impl Default for TriggerBuilder {
@@ -98,12 +108,14 @@ impl Default for TriggerBuilder {
             base_domain: whereby_webhook::DEFAULT_BASE_DOMAIN.to_owned(),
             max_body: DEFAULT_MAX_BODY,
             predicate_timeout: DEFAULT_PREDICATE_TIMEOUT,
+            limits: Limits::default(),
             dedup_limits: DedupLimits::default(),
             dedup: None,
             predicates: Predicates::default(),
             dispatcher: Dispatcher::default(),
             engine: None,
             observers: Vec::new(),
+            durable: None,
         }
     }
 }
@@ -119,6 +131,7 @@ impl std::fmt::Debug for TriggerBuilder {
             .field("base_domain", &self.base_domain)
             .field("max_body", &self.max_body)
             .field("predicate_timeout", &self.predicate_timeout)
+            .field("limits", &self.limits)
             .field("predicates", &self.predicates)
             .finish_non_exhaustive()
     }
@@ -172,6 +185,55 @@ impl TriggerBuilder {
     /// predicates run inline and should be quick.
     pub fn predicate_timeout(mut self, timeout: Duration) -> Self {
         self.predicate_timeout = timeout;
+        self
+    }
+
+    /// Replaces every server limit at once (see [`Limits`] for the defaults).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// How long a client may take to send a request's head, idle time before it
+    /// included (default 10 s); then it is disconnected.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client may take to send a body once the head is in (default
+    /// 3 s); then it is answered 408.
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.body_read_timeout = timeout;
+        self
+    }
+
+    /// The largest request head, in bytes (default 16 KiB); a larger one is
+    /// answered 431.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.limits.max_header_bytes = bytes;
+        self
+    }
+
+    /// How many connections are served at once (default 1024); further ones
+    /// wait in the kernel's listen backlog.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.limits.max_connections = connections;
+        self
+    }
+
+    /// How long a request may take to be answered once its head is in (default
+    /// 4.5 s, below Whereby's 5 s); then it is abandoned and answered 503. Keep it
+    /// above the predicate timeout.
+    pub fn request_deadline(mut self, deadline: Duration) -> Self {
+        self.limits.request_deadline = deadline;
+        self
+    }
+
+    /// How long a kept-alive connection may wait for its next request (default
+    /// 6 s); zero turns keep-alive off.
+    pub fn keep_alive_idle(mut self, idle: Duration) -> Self {
+        self.limits.keep_alive_idle = idle;
         self
     }
 
@@ -277,6 +339,15 @@ impl TriggerBuilder {
         self
     }
 
+    /// Makes the Trigger durable: a webhook is answered 2xx only after its id, the
+    /// claims it took, its room's state and the deliveries it queued are
+    /// committed; a failed commit is answered 503 and nothing fires. Build it
+    /// with [`Durable::open`].
+    pub fn durable(mut self, durable: Durable) -> Self {
+        self.durable = Some(durable);
+        self
+    }
+
     /// Calls `observer` with every verified, parsed webhook, duplicates included,
     /// before it is deduplicated (e.g. to record deliveries for `replay`).
     pub fn observe<F>(mut self, observer: F) -> Self
@@ -309,6 +380,7 @@ impl TriggerBuilder {
         if self.dedup_limits.max_ids == 0 {
             return Err(ConfigError::Zero("dedup max_ids"));
         }
+        self.limits.validate()?;
         let base_domain = BaseDomain::new(&self.base_domain)?;
         let policy = if self.secrets.is_empty() {
             SignaturePolicy::Unsigned
@@ -322,6 +394,7 @@ impl TriggerBuilder {
         Ok(Trigger {
             addr: SocketAddr::new(self.bind, self.port),
             path: self.path,
+            limits: self.limits,
             app: Arc::new(App {
                 policy,
                 base_domain,
@@ -332,6 +405,7 @@ impl TriggerBuilder {
                 dispatcher,
                 engine: self.engine,
                 observers: self.observers,
+                durable: self.durable,
             }),
         })
     }
@@ -359,6 +433,7 @@ impl TriggerBuilder {
 pub struct Trigger {
     addr: SocketAddr,
     path: String,
+    limits: Limits,
     app: Arc<App>,
 }
 
@@ -367,6 +442,7 @@ impl std::fmt::Debug for Trigger {
         f.debug_struct("Trigger")
             .field("addr", &self.addr)
             .field("path", &self.path)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -386,7 +462,9 @@ impl Trigger {
 
     /// The axum router, to mount in an existing application
     /// (`app.nest_service("/whereby", trigger.router())` or `merge`). It serves the
-    /// webhook path and `/healthz`.
+    /// webhook path and `/healthz`. The [`Limits`] are not part of it: they are
+    /// enforced by the server [`Trigger::serve`] runs, and the application's own
+    /// server sets its own.
     pub fn router(&self) -> Router {
         self.warn_if_unsigned();
         router(self.app.clone(), &self.path)
@@ -418,29 +496,41 @@ impl Trigger {
     /// Serves on `listener` until `shutdown` completes, then stops accepting,
     /// finishes the requests in flight, and ends every event stream.
     ///
+    /// Each connection is served by hyper with the [`Limits`] of the builder;
+    /// draining is bounded by them too: a request in flight is answered within
+    /// the request deadline, and a connection still sending a head is cut off by
+    /// the header timer. Idle connections are closed at once.
+    ///
     /// # Errors
-    /// [`ServeError::Io`] when the accept loop fails.
+    /// None at present: an accept error (a full file table, say) is logged and
+    /// retried while the connections already open are served.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let dispatcher = self.app.dispatcher.clone();
-        let app = self.router();
+        let router = self.router();
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
         }
-        // Answers are one small write; without Nagle they leave at once.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .into_future()
-            .await;
+        let server = Server {
+            http: self.limits.http1(),
+            limits: self.limits,
+            router,
+            stop: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        };
+        server.accept_until(&listener, shutdown).await;
+        // Nothing new gets in from here on, then every open connection is told
+        // to finish what it is doing and close.
+        drop(listener);
+        server.stop.cancel();
+        server.connections.close();
+        server.connections.wait().await;
         dispatcher.close();
         tracing::info!("stopped");
-        Ok(served?)
+        Ok(())
     }
 
     fn warn_if_unsigned(&self) {
@@ -485,4 +575,125 @@ impl TriggerHandle {
         self.stop.cancel();
         self.task.await?
     }
+}
+
+/// The accept loop, and what each connection it starts needs.
+struct Server {
+    http: http1::Builder,
+    limits: Limits,
+    router: Router,
+    /// Cancelled when the server stops: every connection then closes as soon
+    /// as it has no request in progress.
+    stop: CancellationToken,
+    /// Every connection task, so that stopping can wait for the last one.
+    connections: TaskTracker,
+}
+
+impl Server {
+    /// Accepts connections until `shutdown` completes, serving at most
+    /// `max_connections` at once.
+    async fn accept_until(&self, listener: &TcpListener, shutdown: impl Future<Output = ()>) {
+        // A slot is taken before accepting, not after: beyond the cap, new
+        // connections stay in the kernel's listen backlog, delayed rather than
+        // refused, at no cost to the server, and are taken in order as
+        // connections end (the header and idle timers see that they do).
+        let slots = Arc::new(Semaphore::new(
+            self.limits.max_connections.min(Semaphore::MAX_PERMITS),
+        ));
+        tokio::pin!(shutdown);
+        loop {
+            let slot = tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_closed) => return,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    // The client gave up before it was accepted.
+                    Err(err) if is_connection_error(&err) => continue,
+                    // Out of file descriptors or memory: wait for connections
+                    // to end rather than stop serving.
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot accept a connection; retrying");
+                        tokio::select! {
+                            () = &mut shutdown => return,
+                            () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                        }
+                    }
+                },
+            };
+            // Answers are one small write; without Nagle they leave at once.
+            let _ = stream.set_nodelay(true);
+            let connection = self.connection(stream, peer);
+            self.connections.spawn(async move {
+                let _slot = slot;
+                connection.await;
+            });
+        }
+    }
+
+    /// Serves one connection until it closes: on the server's stop, or after
+    /// `keep_alive_idle` without a request, it is told to finish the request
+    /// in progress (if any) and close.
+    fn connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let activity = Activity::new();
+        let service = Guarded::new(self.router.clone(), &self.limits, activity.clone());
+        let connection = self.http.serve_connection(TokioIo::new(stream), service);
+        let keep_alive = self.limits.keep_alive();
+        let idle = keep_alive.unwrap_or_default();
+        let stop = self.stop.clone();
+        async move {
+            tokio::pin!(connection);
+            let watchdog = tokio::time::sleep(idle);
+            tokio::pin!(watchdog);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    served = connection.as_mut() => {
+                        if let Err(err) = served {
+                            // Timed-out heads, oversized heads, clients gone: the
+                            // client's problem, and under attack a flood.
+                            tracing::debug!(%peer, error = %err, "connection ended");
+                        }
+                        return;
+                    }
+                    () = stop.cancelled(), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    () = &mut watchdog, if !closing && keep_alive.is_some() => {
+                        match activity.idle_deadline(idle) {
+                            Some(at) if at <= Instant::now() => {
+                                tracing::debug!(%peer, "closing an idle connection");
+                                closing = true;
+                                connection.as_mut().graceful_shutdown();
+                            }
+                            Some(at) => watchdog.as_mut().reset(at),
+                            None => watchdog.as_mut().reset(Instant::now() + idle),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An accept error that concerns one client only, not the listener.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

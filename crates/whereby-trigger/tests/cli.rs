@@ -1,149 +1,18 @@
 //! End-to-end: the real `whereby-trigger` binary, `serve` and `send`, over loopback.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_whereby-trigger");
+use std::process::Output;
+
+use common::binary::{Server, command, send, text};
+
 const SECRET: &str = "whsec_test_4f7c1e9a2b6d8035";
-/// Upper bound for any single wait; a hang fails the test instead of stalling CI.
-const WAIT: Duration = Duration::from_secs(20);
 
-fn command() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("WHEREBY_WEBHOOK_SECRET")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// A running `serve`, killed if the test ends early.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Keeps the thread that drains stderr connected, so the server never blocks
-    /// on a full pipe.
-    _stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        Server::start_with_env(args, &[])
-    }
-
-    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = command()
-            .envs(env.iter().copied())
-            .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // The server logs its bound address once it listens: that is readiness.
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("serve logged no listening address in time");
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap();
-                break addr.parse().expect("address in log");
-            }
-        };
-        Server {
-            child,
-            addr,
-            _stderr: rx,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns the status and stdout.
-    fn terminate(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(killed.success());
-        let status = wait_with_deadline(&mut self.child);
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        (status, stdout)
-    }
-}
-
-fn wait_with_deadline(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "process did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn send(args: &[&str]) -> Output {
-    let mut child = command()
-        .arg("send")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn send");
-    let status = wait_with_deadline(&mut child);
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// `send EVENT_TYPE --to TO --secret SECRET`, then `extra`.
+fn send_signed(event_type: &str, to: &str, extra: &[&str]) -> Output {
+    let mut args = vec![event_type, "--to", to, "--secret", SECRET];
+    args.extend_from_slice(extra);
+    send(&args)
 }
 
 #[test]
@@ -151,35 +20,19 @@ fn serve_and_send_end_to_end() {
     let server = Server::start(&["--secret", SECRET, "--on", "room.client.joined"]);
     let to = server.url();
 
-    let first = send(&[
-        "room.client.joined",
-        "--to",
-        &to,
-        "--secret",
-        SECRET,
-        "--id",
-        "e2e-1",
-    ]);
+    let first = send_signed("room.client.joined", &to, &["--id", "e2e-1"]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let out = text(&first.stdout);
     assert!(out.contains("HTTP 200"), "{out}");
     assert!(out.contains(r#"{"outcome":"triggered"}"#), "{out}");
 
-    let again = send(&[
-        "room.client.joined",
-        "--to",
-        &to,
-        "--secret",
-        SECRET,
-        "--id",
-        "e2e-1",
-    ]);
+    let again = send_signed("room.client.joined", &to, &["--id", "e2e-1"]);
     assert!(text(&again.stdout).contains(r#""duplicate""#));
 
-    let left = send(&["room.client.left", "--to", &to, "--secret", SECRET]);
+    let left = send_signed("room.client.left", &to, &[]);
     assert!(text(&left.stdout).contains(r#""not_matched""#));
 
-    let knocked = send(&["room.client.knocked", "--to", &to, "--secret", SECRET]);
+    let knocked = send_signed("room.client.knocked", &to, &[]);
     assert!(text(&knocked.stdout).contains(r#""ignored""#));
 
     let wrong = send(&[
@@ -193,59 +46,38 @@ fn serve_and_send_end_to_end() {
     assert!(text(&wrong.stdout).contains("HTTP 401"));
     assert!(text(&wrong.stdout).contains("signature_mismatch"));
 
-    let stale = send(&[
-        "room.client.joined",
-        "--to",
-        &to,
-        "--secret",
-        SECRET,
-        "--timestamp",
-        "1000",
-    ]);
+    let stale = send_signed("room.client.joined", &to, &["--timestamp", "1000"]);
     assert!(text(&stale.stdout).contains("signature_stale"));
 
     // --set and --room-name reach the payload: this one fires in another room.
-    let custom = send(&[
+    let custom = send_signed(
         "room.client.joined",
-        "--to",
         &to,
-        "--secret",
-        SECRET,
-        "--id",
-        "e2e-2",
-        "--subdomain",
-        "globex",
-        "--room-name",
-        "board",
-        "--set",
-        "numClients=3",
-        "--set",
-        "displayName=Grace \"G\" Hopper",
-    ]);
+        &[
+            "--id",
+            "e2e-2",
+            "--subdomain",
+            "globex",
+            "--room-name",
+            "board",
+            "--set",
+            "numClients=3",
+            "--set",
+            "displayName=Grace \"G\" Hopper",
+        ],
+    );
     assert!(
         text(&custom.stdout).contains("triggered"),
         "{}",
         text(&custom.stdout)
     );
 
-    let bad_room = send(&[
-        "room.client.joined",
-        "--to",
-        &to,
-        "--secret",
-        SECRET,
-        "--subdomain",
-        "evil.com",
-    ]);
+    let bad_room = send_signed("room.client.joined", &to, &["--subdomain", "evil.com"]);
     assert!(text(&bad_room.stdout).contains("data.subdomain"));
 
-    let (status, stdout) = server.terminate();
-    assert!(status.success(), "serve exited with {status}");
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
-        .collect();
-    assert_eq!(lines.len(), 2, "{stdout}");
+    let stopped = server.stop();
+    let lines = stopped.events();
+    assert_eq!(lines.len(), 2, "{}", stopped.stdout_text());
     assert_eq!(
         lines[0]["roomUrl"],
         "https://acme.whereby.com/standup-3f9a2c"
@@ -274,8 +106,7 @@ fn send_a_payload_from_a_file_unsigned() {
     let out = send(&["--file", file.to_str().unwrap(), "--to", &server.url()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("triggered"));
-    let (status, stdout) = server.terminate();
-    assert!(status.success());
+    let stdout = server.stop().stdout_text();
     let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     // The file's own id is kept, and the pretty-printed file arrives as one line.
     assert_eq!(
@@ -288,7 +119,9 @@ fn send_a_payload_from_a_file_unsigned() {
 #[test]
 fn the_secret_can_come_from_the_environment() {
     let env = [("WHEREBY_WEBHOOK_SECRET", SECRET)];
-    let server = Server::start_with_env(&["--on", "room.session.started"], &env);
+    let mut base = command();
+    base.envs(env);
+    let server = Server::start_from(base, ["--on", "room.session.started"]);
     let signed = command()
         .envs(env)
         .args(["send", "room.session.started", "--to", &server.url()])
@@ -379,7 +212,6 @@ fn serve_keeps_logs_off_stdout() {
     let server = Server::start(&["--allow-unsigned"]);
     let out = send(&["room.client.joined", "--to", &server.url()]);
     assert!(text(&out.stdout).contains("not_matched"));
-    let (status, stdout) = server.terminate();
-    assert!(status.success());
+    let stdout = server.stop().stdout_text();
     assert_eq!(stdout, "", "stdout is for trigger events only");
 }

@@ -77,6 +77,7 @@ fn event(action: ActionKind, event_type: &str) -> Arc<ActionEvent> {
         webhook,
         raw: Bytes::from_static(raw.as_bytes()),
         claim: None,
+        delivery: None,
     })
 }
 

@@ -34,6 +34,21 @@ fn counter() -> Arc<AtomicUsize> {
     Arc::new(AtomicUsize::new(0))
 }
 
+/// POSTs `body`, asserts it is answered `triggered` and that the next event is
+/// its own.
+async fn assert_triggers(server: &mut Server, body: &str) {
+    server.post(body).await.assert_outcome("triggered");
+    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+}
+
+/// POSTs `body` and asserts the 500 of a predicate that failed.
+async fn assert_predicate_failed(server: &Server, body: &str) {
+    server
+        .post(body)
+        .await
+        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+}
+
 /// A `room.client.joined` predicate that is always true and counts its calls.
 fn always_joined(calls: &Arc<AtomicUsize>) -> impl Fn(&RoomClientJoined) -> bool + use<> {
     let calls = calls.clone();
@@ -166,8 +181,7 @@ async fn an_answered_id_is_a_duplicate() {
 
     // Triggered once, then the same id again: no second evaluation, no second event.
     let body = sample("room.client.joined");
-    server.post(body).await.assert_outcome("triggered");
-    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+    assert_triggers(&mut server, body).await;
     server.post(body).await.assert_outcome("duplicate");
     server.post(body).await.assert_outcome("duplicate");
     server.assert_no_event();
@@ -258,10 +272,7 @@ async fn a_failed_evaluation_is_not_remembered() {
     .await;
     let body = sample("room.client.joined");
 
-    server
-        .post(body)
-        .await
-        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    assert_predicate_failed(&server, body).await;
     server.assert_no_event();
 
     // Whereby's retry carries the same id and is evaluated afresh.
@@ -688,24 +699,13 @@ async fn a_sync_predicate_panic_is_500_and_the_server_keeps_serving() {
     .await;
     let joined = sample("room.client.joined");
 
-    server
-        .post(joined)
-        .await
-        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    assert_predicate_failed(&server, joined).await;
     // Not remembered: the retry is evaluated (and panics) again.
-    server
-        .post(joined)
-        .await
-        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    assert_predicate_failed(&server, joined).await;
     server.assert_no_event();
 
     // The server is alive and serves the next delivery.
-    let started = sample("room.session.started");
-    server.post(started).await.assert_outcome("triggered");
-    assert_eq!(
-        server.next_event().await.trigger_webhook.id(),
-        id_of(started)
-    );
+    assert_triggers(&mut server, sample("room.session.started")).await;
     server.shutdown().await;
 }
 
@@ -717,18 +717,10 @@ async fn an_async_predicate_panic_is_500() {
             .on(|_: &RoomSessionStarted| true),
     )
     .await;
-    server
-        .post(sample("room.client.joined"))
-        .await
-        .assert_error(StatusCode::INTERNAL_SERVER_ERROR, "predicate_failed");
+    assert_predicate_failed(&server, sample("room.client.joined")).await;
     server.assert_no_event();
 
-    let started = sample("room.session.started");
-    server.post(started).await.assert_outcome("triggered");
-    assert_eq!(
-        server.next_event().await.trigger_webhook.id(),
-        id_of(started)
-    );
+    assert_triggers(&mut server, sample("room.session.started")).await;
     server.shutdown().await;
 }
 

@@ -8,161 +8,32 @@
 //! starts `tests/scripts/e2e_assistant.py`, which writes what it got into a
 //! temporary directory of the test's own. No test sleeps to synchronise: every
 //! wait is for a log line, a file, a request or an exit, polled and bounded by
-//! [`WAIT`].
+//! `common::binary::WAIT`.
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::OsStr;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
 
+use common::binary::{
+    Delivery, Server, Shared, deliveries, poll, send_from, text, wait_with_deadline,
+};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_whereby-trigger");
 /// The signing secret, given to the config as `${E2E_SECRET}`.
 const SECRET: &str = "whsec_e2e_rules_7a41c9d2f0";
 /// The `forward` Authorization token, given to the config as `${E2E_TOKEN}`.
 const TOKEN: &str = "tok-e2e-rules-5be0d13f99";
-/// Upper bound for any single wait; a hang fails the test instead of stalling CI.
-const WAIT: Duration = Duration::from_secs(20);
 /// Room URL of the samples (and of the meeting scenario).
 const ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
 /// `roomSessionId` of the samples.
 const SESSION: &str = "c1b5e7a0-8d2f-4b6e-9a41-2f7d3e5c9b10";
-
-// ---------------------------------------------------------------------------
-// Shared state a thread fills and a test waits on.
-
-struct Shared<T> {
-    state: Mutex<SharedState<T>>,
-    changed: Condvar,
-}
-
-struct SharedState<T> {
-    items: Vec<T>,
-    /// The producer is done (end of a stream).
-    closed: bool,
-}
-
-impl<T: Clone> Shared<T> {
-    fn new() -> Arc<Self> {
-        Arc::new(Shared {
-            state: Mutex::new(SharedState {
-                items: Vec::new(),
-                closed: false,
-            }),
-            changed: Condvar::new(),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, SharedState<T>> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn push(&self, item: T) {
-        self.lock().items.push(item);
-        self.changed.notify_all();
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.changed.notify_all();
-    }
-
-    fn snapshot(&self) -> Vec<T> {
-        self.lock().items.clone()
-    }
-
-    fn len(&self) -> usize {
-        self.lock().items.len()
-    }
-
-    /// Waits (at most [`WAIT`]) until `done` holds for the items; returns them.
-    fn wait_until(&self, what: &str, done: impl Fn(&[T]) -> bool) -> Vec<T>
-    where
-        T: std::fmt::Debug,
-    {
-        self.wait(what, done, false)
-    }
-
-    /// Like [`Shared::wait_until`], but also returns when the producer is done.
-    fn wait_until_or_closed(&self, what: &str, done: impl Fn(&[T]) -> bool) -> Vec<T>
-    where
-        T: std::fmt::Debug,
-    {
-        self.wait(what, done, true)
-    }
-
-    fn wait(&self, what: &str, done: impl Fn(&[T]) -> bool, or_closed: bool) -> Vec<T>
-    where
-        T: std::fmt::Debug,
-    {
-        let deadline = Instant::now() + WAIT;
-        let mut state = self.lock();
-        loop {
-            if done(&state.items) || (or_closed && state.closed) {
-                return state.items.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}; got so far: {:#?}",
-                state.items
-            );
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Waits (at most [`WAIT`]) for the producer to finish.
-    fn wait_closed(&self, what: &str) {
-        let deadline = Instant::now() + WAIT;
-        let mut state = self.lock();
-        while !state.closed {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for the end of {what}");
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-}
-
-/// Lines of a child's stream, read by a thread of their own so the child never
-/// blocks on a full pipe.
-type Lines = Arc<Shared<String>>;
-
-fn capture(stream: impl Read + Send + 'static) -> Lines {
-    let lines = Shared::new();
-    let filler = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            filler.push(line);
-        }
-        filler.close();
-    });
-    lines
-}
-
-impl Shared<String> {
-    /// Waits for a line at index `from` or later that satisfies `pred`.
-    fn wait_line(&self, what: &str, from: usize, pred: impl Fn(&str) -> bool) -> String {
-        let lines = self.wait_until(what, |lines| lines.iter().skip(from).any(|line| pred(line)));
-        lines
-            .into_iter()
-            .skip(from)
-            .find(|line| pred(line))
-            .expect("found above")
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Temporary directories, config files, the assistant script.
@@ -312,18 +183,6 @@ fn term_marker(procs: &Path, pid: u32) -> PathBuf {
     procs.join(format!("term-{pid}"))
 }
 
-/// Polls `check` every 20 ms until it gives a value, for at most [`WAIT`].
-fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Whether `pid` is a live (not zombie) assistant script. A pid reused by an
 /// unrelated process does not count.
 fn assistant_alive(pid: u32) -> bool {
@@ -348,16 +207,21 @@ fn wait_gone(pid: u32) {
     });
 }
 
+/// Waits for assistant `pid` to record the SIGTERM it got, then to be gone.
+fn wait_terminated(procs: &Path, pid: u32) {
+    poll("the assistant's SIGTERM marker", || {
+        term_marker(procs, pid).exists().then_some(())
+    });
+    wait_gone(pid);
+}
+
 // ---------------------------------------------------------------------------
 // The binary.
 
+/// The binary with the config's variables set, and no proxy for `forward`.
 fn command() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("WHEREBY_WEBHOOK_SECRET")
-        .env("E2E_SECRET", SECRET)
-        .env("E2E_TOKEN", TOKEN)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
+    let mut cmd = common::binary::command();
+    cmd.env("E2E_SECRET", SECRET).env("E2E_TOKEN", TOKEN);
     // `forward` talks to 127.0.0.1: never through a proxy.
     for proxy in [
         "http_proxy",
@@ -374,89 +238,43 @@ fn command() -> Command {
     cmd
 }
 
-/// A running `serve`, killed if the test ends early.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stdout: Lines,
-    stderr: Lines,
+/// `serve --config config` with `extra` flags.
+fn serve(config: &Path, extra: &[&str]) -> Server {
+    serve_with(config, extra, |_| || ())
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Like [`serve`]; `spawned` gets serve's pid at once and returns what to call
+/// the moment serve says it listens (before this returns).
+fn serve_with<F: FnOnce()>(
+    config: &Path,
+    extra: &[&str],
+    spawned: impl FnOnce(u32) -> F,
+) -> Server {
+    let mut args = vec![OsStr::new("--config"), config.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    Server::start_with(command(), args, spawned)
 }
 
-/// What a terminated `serve` left.
-struct Stopped {
-    status: ExitStatus,
-    stdout: Vec<Value>,
-    stderr: Vec<String>,
+fn send(args: &[&str]) -> Output {
+    send_from(command(), args)
 }
 
-impl Server {
-    fn start(config: &Path, extra: &[&str]) -> Server {
-        Server::start_with(config, extra, |_| || ())
-    }
-
-    /// Starts serve; `spawned` gets its pid at once and returns what to call
-    /// the moment serve says it listens (before this returns).
-    fn start_with<F: FnOnce()>(
-        config: &Path,
-        extra: &[&str],
-        spawned: impl FnOnce(u32) -> F,
-    ) -> Server {
-        let mut child = command()
-            .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--config"])
-            .arg(config)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let stdout = capture(child.stdout.take().expect("stdout"));
-        let stderr = capture(child.stderr.take().expect("stderr"));
-        let ready = spawned(child.id());
-        // The server logs its bound address once it listens: that is readiness.
-        // Woken by the line itself (or by the end of stderr, if serve exits).
-        let listening = |line: &String| -> Option<SocketAddr> {
-            let rest = line.split("addr=").nth(1)?;
-            rest.split_whitespace().next()?.parse().ok()
-        };
-        let lines = stderr.wait_until_or_closed("the listening address", |lines| {
-            lines.iter().any(|l| listening(l).is_some())
-        });
-        let Some(addr) = lines.iter().find_map(listening) else {
-            let status = wait_with_deadline(&mut child);
-            panic!(
-                "serve exited with {status} before listening:\n{}",
-                lines.join("\n")
-            );
-        };
-        ready();
-        Server {
-            child,
-            addr,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
+/// What this file does with a running `serve`.
+trait Serve {
     /// Sends one signed sample webhook; returns the `outcome` of the answer.
+    fn send(&self, event_type: &str, id: &str, extra: &[&str]) -> String;
+
+    /// Plays `send --scenario meeting` (with `extra` flags), signed; every
+    /// delivery must be answered 200, with JSON.
+    fn play(&self, extra: &[&str]) -> Vec<Delivery>;
+
+    /// Sends SIGHUP and waits for the first stderr line after it that contains
+    /// `needle`; returns that line and the index of the first line after the
+    /// signal.
+    fn reload(&self, needle: &str) -> (String, usize);
+}
+
+impl Serve for Server {
     fn send(&self, event_type: &str, id: &str, extra: &[&str]) -> String {
         let to = self.url();
         let mut args = vec![event_type, "--to", &to, "--secret", SECRET, "--id", id];
@@ -472,8 +290,6 @@ impl Server {
         outcome(&stdout)
     }
 
-    /// Plays `send --scenario meeting` (with `extra` flags), signed; every
-    /// delivery must be answered 2xx.
     fn play(&self, extra: &[&str]) -> Vec<Delivery> {
         let to = self.url();
         let mut args = vec!["--scenario", "meeting", "--to", &to, "--secret", SECRET];
@@ -486,64 +302,22 @@ impl Server {
             text(&out.stdout),
             text(&out.stderr)
         );
-        deliveries(&out)
-    }
-
-    /// Sends SIGTERM and waits for the exit and for both streams to end.
-    fn terminate(mut self) -> Stopped {
-        self.signal("TERM");
-        let status = wait_with_deadline(&mut self.child);
-        self.finish(status)
-    }
-
-    fn finish(&mut self, status: ExitStatus) -> Stopped {
-        self.stdout.wait_closed("serve's stdout");
-        self.stderr.wait_closed("serve's stderr");
-        let stdout = self
-            .stdout
-            .snapshot()
-            .iter()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|_| panic!("stdout line is not JSON: {l}"))
-            })
-            .collect();
-        Stopped {
-            status,
-            stdout,
-            stderr: self.stderr.snapshot(),
+        let lines = deliveries(&out);
+        for delivery in &lines {
+            assert_eq!(delivery.status, 200, "{delivery:?}");
+            // Fails unless the answer is JSON.
+            delivery.outcome();
         }
-    }
-}
-
-fn wait_with_deadline(child: &mut Child) -> ExitStatus {
-    poll("a process to exit", || child.try_wait().expect("try_wait"))
-}
-
-fn send(args: &[&str]) -> Output {
-    let mut child = command()
-        .arg("send")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn send");
-    let stdout = capture(child.stdout.take().expect("stdout"));
-    let stderr = capture(child.stderr.take().expect("stderr"));
-    let status = wait_with_deadline(&mut child);
-    stdout.wait_closed("send's stdout");
-    stderr.wait_closed("send's stderr");
-    let join = |lines: &Lines| {
         lines
-            .snapshot()
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-            .into_bytes()
-    };
-    Output {
-        status,
-        stdout: join(&stdout),
-        stderr: join(&stderr),
+    }
+
+    fn reload(&self, needle: &str) -> (String, usize) {
+        let mark = self.stderr.len();
+        self.signal("HUP");
+        let line = self
+            .stderr
+            .wait_line(&format!("{needle:?}"), mark, |l| l.contains(needle));
+        (line, mark)
     }
 }
 
@@ -553,10 +327,6 @@ fn check(config: &Path) -> Output {
         .arg(config)
         .output()
         .expect("run check")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The `outcome` of the JSON answer on a line of `send`'s output.
@@ -569,29 +339,30 @@ fn outcome(line: &str) -> String {
     body["outcome"].as_str().unwrap_or_default().to_owned()
 }
 
-/// One line of `send --scenario`: `TYPE SHORT-ID HTTP STATUS ... BODY`.
-#[derive(Debug, Clone)]
-struct Delivery {
-    event_type: String,
-    short_id: String,
-    outcome: String,
+/// Asserts the type and outcome of every delivery of a played scenario.
+#[track_caller]
+fn assert_outcomes(lines: &[Delivery], expected: &[(&str, &str)]) {
+    let outcomes: Vec<String> = lines.iter().map(Delivery::outcome).collect();
+    let got: Vec<(&str, &str)> = lines
+        .iter()
+        .zip(&outcomes)
+        .map(|(d, outcome)| (d.event_type.as_str(), outcome.as_str()))
+        .collect();
+    assert_eq!(got, expected);
 }
 
-fn deliveries(out: &Output) -> Vec<Delivery> {
-    text(&out.stdout)
-        .lines()
-        .map(|line| {
-            let mut words = line.split_whitespace();
-            let event_type = words.next().expect("a type").to_owned();
-            let short_id = words.next().expect("an id").to_owned();
-            assert_eq!(words.next(), Some("HTTP"), "{line}");
-            assert_eq!(words.next(), Some("200"), "{line}");
-            Delivery {
-                event_type,
-                short_id,
-                outcome: outcome(line),
-            }
-        })
+/// The two string fields at the JSON pointers `first` and `second` of each of
+/// serve's stdout lines (empty where absent).
+fn fields<'a>(events: &'a [Value], first: &str, second: &str) -> Vec<(&'a str, &'a str)> {
+    let field = |event: &'a Value, pointer: &str| {
+        event
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    events
+        .iter()
+        .map(|e| (field(e, first), field(e, second)))
         .collect()
 }
 
@@ -701,6 +472,20 @@ impl Receiver {
 
 // ---------------------------------------------------------------------------
 // Configs.
+
+/// The [`note_taker`] config in `dir`, forwarding to a fresh receiver, and
+/// serve running it; returns the assistants' `procs` directory, the receiver
+/// and the server.
+fn serve_note_taker(dir: &TempDir) -> (PathBuf, Receiver, Server) {
+    let procs = dir.sub("procs");
+    let receiver = Receiver::start();
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!("{VERIFY}{}", note_taker(&procs, &receiver.url(), "")),
+    );
+    let server = serve(&config, &[]);
+    (procs, receiver, server)
+}
 
 /// The issue's note-taker: one assistant per session, stopped when the session
 /// ends, started as a process, forwarded to `receiver` and printed.
@@ -817,10 +602,10 @@ fn check_rejects_broken_configs_naming_file_line_and_trigger() {
         },
         Broken {
             file: "unknown-section.toml",
-            toml: format!("{VERIFY}[store]\ndir = \"/tmp\"\n"),
+            toml: format!("{VERIFY}[storage]\ndir = \"/tmp\"\n"),
             lines: vec![3],
             trigger: None,
-            needle: "store",
+            needle: "storage",
         },
         Broken {
             file: "cel-syntax.toml",
@@ -940,13 +725,7 @@ fn assert_stdout_event(line: &Value, action: &str, trigger: &str, event_type: &s
 #[test]
 fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
     let dir = TempDir::new("session");
-    let procs = dir.sub("procs");
-    let receiver = Receiver::start();
-    let config = dir.write(
-        "whereby-trigger.toml",
-        &format!("{VERIFY}{}", note_taker(&procs, &receiver.url(), "")),
-    );
-    let server = Server::start(&config, &[]);
+    let (procs, receiver, server) = serve_note_taker(&dir);
 
     // The session starts: one assistant.
     assert_eq!(
@@ -1004,10 +783,7 @@ fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
 
     // The session ends: the assistant gets SIGTERM, the receiver a stop.
     server.send("room.session.ended", "e2e-ended-1", &[]);
-    poll("the assistant's SIGTERM marker", || {
-        term_marker(&procs, first.pid).exists().then_some(())
-    });
-    wait_gone(first.pid);
+    wait_terminated(&procs, first.pid);
     let requests = receiver.wait_for(2);
     assert_forwarded(&requests[1], "stop", "room.session.ended", "e2e-ended-1");
     let lines = server.stdout.wait_until("the stop line", |l| l.len() >= 2);
@@ -1037,18 +813,13 @@ fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
         "e2e-requested-2",
     );
 
-    let stopped = server.terminate();
-    assert!(
-        stopped.status.success(),
-        "serve exited with {}",
-        stopped.status
-    );
+    let stopped = server.stop();
     // Shutdown stopped the second assistant the same way.
     assert!(term_marker(&procs, second.pid).exists());
     wait_gone(second.pid);
     assert_eq!(started_in(&procs).len(), 2);
 
-    let out = &stopped.stdout;
+    let out = stopped.events();
     assert_eq!(out.len(), 3, "{out:#?}");
     assert_stdout_event(&out[0], "start", "note-taker", "room.session.started");
     assert_eq!(out[0]["triggerWebhook"]["id"], "e2e-started-1");
@@ -1067,21 +838,11 @@ fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
 #[test]
 fn the_meeting_scenario_gets_one_assistant_for_its_session() {
     let dir = TempDir::new("meeting");
-    let procs = dir.sub("procs");
-    let receiver = Receiver::start();
-    let config = dir.write(
-        "whereby-trigger.toml",
-        &format!("{VERIFY}{}", note_taker(&procs, &receiver.url(), "")),
-    );
-    let server = Server::start(&config, &[]);
+    let (procs, receiver, server) = serve_note_taker(&dir);
     let lines = server.play(&[]);
-    let got: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|d| (d.event_type.as_str(), d.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        got,
-        [
+    assert_outcomes(
+        &lines,
+        &[
             ("room.client.joined", "not_matched"),
             ("room.client.knocked", "ignored"),
             ("room.client.joined", "not_matched"),
@@ -1091,18 +852,13 @@ fn the_meeting_scenario_gets_one_assistant_for_its_session() {
             ("room.client.left", "not_matched"),
             ("room.client.left", "not_matched"),
             ("room.session.ended", "not_matched"),
-        ]
+        ],
     );
     receiver.wait_for(2);
-    let stopped = server.terminate();
-    assert!(
-        stopped.status.success(),
-        "serve exited with {}",
-        stopped.status
-    );
+    let stopped = server.stop();
 
     // stdout: the start, then the stop.
-    let out = &stopped.stdout;
+    let out = stopped.events();
     assert_eq!(out.len(), 2, "{out:#?}");
     assert_stdout_event(&out[0], "start", "note-taker", "room.session.started");
     assert_stdout_event(&out[1], "stop", "note-taker", "room.session.ended");
@@ -1186,15 +942,11 @@ stdout = true
 "#
         ),
     );
-    let server = Server::start(&config, &[]);
+    let server = serve(&config, &[]);
     let lines = server.play(&[]);
-    let got: Vec<(&str, &str)> = lines
-        .iter()
-        .map(|d| (d.event_type.as_str(), d.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        got,
-        [
+    assert_outcomes(
+        &lines,
+        &[
             ("room.client.joined", "not_matched"),
             ("room.client.knocked", "ignored"),
             ("room.client.joined", "triggered"),
@@ -1203,26 +955,12 @@ stdout = true
             ("room.client.left", "not_matched"),
             ("room.client.left", "triggered"),
             ("room.session.ended", "not_matched"),
-        ]
+        ],
     );
-    let stopped = server.terminate();
-    assert!(
-        stopped.status.success(),
-        "serve exited with {}",
-        stopped.status
-    );
-    let fired: Vec<(&str, &str)> = stopped
-        .stdout
-        .iter()
-        .map(|l| {
-            (
-                l["trigger"].as_str().unwrap_or_default(),
-                l["triggerWebhook"]["type"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let stopped = server.stop();
+    let events = stopped.events();
     assert_eq!(
-        fired,
+        fields(&events, "/trigger", "/triggerWebhook/type"),
         [
             ("second-joiner", "room.client.joined"),
             ("visitor-present", "assistant.requested"),
@@ -1230,14 +968,8 @@ stdout = true
         ]
     );
     // The second joiner is the visitor, the last one out the host.
-    assert_eq!(
-        stopped.stdout[0]["triggerWebhook"]["data"]["roleName"],
-        "visitor"
-    );
-    assert_eq!(
-        stopped.stdout[2]["triggerWebhook"]["data"]["roleName"],
-        "host"
-    );
+    assert_eq!(events[0]["triggerWebhook"]["data"]["roleName"], "visitor");
+    assert_eq!(events[2]["triggerWebhook"]["data"]["roleName"], "host");
     // A `when` that fails at run time is false and logged, never a crash.
     assert!(
         stopped
@@ -1262,7 +994,7 @@ fn greeter_config(display_name: &str, extra: &str) -> String {
 fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
     let dir = TempDir::new("reload");
     let config = dir.write("whereby-trigger.toml", &greeter_config("Alpha", ""));
-    let server = Server::start(&config, &[]);
+    let server = serve(&config, &[]);
     let joined = |id: &str, name: &str| {
         server.send(
             "room.client.joined",
@@ -1278,11 +1010,7 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
     let farewell =
         "\n[[trigger]]\nname = \"farewell\"\non = [\"room.client.left\"]\nstdout = true\n";
     dir.write("whereby-trigger.toml", &greeter_config("Beta", farewell));
-    let mark = server.stderr.len();
-    server.signal("HUP");
-    let reloaded = server.stderr.wait_line("\"config reloaded\"", mark, |l| {
-        l.contains("config reloaded")
-    });
+    let (reloaded, _) = server.reload("config reloaded");
     assert!(reloaded.contains("triggers=2"), "{reloaded}");
     assert_eq!(joined("a2", "Alpha"), "not_matched");
     assert_eq!(joined("b2", "Beta"), "triggered");
@@ -1297,13 +1025,7 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
         .expect("the bad line")
         + 1;
     dir.write("whereby-trigger.toml", &text);
-    let mark = server.stderr.len();
-    server.signal("HUP");
-    let refused = server
-        .stderr
-        .wait_line("\"config not reloaded\"", mark, |l| {
-            l.contains("not reloaded")
-        });
+    let (refused, mark) = server.reload("not reloaded");
     assert!(
         refused.contains(&format!("{}:{bad_line}:", config.display())),
         "the error names neither file nor line: {refused}"
@@ -1320,24 +1042,9 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
     assert_eq!(joined("b3", "Beta"), "triggered");
     assert_eq!(server.send("room.client.left", "l3", &[]), "triggered");
 
-    let stopped = server.terminate();
-    assert!(
-        stopped.status.success(),
-        "serve exited with {}",
-        stopped.status
-    );
-    let fired: Vec<(&str, &str)> = stopped
-        .stdout
-        .iter()
-        .map(|l| {
-            (
-                l["trigger"].as_str().unwrap_or_default(),
-                l["triggerWebhook"]["id"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let events = server.stop().events();
     assert_eq!(
-        fired,
+        fields(&events, "/trigger", "/triggerWebhook/id"),
         [
             ("greeter", "a1"),
             ("greeter", "b2"),
@@ -1359,44 +1066,29 @@ fn a_reload_keeps_running_assistants_and_their_claims() {
         )
     };
     let config = dir.write("whereby-trigger.toml", &trigger(""));
-    let server = Server::start(&config, &[]);
+    let server = serve(&config, &[]);
     assert_eq!(server.send("room.session.started", "s1", &[]), "triggered");
     let first = wait_started(&procs, 1)[0].clone();
 
     // The reload adds `stdout`; the session stays claimed, the assistant runs.
     dir.write("whereby-trigger.toml", &trigger("stdout = true\n"));
-    let mark = server.stderr.len();
-    server.signal("HUP");
-    server.stderr.wait_line("\"config reloaded\"", mark, |l| {
-        l.contains("config reloaded")
-    });
+    server.reload("config reloaded");
     assert_eq!(server.send("assistant.requested", "r1", &[]), "not_matched");
     assert!(assistant_alive(first.pid));
     assert!(!term_marker(&procs, first.pid).exists());
 
     // The new config's stop_on still stops the assistant started before it.
     server.send("room.session.ended", "e1", &[]);
-    poll("the assistant's SIGTERM marker", || {
-        term_marker(&procs, first.pid).exists().then_some(())
-    });
-    wait_gone(first.pid);
+    wait_terminated(&procs, first.pid);
     assert_eq!(server.send("assistant.requested", "r2", &[]), "triggered");
     let second = wait_started(&procs, 2);
     assert_eq!(second.len(), 2);
 
-    let stopped = server.terminate();
-    assert!(stopped.status.success());
-    let out: Vec<(&str, &str)> = stopped
-        .stdout
-        .iter()
-        .map(|l| {
-            (
-                l["action"].as_str().unwrap_or_default(),
-                l["triggerWebhook"]["id"].as_str().unwrap_or_default(),
-            )
-        })
-        .collect();
-    assert_eq!(out, [("stop", "e1"), ("start", "r2")]);
+    let events = server.stop().events();
+    assert_eq!(
+        fields(&events, "/action", "/triggerWebhook/id"),
+        [("stop", "e1"), ("start", "r2")]
+    );
 }
 
 /// SIGHUP's default action ends a process. Once `serve` says it listens, a
@@ -1410,7 +1102,7 @@ fn a_sighup_right_after_readiness_reloads_instead_of_killing() {
     for attempt in 0..50 {
         // A shell already running and waiting sends the signal: no fork
         // between the listening line and the SIGHUP.
-        let mut server = Server::start_with(&config, &[], |pid| {
+        let mut server = serve_with(&config, &[], |pid| {
             let mut sh = Command::new("sh")
                 .args(["-c", "read go && kill -HUP \"$1\"", "sh", &pid.to_string()])
                 .stdin(Stdio::piped())
@@ -1440,8 +1132,7 @@ fn a_sighup_right_after_readiness_reloads_instead_of_killing() {
                 server.stderr.snapshot().join("\n")
             );
         }
-        let stopped = server.terminate();
-        assert!(stopped.status.success());
+        server.stop();
     }
 }
 
@@ -1465,14 +1156,13 @@ fn a_recorded_meeting_replays_through_the_rules_without_running_actions() {
         &replay_config(&live_procs, &live_receiver.url()),
     );
     let recording = dir.path().join("webhooks.jsonl");
-    let server = Server::start(
+    let server = serve(
         &live,
         &["--record", recording.to_str().expect("a UTF-8 path")],
     );
     let deliveries = server.play(&["--duplicate", "1"]);
     assert_eq!(deliveries.len(), 2 * MEETING.len());
-    let stopped = server.terminate();
-    assert!(stopped.status.success());
+    server.stop();
 
     // Every verified webhook, duplicates included, in delivery order.
     let recorded: Vec<Value> = std::fs::read_to_string(&recording)
@@ -1583,7 +1273,7 @@ fn sigterm_stops_every_assistant_and_exits_0() {
             run_table(&procs, "ignore", ", stop_grace = \"300ms\""),
         ),
     );
-    let server = Server::start(&config, &[]);
+    let server = serve(&config, &[]);
     assert_eq!(
         server.send("room.client.joined", "j-a", &["--room-name", "/room-a"]),
         "triggered"
@@ -1641,7 +1331,7 @@ fn assistants_die_with_a_killed_server() {
             run_table(&procs, "term", "")
         ),
     );
-    let mut server = Server::start(&config, &[]);
+    let mut server = serve(&config, &[]);
     assert_eq!(server.send("room.client.joined", "j-1", &[]), "triggered");
     let assistant = wait_started(&procs, 1)[0].clone();
     assert!(assistant_alive(assistant.pid));

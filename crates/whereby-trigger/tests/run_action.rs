@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use whereby_trigger::actions::run::{RunAction, RunSpec, StdinMode};
+use whereby_trigger::actions::run::{RestartPolicy, RunAction, RunSpec, StdinMode};
 use whereby_trigger::actions::template::Template;
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
 use whereby_trigger::rules::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
@@ -163,6 +163,9 @@ fn spec(command: &[&str]) -> RunSpec {
         timeout: Duration::from_secs(60),
         stop_grace: Duration::from_secs(5),
         max_running: 8,
+        // These tests are about one run of a child; restarts have their own.
+        restart: RestartPolicy::No,
+        max_restarts: 0,
     }
 }
 
@@ -176,6 +179,14 @@ fn hold(dir: &TempDir) -> RunSpec {
         "{data.displayName}",
         "{data.externalId}",
     ])
+}
+
+/// A `RunAction` of `trigger` running [`hold`] in `dir`, its spec changed by
+/// `edit`.
+fn hold_action(trigger: &str, dir: &TempDir, edit: impl FnOnce(&mut RunSpec)) -> Arc<RunAction> {
+    let mut spec = hold(dir);
+    edit(&mut spec);
+    RunAction::new(trigger.into(), spec)
 }
 
 /// The sample `type` webhook, in room `/{name}`, edited by `edit`.
@@ -208,6 +219,7 @@ fn action_event(
         webhook: parsed,
         raw,
         claim,
+        delivery: None,
     })
 }
 
@@ -234,6 +246,27 @@ fn start(
         .expect("a free claim");
     let event = action_event(ActionKind::Start, trigger, &webhook, Some(claim.clone()));
     (event, claim)
+}
+
+/// Makes the [`hold`] child of a [`start`] ignore SIGTERM.
+fn ignore_term(v: &mut Value) {
+    v["data"]["externalId"] = json!("ignore");
+}
+
+/// [`start`]s of `trigger` in the rooms `names`, unedited: every claim is taken
+/// first, then the starts are given to `action` in that order. Returns the
+/// claims.
+fn start_all<const N: usize>(
+    action: &RunAction,
+    claims: &Arc<Claims>,
+    trigger: &str,
+    names: [&str; N],
+) -> [ClaimHandle; N] {
+    let starts = names.map(|name| start(claims, trigger, name, |_| {}));
+    starts.map(|(event, claim)| {
+        action.start(event);
+        claim
+    })
 }
 
 /// A stop (`room.session.ended`) of `trigger` in room `/{name}`.
@@ -416,8 +449,7 @@ async fn a_missing_command_is_logged_and_releases_its_claim() {
         spec(&["/nonexistent/whereby-trigger-no-such-program", "{roomUrl}"]),
     );
     let claims = Claims::new();
-    let (event, claim) = start(&claims, T, "standup", |_| {});
-    action.start(event);
+    let [claim] = start_all(&action, &claims, T, ["standup"]);
 
     eventually(T, "the claim to be released", || !held(&claim)).await;
     eventually(T, "the slot to be freed", || action.running() == 0).await;
@@ -433,8 +465,7 @@ async fn a_missing_command_is_logged_and_releases_its_claim() {
 
     // The action still works afterwards.
     action.reconfigure(spec(&["true"]));
-    let (event, claim) = start(&claims, T, "standup", |_| {});
-    action.start(event);
+    let [claim] = start_all(&action, &claims, T, ["standup"]);
     eventually(T, "the second claim to be released", || !held(&claim)).await;
     eventually(T, "the exit in the log", || {
         logged(T, &["exited", "code=0"]).is_some()
@@ -456,8 +487,7 @@ async fn past_its_timeout_a_child_gets_sigterm() {
     spec.stop_grace = Duration::from_secs(30);
     let action = RunAction::new(T.into(), spec);
     let claims = Claims::new();
-    let (event, claim) = start(&claims, T, "standup", |_| {});
-    action.start(event);
+    let [claim] = start_all(&action, &claims, T, ["standup"]);
 
     eventually(T, "the claim to be released", || !held(&claim)).await;
     assert_eq!(action.running(), 0);
@@ -471,14 +501,12 @@ async fn past_its_timeout_a_child_that_ignores_sigterm_gets_sigkill() {
     const T: &str = "timeout-kill";
     captured();
     let dir = TempDir::new(T);
-    let mut spec = hold(&dir);
-    spec.timeout = Duration::from_millis(500);
-    spec.stop_grace = Duration::from_millis(200);
-    let action = RunAction::new(T.into(), spec);
-    let claims = Claims::new();
-    let (event, claim) = start(&claims, T, "k", |v| {
-        v["data"]["externalId"] = json!("ignore")
+    let action = hold_action(T, &dir, |spec| {
+        spec.timeout = Duration::from_millis(500);
+        spec.stop_grace = Duration::from_millis(200);
     });
+    let claims = Claims::new();
+    let (event, claim) = start(&claims, T, "k", ignore_term);
     action.start(event);
 
     eventually(T, "the claim to be released", || !held(&claim)).await;
@@ -501,12 +529,9 @@ async fn a_stop_ends_the_child_of_its_room_and_no_other() {
     const T: &str = "stop-room";
     captured();
     let dir = TempDir::new(T);
-    let action = RunAction::new(T.into(), hold(&dir));
+    let action = hold_action(T, &dir, |_| {});
     let claims = Claims::new();
-    let (a, claim_a) = start(&claims, T, "a", |_| {});
-    let (b, claim_b) = start(&claims, T, "b", |_| {});
-    action.start(a);
-    action.start(b);
+    let [claim_a, claim_b] = start_all(&action, &claims, T, ["a", "b"]);
     eventually(T, "both to start", || {
         dir.exists("a.started") && dir.exists("b.started")
     })
@@ -538,13 +563,9 @@ async fn a_stopped_child_that_ignores_sigterm_gets_sigkill_after_stop_grace() {
     const T: &str = "stop-kill";
     captured();
     let dir = TempDir::new(T);
-    let mut spec = hold(&dir);
-    spec.stop_grace = Duration::from_millis(200);
-    let action = RunAction::new(T.into(), spec);
+    let action = hold_action(T, &dir, |spec| spec.stop_grace = Duration::from_millis(200));
     let claims = Claims::new();
-    let (event, claim) = start(&claims, T, "k", |v| {
-        v["data"]["externalId"] = json!("ignore")
-    });
+    let (event, claim) = start(&claims, T, "k", ignore_term);
     action.start(event);
     eventually(T, "the start", || dir.exists("k.started")).await;
     let pid = dir.pid("k");
@@ -567,16 +588,9 @@ async fn past_max_running_starts_wait_in_order() {
     const T: &str = "fifo";
     captured();
     let dir = TempDir::new(T);
-    let mut spec = hold(&dir);
-    spec.max_running = 1;
-    let action = RunAction::new(T.into(), spec);
+    let action = hold_action(T, &dir, |spec| spec.max_running = 1);
     let claims = Claims::new();
-    let (a, claim_a) = start(&claims, T, "a", |_| {});
-    let (b, claim_b) = start(&claims, T, "b", |_| {});
-    let (c, claim_c) = start(&claims, T, "c", |_| {});
-    action.start(a);
-    action.start(b);
-    action.start(c);
+    let [claim_a, claim_b, claim_c] = start_all(&action, &claims, T, ["a", "b", "c"]);
     assert_eq!((action.running(), action.waiting()), (1, 2));
 
     eventually(T, "a to start", || dir.exists("a.started")).await;
@@ -606,14 +620,9 @@ async fn a_stop_cancels_the_waiting_starts_of_its_room() {
     const T: &str = "stop-waiting";
     captured();
     let dir = TempDir::new(T);
-    let mut spec = hold(&dir);
-    spec.max_running = 1;
-    let action = RunAction::new(T.into(), spec);
+    let action = hold_action(T, &dir, |spec| spec.max_running = 1);
     let claims = Claims::new();
-    let (x1, claim_x1) = start(&claims, T, "x", |_| {});
-    let (y, claim_y) = start(&claims, T, "y", |_| {});
-    action.start(x1);
-    action.start(y);
+    let [claim_x1, claim_y] = start_all(&action, &claims, T, ["x", "y"]);
     eventually(T, "x to start", || dir.exists("x.started")).await;
     // A second start in room x (a new session, say), waiting behind y.
     let webhook = webhook("room.client.joined", "x", |v| {
@@ -658,16 +667,9 @@ async fn reconfigure_applies_to_new_starts_and_leaves_running_ones_alone() {
     const T: &str = "reconfigure";
     captured();
     let dir = TempDir::new(T);
-    let mut one = hold(&dir);
-    one.max_running = 1;
-    let action = RunAction::new(T.into(), one);
+    let action = hold_action(T, &dir, |spec| spec.max_running = 1);
     let claims = Claims::new();
-    let (a, claim_a) = start(&claims, T, "a", |_| {});
-    let (b, _) = start(&claims, T, "b", |_| {});
-    let (c, claim_c) = start(&claims, T, "c", |_| {});
-    action.start(a);
-    action.start(b);
-    action.start(c);
+    let [claim_a, _, claim_c] = start_all(&action, &claims, T, ["a", "b", "c"]);
     eventually(T, "a to start", || dir.exists("a.started")).await;
     assert_eq!(action.waiting(), 2);
 
@@ -711,15 +713,13 @@ async fn shutdown_stops_every_child_and_drops_waiting_starts() {
     const T: &str = "shutdown";
     captured();
     let dir = TempDir::new(T);
-    let mut spec = hold(&dir);
-    spec.max_running = 2;
-    spec.stop_grace = Duration::from_millis(300);
-    let action = RunAction::new(T.into(), spec);
+    let action = hold_action(T, &dir, |spec| {
+        spec.max_running = 2;
+        spec.stop_grace = Duration::from_millis(300);
+    });
     let claims = Claims::new();
     let (polite, claim_polite) = start(&claims, T, "polite", |_| {});
-    let (stubborn, claim_stubborn) = start(&claims, T, "stubborn", |v| {
-        v["data"]["externalId"] = json!("ignore");
-    });
+    let (stubborn, claim_stubborn) = start(&claims, T, "stubborn", ignore_term);
     let (waiting, claim_waiting) = start(&claims, T, "waiting", |_| {});
     action.start(polite);
     action.start(stubborn);
@@ -739,9 +739,13 @@ async fn shutdown_stops_every_child_and_drops_waiting_starts() {
     assert_eq!((action.running(), action.waiting()), (0, 0));
     assert!(dir.exists("polite.term"));
     assert!(!dir.exists("waiting.started"));
-    for claim in [&claim_polite, &claim_stubborn, &claim_waiting] {
-        assert!(!held(claim), "{}", claim.key());
+    // The running assistants' claims are kept: the server is going away, not
+    // the meeting, so the next start of the server runs them again. A start that
+    // never ran gives its claim up.
+    for claim in [&claim_polite, &claim_stubborn] {
+        assert!(held(claim), "{}", claim.key());
     }
+    assert!(!held(&claim_waiting), "{}", claim_waiting.key());
     for pid in pids {
         assert!(!alive(pid), "{pid} survived shutdown");
     }

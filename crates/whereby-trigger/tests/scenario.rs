@@ -1,18 +1,15 @@
 //! End-to-end: `send --scenario meeting` against the real `serve`, over loopback.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use common::binary::{Delivery, Server, command, deliveries, send, text};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_whereby-trigger");
 const SECRET: &str = "whsec_test_scenario_51c0d7";
-/// Upper bound for any single wait; a hang fails the test instead of stalling CI.
-const WAIT: Duration = Duration::from_secs(20);
 
 /// The server every test plays the meeting against: it fires on three types.
 const SERVE: [&str; 8] = [
@@ -42,183 +39,7 @@ const MEETING: [(&str, &str); 8] = [
 const FIRED: usize = 4;
 
 // ---------------------------------------------------------------------------
-// Process helpers, as in tests/cli.rs.
-
-fn command() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("WHEREBY_WEBHOOK_SECRET")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// A running `serve`, killed if the test ends early.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// Keeps the thread that drains stderr connected, so the server never blocks
-    /// on a full pipe.
-    _stderr: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Server {
-        let mut child = command()
-            .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        // The server logs its bound address once it listens: that is readiness.
-        let deadline = Instant::now() + WAIT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("serve logged no listening address in time");
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap();
-                break addr.parse().expect("address in log");
-            }
-        };
-        Server {
-            child,
-            addr,
-            _stderr: rx,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    /// Sends SIGTERM, waits for the exit and returns stdout's JSON lines. Every
-    /// answered event is on stdout by then: serve flushes before it exits.
-    fn terminate(mut self) -> Vec<Value> {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(killed.success());
-        let status = wait_with_deadline(&mut self.child);
-        assert!(status.success(), "serve exited with {status}");
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        stdout
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("each stdout line is JSON"))
-            .collect()
-    }
-}
-
-fn wait_with_deadline(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "process did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn send(args: &[&str]) -> Output {
-    let mut child = command()
-        .arg("send")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn send");
-    let status = wait_with_deadline(&mut child);
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_end(&mut stderr)
-        .unwrap();
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-// ---------------------------------------------------------------------------
-// Reading `send --scenario`'s output.
-
-/// One line of `send --scenario`: `TYPE SHORT-ID HTTP STATUS BODY`.
-#[derive(Debug)]
-struct Delivery {
-    event_type: String,
-    short_id: String,
-    status: u16,
-    body: String,
-}
-
-impl Delivery {
-    /// The `outcome` of a 2xx answer's body.
-    fn outcome(&self) -> String {
-        let body: Value = serde_json::from_str(&self.body)
-            .unwrap_or_else(|_| panic!("answer is not JSON: {self:?}"));
-        body["outcome"].as_str().unwrap_or_default().to_owned()
-    }
-}
-
-fn deliveries(out: &Output) -> Vec<Delivery> {
-    text(&out.stdout)
-        .lines()
-        .map(|line| {
-            let mut words = line.split_whitespace();
-            let event_type = words.next().expect("a type").to_owned();
-            let short_id = words.next().expect("an id").to_owned();
-            assert_eq!(words.next(), Some("HTTP"), "{line}");
-            let status = words.next().expect("a status").parse().expect("a number");
-            let body = line[line.find('{').unwrap_or(line.len())..].to_owned();
-            Delivery {
-                event_type,
-                short_id,
-                status,
-                body,
-            }
-        })
-        .collect()
-}
+// Playing the meeting.
 
 fn play(server: &Server, extra: &[&str]) -> (Output, Vec<Delivery>) {
     let to = server.url();
@@ -258,7 +79,7 @@ fn the_meeting_plays_in_order_and_fires_what_the_server_asks_for() {
     let ids: HashSet<&str> = lines.iter().map(|d| d.short_id.as_str()).collect();
     assert_eq!(ids.len(), MEETING.len(), "every event has its own id");
 
-    let events = server.terminate();
+    let events = server.stop().events();
     let types: Vec<&str> = events.iter().map(|e| fired(e).0).collect();
     assert_eq!(
         types,
@@ -312,7 +133,7 @@ fn duplicates_are_answered_duplicate_and_fire_nothing_more() {
         assert_eq!(first.outcome(), outcome);
         assert_eq!(copy.outcome(), "duplicate");
     }
-    assert_eq!(server.terminate().len(), FIRED);
+    assert_eq!(server.stop().events().len(), FIRED);
 }
 
 #[test]
@@ -354,7 +175,7 @@ fn a_seeded_shuffle_delivers_every_event_once_and_repeats_its_order() {
     assert!(again.iter().all(|d| !ids.contains(d.short_id.as_str())));
 
     // Which events fire does not depend on the order they arrive in.
-    assert_eq!(server.terminate().len(), 2 * FIRED);
+    assert_eq!(server.stop().events().len(), 2 * FIRED);
 }
 
 #[test]
@@ -399,7 +220,7 @@ fn pace_and_room_overrides_apply_to_every_delivery() {
     assert_eq!(lines.len(), MEETING.len());
     // Seven waits between eight sends: a lower bound, so no flakiness.
     assert!(started.elapsed() >= Duration::from_millis(7 * 30));
-    let events = server.terminate();
+    let events = server.stop().events();
     assert_eq!(events.len(), FIRED);
     assert!(
         events
@@ -437,7 +258,7 @@ fn any_answer_that_is_not_2xx_makes_the_exit_code_1() {
     assert!(lines.iter().all(|d| d.body.contains("signature_missing")));
 
     assert_eq!(
-        server.terminate().len(),
+        server.stop().events().len(),
         0,
         "nothing verified, nothing fired"
     );
@@ -449,7 +270,7 @@ fn the_scenario_also_plays_unsigned_to_a_server_that_allows_it() {
     let out = send(&["--scenario", "meeting", "--to", &server.url()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("unsigned"));
-    let events = server.terminate();
+    let events = server.stop().events();
     assert_eq!(events.len(), 1);
     assert_eq!(fired(&events[0]).0, "assistant.requested");
 }

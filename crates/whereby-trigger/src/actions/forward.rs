@@ -382,6 +382,10 @@ impl Action for ForwardAction {
     fn stop(&self, event: Arc<ActionEvent>) {
         self.spawn(event);
     }
+
+    fn tracks_delivery(&self) -> bool {
+        true
+    }
 }
 
 /// How one attempt ended.
@@ -538,6 +542,9 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                     room = %event.room, status = status.as_u16(), attempts = attempt,
                     "forward delivered"
                 );
+                if let Some(ticket) = &event.delivery {
+                    ticket.done();
+                }
                 return;
             }
             Attempt::Final(reason) => {
@@ -546,6 +553,9 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                     room = %event.room, error = %reason, attempts = attempt,
                     "forward rejected; not retried"
                 );
+                if let Some(ticket) = &event.delivery {
+                    ticket.dead(&reason);
+                }
                 return;
             }
             Attempt::Transient {
@@ -558,6 +568,9 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                         url = %inner.log_url, room = %event.room, error = %reason,
                         attempts = attempt, "forward gave up after the last attempt"
                     );
+                    if let Some(ticket) = &event.delivery {
+                        ticket.dead(&format!("gave up after {attempt} attempts: {reason}"));
+                    }
                     return;
                 }
                 let delay = inner.retry.delay(attempt, retry_after, inner.jitter());
@@ -568,6 +581,9 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                     retry_after = retry_after.is_some(),
                     "forward attempt failed; retrying"
                 );
+                if let Some(ticket) = &event.delivery {
+                    ticket.attempted(attempt, &reason);
+                }
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }

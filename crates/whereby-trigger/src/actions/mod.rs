@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use whereby_webhook::WebhookEvent;
 
+use crate::outbox::DeliveryTicket;
 use crate::rules::claims::ClaimHandle;
 use crate::rules::room::RoomKey;
 
@@ -56,6 +57,10 @@ pub struct ActionEvent {
     pub raw: Bytes,
     /// The claim this start holds; `None` for a stop.
     pub claim: Option<ClaimHandle>,
+    /// The queued delivery this call carries out, when the Trigger has a durable
+    /// store; an action that [tracks deliveries](Action::tracks_delivery)
+    /// reports through it.
+    pub delivery: Option<DeliveryTicket>,
 }
 
 impl ActionEvent {
@@ -97,4 +102,11 @@ pub trait Action: Send + Sync + 'static {
 
     /// Stops the assistants this action started for the trigger in `event.room`.
     fn stop(&self, event: Arc<ActionEvent>);
+
+    /// Whether this action reports the fate of its delivery through
+    /// `event.delivery` (done, dead). When `false` (the default), a delivery
+    /// counts as done as soon as `start` or `stop` returns.
+    fn tracks_delivery(&self) -> bool {
+        false
+    }
 }

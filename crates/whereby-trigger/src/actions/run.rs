@@ -61,6 +61,30 @@ pub enum StdinMode {
     None,
 }
 
+/// When an assistant process that ended on its own is started again, as
+/// systemd's `Restart=` and container runtimes do. Never after a stop event, a
+/// timeout or the server's shutdown, and only while its claim is held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    No,
+    /// After a non-zero exit status or a death by signal (the default).
+    #[default]
+    OnFailure,
+    /// After any exit.
+    Always,
+}
+
+/// Default `run.max_restarts`.
+pub const DEFAULT_MAX_RESTARTS: u32 = 5;
+
+/// First wait before a restart; doubles each time up to [`MAX_RESTART_BACKOFF`].
+pub const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Longest wait before a restart.
+pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+
 /// How a trigger's `run` action starts and stops its children.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -76,6 +100,11 @@ pub struct RunSpec {
     /// [`RunSpec::validate`] and treated as `1` at run time, so that a queue can
     /// never be stuck for good.
     pub max_running: usize,
+    /// When a child that ended on its own is started again.
+    pub restart: RestartPolicy,
+    /// Most restarts of one start; past it the claim is released and the
+    /// failure logged.
+    pub max_restarts: u32,
 }
 
 /// Why a [`RunSpec`] cannot be used.
@@ -264,6 +293,13 @@ impl Action for RunAction {
         "run"
     }
 
+    /// A start's delivery is done when its assistant has ended for good; one
+    /// stopped by the server's shutdown stays pending, so that the next start of
+    /// the server starts it again while its claim holds.
+    fn tracks_delivery(&self) -> bool {
+        true
+    }
+
     fn start(&self, event: Arc<ActionEvent>) {
         if let Err(error) = tokio::runtime::Handle::try_current() {
             tracing::error!(trigger = %self.inner.trigger, room = %event.room, %error,
@@ -414,6 +450,16 @@ impl Drop for Job {
     }
 }
 
+/// How a supervision ends for its delivery.
+enum Settle {
+    /// The assistant ended for good: delivered.
+    Done,
+    /// It could not run: a dead letter.
+    Dead(&'static str),
+    /// The server is shutting down: the delivery stays pending.
+    Keep,
+}
+
 /// Log tags of one child.
 #[derive(Clone)]
 struct Tags {
@@ -428,13 +474,77 @@ impl Job {
         let room = self.event.room.clone();
         if let Ok(reason) = self.stop.try_recv() {
             tracing::info!(%trigger, %room, "not started: {reason}");
-            return self.finish();
+            return self.settle(if reason == StopReason::Shutdown {
+                Settle::Keep
+            } else {
+                Settle::Done
+            });
         }
+        let mut restarts = 0;
+        loop {
+            let (status, stopped) = match self.run_once(&trigger, &room).await {
+                Some(outcome) => outcome,
+                None => {
+                    // It could not even start: retrying the same command is futile.
+                    self.settle(Settle::Dead("the command could not be started"));
+                    return;
+                }
+            };
+            if stopped == Some(StopReason::Shutdown) {
+                // The server is going away, not the meeting: keep the claim and
+                // the delivery, so that the next start runs the assistant again.
+                return self.settle(Settle::Keep);
+            }
+            let failed = !matches!(&status, Ok(status) if status.success());
+            let wanted = stopped.is_none()
+                && match self.spec.restart {
+                    RestartPolicy::No => false,
+                    RestartPolicy::OnFailure => failed,
+                    RestartPolicy::Always => true,
+                }
+                && self
+                    .event
+                    .claim
+                    .as_ref()
+                    .is_none_or(|claim| claim.is_held(std::time::Instant::now()));
+            if !wanted {
+                return self.settle(Settle::Done);
+            }
+            if restarts >= self.spec.max_restarts {
+                tracing::error!(%trigger, %room, restarts, id = self.event.event_id(),
+                    "gave up restarting the assistant; its claim is released");
+                return self.settle(Settle::Dead("the assistant kept failing"));
+            }
+            restarts += 1;
+            let backoff = RESTART_BACKOFF
+                .saturating_mul(1 << (restarts - 1).min(16))
+                .min(MAX_RESTART_BACKOFF);
+            tracing::warn!(%trigger, %room, restart = restarts, max_restarts = self.spec.max_restarts,
+                backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+                "the assistant ended; restarting it");
+            // A stop during the backoff ends the supervision at once.
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                reason = &mut self.stop => {
+                    tracing::info!(%trigger, %room, "not restarted: {}", reason.as_ref().map_or_else(|_| "stopped".to_owned(), ToString::to_string));
+                    return self.settle(if reason == Ok(StopReason::Shutdown) { Settle::Keep } else { Settle::Done });
+                }
+            }
+        }
+    }
+
+    /// Spawns the child once and supervises it to its end; `None` when it could
+    /// not be started.
+    async fn run_once(
+        &mut self,
+        trigger: &Arc<str>,
+        room: &RoomKey,
+    ) -> Option<(io::Result<ExitStatus>, Option<StopReason>)> {
         let (program, mut command) = match command(&self.spec, &self.event) {
             Ok(command) => command,
             Err(error) => {
                 tracing::error!(%trigger, %room, %error, "cannot run");
-                return self.finish();
+                return None;
             }
         };
         // The fork happens here, on this runtime thread: see the module docs.
@@ -442,12 +552,12 @@ impl Job {
             Ok(child) => child,
             Err(error) => {
                 tracing::error!(%trigger, %room, program = %program, %error, "could not start the command");
-                return self.finish();
+                return None;
             }
         };
         let tags = Tags {
-            trigger,
-            room,
+            trigger: trigger.clone(),
+            room: room.clone(),
             pid: child.id().unwrap_or_default(),
         };
         tracing::info!(trigger = %tags.trigger, room = %tags.room, pid = tags.pid,
@@ -490,8 +600,36 @@ impl Job {
             tracing::debug!(trigger = %tags.trigger, room = %tags.room, pid = tags.pid,
                 "output still open after exit (the child left processes behind)");
         }
+        // `log_exit` takes the status; the caller needs it too.
+        let kept: io::Result<ExitStatus> = match &status {
+            Ok(s) => Ok(*s),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        };
         log_exit(&tags, status, stopped);
-        self.finish();
+        Some((kept, stopped))
+    }
+
+    /// Ends the supervision: the slot is freed, and unless `Keep`, the claim is
+    /// released and the delivery settled.
+    fn settle(&mut self, how: Settle) {
+        match how {
+            Settle::Keep => {
+                self.finished = true;
+                self.inner.free_slot(self.id, true);
+            }
+            Settle::Done => {
+                if let Some(ticket) = &self.event.delivery {
+                    ticket.done();
+                }
+                self.finish();
+            }
+            Settle::Dead(why) => {
+                if let Some(ticket) = &self.event.delivery {
+                    ticket.dead(why);
+                }
+                self.finish();
+            }
+        }
     }
 
     /// The child is gone: release the claim and let the next start in.
@@ -813,6 +951,7 @@ mod tests {
             webhook,
             raw,
             claim: None,
+            delivery: None,
         }
     }
 
@@ -826,6 +965,8 @@ mod tests {
             timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(1),
             max_running: 1,
+            restart: RestartPolicy::No,
+            max_restarts: 0,
         }
     }
 

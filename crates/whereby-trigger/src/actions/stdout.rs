@@ -389,6 +389,7 @@ mod tests {
             webhook,
             raw: bytes::Bytes::from_static(raw.as_bytes()),
             claim: None,
+            delivery: None,
         };
         let stop = ActionEvent {
             action: ActionKind::Stop,

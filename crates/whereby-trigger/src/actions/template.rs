@@ -189,6 +189,7 @@ mod tests {
             webhook,
             raw,
             claim: None,
+            delivery: None,
         };
         (event, v["data"].clone())
     }

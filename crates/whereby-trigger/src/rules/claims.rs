@@ -274,14 +274,19 @@ impl Claims {
     }
 
     /// Releases every claim of `trigger` in `room` (a `stop_on` event) and
-    /// returns the keys that were live at `now`.
-    pub fn release_room(&self, trigger: &str, room: &RoomKey, now: Instant) -> Vec<ClaimKey> {
+    /// returns those that were live at `now`, with when they would have expired.
+    pub fn release_room(
+        &self,
+        trigger: &str,
+        room: &RoomKey,
+        now: Instant,
+    ) -> Vec<(ClaimKey, Instant)> {
         let mut held = self.lock();
         let mut released = Vec::new();
         held.retain(|key, claim| {
             let hit = &*key.trigger == trigger && &key.room == room;
             if hit && claim.expires > now {
-                released.push(key.clone());
+                released.push((key.clone(), claim.expires));
             }
             !hit
         });

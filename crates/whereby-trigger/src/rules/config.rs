@@ -18,7 +18,7 @@ use toml::Spanned;
 use whereby_webhook::EventType;
 
 use crate::actions::forward::{ForwardSpec, RetryPolicy};
-use crate::actions::run::{RunSpec, StdinMode};
+use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode};
 use crate::actions::template::Template;
 use crate::rules::cel::When;
 use crate::rules::claims::OncePer;
@@ -78,6 +78,14 @@ pub struct VerifyConfig {
     pub allow_unsigned: bool,
 }
 
+/// `[store]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `dir`: the data directory of the durable store.
+    pub dir: Option<PathBuf>,
+}
+
 /// One `[[trigger]]`, validated and compiled.
 #[derive(Debug)]
 pub struct TriggerConfig {
@@ -110,6 +118,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// `[verify]`
     pub verify: VerifyConfig,
+    /// `[store]`
+    pub store: StoreConfig,
     /// The `[[trigger]]` tables, in file order.
     pub triggers: Vec<TriggerConfig>,
 }
@@ -166,6 +176,8 @@ struct RawConfig {
     #[serde(default)]
     verify: RawVerify,
     #[serde(default)]
+    store: StoreConfig,
+    #[serde(default)]
     trigger: Vec<RawTrigger>,
 }
 
@@ -207,6 +219,8 @@ struct RawTrigger {
 #[serde(deny_unknown_fields)]
 struct RawRun {
     command: Vec<String>,
+    restart: Option<RestartPolicy>,
+    max_restarts: Option<u32>,
     stdin: Option<StdinMode>,
     timeout: Option<String>,
     stop_grace: Option<String>,
@@ -322,6 +336,7 @@ impl Config {
             Ok(Config {
                 server,
                 verify,
+                store: raw.store,
                 triggers,
             })
         } else {
@@ -623,6 +638,8 @@ fn run_spec(
             fail,
         ),
         max_running: run.max_running.unwrap_or(DEFAULT_MAX_RUNNING),
+        restart: run.restart.unwrap_or_default(),
+        max_restarts: run.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
     };
     if let Err(err) = spec.validate() {
         fail(format!("run: {err}"));
@@ -843,11 +860,7 @@ stdout = true
             "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nrun = { command = [\"x\"], stdn = \"none\" }\n",
         );
         assert!(e[0].message.contains("stdn"), "{:?}", e);
-        assert!(
-            errors("[store]\ndir = \"x\"\n")[0]
-                .message
-                .contains("store")
-        );
+        assert!(errors("[stor]\ndir = \"x\"\n")[0].message.contains("stor"));
     }
 
     #[test]

@@ -13,9 +13,11 @@ use bytes::Bytes;
 use whereby_webhook::{EventType, WebhookEvent};
 
 use crate::actions::{Action, ActionEvent, ActionKind};
+use crate::outbox::{Outbox, delivery_of};
 use crate::rules::cel::{When, WhenInput};
-use crate::rules::claims::{ClaimKey, Claims, OncePer};
+use crate::rules::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
 use crate::rules::room::{RoomKey, RoomView, Rooms};
+use crate::store::{Change, StoredClaim, now_ms};
 
 /// A Rust condition added to a rule, ANDed with its `when`.
 pub type RulePredicate = Arc<dyn Fn(&WebhookEvent) -> bool + Send + Sync>;
@@ -173,6 +175,15 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// One action call a decision implies.
+struct Call {
+    action: Arc<dyn Action>,
+    event: ActionEvent,
+    /// `<trigger>:<event id>[:stop]:<kind>`: unique per call, stable across
+    /// restarts, so a redelivered call is recognised.
+    delivery_id: String,
+}
+
 /// The engine's answer for one event, with the action calls it implies.
 #[derive(Default)]
 pub struct Decision {
@@ -180,7 +191,13 @@ pub struct Decision {
     pub verdicts: Vec<Verdict>,
     /// The room's state after the event.
     pub room: Option<RoomView>,
-    calls: Vec<(Arc<dyn Action>, Arc<ActionEvent>)>,
+    room_key: Option<RoomKey>,
+    room_state: Option<String>,
+    /// Claims this decision took, with their expiry (ms since the epoch).
+    taken: Vec<(ClaimKey, i64)>,
+    /// Claims a `stop_on` released, with when they would have expired.
+    released: Vec<(ClaimKey, Instant)>,
+    calls: Vec<Call>,
 }
 
 impl fmt::Debug for Decision {
@@ -201,13 +218,75 @@ impl Decision {
             .any(|v| matches!(v, Verdict::Fired { .. }))
     }
 
+    /// What this decision changed, for the store: the room's state, the claims
+    /// taken and released, and one queued delivery per action call.
+    pub fn changes(&self) -> Vec<Change> {
+        let mut changes = Vec::with_capacity(2 + self.taken.len() + self.calls.len());
+        if let (Some(key), Some(state)) = (&self.room_key, &self.room_state) {
+            changes.push(Change::Room {
+                key: key.to_string(),
+                state: state.clone(),
+                seen_ms: now_ms(),
+            });
+        }
+        for (key, _) in &self.released {
+            changes.push(Change::ReleaseClaim {
+                key: key.to_string(),
+            });
+        }
+        for (key, expires_ms) in &self.taken {
+            changes.push(Change::Claim(StoredClaim {
+                key: key.to_string(),
+                expires_ms: *expires_ms,
+            }));
+        }
+        for call in &self.calls {
+            changes.push(Change::Enqueue(delivery_of(
+                &call.event,
+                call.action.kind(),
+                call.delivery_id.clone(),
+            )));
+        }
+        changes
+    }
+
+    /// Gives every call its delivery ticket, before the commit, so that the
+    /// outbox's poll never takes a just-committed delivery for a forgotten one.
+    pub fn prepare(&mut self, outbox: &Arc<Outbox>) {
+        for call in &mut self.calls {
+            call.event.delivery = outbox.ticket(call.delivery_id.clone());
+        }
+    }
+
+    /// Undoes the claims of a decision whose commit failed: nothing fired, and
+    /// the claims a stop released are held again, so Whereby's retry finds the
+    /// state as it was.
+    pub fn abandon(self, claims: &Arc<Claims>) {
+        for call in &self.calls {
+            if let Some(claim) = &call.event.claim {
+                claim.release();
+            }
+        }
+        for (key, expires) in self.released {
+            claims.restore(key, expires);
+        }
+    }
+
     /// Starts and stops the actions. Returns at once: actions do slow work on
     /// tasks of their own.
     pub fn dispatch(self) {
-        for (action, event) in self.calls {
+        for Call { action, event, .. } in self.calls {
+            let tracked = action.tracks_delivery();
+            let ticket = event.delivery.clone();
+            let event = Arc::new(event);
             match event.action {
                 ActionKind::Start => action.start(event),
                 ActionKind::Stop => action.stop(event),
+            }
+            if !tracked {
+                if let Some(ticket) = ticket {
+                    ticket.done();
+                }
             }
         }
     }
@@ -260,6 +339,11 @@ impl Engine {
         &self.claims
     }
 
+    /// The room states, e.g. to restore them from a store.
+    pub fn rooms(&self) -> &Rooms {
+        &self.rooms
+    }
+
     /// The state of `room`, if known.
     pub fn room(&self, room: &RoomKey) -> Option<RoomView> {
         self.rooms.get(room)
@@ -285,19 +369,48 @@ impl Engine {
         let rules = self.rules();
         let mut decision = Decision {
             room: view.clone(),
+            room_state: self.rooms.export(&room_key),
+            room_key: Some(room_key.clone()),
             ..Decision::default()
         };
-        let action_event = |kind: ActionKind, rule: &Rule, claim| {
-            Arc::new(ActionEvent {
-                action: kind,
-                trigger: rule.name.clone(),
-                room_url: room_url.to_owned(),
-                room: room_key.clone(),
-                webhook: event.clone(),
-                raw: raw.clone(),
-                claim,
-            })
-        };
+        let calls =
+            |decision: &mut Decision, kind: ActionKind, rule: &Rule, claim: Option<ClaimHandle>| {
+                let mut seen: Vec<&str> = Vec::new();
+                for action in &rule.actions {
+                    // Two actions of one kind on a rule get distinct delivery ids.
+                    let n = seen.iter().filter(|k| **k == action.kind()).count();
+                    seen.push(action.kind());
+                    let stop = if kind == ActionKind::Stop {
+                        ":stop"
+                    } else {
+                        ""
+                    };
+                    let suffix = if n == 0 {
+                        String::new()
+                    } else {
+                        format!("#{}", n + 1)
+                    };
+                    decision.calls.push(Call {
+                        action: action.clone(),
+                        event: ActionEvent {
+                            action: kind,
+                            trigger: rule.name.clone(),
+                            room_url: room_url.to_owned(),
+                            room: room_key.clone(),
+                            webhook: event.clone(),
+                            raw: raw.clone(),
+                            claim: claim.clone(),
+                            delivery: None,
+                        },
+                        delivery_id: format!(
+                            "{}:{}{stop}:{}{suffix}",
+                            rule.name,
+                            event.id(),
+                            action.kind()
+                        ),
+                    });
+                }
+            };
 
         // Stops first, so a rule that both stops and starts on one type restarts.
         for rule in rules.iter().filter(|r| r.stop_on.contains(&event_type)) {
@@ -305,14 +418,12 @@ impl Engine {
             if released.is_empty() {
                 continue;
             }
-            let stop = action_event(ActionKind::Stop, rule, None);
-            for action in &rule.actions {
-                decision.calls.push((action.clone(), stop.clone()));
-            }
+            calls(&mut decision, ActionKind::Stop, rule, None);
             decision.verdicts.push(Verdict::Stopped {
                 trigger: rule.name.clone(),
-                released,
+                released: released.iter().map(|(k, _)| k.clone()).collect(),
             });
+            decision.released.extend(released);
         }
 
         // The webhook as JSON is only needed by `when`; convert it at most once.
@@ -334,10 +445,11 @@ impl Engine {
             );
             match self.claims.try_claim(key.clone(), rule.lease, now) {
                 Some(handle) => {
-                    let start = action_event(ActionKind::Start, rule, Some(handle));
-                    for action in &rule.actions {
-                        decision.calls.push((action.clone(), start.clone()));
-                    }
+                    let lease_ms = i64::try_from(rule.lease.as_millis()).unwrap_or(i64::MAX);
+                    decision
+                        .taken
+                        .push((key.clone(), now_ms().saturating_add(lease_ms)));
+                    calls(&mut decision, ActionKind::Start, rule, Some(handle));
                     decision.verdicts.push(Verdict::Fired {
                         trigger: rule.name.clone(),
                         claim: key,
@@ -593,7 +705,7 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(!decide(&engine, &b).fired());
-        engine.claims().release_room("r", &key.room, Instant::now());
+        let _ = engine.claims().release_room("r", &key.room, Instant::now());
         assert!(decide(&engine, &b).fired());
     }
 

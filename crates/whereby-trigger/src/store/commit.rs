@@ -79,6 +79,21 @@ impl Committer {
         answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Waits until everything queued before this call is committed.
+    pub async fn flush(&self) {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .tx
+            .send(Job {
+                changes: Vec::new(),
+                reply: Some(reply),
+            })
+            .is_ok()
+        {
+            let _ = answer.await;
+        }
+    }
+
     /// Queues `changes` without waiting: for progress that a crash may lose
     /// without harm (it is redone at-least-once), such as a delivery's attempts.
     pub fn commit_later(&self, changes: Vec<Change>) {

@@ -10,9 +10,11 @@
 use std::fmt;
 
 mod commit;
+mod durable;
 mod sqlite;
 
 pub use commit::{Committer, Retention};
+pub use durable::Durable;
 pub use sqlite::{DB_FILE, SqliteStore};
 
 /// Milliseconds since the Unix epoch: what the store records times in, so that
@@ -199,6 +201,14 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Commit`]; then none of `changes` applies.
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+
+    /// Pending deliveries, oldest first, to resume.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Deletes what expired before `now_ms`, as [`load`](Store::load) does, so a
     /// long-running server's database stays bounded.

@@ -235,6 +235,12 @@ impl Store for SqliteStore {
         })
     }
 
+    fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
+        let mut all = read_deliveries(&self.lock())?;
+        all.retain(|d| d.status == DeliveryStatus::Pending);
+        Ok(all)
+    }
+
     fn prune(&self, now_ms: i64, id_max_age_ms: i64, room_idle_ms: i64) -> Result<(), StoreError> {
         let conn = self.lock();
         conn.execute(

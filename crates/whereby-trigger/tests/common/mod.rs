@@ -1,9 +1,12 @@
 //! Helpers shared by the integration tests: start a real Trigger on
 //! `127.0.0.1:0`, build (signed) deliveries from the sample payloads, and talk
-//! HTTP to the server with every wait bounded.
+//! HTTP to the server with every wait bounded. [`binary`] runs the real
+//! `whereby-trigger` binary instead, for the end-to-end tests.
 //!
 //! Not every test file uses every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
+
+pub(crate) mod binary;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

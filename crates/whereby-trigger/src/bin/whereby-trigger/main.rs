@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod check;
+mod outbox;
 mod replay;
 mod send;
 mod serve;
@@ -30,6 +31,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Feed recorded webhooks through a config's rules, without running actions.
     Replay(replay::ReplayArgs),
+    /// List, retry or drop queued action deliveries in a data directory.
+    Outbox(outbox::OutboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
             Command::Send(args) => send::run(args).await,
             Command::Check(args) => Ok(check::run(args)),
             Command::Replay(args) => replay::run(args),
+            Command::Outbox(args) => outbox::run(args),
         }
     });
     match result {

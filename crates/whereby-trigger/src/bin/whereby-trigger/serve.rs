@@ -12,14 +12,15 @@ use clap::Args;
 use tokio::net::TcpListener;
 use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::rules::build::Actions;
-use whereby_trigger::rules::config::Config;
+use whereby_trigger::rules::config::{Config, DEFAULT_LEASE};
 use whereby_trigger::rules::engine::Engine;
+use whereby_trigger::store::{Durable, Retention, SqliteStore, Store};
 use whereby_trigger::units::{parse_duration, parse_size};
 use whereby_trigger::webhook::{
     AssistantRequested, DEFAULT_TOLERANCE, EventType, RoomClientJoined, RoomClientLeft,
     RoomSessionEnded, RoomSessionStarted,
 };
-use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder, trigger};
+use whereby_trigger::{DedupLimits, MemoryDedup, Trigger, TriggerBuilder, trigger};
 
 /// How long shutdown waits for `forward` deliveries in flight.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -93,7 +94,21 @@ pub(crate) struct ServeArgs {
     /// Append every verified webhook to FILE as a JSON line, for `replay`.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+
+    /// Directory of the durable store (remembered ids, claims, room state,
+    /// queued deliveries); created on first start. Overrides [store] dir.
+    /// [default: ./whereby-trigger-data]
+    #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
+    data_dir: Option<PathBuf>,
+
+    /// Keep all state in memory only: a restart forgets ids and claims, and
+    /// queued deliveries are lost with the process.
+    #[arg(long)]
+    ephemeral: bool,
 }
+
+/// The data directory when neither the flag nor the config names one.
+pub(crate) const DEFAULT_DATA_DIR: &str = "whereby-trigger-data";
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = match &args.config {
@@ -130,6 +145,49 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let stdout = LineSink::stdout();
     let actions = Arc::new(Actions::new(stdout.clone()));
     let engine = Arc::new(Engine::new(actions.rules(&config)?));
+    let dedup_limits = DedupLimits {
+        max_ids: args.dedup_max_ids,
+        max_age: args.dedup_max_age,
+    };
+    let dedup = Arc::new(MemoryDedup::new(dedup_limits));
+    let store: Option<Arc<dyn Store>> = if args.ephemeral {
+        None
+    } else {
+        let dir = args
+            .data_dir
+            .clone()
+            .or(config.store.dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = SqliteStore::open(&dir)?;
+        tracing::info!(path = %store.path().display(), "durable store");
+        Some(Arc::new(store))
+    };
+    let durable = match &store {
+        Some(store) => {
+            let retention = Retention {
+                id_max_age_ms: millis(args.dedup_max_age),
+                room_idle_ms: millis(
+                    config
+                        .triggers
+                        .iter()
+                        .map(|t| t.lease)
+                        .max()
+                        .unwrap_or(DEFAULT_LEASE),
+                ),
+            };
+            let (durable, restored) = Durable::open(store.clone(), &dedup, &engine, retention)?;
+            tracing::info!(
+                ids = restored.ids,
+                claims = restored.claims,
+                rooms = restored.rooms,
+                pending = restored.pending,
+                dead = restored.dead,
+                "state restored"
+            );
+            Some(durable)
+        }
+        None => None,
+    };
 
     let server = &config.server;
     let bind = args
@@ -162,10 +220,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .or(server.predicate_timeout)
                 .unwrap_or(trigger::DEFAULT_PREDICATE_TIMEOUT),
         )
-        .dedup_limits(DedupLimits {
-            max_ids: args.dedup_max_ids,
-            max_age: args.dedup_max_age,
-        });
+        .dedup_store(dedup.clone());
+    if let Some(durable) = &durable {
+        builder = builder.durable(durable.clone());
+    }
     // With a config file the engine is attached even without triggers, so that
     // a reload can add some.
     if args.config.is_some() {
@@ -226,18 +284,33 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     #[cfg(not(unix))]
     let reloader: Option<tokio::task::JoinHandle<()>> = None;
+    let poller = match (&durable, &store) {
+        (Some(durable), Some(store)) => Some(durable.spawn_poller(store.clone(), engine.clone())),
+        _ => None,
+    };
     trigger.serve(listener, shutdown).await?;
+    if let Some(poller) = poller {
+        poller.abort();
+    }
     if let Some(reloader) = reloader {
         reloader.abort();
     }
     actions.shutdown(DRAIN).await;
     drop(actions);
+    if let Some(durable) = durable {
+        // What the actions reported while stopping is on disk before exiting.
+        durable.committer.flush().await;
+    }
     // Every event is on stdout (and in the recording) before exiting.
     stdout.flush_and_close().wait();
     if let Some(recorder) = recorder {
         recorder.flush_and_close().wait();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn fire_on(builder: TriggerBuilder, event_type: EventType) -> TriggerBuilder {

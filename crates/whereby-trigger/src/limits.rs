@@ -1,0 +1,415 @@
+//! Limits: what the server bounds, so that no client — slow, oversized, too
+//! many — and no handler — hanging or panicking — can hold it or take it down.
+//!
+//! [`Limits`] is the configuration, set on the
+//! [`TriggerBuilder`](crate::TriggerBuilder). Where each limit is enforced:
+//!
+//! | limit | enforced by | what the client sees |
+//! | --- | --- | --- |
+//! | `header_read_timeout` | hyper's header timer | the connection is closed |
+//! | `max_header_bytes` | hyper's parser | 431, then the connection is closed |
+//! | `body_read_timeout` | a timer on the body | 408 `body_timeout` |
+//! | `request_deadline` | a timer on the handler | 503 `deadline` |
+//! | a panicking handler | `catch_unwind` around the handler | 500 `internal_error` |
+//! | `max_connections` | the accept loop in [`trigger`](crate::trigger) | waits in the kernel's backlog |
+//! | `keep_alive_idle` | the connection task in [`trigger`](crate::trigger) | an idle connection is closed |
+//!
+//! These limits belong to the server that [`Trigger::start`](crate::Trigger::start)
+//! and [`Trigger::serve`](crate::Trigger::serve) run. A router mounted in another
+//! application with [`Trigger::router`](crate::Trigger::router) is served by
+//! that application's server, which sets its own.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use hyper::Request;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioTimer;
+use hyper_util::service::TowerToHyperService;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::Rejection;
+use crate::evaluate::BoxError;
+use crate::trigger::ConfigError;
+
+/// Default time to receive a request's head. hyper starts this timer as soon as
+/// a connection waits for a request, so it also bounds the idle time of a
+/// kept-alive connection and must not be shorter than
+/// [`DEFAULT_KEEP_ALIVE_IDLE`]. Whereby sends its head in one packet.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time to receive a whole body once the head is in: Whereby's payloads
+/// are a few KiB. Shorter than [`DEFAULT_REQUEST_DEADLINE`], which also counts
+/// the body, so that a slow body is told apart (408) from a slow handler (503).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default largest request head (request line and headers): Whereby's are well
+/// under 2 KiB; common servers allow 8 to 16 KiB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default number of connections served at once. Each holds a file descriptor,
+/// so keep it below the process's open-file limit (`ulimit -n`) less what
+/// actions need.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time to answer a request once its head is in: below Whereby's 5 s
+/// delivery timeout, so an answer that would come too late is a 503 that
+/// Whereby retries rather than a time-out on its side.
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_millis(4500);
+/// Default time a kept-alive connection may wait for its next request: longer
+/// than the 4 to 5 s after which common HTTP clients (Node's agent, undici)
+/// drop an idle connection, so the client closes first and never sends a
+/// request on a connection the server is closing.
+pub const DEFAULT_KEEP_ALIVE_IDLE: Duration = Duration::from_secs(6);
+
+/// hyper refuses a read buffer smaller than this.
+const MIN_BUF_SIZE: usize = 8 * 1024;
+
+/// How much a client may take from the server: time, bytes and connections.
+///
+/// ```
+/// use std::time::Duration;
+/// use whereby_trigger::Trigger;
+/// use whereby_trigger::limits::Limits;
+///
+/// let builder = Trigger::builder().limits(Limits {
+///     max_connections: 256,
+///     ..Limits::default()
+/// });
+/// // Or one at a time:
+/// let builder = Trigger::builder().header_read_timeout(Duration::from_secs(2));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to receive a request's head, counted from when the connection starts
+    /// waiting for it (so idle time before it counts too). A client still
+    /// sending its head then is disconnected without an answer. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time to receive the whole body, counted from the end of the head. A body
+    /// still arriving then is answered 408 `body_timeout`. Default 3 s.
+    pub body_read_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes. A larger one
+    /// is answered 431 and the connection is closed. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Connections served at once. Beyond it, new connections are not accepted
+    /// but wait in the kernel's listen backlog until one ends, so they are
+    /// delayed rather than refused. Default 1024.
+    pub max_connections: usize,
+    /// Time to answer a request, counted from the end of its head. A request
+    /// not answered by then is abandoned (its handler is dropped, which releases
+    /// the event id) and answered 503 `deadline`, which Whereby retries. Keep it
+    /// above the predicate timeout, or a slow predicate is answered `deadline`
+    /// rather than `predicate_timeout`. Default 4.5 s.
+    pub request_deadline: Duration,
+    /// Time a connection, new or kept alive, may stay without a request before
+    /// it is closed. Zero turns keep-alive off: every answer closes its
+    /// connection.
+    /// The header timer runs while a connection waits as well, so the effective
+    /// idle limit is the shorter of this and `header_read_timeout`. Default 6 s.
+    pub keep_alive_idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            request_deadline: DEFAULT_REQUEST_DEADLINE,
+            keep_alive_idle: DEFAULT_KEEP_ALIVE_IDLE,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses a zero limit (all but `keep_alive_idle`, where zero means off).
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let zero = [
+            ("header_read_timeout", self.header_read_timeout.is_zero()),
+            ("body_read_timeout", self.body_read_timeout.is_zero()),
+            ("max_header_bytes", self.max_header_bytes == 0),
+            ("max_connections", self.max_connections == 0),
+            ("request_deadline", self.request_deadline.is_zero()),
+        ];
+        match zero.into_iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(ConfigError::Zero(name)),
+            None => Ok(()),
+        }
+    }
+
+    /// The idle limit of a kept-alive connection, or `None` without keep-alive.
+    pub(crate) fn keep_alive(&self) -> Option<Duration> {
+        (!self.keep_alive_idle.is_zero()).then_some(self.keep_alive_idle)
+    }
+
+    /// The HTTP/1 connection settings: header timer, head size, keep-alive.
+    pub(crate) fn http1(&self) -> http1::Builder {
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            // The exact cap on the head; the buffer cap bounds each connection's
+            // memory and must hold a whole head.
+            .max_header_size(self.max_header_bytes)
+            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE))
+            .keep_alive(self.keep_alive().is_some());
+        http
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The guarded service: body timer, deadline, panics
+// ---------------------------------------------------------------------------
+
+/// The router as one connection serves it: every request gets a body timer and
+/// a deadline, a panic becomes a 500, and the connection's [`Activity`] knows
+/// whether a request is in progress.
+#[derive(Clone)]
+pub(crate) struct Guarded {
+    router: TowerToHyperService<Router>,
+    body_read_timeout: Duration,
+    request_deadline: Duration,
+    activity: Arc<Activity>,
+}
+
+impl Guarded {
+    /// Guards `router` with `limits` for one connection, tracked by `activity`.
+    pub(crate) fn new(router: Router, limits: &Limits, activity: Arc<Activity>) -> Self {
+        Guarded {
+            router: TowerToHyperService::new(router),
+            body_read_timeout: limits.body_read_timeout,
+            request_deadline: limits.request_deadline,
+            activity,
+        }
+    }
+}
+
+type GuardedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for Guarded {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = GuardedFuture;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let busy = self.activity.begin();
+        let timeout = self.body_read_timeout;
+        let deadline = self.request_deadline;
+        let body_timed_out = Arc::new(AtomicBool::new(false));
+        let request = request.map(|body| TimedBody::new(body, timeout, body_timed_out.clone()));
+        // The router only builds its future here; it runs inside `catch_unwind`.
+        let handled = hyper::service::Service::call(&self.router, request);
+        Box::pin(async move {
+            // The handler runs on this task, not a spawned one, so that the
+            // deadline drops it: an abandoned request stops where it is.
+            let answer =
+                tokio::time::timeout(deadline, AssertUnwindSafe(handled).catch_unwind()).await;
+            drop(busy);
+            Ok(match answer {
+                Err(_elapsed) => Rejection::Deadline { deadline }.into_response(),
+                Ok(Err(panic)) => Rejection::Panicked {
+                    message: panic_message(panic.as_ref()),
+                }
+                .into_response(),
+                Ok(Ok(Err(never))) => match never {},
+                // The handler saw the body fail and answered for that; the
+                // cause the client should hear is the timer.
+                Ok(Ok(Ok(_))) if body_timed_out.load(Ordering::Acquire) => {
+                    Rejection::BodyTimeout { timeout }.into_response()
+                }
+                Ok(Ok(Ok(response))) => response,
+            })
+        })
+    }
+}
+
+/// The text of a panic payload, when it is one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_owned()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a panic without a message".to_owned()
+    }
+}
+
+/// The body of a request that must be complete within a time limit.
+///
+/// The timer is only looked at when the body has nothing ready, so a body that
+/// arrived in time is never refused for being read late; one still trickling
+/// in when the timer fires fails with [`BodyTimedOut`] and raises a flag that
+/// turns the answer into a 408.
+struct TimedBody {
+    inner: Incoming,
+    timer: Pin<Box<Sleep>>,
+    timeout: Duration,
+    timed_out: Arc<AtomicBool>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
+        TimedBody {
+            inner,
+            timer: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            timed_out,
+        }
+    }
+}
+
+/// The error a body that was not complete in time fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("the body was not received within {0:?}")]
+struct BodyTimedOut(Duration);
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.timed_out.load(Ordering::Acquire) {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.timed_out.store(true, Ordering::Release);
+                    Poll::Ready(Some(Err(BodyTimedOut(this.timeout).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Connection activity, for the keep-alive idle limit
+// ---------------------------------------------------------------------------
+
+/// Whether a connection has a request in progress, and since when it has none.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    origin: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `origin` to the end of the last request.
+    idle_since: AtomicU64,
+}
+
+impl Activity {
+    /// A connection that starts now, without a request.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        })
+    }
+
+    /// When the connection will have been idle for `idle`, or `None` while a
+    /// request is in progress.
+    pub(crate) fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since.load(Ordering::SeqCst));
+        Some(self.origin + since + idle)
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        Busy(self.clone())
+    }
+}
+
+/// A request in progress; dropping it (answered or abandoned) ends it.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = u64::try_from(activity.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The time first, so a watchdog that sees no request sees its end.
+        activity.idle_since.store(now, Ordering::SeqCst);
+        activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_below_wherebys_timeout() {
+        let limits = Limits::default();
+        assert_eq!(limits.validate(), Ok(()));
+        assert!(limits.request_deadline < Duration::from_secs(5));
+        assert!(limits.body_read_timeout < limits.request_deadline);
+        assert!(limits.keep_alive_idle <= limits.header_read_timeout);
+    }
+
+    #[test]
+    fn zero_limits_are_refused_except_keep_alive() {
+        let zeroed = [
+            Limits {
+                header_read_timeout: Duration::ZERO,
+                ..Limits::default()
+            },
+            Limits {
+                body_read_timeout: Duration::ZERO,
+                ..Limits::default()
+            },
+            Limits {
+                max_header_bytes: 0,
+                ..Limits::default()
+            },
+            Limits {
+                max_connections: 0,
+                ..Limits::default()
+            },
+            Limits {
+                request_deadline: Duration::ZERO,
+                ..Limits::default()
+            },
+        ];
+        for limits in zeroed {
+            assert!(
+                matches!(limits.validate(), Err(ConfigError::Zero(_))),
+                "{limits:?}"
+            );
+        }
+        let no_keep_alive = Limits {
+            keep_alive_idle: Duration::ZERO,
+            ..Limits::default()
+        };
+        assert_eq!(no_keep_alive.validate(), Ok(()));
+        assert_eq!(no_keep_alive.keep_alive(), None);
+    }
+
+    #[test]
+    fn panic_messages() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&42_u8), "a panic without a message");
+    }
+}

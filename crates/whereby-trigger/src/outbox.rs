@@ -1,0 +1,253 @@
+//! The outbox: action deliveries that must happen at least once.
+//!
+//! Every action call a webhook causes is committed to the store, with the
+//! webhook, before the webhook is answered. The action then reports through its
+//! [`DeliveryTicket`]: `done` removes the delivery, `dead` keeps it as a dead
+//! letter, and a ticket dropped without either (the server stopped or crashed)
+//! leaves it pending, so that it is delivered again on the next start — or
+//! sooner, when `whereby-trigger outbox retry` asks for it.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::actions::{ActionEvent, ActionKind};
+use crate::rules::claims::ClaimKey;
+use crate::rules::engine::Engine;
+use crate::rules::room::RoomKey;
+use crate::store::{Change, Committer, Delivery, DeliveryStatus, Store, now_ms};
+
+/// How often the store is read for deliveries to resume or retry.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// The deliveries of this process, and the committer that records their fate.
+pub struct Outbox {
+    committer: Committer,
+    in_flight: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An action's handle on its delivery. Cheap to clone; all clones are one
+/// delivery.
+#[derive(Clone)]
+pub struct DeliveryTicket {
+    inner: Arc<Ticket>,
+}
+
+struct Ticket {
+    id: String,
+    outbox: Arc<Outbox>,
+    finished: AtomicBool,
+}
+
+impl std::fmt::Debug for DeliveryTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DeliveryTicket")
+            .field(&self.inner.id)
+            .finish()
+    }
+}
+
+impl DeliveryTicket {
+    /// The delivery's id: `<trigger>:<event id>[:stop]:<action kind>`.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Delivered: the delivery leaves the queue.
+    pub fn done(&self) {
+        if !self.inner.finished.swap(true, Ordering::SeqCst) {
+            self.inner.outbox.committer.commit_later(vec![Change::Done {
+                id: self.inner.id.clone(),
+            }]);
+        }
+    }
+
+    /// An attempt failed and another will follow: recorded for `outbox list`.
+    pub fn attempted(&self, attempts: u32, error: &str) {
+        self.inner
+            .outbox
+            .committer
+            .commit_later(vec![Change::Attempted {
+                id: self.inner.id.clone(),
+                attempts,
+                error: error.to_owned(),
+            }]);
+    }
+
+    /// Given up: the delivery stays as a dead letter until retried or dropped.
+    pub fn dead(&self, error: &str) {
+        if !self.inner.finished.swap(true, Ordering::SeqCst) {
+            self.inner.outbox.committer.commit_later(vec![Change::Dead {
+                id: self.inner.id.clone(),
+                error: error.to_owned(),
+            }]);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.outbox
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Outbox {
+    /// An outbox recording through `committer`.
+    pub fn new(committer: Committer) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            committer,
+            in_flight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The committer deliveries are recorded through.
+    pub fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
+    /// How many deliveries are being carried out by this process.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.lock().map_or(0, |set| set.len())
+    }
+
+    /// A ticket for delivery `id`, or `None` when this process already carries
+    /// it out (so a poll never starts a second copy).
+    pub fn ticket(self: &Arc<Self>, id: String) -> Option<DeliveryTicket> {
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
+        fresh.then(|| DeliveryTicket {
+            inner: Arc::new(Ticket {
+                id,
+                outbox: self.clone(),
+                finished: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Resumes every pending delivery of `store` that this process is not
+    /// carrying out: after a restart, and after `outbox retry`. A start whose
+    /// claim is gone is done (the assistant's time has passed); a delivery whose
+    /// trigger or action no longer exists stays queued and is logged.
+    pub fn resume(self: &Arc<Self>, store: &dyn Store, engine: &Engine) {
+        let pending = match store.pending() {
+            Ok(pending) => pending,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read pending deliveries");
+                return;
+            }
+        };
+        let rules = engine.rules();
+        let now = Instant::now();
+        for delivery in pending {
+            if delivery.status != DeliveryStatus::Pending {
+                continue;
+            }
+            let Some(ticket) = self.ticket(delivery.id.clone()) else {
+                continue;
+            };
+            let Some(rule) = rules.iter().find(|r| **r.name() == *delivery.trigger) else {
+                tracing::warn!(id = %delivery.id, "a pending delivery's trigger is not configured; it stays queued");
+                continue;
+            };
+            let Some(action) = rule
+                .actions()
+                .iter()
+                .find(|a| a.kind() == delivery.kind)
+                .cloned()
+            else {
+                tracing::warn!(id = %delivery.id, "a pending delivery's action is not configured; it stays queued");
+                continue;
+            };
+            let Some(event) = rebuild(&delivery, engine, now, ticket.clone()) else {
+                tracing::error!(id = %delivery.id, "a pending delivery cannot be read back; marked dead");
+                ticket.dead("the stored delivery cannot be read back");
+                continue;
+            };
+            if event.action == ActionKind::Start
+                && event.claim.is_none()
+                && !delivery.claim.is_empty()
+                && delivery.kind == "run"
+            {
+                tracing::info!(id = %delivery.id, "the claim of a pending start has ended; not restarted");
+                ticket.done();
+                continue;
+            }
+            tracing::info!(id = %delivery.id, kind = %delivery.kind, attempts = delivery.attempts, "resuming a pending delivery");
+            let event = Arc::new(event);
+            match event.action {
+                ActionKind::Start => action.start(event),
+                ActionKind::Stop => action.stop(event),
+            }
+            if !action.tracks_delivery() {
+                ticket.done();
+            }
+        }
+    }
+}
+
+/// The action event of a stored delivery.
+fn rebuild(
+    delivery: &Delivery,
+    engine: &Engine,
+    now: Instant,
+    ticket: DeliveryTicket,
+) -> Option<ActionEvent> {
+    let raw = Bytes::from(delivery.webhook.clone().into_bytes());
+    let webhook = whereby_webhook::parse(&raw).ok()?;
+    let room = RoomKey::of(webhook.in_room()?);
+    let action = match delivery.action.as_str() {
+        "start" => ActionKind::Start,
+        "stop" => ActionKind::Stop,
+        _ => return None,
+    };
+    let claim = ClaimKey::parse(&delivery.claim).and_then(|key| engine.claims().handle(&key, now));
+    Some(ActionEvent {
+        action,
+        trigger: Arc::from(delivery.trigger.as_str()),
+        room_url: delivery.room_url.clone(),
+        room,
+        webhook,
+        raw,
+        claim,
+        delivery: Some(ticket),
+    })
+}
+
+/// The stored form of an action call about to be made.
+pub fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delivery {
+    Delivery {
+        id,
+        trigger: event.trigger.to_string(),
+        kind: kind.to_owned(),
+        action: event.action.as_str().to_owned(),
+        claim: event
+            .claim
+            .as_ref()
+            .map(|c| c.key().to_string())
+            .unwrap_or_default(),
+        room_url: event.room_url.clone(),
+        webhook: String::from_utf8_lossy(&event.raw).into_owned(),
+        attempts: 0,
+        created_ms: now_ms(),
+        status: DeliveryStatus::Pending,
+        last_error: None,
+    }
+}
