@@ -91,6 +91,8 @@ fn fast_retry(max_attempts: u32) -> RetryPolicy {
         max_attempts,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
+        // The sample webhooks are weeks old by their createdAt.
+        max_age: Duration::MAX,
     }
 }
 
@@ -563,6 +565,26 @@ async fn gives_up_after_max_attempts() {
     assert_eq!(gave_up.len(), 1, "{}", logs.text());
     assert!(gave_up[0].contains("ERROR"));
     logs.assert_no_secret();
+}
+
+#[tokio::test]
+async fn an_event_older_than_max_age_is_not_forwarded() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[(200, None)]).await;
+    let mut spec = spec(receiver.addr, 5);
+    // The sample webhook's createdAt is weeks before today.
+    spec.retry.max_age = Duration::from_secs(3600);
+    let forward = action(spec);
+
+    forward.start(start_event());
+    drained(&forward).await;
+
+    assert!(
+        receiver.received().is_empty(),
+        "nothing is sent for a stale event"
+    );
+    let gave_up = logs.lines_with(&["gave up", "older than max_age"]);
+    assert_eq!(gave_up.len(), 1, "{}", logs.text());
 }
 
 // ---------------------------------------------------------------------------

@@ -133,16 +133,26 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// The largest wait, also for a receiver's `Retry-After`.
     pub max_backoff: Duration,
+    /// No attempt is made once the webhook (by its `createdAt`) is older than
+    /// this: an assistant started an hour late has missed its meeting.
+    pub max_age: Duration,
 }
 
+/// Default `forward.max_attempts`.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 30;
+/// Default `forward.max_age`.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
+
 impl Default for RetryPolicy {
-    /// 8 attempts, waits doubling from 250 ms up to 30 s: about a minute of
-    /// patience, enough for a receiver's restart or a deploy.
+    /// 30 attempts, waits doubling from 250 ms up to 30 s (about 12 minutes
+    /// of patience at most, enough for a receiver's restart or a deploy), and
+    /// nothing older than an hour.
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: 8,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }
@@ -526,6 +536,15 @@ impl Inner {
     }
 }
 
+/// How long ago the event was created, by its `createdAt`.
+fn event_age(event: &ActionEvent) -> Option<Duration> {
+    let created = event.webhook.created_at_millis()?;
+    let now = crate::store::now_ms();
+    Some(Duration::from_millis(
+        u64::try_from(now - created).unwrap_or(0),
+    ))
+}
+
 /// Attempts one event until it is delivered, rejected, or out of attempts.
 async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     let body = Bytes::from(event.to_json());
@@ -535,6 +554,22 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     let max_attempts = inner.retry.max_attempts.max(1);
     let mut attempt = 1;
     loop {
+        if let Some(age) = event_age(&event) {
+            if age > inner.retry.max_age {
+                tracing::error!(
+                    trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
+                    room = %event.room, age_s = age.as_secs(), attempts = attempt - 1,
+                    "forward gave up: the event is older than max_age"
+                );
+                if let Some(ticket) = &event.delivery {
+                    ticket.dead(&format!(
+                        "older than max_age ({}s)",
+                        inner.retry.max_age.as_secs()
+                    ));
+                }
+                return;
+            }
+        }
         match inner.attempt(body.clone(), key_value.clone()).await {
             Attempt::Delivered(status) => {
                 tracing::info!(
@@ -694,6 +729,7 @@ mod tests {
             max_attempts: 100,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 

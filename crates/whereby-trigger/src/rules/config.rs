@@ -17,7 +17,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use whereby_webhook::EventType;
 
-use crate::actions::forward::{ForwardSpec, RetryPolicy};
+use crate::actions::forward::{DEFAULT_MAX_AGE, DEFAULT_MAX_ATTEMPTS, ForwardSpec, RetryPolicy};
 use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode};
 use crate::actions::template::Template;
 use crate::rules::cel::When;
@@ -232,6 +232,8 @@ struct RawRun {
 struct RawForward {
     url: String,
     timeout: Option<String>,
+    max_attempts: Option<u32>,
+    max_age: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
 }
@@ -671,7 +673,16 @@ fn forward_spec(
             fail,
         ),
         headers,
-        retry: RetryPolicy::default(),
+        retry: RetryPolicy {
+            max_attempts: forward.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            max_age: duration(
+                "forward.max_age",
+                forward.max_age.as_deref(),
+                DEFAULT_MAX_AGE,
+                fail,
+            ),
+            ..RetryPolicy::default()
+        },
     };
     if let Err(err) = spec.validate() {
         fail(format!("forward: {err}"));
@@ -773,6 +784,9 @@ secrets = ["${WHEREBY_WEBHOOK_SECRET}"]
 tolerance = "5m"
 allow_unsigned = false
 
+[store]
+dir = "/var/lib/whereby-trigger"
+
 [[trigger]]
 name = "note-taker"
 on = ["room.session.started", "assistant.requested"]
@@ -780,8 +794,8 @@ when = 'data.subdomain == "acme" && room.numClients >= 2'
 once_per = "session"
 lease = "12h"
 stop_on = ["room.session.ended"]
-run = { command = ["python3", "assistant.py", "--room", "{roomUrl}"], stdin = "event", timeout = "4h", stop_grace = "10s", max_running = 50 }
-forward = { url = "http://127.0.0.1:9000/assistants", timeout = "5s", headers = { Authorization = "Bearer ${ASSISTANT_API_TOKEN}" } }
+run = { command = ["python3", "assistant.py", "--room", "{roomUrl}"], stdin = "event", timeout = "4h", stop_grace = "10s", max_running = 50, restart = "always", max_restarts = 3 }
+forward = { url = "http://127.0.0.1:9000/assistants", timeout = "5s", headers = { Authorization = "Bearer ${ASSISTANT_API_TOKEN}" }, max_attempts = 12, max_age = "30m" }
 stdout = true
 "#;
 
@@ -793,7 +807,7 @@ stdout = true
         assert_eq!(c.verify.secrets[0].expose(), "whsec_from_env");
         assert_eq!(c.verify.tolerance, Some(Duration::from_secs(300)));
         let t = &c.triggers[0];
-        assert_eq!(t.line, 15);
+        assert_eq!(t.line, 18);
         assert_eq!(
             t.on,
             [EventType::RoomSessionStarted, EventType::AssistantRequested]
@@ -803,6 +817,12 @@ stdout = true
         let run = t.run.as_ref().unwrap();
         assert_eq!(run.command.len(), 4);
         assert_eq!(run.max_running, 50);
+        assert_eq!(run.restart, crate::actions::run::RestartPolicy::Always);
+        assert_eq!(run.max_restarts, 3);
+        assert_eq!(
+            c.store.dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/whereby-trigger"))
+        );
         let forward = t.forward.as_ref().unwrap();
         assert_eq!(
             forward.headers,
