@@ -60,7 +60,9 @@
 //! | body over the limit | 413 |
 //! | Content-Type not `application/json` | 415 |
 //! | predicate failed or panicked | 500 (Whereby retries) |
-//! | predicate timed out | 503 (Whereby retries) |
+//! | predicate timed out, or the request passed its deadline | 503 (Whereby retries) |
+//! | the durable store could not commit | 503 (Whereby retries) |
+//! | body read too slowly / headers too large | 408 / 431 |
 //!
 //! # Layout
 //!
@@ -68,6 +70,10 @@
 //! - [`receive`], [`verify`], [`parse`], [`deduplicate`], [`evaluate`],
 //!   [`dispatch`]: the pipeline, one module per step.
 //! - [`error`]: [`Rejection`], the one place failures become HTTP answers.
+//! - [`rules`]: the config file, CEL `when`, room state, claims, the engine.
+//! - [`actions`]: the [`Action`](actions::Action) trait, `run`, `forward`, `stdout`.
+//! - [`store`], [`outbox`]: the durable store and at-least-once deliveries.
+//! - [`limits`]: time-outs and caps of the accept loop.
 //! - [`webhook`]: the `whereby-webhook` crate (types, parsing, signatures).
 
 pub mod actions;
