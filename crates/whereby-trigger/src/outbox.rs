@@ -7,7 +7,7 @@
 //! leaves it pending, so that it is delivered again on the next start — or
 //! sooner, when `whereby-trigger outbox retry` asks for it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +27,15 @@ pub const POLL_EVERY: Duration = Duration::from_secs(1);
 pub struct Outbox {
     committer: Committer,
     in_flight: Mutex<HashSet<String>>,
+    /// Deliveries finished here whose `Done`/`Dead` may not be committed yet: a
+    /// poll must not take them for forgotten ones. Emptied by the poll once the
+    /// store no longer lists them as pending.
+    settled: Mutex<HashMap<String, Instant>>,
 }
+
+/// A settled delivery still listed as pending after this long was made pending
+/// again (`outbox retry`), not left behind by a slow commit.
+const SETTLE_WINDOW: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +106,13 @@ impl DeliveryTicket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if self.finished.load(Ordering::SeqCst) {
+            self.outbox
+                .settled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.id.clone(), Instant::now());
+        }
         self.outbox
             .in_flight
             .lock()
@@ -112,6 +127,7 @@ impl Outbox {
         Arc::new(Outbox {
             committer,
             in_flight: Mutex::new(HashSet::new()),
+            settled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -128,6 +144,14 @@ impl Outbox {
     /// A ticket for delivery `id`, or `None` when this process already carries
     /// it out (so a poll never starts a second copy).
     pub fn ticket(self: &Arc<Self>, id: String) -> Option<DeliveryTicket> {
+        if self
+            .settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+        {
+            return None;
+        }
         let fresh = self
             .in_flight
             .lock()
@@ -154,6 +178,14 @@ impl Outbox {
                 return;
             }
         };
+        // A settled delivery that the store no longer lists as pending has had its
+        // fate committed; one still listed is either not yet committed or was
+        // made pending again by `outbox retry` after it was committed dead.
+        {
+            let listed: HashSet<&str> = pending.iter().map(|d| d.id.as_str()).collect();
+            let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+            settled.retain(|id, at| listed.contains(id.as_str()) && at.elapsed() < SETTLE_WINDOW);
+        }
         let rules = engine.rules();
         let now = Instant::now();
         for delivery in pending {
