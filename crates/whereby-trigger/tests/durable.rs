@@ -1,0 +1,168 @@
+//! The durable store through the library: nothing fires unless it is recorded,
+//! and what was recorded survives a restart.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{SECRET, sign};
+use whereby_trigger::actions::{Action, ActionEvent};
+use whereby_trigger::rules::claims::OncePer;
+use whereby_trigger::rules::engine::{Engine, Rule};
+use whereby_trigger::store::{
+    Change, Durable, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,
+};
+use whereby_trigger::webhook::{EventType, RoomSessionStarted, sample};
+use whereby_trigger::{MemoryDedup, Trigger, TriggerHandle};
+
+const RETENTION: Retention = Retention {
+    id_max_age_ms: 3_600_000,
+    room_idle_ms: 3_600_000,
+};
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A store whose commits fail while `fail` is set.
+#[derive(Default)]
+struct Switchable {
+    fail: AtomicBool,
+}
+
+impl Store for Switchable {
+    fn load(&self, _: i64, _: i64, _: i64) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            Err(StoreError::Commit("disk full".into()))
+        } else {
+            MemoryStore.commit(changes)
+        }
+    }
+}
+
+/// An action that records the events it starts.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Action for Recorder {
+    fn kind(&self) -> &'static str {
+        "recorder"
+    }
+    fn start(&self, event: Arc<ActionEvent>) {
+        self.0.lock().unwrap().push(event.event_id().to_owned());
+    }
+    fn stop(&self, _: Arc<ActionEvent>) {}
+}
+
+fn session_started(id: &str, session: &str) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(sample::sample("room.session.started").unwrap()).unwrap();
+    v["id"] = id.into();
+    v["data"]["roomSessionId"] = session.into();
+    v.to_string()
+}
+
+async fn start(store: Arc<dyn Store>, recorder: Arc<Recorder>) -> (TriggerHandle, Durable) {
+    let engine = Arc::new(Engine::new(vec![
+        Rule::new("note-taker", [EventType::RoomSessionStarted])
+            .once_per(OncePer::Room)
+            .action(recorder),
+    ]));
+    let dedup = Arc::new(MemoryDedup::default());
+    let (durable, _) = Durable::open(store, &dedup, &engine, RETENTION).unwrap();
+    let handle = Trigger::builder()
+        .port(0)
+        .bind("127.0.0.1".parse().unwrap())
+        .secret(SECRET)
+        .dedup_store(dedup)
+        .rules(engine)
+        .on(|_: &RoomSessionStarted| true)
+        .durable(durable.clone())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    (handle, durable)
+}
+
+async fn post(handle: &TriggerHandle, body: &str) -> (u16, String) {
+    let response = tokio::time::timeout(
+        WAIT,
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(format!("http://{}/", handle.local_addr()))
+            .header("content-type", "application/json")
+            .header("whereby-signature", sign(SECRET, body))
+            .body(body.to_owned())
+            .send(),
+    )
+    .await
+    .expect("answered in time")
+    .expect("sent");
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_is_503_and_nothing_fires() {
+    let store = Arc::new(Switchable::default());
+    let recorder = Arc::new(Recorder::default());
+    let (handle, _durable) = start(store.clone(), recorder.clone()).await;
+    let mut events = handle.subscribe();
+    let body = session_started("s1", "sess-1");
+
+    store.fail.store(true, Ordering::SeqCst);
+    let (status, answer) = post(&handle, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("store_unavailable"), "{answer}");
+    assert!(recorder.0.lock().unwrap().is_empty(), "no action ran");
+    assert!(events.try_recv().is_none(), "no trigger event");
+
+    // Whereby's retry, once the store is back: evaluated afresh, fires once; the
+    // claim the failed attempt took was given back.
+    store.fail.store(false, Ordering::SeqCst);
+    let (status, answer) = post(&handle, &body).await;
+    assert_eq!(
+        (status, answer.as_str()),
+        (200, r#"{"outcome":"triggered"}"#)
+    );
+    assert_eq!(recorder.0.lock().unwrap().as_slice(), ["s1"]);
+    assert!(events.try_recv().is_some());
+    let (_, again) = post(&handle, &body).await;
+    assert_eq!(again, r#"{"outcome":"duplicate"}"#);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_and_claims_survive_a_restart() {
+    let dir = std::env::temp_dir().join(format!("whereby-durable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let recorder = Arc::new(Recorder::default());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
+    let (handle, durable) = start(store, recorder.clone()).await;
+    let first = session_started("r1", "sess-1");
+    assert_eq!(post(&handle, &first).await.1, r#"{"outcome":"triggered"}"#);
+    handle.shutdown().await.unwrap();
+    durable.committer.flush().await;
+    drop(durable);
+
+    // A new process on the same directory.
+    let recorder = Arc::new(Recorder::default());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
+    let (handle, _durable) = start(store, recorder.clone()).await;
+    assert_eq!(post(&handle, &first).await.1, r#"{"outcome":"duplicate"}"#);
+    // Another event in the same room: the room is still claimed.
+    let second = session_started("r2", "sess-2");
+    assert_eq!(post(&handle, &second).await.1, r#"{"outcome":"triggered"}"#);
+    assert!(
+        recorder.0.lock().unwrap().is_empty(),
+        "the claimed room gets no second assistant"
+    );
+    handle.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
