@@ -11,6 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim};
 
+/// How long a commit waits for a lock held by another process (`outbox`).
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "whereby-trigger.sqlite3";
 
@@ -61,7 +64,9 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         let path = dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
-        conn.busy_timeout(Duration::from_secs(5))
+        // Below the request deadline (4.5 s), so a locked database is answered
+        // 503 `store_unavailable` rather than timing the request out.
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| fail(e.to_string()))?;
