@@ -15,7 +15,7 @@ mod sqlite;
 
 pub use commit::{Committer, Retention};
 pub use durable::Durable;
-pub use sqlite::{DB_FILE, SqliteStore};
+pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
 
 /// Milliseconds since the Unix epoch: what the store records times in, so that
 /// a restart (a new `Instant` origin) can still tell what has expired.
