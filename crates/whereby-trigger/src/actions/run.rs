@@ -348,6 +348,14 @@ impl Action for RunAction {
             cancelled = cancelled.len(), id = event.event_id(), "stop event");
         for waiting in cancelled {
             self.inner.cancel_waiting(&waiting, "stop event");
+            // A start that never ran is over: it is not to be resumed.
+            if let Some(ticket) = &waiting.delivery {
+                ticket.done();
+            }
+        }
+        // The stop itself is carried out once the children are told.
+        if let Some(ticket) = &event.delivery {
+            ticket.done();
         }
     }
 }
