@@ -27,6 +27,17 @@ pub enum Reservation {
     Duplicate,
 }
 
+/// Where an id stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdStatus {
+    /// Neither reserved nor remembered.
+    Absent,
+    /// Being evaluated (or recorded) right now.
+    Reserved,
+    /// Answered 2xx.
+    Remembered,
+}
+
 /// Where event ids are remembered. Held as `Arc<dyn Deduplicate>` so a shared
 /// store can replace the in-memory one without touching the request path.
 pub trait Deduplicate: Send + Sync + 'static {
@@ -36,6 +47,8 @@ pub trait Deduplicate: Send + Sync + 'static {
     fn remember(&self, id: &str, now: Instant);
     /// Drops a reservation whose evaluation failed; a retry is then fresh.
     fn release(&self, id: &str);
+    /// Where `id` stands now.
+    fn status(&self, id: &str) -> IdStatus;
 }
 
 /// Bounds of the in-memory id store.
@@ -166,6 +179,14 @@ impl Deduplicate for MemoryDedup {
             shard.ids.remove(id);
         }
     }
+
+    fn status(&self, id: &str) -> IdStatus {
+        match self.shard(id).ids.get(id) {
+            None => IdStatus::Absent,
+            Some(false) => IdStatus::Reserved,
+            Some(true) => IdStatus::Remembered,
+        }
+    }
 }
 
 impl MemoryDedup {
@@ -187,10 +208,13 @@ mod tests {
     fn reserve_remember_duplicate() {
         let d = MemoryDedup::default();
         let now = Instant::now();
+        assert_eq!(d.status("a"), IdStatus::Absent);
         assert_eq!(d.reserve("a", now), Reservation::Fresh);
+        assert_eq!(d.status("a"), IdStatus::Reserved);
         // A racing delivery while "a" is evaluated.
         assert_eq!(d.reserve("a", now), Reservation::Duplicate);
         d.remember("a", now);
+        assert_eq!(d.status("a"), IdStatus::Remembered);
         assert_eq!(d.reserve("a", now), Reservation::Duplicate);
         assert_eq!(d.reserve("b", now), Reservation::Fresh);
     }

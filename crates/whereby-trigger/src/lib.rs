@@ -94,7 +94,7 @@ pub mod verify;
 /// The webhook types, parser and signature verifier this crate builds on.
 pub use whereby_webhook as webhook;
 
-pub use deduplicate::{DedupLimits, Deduplicate, MemoryDedup, Reservation};
+pub use deduplicate::{DedupLimits, Deduplicate, IdStatus, MemoryDedup, Reservation};
 pub use dispatch::{TriggerEvent, TriggerEvents};
 pub use error::Rejection;
 pub use evaluate::{BoxError, Decision, EvaluateError};

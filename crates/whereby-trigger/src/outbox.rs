@@ -18,7 +18,7 @@ use crate::actions::{ActionEvent, ActionKind};
 use crate::rules::claims::ClaimKey;
 use crate::rules::engine::Engine;
 use crate::rules::room::RoomKey;
-use crate::store::{Change, Committer, Delivery, DeliveryStatus, Store, now_ms};
+use crate::store::{Change, Committer, Delivery, DeliveryStatus, now_ms};
 
 /// How often the store is read for deliveries to resume or retry.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -35,7 +35,7 @@ pub struct Outbox {
 
 /// A settled delivery still listed as pending after this long was made pending
 /// again (`outbox retry`), not left behind by a slow commit.
-const SETTLE_WINDOW: Duration = Duration::from_secs(10);
+const SETTLE_WINDOW: Duration = Duration::from_secs(3);
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -166,18 +166,11 @@ impl Outbox {
         })
     }
 
-    /// Resumes every pending delivery of `store` that this process is not
+    /// Resumes every delivery of `pending` (the store's) that this process is not
     /// carrying out: after a restart, and after `outbox retry`. A start whose
     /// claim is gone is done (the assistant's time has passed); a delivery whose
     /// trigger or action no longer exists stays queued and is logged.
-    pub fn resume(self: &Arc<Self>, store: &dyn Store, engine: &Engine) {
-        let pending = match store.pending() {
-            Ok(pending) => pending,
-            Err(err) => {
-                tracing::warn!(%err, "cannot read pending deliveries");
-                return;
-            }
-        };
+    pub fn resume(self: &Arc<Self>, pending: Vec<Delivery>, engine: &Engine) {
         // A settled delivery that the store no longer lists as pending has had its
         // fate committed; one still listed is either not yet committed or was
         // made pending again by `outbox retry` after it was committed dead.

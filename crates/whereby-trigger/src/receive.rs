@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use whereby_webhook::{BaseDomain, SIGNATURE_HEADER, unix_now};
 
-use crate::deduplicate::{Deduplicate, Reservation};
+use crate::deduplicate::{Deduplicate, IdStatus, Reservation};
 use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::error::Rejection;
 use crate::evaluate::{Decision, Predicates};
@@ -117,9 +117,27 @@ async fn receive(
     }
 
     let id = parsed.event.id();
-    if app.dedup.reserve(id, Instant::now()) == Reservation::Duplicate {
-        tracing::debug!(id, "duplicate delivery");
-        return Ok(Outcome::Duplicate);
+    while app.dedup.reserve(id, Instant::now()) == Reservation::Duplicate {
+        if app.durable.is_none() {
+            tracing::debug!(id, "duplicate delivery");
+            return Ok(Outcome::Duplicate);
+        }
+        // With a store, the delivery that holds the id may still fail to commit
+        // (and may already have been answered 503): this one learns how it ended
+        // before answering, so a 2xx never stands for an event that is lost.
+        match settled(app.dedup.as_ref(), id).await {
+            IdStatus::Remembered => {
+                tracing::debug!(id, "duplicate delivery");
+                return Ok(Outcome::Duplicate);
+            }
+            // The first attempt failed: evaluate this one afresh.
+            IdStatus::Absent => continue,
+            IdStatus::Reserved => {
+                return Err(Rejection::Store(StoreError::Commit(
+                    "an earlier delivery of this event is still being recorded".to_owned(),
+                )));
+            }
+        }
     }
     let reservation = Reserved {
         dedup: app.dedup.clone(),
@@ -209,6 +227,22 @@ fn finish(
             .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
     }
     outcome
+}
+
+/// How long a delivery waits for an earlier one of the same id to be recorded
+/// or abandoned: below the request deadline.
+const SETTLE_WAIT: Duration = Duration::from_secs(4);
+
+/// Waits (bounded by [`SETTLE_WAIT`]) until `id` is no longer reserved.
+async fn settled(dedup: &dyn Deduplicate, id: &str) -> IdStatus {
+    let deadline = Instant::now() + SETTLE_WAIT;
+    loop {
+        let status = dedup.status(id);
+        if status != IdStatus::Reserved || Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A reserved id, released unless remembered.

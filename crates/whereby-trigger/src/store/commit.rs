@@ -137,13 +137,38 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>, retention: Retention)
             .iter()
             .flat_map(|j| j.changes.iter().cloned())
             .collect();
-        let result = store.commit(&changes);
-        if let Err(err) = &result {
-            tracing::error!(%err, batch = jobs.len(), "store commit failed");
-        }
-        for job in jobs {
-            if let Some(reply) = job.reply {
-                let _ = reply.send(result.clone());
+        let result = if changes.is_empty() {
+            Ok(())
+        } else {
+            store.commit(&changes)
+        };
+        match result {
+            Ok(()) => {
+                for job in jobs {
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            Err(err) if jobs.len() == 1 => {
+                tracing::error!(%err, "store commit failed");
+                if let Some(reply) = jobs.into_iter().next().and_then(|job| job.reply) {
+                    let _ = reply.send(Err(err));
+                }
+            }
+            Err(err) => {
+                // One job's failure must not take the others with it (say, a
+                // delivery's `Done` batched with a webhook that cannot commit).
+                tracing::error!(%err, batch = jobs.len(), "store commit failed; committing one by one");
+                for job in jobs {
+                    let result = store.commit(&job.changes);
+                    if let Err(err) = &result {
+                        tracing::error!(%err, "store commit failed");
+                    }
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(result);
+                    }
+                }
             }
         }
         if last_prune.elapsed() >= PRUNE_EVERY {

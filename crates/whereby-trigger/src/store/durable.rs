@@ -105,7 +105,13 @@ impl Durable {
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
             loop {
-                outbox.resume(store.as_ref(), &engine);
+                // The read blocks on SQLite: off the async workers.
+                let reader = store.clone();
+                match tokio::task::spawn_blocking(move || reader.pending()).await {
+                    Ok(Ok(pending)) => outbox.resume(pending, &engine),
+                    Ok(Err(err)) => tracing::warn!(%err, "cannot read pending deliveries"),
+                    Err(err) => tracing::warn!(%err, "the pending-deliveries read failed"),
+                }
                 tokio::time::sleep(POLL_EVERY).await;
             }
         })

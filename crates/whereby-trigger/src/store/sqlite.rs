@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 /// A [`Store`] in a SQLite database file.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Reads (the outbox's poll, `outbox list`) go through their own connection:
+    /// WAL lets them proceed while a commit holds the writer, so a poll never
+    /// waits behind a slow or locked commit.
+    reader: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -74,8 +78,13 @@ impl SqliteStore {
             .map_err(|e| fail(e.to_string()))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| fail(e.to_string()))?;
+        let reader = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
+        reader
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| fail(e.to_string()))?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             path,
         })
     }
@@ -89,12 +98,16 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn read(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Pending and dead deliveries, oldest first.
     ///
     /// # Errors
     /// [`StoreError::Read`].
     pub fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
-        read_deliveries(&self.lock())
+        read_deliveries(&self.read())
     }
 
     /// Makes a delivery pending again with its attempts reset; `false` when no
@@ -143,7 +156,7 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Read`].
     pub fn claim_held(&self, key: &str, now_ms: i64) -> Result<bool, StoreError> {
-        self.lock()
+        self.read()
             .query_row(
                 "SELECT 1 FROM claims WHERE key = ?1 AND expires_ms > ?2",
                 params![key, now_ms],
@@ -241,7 +254,7 @@ impl Store for SqliteStore {
     }
 
     fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
-        let mut all = read_deliveries(&self.lock())?;
+        let mut all = read_deliveries(&self.read())?;
         all.retain(|d| d.status == DeliveryStatus::Pending);
         Ok(all)
     }

@@ -23,7 +23,7 @@ enum OutboxCommand {
     /// Pending and dead deliveries: id, status, trigger, action, attempts, last error.
     List,
     /// Make a delivery (or, with --all, every dead one) pending again; a running
-    /// server picks it up within a second, a stopped one at its next start.
+    /// server picks it up within seconds, a stopped one at its next start.
     Retry {
         /// The delivery's id, as `list` shows it.
         #[arg(required_unless_present = "all")]
