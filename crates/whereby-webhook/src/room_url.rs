@@ -22,8 +22,9 @@ impl BaseDomain {
     /// Validates a base domain.
     ///
     /// # Errors
-    /// When `domain` is empty, longer than 253 bytes, or one of its dot-separated
-    /// labels is not a DNS label.
+    /// When `domain` is empty, longer than 253 bytes, one of its dot-separated
+    /// labels is not a DNS label, or the last label starts with a digit (URL parsers
+    /// would read the host as an IPv4 address).
     ///
     /// ```
     /// use whereby_webhook::BaseDomain;
@@ -34,9 +35,15 @@ impl BaseDomain {
         if domain.is_empty() || domain.len() > 253 {
             return Err(InvalidBaseDomain(domain.to_owned()));
         }
+        // A last label that starts with a digit (`00`, `0x1f`) makes WHATWG URL
+        // parsers read the host as an IPv4 address and refuse it; no TLD does.
         if domain
             .split('.')
             .all(|label| label_problem(label).is_none())
+            && !domain
+                .rsplit('.')
+                .next()
+                .is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_digit()))
         {
             Ok(BaseDomain(domain.to_ascii_lowercase()))
         } else {
@@ -128,6 +135,14 @@ pub fn room_url(
 ) -> Result<String, RoomUrlError> {
     if let Some(problem) = label_problem(subdomain) {
         return Err(RoomUrlError::Subdomain(problem));
+    }
+    // Hyphens in the 3rd and 4th places are reserved for IDNA (`xn--…`); a
+    // payload's invalid punycode would give a URL that browsers refuse, and an
+    // organisation's subdomain is plain ASCII.
+    if subdomain.get(2..4) == Some("--") {
+        return Err(RoomUrlError::Subdomain(
+            "must not have '--' in its 3rd and 4th places (reserved for IDNA)".to_owned(),
+        ));
     }
     check_room_name(room_name)?;
     let slash = if room_name.starts_with('/') { "" } else { "/" };
@@ -302,6 +317,41 @@ mod tests {
         for d in ["", ".", "a..b", "evil.com/", "a b", "x.-y", "a:1"] {
             assert!(BaseDomain::new(d).is_err(), "{d:?}");
         }
+    }
+
+    /// Found by `fuzz/room_url` (input `b"oam\n0oam\n00"`): a base domain whose last
+    /// label is a number gave `https://oam.00/0oam`, which WHATWG URL parsers (browsers,
+    /// the `url` crate) refuse as an invalid IPv4 address; so does a hex `0x…` label.
+    #[test]
+    fn fuzz_regression_numeric_last_label_is_not_a_base_domain() {
+        for d in ["00", "example.123", "rooms.0x1f", "a.0x", "1.2.3.4"] {
+            assert!(BaseDomain::new(d).is_err(), "{d:?}");
+        }
+        for d in ["whereby.com", "x1.example", "1password.com", "0x.example"] {
+            assert!(BaseDomain::new(d).is_ok(), "{d:?}");
+        }
+        let input: &[u8] = b"oam\n0oam\n00";
+        let text = std::str::from_utf8(input).unwrap();
+        let base = text.rsplit('\n').next().unwrap();
+        assert!(BaseDomain::new(base).is_err());
+    }
+
+    /// Found by `fuzz/room_url` (input `b"XN--Na-NNQQQQQQQQQQQQ\np"`): a subdomain with
+    /// the IDNA prefix `xn--` that is not valid punycode is a DNS label, so `room_url`
+    /// accepts it, but WHATWG URL parsers refuse the host
+    /// (`https://XN--Na-NNQQQQQQQQQQQQ.whereby.com/p`). The URL cannot point at another
+    /// host; it just does not open. Reserved (`??--`) subdomains are now refused.
+    #[test]
+    fn fuzz_regression_invalid_a_label_subdomain_is_refused() {
+        let input: &[u8] = b"XN--Na-NNQQQQQQQQQQQQ\np";
+        let text = std::str::from_utf8(input).unwrap();
+        let (sub, room) = text.split_once('\n').unwrap();
+        assert_eq!(url(sub, room).unwrap_err().field(), "data.subdomain");
+        assert_eq!(
+            url("xn--bcher-kva", "/r").unwrap_err().field(),
+            "data.subdomain"
+        );
+        assert!(url("a-b--c", "/r").is_ok());
     }
 
     proptest! {
