@@ -21,6 +21,68 @@ pub const NAMES: [&str; 6] = ["type", "id", "createdAt", "apiVersion", "data", "
 /// dominate the cost of evaluating a short expression.
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
+/// Longest expression accepted.
+pub const MAX_LEN: usize = 4096;
+
+/// Deepest nesting accepted: of brackets, and the longest run of unary
+/// operators or chained `?` conditionals. Rules are short; the bound keeps the
+/// parser's and the evaluator's recursion small on any thread.
+pub const MAX_DEPTH: usize = 32;
+
+/// Stack of the thread that parses an expression.
+const COMPILE_STACK: usize = 64 << 20;
+
+/// Refuses expressions too long or too deeply nested to handle safely, before
+/// the parser sees them.
+fn check_shape(source: &str) -> Result<(), WhenError> {
+    let fail = |message: String| {
+        Err(WhenError {
+            line: None,
+            message,
+        })
+    };
+    if source.len() > MAX_LEN {
+        return fail(format!("the expression is longer than {MAX_LEN} bytes"));
+    }
+    let (mut depth, mut deepest, mut unary, mut conditionals) = (0usize, 0usize, 0usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in source.chars() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '?' => conditionals += 1,
+            _ => {}
+        }
+        if c == '!' || c == '-' {
+            unary += 1;
+        } else if !c.is_whitespace() {
+            unary = 0;
+        }
+        deepest = deepest.max(unary);
+    }
+    if deepest > MAX_DEPTH || conditionals > MAX_DEPTH {
+        return fail(format!(
+            "the expression nests deeper than {MAX_DEPTH} levels"
+        ));
+    }
+    Ok(())
+}
+
 /// A compiled `when` expression.
 pub struct When {
     source: String,
@@ -56,6 +118,29 @@ impl When {
     /// assert!(When::compile("rooom.numClients > 1").is_err());
     /// ```
     pub fn compile(source: &str) -> Result<When, WhenError> {
+        check_shape(source)?;
+        // The CEL parser recurses deeply per level of nesting (hundreds of KiB
+        // per level in a debug build): parse on a thread with a stack to match,
+        // so that loading or reloading a config never overflows a worker's.
+        let owned = source.to_owned();
+        std::thread::Builder::new()
+            .name("cel-compile".into())
+            .stack_size(COMPILE_STACK)
+            .spawn(move || When::compile_here(&owned))
+            .map_err(|err| WhenError {
+                line: None,
+                message: format!("cannot start the compiler thread: {err}"),
+            })?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(WhenError {
+                    line: None,
+                    message: "the expression could not be compiled".to_owned(),
+                })
+            })
+    }
+
+    fn compile_here(source: &str) -> Result<When, WhenError> {
         let program = ENV.compile(source).map_err(|errors| {
             let first = errors.errors.first();
             WhenError {
@@ -304,6 +389,34 @@ mod tests {
             "{err}"
         );
         assert!(When::compile("").is_err());
+    }
+
+    #[test]
+    fn deep_or_long_expressions_are_refused_not_crashed_on() {
+        let deep = format!(
+            "{}true{}",
+            "(".repeat(MAX_DEPTH + 1),
+            ")".repeat(MAX_DEPTH + 1)
+        );
+        assert!(When::compile(&deep).unwrap_err().message.contains("nests"));
+        assert!(When::compile(&format!("{}true", "!".repeat(40))).is_err());
+        assert!(When::compile(&"true ? true : ".repeat(40)).is_err());
+        assert!(When::compile(&"a".repeat(MAX_LEN + 1)).is_err());
+        // Brackets inside strings do not count, and the deepest allowed works,
+        // also when evaluated on a small stack.
+        assert!(
+            When::compile(r#"data.subdomain != "((((((((((((((((((((((((((((((((((((""#).is_ok()
+        );
+        let ok = format!("{}true{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        let when = When::compile(&ok).unwrap();
+        let webhook = json!({"type": "x"});
+        let result = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || when.eval(&WhenInput::new(&webhook, None)))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(result, Ok(true));
     }
 
     #[test]
