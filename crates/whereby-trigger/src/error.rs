@@ -168,6 +168,16 @@ impl IntoResponse for Rejection {
             body,
         )
             .into_response();
+        // Answered before the body was read: the connection cannot carry another
+        // request, so say it will close rather than let the client find out.
+        if matches!(
+            self,
+            Rejection::UnsupportedMediaType | Rejection::PayloadTooLarge { .. }
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, Rejection::MethodNotAllowed) {
             response
                 .headers_mut()

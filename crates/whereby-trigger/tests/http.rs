@@ -582,9 +582,13 @@ async fn content_type_must_be_json() {
         .request(Method::POST, "/")
         .header(CONTENT_TYPE, "text/plain")
         .body(body);
-    send(text)
-        .await
-        .assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let refused = send(text).await;
+    refused.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    // The body was not read, so the connection is not reused: the client is told.
+    assert_eq!(
+        refused.headers.get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     let none = server.request(Method::POST, "/").body(body);
     send(none)
         .await
