@@ -121,11 +121,7 @@ impl Dispatcher {
         }
         for callback in &self.callbacks {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(event))) {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let message = crate::limits::panic_message(panic.as_ref());
                 tracing::error!(room_url = %event.room_url, %message, "a trigger callback panicked");
             }
         }

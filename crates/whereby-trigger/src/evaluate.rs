@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use whereby_webhook::{EventType, TypedWebhook, WebhookEvent};
 
+use crate::limits::panic_message;
+
 /// The error type a fallible predicate may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -199,16 +201,6 @@ impl<T> Future for AbortOnDrop<T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a non-string panic payload".to_owned()
     }
 }
 

@@ -231,7 +231,7 @@ impl hyper::service::Service<Request<Incoming>> for Guarded {
 }
 
 /// The text of a panic payload, when it is one.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(message) = payload.downcast_ref::<&str>() {
         (*message).to_owned()
     } else if let Some(message) = payload.downcast_ref::<String>() {
