@@ -16,6 +16,17 @@ pub struct ParsedWebhook {
     pub raw: Bytes,
 }
 
+impl ParsedWebhook {
+    /// The body as received, on one line (line breaks between tokens dropped),
+    /// newline included: the `--record` format `replay` reads.
+    pub fn to_json_line(&self) -> Vec<u8> {
+        let mut line = Vec::with_capacity(self.raw.len() + 1);
+        crate::dispatch::push_single_line(&mut line, &self.raw);
+        line.push(b'\n');
+        line
+    }
+}
+
 /// Why a verified body cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseFailure {

@@ -244,17 +244,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot open {} for recording", path.display()))?;
             let sink = LineSink::new(file);
             let writer = sink.clone();
-            builder = builder.observe(move |parsed| {
-                let mut line = Vec::with_capacity(parsed.raw.len() + 1);
-                line.extend(
-                    parsed
-                        .raw
-                        .iter()
-                        .copied()
-                        .filter(|b| *b != b'\n' && *b != b'\r'),
-                );
-                writer.write_line(line);
-            });
+            builder = builder.observe(move |parsed| writer.write_line(parsed.to_json_line()));
             Some(sink)
         }
         None => None,
