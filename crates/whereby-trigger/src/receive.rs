@@ -23,7 +23,7 @@ use crate::evaluate::{Decision, Predicates};
 use crate::parse::{ParsedWebhook, parse};
 use crate::rules::engine::Engine;
 pub use crate::store::Durable;
-use crate::store::{Change, StoreError, now_ms};
+use crate::store::{Change, PendingCommit, StoreError, now_ms};
 use crate::verify::SignaturePolicy;
 
 /// Path of the liveness probe.
@@ -152,8 +152,9 @@ async fn receive(
         .evaluate(&parsed.event, app.predicate_timeout)
         .await?;
 
-    // From here on nothing awaits but the commit, which runs on a task of its
-    // own: a client that goes away cannot leave an event half recorded.
+    // From here on nothing awaits but the commit, and `Recording` finishes the
+    // webhook even if this future is dropped: a client that goes away cannot
+    // leave an event half recorded.
     let mut rules = match (&app.engine, &parsed.room_url) {
         (Some(engine), Some(room_url)) => {
             Some(engine.decide(&parsed.event, &parsed.raw, room_url, Instant::now()))
@@ -171,10 +172,72 @@ async fn receive(
         rules.prepare(&durable.outbox);
         changes.extend(rules.changes());
     }
-    let committer = durable.committer.clone();
-    let app = app.clone();
-    let recorded = tokio::spawn(async move {
-        match committer.commit(changes).await {
+    let recording = Recording {
+        commit: durable.committer.submit(changes),
+        rest: Some(Recorded {
+            app: app.clone(),
+            reservation,
+            decision,
+            rules,
+            parsed,
+        }),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    recording.finish().await
+}
+
+/// A webhook whose changes are on their way to the store. Awaited, it finishes
+/// the webhook in the request's own task once the commit is known; dropped
+/// before that (the client went away, the deadline passed), it hands the rest
+/// to a task of its own, so that an event that was committed is still
+/// dispatched. Spawning only then, not for every webhook, keeps the common path
+/// free of a task and a wake-up.
+struct Recording {
+    commit: PendingCommit,
+    rest: Option<Recorded>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What a webhook needs after its commit.
+struct Recorded {
+    app: Arc<App>,
+    reservation: Reserved,
+    decision: Decision,
+    rules: Option<crate::rules::engine::Decision>,
+    parsed: ParsedWebhook,
+}
+
+impl Recording {
+    async fn finish(mut self) -> Result<Outcome, Rejection> {
+        let committed = (&mut self.commit).await;
+        match self.rest.take() {
+            Some(rest) => rest.settle(committed),
+            None => Err(Rejection::Store(StoreError::Closed)),
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if let Some(rest) = self.rest.take() {
+            let commit = std::mem::replace(&mut self.commit, PendingCommit::closed());
+            self.runtime.spawn(async move {
+                let _ = rest.settle(commit.await);
+            });
+        }
+    }
+}
+
+impl Recorded {
+    fn settle(self, committed: Result<(), StoreError>) -> Result<Outcome, Rejection> {
+        let Recorded {
+            app,
+            reservation,
+            decision,
+            rules,
+            parsed,
+        } = self;
+        match committed {
             Ok(()) => Ok(finish(&app, reservation, decision, rules, parsed)),
             Err(err) => {
                 // Nothing fires: the claims go back as they were, and the id is
@@ -185,10 +248,7 @@ async fn receive(
                 Err(Rejection::Store(err))
             }
         }
-    });
-    recorded
-        .await
-        .unwrap_or_else(|join| Err(Rejection::Store(StoreError::Commit(join.to_string()))))
+    }
 }
 
 /// Records the answer in memory and dispatches: the id is remembered, the rules'

@@ -4,11 +4,12 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use common::{SECRET, sign};
 use whereby_trigger::actions::{Action, ActionEvent};
+use whereby_trigger::limits::DEFAULT_REQUEST_DEADLINE;
 use whereby_trigger::rules::claims::OncePer;
 use whereby_trigger::rules::engine::{Engine, Rule};
 use whereby_trigger::store::{
@@ -42,6 +43,38 @@ impl Store for Switchable {
     }
 }
 
+/// A store whose commits wait while the gate is shut.
+#[derive(Default)]
+struct Gated {
+    shut: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gated {
+    fn set(&self, shut: bool) {
+        *self.shut.lock().unwrap() = shut;
+        self.opened.notify_all();
+    }
+}
+
+impl Store for Gated {
+    fn load(&self, _: i64, _: i64, _: i64) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let shut = self.shut.lock().unwrap();
+        let (shut, waited) = self
+            .opened
+            .wait_timeout_while(shut, WAIT, |shut| *shut)
+            .unwrap();
+        drop(shut);
+        if waited.timed_out() {
+            return Err(StoreError::Commit("the gate stayed shut".into()));
+        }
+        MemoryStore.commit(changes)
+    }
+}
+
 /// An action that records the events it starts.
 #[derive(Default)]
 struct Recorder(Mutex<Vec<String>>);
@@ -65,6 +98,14 @@ fn session_started(id: &str, session: &str) -> String {
 }
 
 async fn start(store: Arc<dyn Store>, recorder: Arc<Recorder>) -> (TriggerHandle, Durable) {
+    start_with(store, recorder, DEFAULT_REQUEST_DEADLINE).await
+}
+
+async fn start_with(
+    store: Arc<dyn Store>,
+    recorder: Arc<Recorder>,
+    deadline: Duration,
+) -> (TriggerHandle, Durable) {
     let engine = Arc::new(Engine::new(vec![
         Rule::new("note-taker", [EventType::RoomSessionStarted])
             .once_per(OncePer::Room)
@@ -80,6 +121,7 @@ async fn start(store: Arc<dyn Store>, recorder: Arc<Recorder>) -> (TriggerHandle
         .rules(engine)
         .on(|_: &RoomSessionStarted| true)
         .durable(durable.clone())
+        .request_deadline(deadline)
         .build()
         .unwrap()
         .start()
@@ -165,4 +207,45 @@ async fn ids_and_claims_survive_a_restart() {
     );
     handle.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_committed_after_its_request_gave_up_still_fires() {
+    let store = Arc::new(Gated::default());
+    let recorder = Arc::new(Recorder::default());
+    let (handle, _durable) =
+        start_with(store.clone(), recorder.clone(), Duration::from_millis(300)).await;
+    let mut events = handle.subscribe();
+    let body = session_started("late", "sess-late");
+
+    // The commit outlasts the request's deadline: the request is answered 503
+    // and its handler dropped while the changes are still on their way.
+    store.set(true);
+    let (status, answer) = post(&handle, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(recorder.0.lock().unwrap().is_empty());
+
+    // The commit then succeeds: what it recorded must happen, exactly once.
+    store.set(false);
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("the trigger event came in time")
+        .expect("the stream is open");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while recorder.0.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the action never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(recorder.0.lock().unwrap().as_slice(), ["late"]);
+    // Whereby's retry of the 503 is a duplicate: the id was remembered.
+    let (status, again) = post(&handle, &body).await;
+    assert_eq!(
+        (status, again.as_str()),
+        (200, r#"{"outcome":"duplicate"}"#)
+    );
+    assert_eq!(recorder.0.lock().unwrap().len(), 1);
+    handle.shutdown().await.unwrap();
 }

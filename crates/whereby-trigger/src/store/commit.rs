@@ -1,8 +1,11 @@
 //! Group commit: one writer thread turns every commit waiting at the same moment
 //! into one transaction, so 64 concurrent webhooks cost one disk sync, not 64.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -66,17 +69,25 @@ impl Committer {
     /// # Errors
     /// The store's error; then none of `changes` applies.
     pub async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.submit(changes).await
+    }
+
+    /// Queues `changes` for the next group commit at once, and returns the
+    /// commit's outcome as a future. The changes are committed (or fail) whether
+    /// or not the future is awaited: dropping it only gives up the answer.
+    pub fn submit(&self, changes: Vec<Change>) -> PendingCommit {
         if changes.is_empty() {
-            return Ok(());
+            return PendingCommit(Waiting::Done(Some(Ok(()))));
         }
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job {
-                changes,
-                reply: Some(reply),
-            })
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.unwrap_or(Err(StoreError::Closed))
+        let sent = self.tx.send(Job {
+            changes,
+            reply: Some(reply),
+        });
+        PendingCommit(match sent {
+            Ok(()) => Waiting::Answer(answer),
+            Err(_) => Waiting::Done(Some(Err(StoreError::Closed))),
+        })
     }
 
     /// Waits until everything queued before this call is committed.
@@ -123,6 +134,42 @@ impl Committer {
     }
 }
 
+/// The outcome of a [`Committer::submit`]: resolves once the writer thread has
+/// committed (or failed to commit) the changes.
+#[derive(Debug)]
+#[must_use = "the changes are committed anyway; awaiting tells whether they were"]
+pub struct PendingCommit(Waiting);
+
+#[derive(Debug)]
+enum Waiting {
+    Answer(oneshot::Receiver<Result<(), StoreError>>),
+    Done(Option<Result<(), StoreError>>),
+}
+
+impl PendingCommit {
+    /// A commit that can only fail: the store is closed. Stands in for one that
+    /// was moved out.
+    pub fn closed() -> PendingCommit {
+        PendingCommit(Waiting::Done(Some(Err(StoreError::Closed))))
+    }
+}
+
+impl Future for PendingCommit {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            // A writer that went away without answering has stopped.
+            Waiting::Answer(answer) => Pin::new(answer)
+                .poll(cx)
+                .map(|answer| answer.unwrap_or(Err(StoreError::Closed))),
+            Waiting::Done(outcome) => {
+                Poll::Ready(outcome.take().unwrap_or(Err(StoreError::Closed)))
+            }
+        }
+    }
+}
+
 fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>, retention: Retention) {
     let mut last_prune = Instant::now();
     while let Ok(first) = rx.recv() {
@@ -133,10 +180,17 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>, retention: Retention)
                 Err(_) => break,
             }
         }
-        let changes: Vec<Change> = jobs
-            .iter()
-            .flat_map(|j| j.changes.iter().cloned())
-            .collect();
+        // Moved, not copied, into one list; each job keeps its range of it in
+        // case the batch has to be redone one job at a time.
+        let mut changes = Vec::with_capacity(jobs.iter().map(|j| j.changes.len()).sum());
+        let mut ranges = Vec::with_capacity(jobs.len());
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let start = changes.len();
+            changes.extend(job.changes);
+            ranges.push(start..changes.len());
+            replies.push(job.reply);
+        }
         let result = if changes.is_empty() {
             Ok(())
         } else {
@@ -144,28 +198,26 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>, retention: Retention)
         };
         match result {
             Ok(()) => {
-                for job in jobs {
-                    if let Some(reply) = job.reply {
-                        let _ = reply.send(Ok(()));
-                    }
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Ok(()));
                 }
             }
-            Err(err) if jobs.len() == 1 => {
+            Err(err) if replies.len() == 1 => {
                 tracing::error!(%err, "store commit failed");
-                if let Some(reply) = jobs.into_iter().next().and_then(|job| job.reply) {
+                if let Some(reply) = replies.into_iter().next().flatten() {
                     let _ = reply.send(Err(err));
                 }
             }
             Err(err) => {
                 // One job's failure must not take the others with it (say, a
                 // delivery's `Done` batched with a webhook that cannot commit).
-                tracing::error!(%err, batch = jobs.len(), "store commit failed; committing one by one");
-                for job in jobs {
-                    let result = store.commit(&job.changes);
+                tracing::error!(%err, batch = replies.len(), "store commit failed; committing one by one");
+                for (range, reply) in ranges.into_iter().zip(replies) {
+                    let result = store.commit(&changes[range]);
                     if let Err(err) = &result {
                         tracing::error!(%err, "store commit failed");
                     }
-                    if let Some(reply) = job.reply {
+                    if let Some(reply) = reply {
                         let _ = reply.send(result);
                     }
                 }

@@ -13,7 +13,7 @@ mod commit;
 mod durable;
 mod sqlite;
 
-pub use commit::{Committer, Retention};
+pub use commit::{Committer, PendingCommit, Retention};
 pub use durable::Durable;
 pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
 
@@ -148,7 +148,7 @@ pub enum Change {
 /// Everything the store holds, read at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Remembered ids with when they were answered.
+    /// Remembered ids, each once, with when they were last answered; oldest first.
     pub ids: Vec<(String, i64)>,
     /// Claims not yet expired.
     pub claims: Vec<StoredClaim>,

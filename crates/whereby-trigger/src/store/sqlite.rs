@@ -17,8 +17,15 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "whereby-trigger.sqlite3";
 
+/// The schema. Answered ids go to an append-only log in arrival order, not to a
+/// table keyed by id: ids are random, so keying by them made every id of a
+/// group commit dirty a page of its own (one 4 KiB WAL frame per webhook), while
+/// appending dirties one or two. Lookups never need the table: ids are checked
+/// in memory and read back only at start. The same id may be logged twice (after
+/// the memory forgot it); loading keeps the latest.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS event_ids (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS event_log (id TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS event_log_at ON event_log (at_ms);
 CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (key TEXT PRIMARY KEY, state TEXT NOT NULL, seen_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -78,6 +85,7 @@ impl SqliteStore {
             .map_err(|e| fail(e.to_string()))?;
         conn.execute_batch(SCHEMA)
             .map_err(|e| fail(e.to_string()))?;
+        migrate(&conn).map_err(|e| fail(format!("cannot upgrade the database: {e}")))?;
         let reader = Connection::open(&path).map_err(|e| fail(e.to_string()))?;
         reader
             .busy_timeout(BUSY_TIMEOUT)
@@ -168,6 +176,34 @@ impl SqliteStore {
     }
 }
 
+/// The schema version `PRAGMA user_version` holds once [`migrate`] has run.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Brings a database written by an earlier version up to [`SCHEMA`], in one
+/// transaction: version 0 kept ids in `event_ids`, keyed by id.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let old_ids: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'event_ids')",
+        [],
+        |row| row.get(0),
+    )?;
+    let mut upgrade = String::from("BEGIN IMMEDIATE;");
+    if old_ids {
+        upgrade.push_str(
+            "INSERT INTO event_log (id, at_ms) SELECT id, at_ms FROM event_ids ORDER BY at_ms;
+             DROP TABLE event_ids;",
+        );
+    }
+    upgrade.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"));
+    conn.execute_batch(&upgrade).inspect_err(|_| {
+        let _ = conn.execute_batch("ROLLBACK");
+    })
+}
+
 fn commit_error(err: rusqlite::Error) -> StoreError {
     StoreError::Commit(err.to_string())
 }
@@ -219,7 +255,7 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Read(e.to_string()))?;
         let conn = self.lock();
         let ids = conn
-            .prepare("SELECT id, at_ms FROM event_ids ORDER BY at_ms")
+            .prepare("SELECT id, max(at_ms) FROM event_log GROUP BY id ORDER BY 2")
             .and_then(|mut stmt| {
                 stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
                     .collect::<Result<Vec<_>, _>>()
@@ -262,7 +298,7 @@ impl Store for SqliteStore {
     fn prune(&self, now_ms: i64, id_max_age_ms: i64, room_idle_ms: i64) -> Result<(), StoreError> {
         let conn = self.lock();
         conn.execute(
-            "DELETE FROM event_ids WHERE at_ms <= ?1",
+            "DELETE FROM event_log WHERE at_ms <= ?1",
             params![now_ms.saturating_sub(id_max_age_ms)],
         )
         .map_err(commit_error)?;
@@ -286,32 +322,35 @@ impl Store for SqliteStore {
     }
 }
 
+/// Statements are cached on the connection: parsing SQL for every row was a
+/// visible part of a group commit's time.
 fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
     match change {
-        Change::RememberId { id, at_ms } => tx.execute(
-            "INSERT OR IGNORE INTO event_ids (id, at_ms) VALUES (?1, ?2)",
-            params![id, at_ms],
-        ),
-        Change::Claim(claim) => tx.execute(
-            "INSERT OR REPLACE INTO claims (key, expires_ms) VALUES (?1, ?2)",
-            params![claim.key, claim.expires_ms],
-        ),
-        Change::ReleaseClaim { key } => {
-            tx.execute("DELETE FROM claims WHERE key = ?1", params![key])
-        }
+        Change::RememberId { id, at_ms } => tx
+            .prepare_cached("INSERT INTO event_log (id, at_ms) VALUES (?1, ?2)")?
+            .execute(params![id, at_ms]),
+        Change::Claim(claim) => tx
+            .prepare_cached("INSERT OR REPLACE INTO claims (key, expires_ms) VALUES (?1, ?2)")?
+            .execute(params![claim.key, claim.expires_ms]),
+        Change::ReleaseClaim { key } => tx
+            .prepare_cached("DELETE FROM claims WHERE key = ?1")?
+            .execute(params![key]),
         Change::Room {
             key,
             state,
             seen_ms,
-        } => tx.execute(
-            "INSERT OR REPLACE INTO rooms (key, state, seen_ms) VALUES (?1, ?2, ?3)",
-            params![key, state, seen_ms],
-        ),
-        Change::Enqueue(d) => tx.execute(
-            "INSERT OR IGNORE INTO deliveries (id, trigger, kind, action, claim, room_url, \
+        } => tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO rooms (key, state, seen_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![key, state, seen_ms]),
+        Change::Enqueue(d) => tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (id, trigger, kind, action, claim, room_url, \
              webhook, attempts, created_ms, status, last_error) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
+            )?
+            .execute(params![
                 d.id,
                 d.trigger,
                 d.kind,
@@ -323,21 +362,20 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
                 d.created_ms,
                 d.status.as_str(),
                 d.last_error
-            ],
-        ),
-        Change::Done { id } => tx.execute("DELETE FROM deliveries WHERE id = ?1", params![id]),
+            ]),
+        Change::Done { id } => tx
+            .prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
+            .execute(params![id]),
         Change::Attempted {
             id,
             attempts,
             error,
-        } => tx.execute(
-            "UPDATE deliveries SET attempts = ?2, last_error = ?3 WHERE id = ?1",
-            params![id, attempts, error],
-        ),
-        Change::Dead { id, error } => tx.execute(
-            "UPDATE deliveries SET status = 'dead', last_error = ?2 WHERE id = ?1",
-            params![id, error],
-        ),
+        } => tx
+            .prepare_cached("UPDATE deliveries SET attempts = ?2, last_error = ?3 WHERE id = ?1")?
+            .execute(params![id, attempts, error]),
+        Change::Dead { id, error } => tx
+            .prepare_cached("UPDATE deliveries SET status = 'dead', last_error = ?2 WHERE id = ?1")?
+            .execute(params![id, error]),
     }
 }
 
@@ -418,6 +456,72 @@ mod tests {
         // Expired state is dropped on load.
         let later = store.load(20_000, 5_000, 5_000).unwrap();
         assert!(later.ids.is_empty() && later.claims.is_empty() && later.rooms.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_id_logged_twice_loads_once_with_its_latest_time() {
+        let dir = temp_dir("twice");
+        let store = SqliteStore::open(&dir).unwrap();
+        for at_ms in [1_000, 3_000, 2_000] {
+            store
+                .commit(&[Change::RememberId {
+                    id: "e1".into(),
+                    at_ms,
+                }])
+                .unwrap();
+        }
+        store
+            .commit(&[Change::RememberId {
+                id: "e0".into(),
+                at_ms: 1_500,
+            }])
+            .unwrap();
+        let snap = store.load(4_000, 60_000, 60_000).unwrap();
+        assert_eq!(
+            snap.ids,
+            [("e0".to_owned(), 1_500), ("e1".to_owned(), 3_000)]
+        );
+        // Pruning goes by each row's time.
+        let snap = store.load(4_000, 1_500, 60_000).unwrap();
+        assert_eq!(snap.ids, [("e1".to_owned(), 3_000)]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_database_of_the_first_schema_is_upgraded_in_place() {
+        let dir = temp_dir("upgrade");
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let old = Connection::open(dir.join(DB_FILE)).unwrap();
+            old.execute_batch(
+                "CREATE TABLE event_ids (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+                 INSERT INTO event_ids VALUES ('late', 2000), ('early', 1000);
+                 CREATE TABLE claims (key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+                 INSERT INTO claims VALUES ('t:acme/r', 9000);",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&dir).unwrap();
+        let snap = store.load(3_000, 60_000, 60_000).unwrap();
+        assert_eq!(
+            snap.ids,
+            [("early".to_owned(), 1_000), ("late".to_owned(), 2_000)]
+        );
+        assert_eq!(snap.claims.len(), 1);
+        let tables: i64 = store
+            .lock()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'event_ids'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 0, "the old table is gone");
+        drop(store);
+        // Opening again finds the current version and changes nothing.
+        let store = SqliteStore::open(&dir).unwrap();
+        assert_eq!(store.load(3_000, 60_000, 60_000).unwrap().ids.len(), 2);
         let _ = std::fs::remove_dir_all(dir);
     }
 
