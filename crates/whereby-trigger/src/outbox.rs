@@ -54,6 +54,10 @@ pub struct DeliveryTicket {
 
 struct Ticket {
     id: String,
+    /// Attempts made before this process took the delivery over.
+    attempts: u32,
+    /// When the delivery was queued (or last made pending again by hand).
+    queued_ms: i64,
     outbox: Arc<Outbox>,
     finished: AtomicBool,
 }
@@ -70,6 +74,18 @@ impl DeliveryTicket {
     /// The delivery's id: `<trigger>:<event id>[:stop]:<action kind>`.
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// Attempts already made, by this process or before a restart: an action
+    /// that counts attempts carries on from here rather than from zero.
+    pub fn attempts_made(&self) -> u32 {
+        self.inner.attempts
+    }
+
+    /// When the delivery was queued, in ms since the Unix epoch: its age, for
+    /// giving up, counts from here. `outbox retry` makes it now again.
+    pub fn queued_ms(&self) -> i64 {
+        self.inner.queued_ms
     }
 
     /// Delivered: the delivery leaves the queue.
@@ -141,9 +157,24 @@ impl Outbox {
         self.in_flight.lock().map_or(0, |set| set.len())
     }
 
-    /// A ticket for delivery `id`, or `None` when this process already carries
-    /// it out (so a poll never starts a second copy).
+    /// A ticket for delivery `id`, queued now, or `None` when this process
+    /// already carries it out (so a poll never starts a second copy).
     pub fn ticket(self: &Arc<Self>, id: String) -> Option<DeliveryTicket> {
+        self.issue(id, 0, now_ms())
+    }
+
+    /// A ticket for a stored delivery taken up again, with the attempts it has
+    /// had and its queueing time; `None` when this process already carries it.
+    pub fn resumed(self: &Arc<Self>, delivery: &Delivery) -> Option<DeliveryTicket> {
+        self.issue(delivery.id.clone(), delivery.attempts, delivery.created_ms)
+    }
+
+    fn issue(
+        self: &Arc<Self>,
+        id: String,
+        attempts: u32,
+        queued_ms: i64,
+    ) -> Option<DeliveryTicket> {
         if self
             .settled
             .lock()
@@ -160,6 +191,8 @@ impl Outbox {
         fresh.then(|| DeliveryTicket {
             inner: Arc::new(Ticket {
                 id,
+                attempts,
+                queued_ms,
                 outbox: self.clone(),
                 finished: AtomicBool::new(false),
             }),
@@ -185,7 +218,7 @@ impl Outbox {
             if delivery.status != DeliveryStatus::Pending {
                 continue;
             }
-            let Some(ticket) = self.ticket(delivery.id.clone()) else {
+            let Some(ticket) = self.resumed(&delivery) else {
                 continue;
             };
             let Some(rule) = rules.iter().find(|r| **r.name() == *delivery.trigger) else {

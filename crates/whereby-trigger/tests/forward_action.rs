@@ -28,7 +28,9 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::subscriber::DefaultGuard;
 use whereby_trigger::actions::forward::{ForwardAction, ForwardSpec, RetryPolicy};
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
+use whereby_trigger::outbox::{Outbox, delivery_of};
 use whereby_trigger::rules::room::RoomKey;
+use whereby_trigger::store::{Committer, MemoryStore, Retention};
 
 /// The configured `Authorization` value: it must reach the receiver and never
 /// the log.
@@ -91,7 +93,6 @@ fn fast_retry(max_attempts: u32) -> RetryPolicy {
         max_attempts,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
-        // The sample webhooks are weeks old by their createdAt.
         max_age: Duration::MAX,
     }
 }
@@ -567,24 +568,75 @@ async fn gives_up_after_max_attempts() {
     logs.assert_no_secret();
 }
 
+/// `event` as a delivery taken up from the store: queued `age` ago, with
+/// `attempts` already made. The outbox's changes go to a store in memory.
+fn resumed(event: Arc<ActionEvent>, age: Duration, attempts: u32) -> Arc<ActionEvent> {
+    let committer = Committer::start(
+        Arc::new(MemoryStore),
+        Retention {
+            id_max_age_ms: 60_000,
+            room_idle_ms: 60_000,
+        },
+    );
+    let outbox = Outbox::new(committer);
+    let mut stored = delivery_of(&event, "forward", "d1".into());
+    stored.attempts = attempts;
+    stored.created_ms -= i64::try_from(age.as_millis()).unwrap();
+    let mut event = Arc::unwrap_or_clone(event);
+    event.delivery = outbox.resumed(&stored);
+    assert!(event.delivery.is_some());
+    Arc::new(event)
+}
+
 #[tokio::test]
-async fn an_event_older_than_max_age_is_not_forwarded() {
+async fn a_delivery_queued_longer_ago_than_max_age_is_not_forwarded() {
     let (logs, _guard) = Logs::capture();
     let receiver = Receiver::start(&[(200, None)]).await;
     let mut spec = spec(receiver.addr, 5);
-    // The sample webhook's createdAt is weeks before today.
     spec.retry.max_age = Duration::from_secs(3600);
     let forward = action(spec);
 
-    forward.start(start_event());
+    forward.start(resumed(start_event(), Duration::from_secs(7200), 0));
     drained(&forward).await;
 
     assert!(
         receiver.received().is_empty(),
-        "nothing is sent for a stale event"
+        "nothing is sent for a stale delivery"
     );
     let gave_up = logs.lines_with(&["gave up", "older than max_age"]);
     assert_eq!(gave_up.len(), 1, "{}", logs.text());
+
+    // The same webhook queued just now is young: max_age is the delivery's,
+    // not the webhook's (the sample's createdAt is long past).
+    forward.start(resumed(start_event(), Duration::ZERO, 0));
+    drained(&forward).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test]
+async fn a_resumed_delivery_continues_its_attempt_count() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[]).await;
+    receiver.always((503, None));
+    let forward = action(spec(receiver.addr, 4));
+
+    // Two attempts were made before a restart: two are left of max_attempts 4.
+    forward.start(resumed(start_event(), Duration::ZERO, 2));
+    drained(&forward).await;
+    assert_eq!(receiver.received().len(), 2, "{}", logs.text());
+    let gave_up = logs.lines_with(&["gave up", "attempts=4"]);
+    assert_eq!(gave_up.len(), 1, "{}", logs.text());
+
+    // One resumed after all its attempts (max_attempts was lowered) is not sent.
+    forward.start(resumed(start_event(), Duration::ZERO, 4));
+    drained(&forward).await;
+    assert_eq!(receiver.received().len(), 2);
+    assert_eq!(
+        logs.lines_with(&["gave up", "before the restart"]).len(),
+        1,
+        "{}",
+        logs.text()
+    );
 }
 
 // ---------------------------------------------------------------------------

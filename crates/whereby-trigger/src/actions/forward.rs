@@ -133,8 +133,10 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// The largest wait, also for a receiver's `Retry-After`.
     pub max_backoff: Duration,
-    /// No attempt is made once the webhook (by its `createdAt`) is older than
-    /// this: an assistant started an hour late has missed its meeting.
+    /// No attempt is made once the delivery was queued longer ago than this
+    /// (for a live webhook, about when it was sent): an assistant started an
+    /// hour late has missed its meeting. Attempts and age carry on across a
+    /// restart; `outbox retry` starts both afresh.
     pub max_age: Duration,
 }
 
@@ -536,39 +538,46 @@ impl Inner {
     }
 }
 
-/// How long ago the event was created, by its `createdAt`.
-fn event_age(event: &ActionEvent) -> Option<Duration> {
-    let created = event.webhook.created_at_millis()?;
-    let now = crate::store::now_ms();
-    Some(Duration::from_millis(
-        u64::try_from(now - created).unwrap_or(0),
-    ))
-}
-
 /// Attempts one event until it is delivered, rejected, or out of attempts.
+/// A delivery taken up again after a restart continues its count and its age.
 async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     let body = Bytes::from(event.to_json());
     let key = idempotency_key(&inner.trigger, event.event_id(), event.action);
     let key_value = key_header(&key);
     let action = event.action.as_str();
     let max_attempts = inner.retry.max_attempts.max(1);
-    let mut attempt = 1;
+    let ticket = event.delivery.as_ref();
+    let queued_ms = ticket.map_or_else(crate::store::now_ms, |t| t.queued_ms());
+    let mut attempt = ticket.map_or(0, |t| t.attempts_made()).saturating_add(1);
+    if attempt > max_attempts {
+        // Only a delivery resumed with a lower max_attempts than it had.
+        tracing::error!(
+            trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
+            room = %event.room, attempts = attempt - 1,
+            "forward gave up: max_attempts were made before the restart"
+        );
+        if let Some(ticket) = ticket {
+            ticket.dead(&format!("gave up after {} attempts", attempt - 1));
+        }
+        return;
+    }
     loop {
-        if let Some(age) = event_age(&event) {
-            if age > inner.retry.max_age {
-                tracing::error!(
-                    trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                    room = %event.room, age_s = age.as_secs(), attempts = attempt - 1,
-                    "forward gave up: the event is older than max_age"
-                );
-                if let Some(ticket) = &event.delivery {
-                    ticket.dead(&format!(
-                        "older than max_age ({}s)",
-                        inner.retry.max_age.as_secs()
-                    ));
-                }
-                return;
+        let age = Duration::from_millis(
+            u64::try_from(crate::store::now_ms().saturating_sub(queued_ms)).unwrap_or(0),
+        );
+        if age > inner.retry.max_age {
+            tracing::error!(
+                trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
+                room = %event.room, age_s = age.as_secs(), attempts = attempt - 1,
+                "forward gave up: the delivery is older than max_age"
+            );
+            if let Some(ticket) = ticket {
+                ticket.dead(&format!(
+                    "older than max_age ({}s)",
+                    inner.retry.max_age.as_secs()
+                ));
             }
+            return;
         }
         match inner.attempt(body.clone(), key_value.clone()).await {
             Attempt::Delivered(status) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim};
+use super::{Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim, now_ms};
 
 /// How long a commit waits for a lock held by another process (`outbox`).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
@@ -118,8 +118,9 @@ impl SqliteStore {
         read_deliveries(&self.read())
     }
 
-    /// Makes a delivery pending again with its attempts reset; `false` when no
-    /// delivery has that id.
+    /// Makes a delivery pending again, starting afresh: no attempts, queued
+    /// now (so that `max_age` gives it its full time); `false` when no delivery
+    /// has that id.
     ///
     /// # Errors
     /// [`StoreError::Commit`].
@@ -127,22 +128,25 @@ impl SqliteStore {
         let n = self
             .lock()
             .execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0 WHERE id = ?1",
-                params![id],
+                "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?2 \
+                 WHERE id = ?1",
+                params![id, now_ms()],
             )
             .map_err(commit_error)?;
         Ok(n > 0)
     }
 
-    /// Makes every dead delivery pending again; returns how many.
+    /// Makes every dead delivery pending again, afresh as [`Self::retry`] does;
+    /// returns how many.
     ///
     /// # Errors
     /// [`StoreError::Commit`].
     pub fn retry_dead(&self) -> Result<usize, StoreError> {
         self.lock()
             .execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0 WHERE status = 'dead'",
-                [],
+                "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?1 \
+                 WHERE status = 'dead'",
+                params![now_ms()],
             )
             .map_err(commit_error)
     }

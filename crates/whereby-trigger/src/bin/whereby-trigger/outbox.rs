@@ -22,8 +22,9 @@ pub(crate) struct OutboxArgs {
 enum OutboxCommand {
     /// Pending and dead deliveries: id, status, trigger, action, attempts, last error.
     List,
-    /// Make a delivery (or, with --all, every dead one) pending again; a running
-    /// server picks it up within seconds, a stopped one at its next start.
+    /// Make a delivery (or, with --all, every dead one) pending again, with a fresh
+    /// attempt count and max_age; a running server picks it up within seconds, a
+    /// stopped one at its next start.
     Retry {
         /// The delivery's id, as `list` shows it.
         #[arg(required_unless_present = "all")]
