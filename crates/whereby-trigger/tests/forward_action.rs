@@ -691,3 +691,42 @@ async fn drain_gives_up_at_its_deadline() {
     drained(&forward).await;
     assert_eq!(receiver.received().len(), 2);
 }
+
+#[tokio::test]
+async fn drain_leaves_a_stored_delivery_waiting_for_its_retry_pending() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start(&[]).await;
+    // An hour until the next attempt: only a drain that stops the wait returns.
+    receiver.always((503, Some("3600")));
+    let mut patient = spec(receiver.addr, 5);
+    patient.retry.max_backoff = Duration::from_secs(3600);
+    let forward = action(patient);
+
+    forward.start(resumed(start_event(), Duration::ZERO, 0));
+    receiver.wait_for_requests(1).await;
+    logs.wait_for(&["retrying"], 1).await;
+    let left = within("the drain", forward.drain(Duration::from_secs(30))).await;
+    assert_eq!(left, 0, "{}", logs.text());
+    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(
+        logs.lines_with(&["left pending for the next start", "attempts=1"])
+            .len(),
+        1,
+        "{}",
+        logs.text()
+    );
+    assert!(logs.lines_with(&["gave up"]).is_empty(), "{}", logs.text());
+
+    // A delivery kept only in memory has no next start: the drain waits out
+    // its backoff (a second here) and the retry is made.
+    let receiver = Receiver::start(&[(503, Some("1"))]).await;
+    let mut in_memory = spec(receiver.addr, 5);
+    in_memory.retry.max_backoff = Duration::from_secs(10);
+    let forward = action(in_memory);
+    forward.start(start_event());
+    receiver.wait_for_requests(1).await;
+    logs.wait_for(&["retrying"], 2).await;
+    let left = within("the drain", forward.drain(Duration::from_secs(30))).await;
+    assert_eq!(left, 0);
+    assert_eq!(receiver.received().len(), 2, "retried, then delivered");
+}

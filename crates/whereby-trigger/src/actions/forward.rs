@@ -14,13 +14,14 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Action, ActionEvent, ActionKind};
@@ -286,6 +287,18 @@ struct Inner {
     /// randomness backoff needs.
     random: RandomState,
     draws: AtomicU64,
+    /// Cancelled by [`ForwardAction::drain`]: a delivery recorded in the store
+    /// stops waiting between attempts, since the next start resumes it.
+    draining: Mutex<CancellationToken>,
+}
+
+impl Inner {
+    fn draining(&self) -> CancellationToken {
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl ForwardAction {
@@ -310,6 +323,7 @@ impl ForwardAction {
                 client,
                 random: RandomState::new(),
                 draws: AtomicU64::new(0),
+                draining: Mutex::new(CancellationToken::new()),
             }),
             tracker: TaskTracker::new(),
         })
@@ -334,8 +348,22 @@ impl ForwardAction {
     /// passed, and returns how many are still in flight. Deliveries started
     /// meanwhile are waited for too; those left over keep running until the
     /// runtime stops.
+    ///
+    /// A delivery that is recorded in the store (it has a ticket) and is only
+    /// waiting for its next attempt stops at once and stays pending for the
+    /// next start: shutting down need not wait out a backoff. An attempt under
+    /// way is awaited, and so is a delivery kept in memory only, which has no
+    /// other chance.
     pub async fn drain(&self, deadline: Duration) -> usize {
         self.tracker.close();
+        let draining = std::mem::take(
+            &mut *self
+                .inner
+                .draining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        draining.cancel();
         let finished = tokio::time::timeout(deadline, self.tracker.wait())
             .await
             .is_ok();
@@ -547,6 +575,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     let action = event.action.as_str();
     let max_attempts = inner.retry.max_attempts.max(1);
     let ticket = event.delivery.as_ref();
+    let draining = inner.draining();
     let queued_ms = ticket.map_or_else(crate::store::now_ms, |t| t.queued_ms());
     let mut attempt = ticket.map_or(0, |t| t.attempts_made()).saturating_add(1);
     if attempt > max_attempts {
@@ -627,8 +656,20 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                 );
                 if let Some(ticket) = &event.delivery {
                     ticket.attempted(attempt, &reason);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = draining.cancelled() => {
+                            tracing::info!(
+                                trigger = %inner.trigger, action, idempotency_key = %key,
+                                attempts = attempt,
+                                "forward delivery left pending for the next start"
+                            );
+                            return;
+                        }
+                    }
+                } else {
+                    tokio::time::sleep(delay).await;
                 }
-                tokio::time::sleep(delay).await;
                 attempt += 1;
             }
         }
