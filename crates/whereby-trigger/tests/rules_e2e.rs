@@ -1091,6 +1091,42 @@ fn a_reload_keeps_running_assistants_and_their_claims() {
     );
 }
 
+#[test]
+fn a_reload_that_removes_a_run_trigger_stops_its_assistants_and_frees_their_rooms() {
+    let dir = TempDir::new("reload-removed");
+    let procs = dir.sub("procs");
+    let with_run = format!(
+        "{VERIFY}\n[[trigger]]\nname = \"note-taker\"\non = [\"room.session.started\", \"assistant.requested\"]\nonce_per = \"room\"\n{}\n",
+        run_table(&procs, "term", "")
+    );
+    let config = dir.write("whereby-trigger.toml", &with_run);
+    let server = serve(&config, &[]);
+    assert_eq!(server.send("room.session.started", "s1", &[]), "triggered");
+    let first = wait_started(&procs, 1)[0].clone();
+
+    // The trigger is gone from the file: its assistant is told to stop.
+    let without = format!(
+        "{VERIFY}\n[[trigger]]\nname = \"greeter\"\non = [\"room.client.joined\"]\nstdout = true\n"
+    );
+    dir.write("whereby-trigger.toml", &without);
+    let (reloaded, _) = server.reload("config reloaded");
+    assert!(reloaded.contains("triggers=1"), "{reloaded}");
+    wait_terminated(&procs, first.pid);
+    let log = server.stderr.snapshot().join("\n");
+    assert!(
+        log.contains("trigger removed from the config") && log.contains("stopped=1"),
+        "{log}"
+    );
+
+    // Put back, the trigger starts afresh: its room's claim was released.
+    dir.write("whereby-trigger.toml", &with_run);
+    server.reload("config reloaded");
+    assert_eq!(server.send("assistant.requested", "r1", &[]), "triggered");
+    let both = wait_started(&procs, 2);
+    assert_eq!(both.len(), 2);
+    drop(server.stop());
+}
+
 /// SIGHUP's default action ends a process. Once `serve` says it listens, a
 /// SIGHUP must reload the config, not kill the server: the handler has to be
 /// in place before readiness is announced. Tried on 50 fresh servers,

@@ -191,6 +191,8 @@ enum StopReason {
     Timeout,
     StopEvent,
     Shutdown,
+    /// A config reload removed the trigger (or its `run`).
+    Removed,
 }
 
 impl fmt::Display for StopReason {
@@ -199,6 +201,7 @@ impl fmt::Display for StopReason {
             StopReason::Timeout => "timeout",
             StopReason::StopEvent => "stop event",
             StopReason::Shutdown => "server shutdown",
+            StopReason::Removed => "trigger removed from the config",
         })
     }
 }
@@ -283,6 +286,38 @@ impl RunAction {
             tracing::debug!(trigger = %self.inner.trigger, running, "waiting for children to exit");
             if freed.changed().await.is_err() {
                 break;
+            }
+        }
+    }
+}
+
+impl RunAction {
+    /// Ends this action for a trigger that a config reload removed: as if a
+    /// stop event had come for every room, every child gets SIGTERM (then
+    /// SIGKILL after its grace), waiting starts are dropped, claims are released
+    /// and deliveries are done. Later starts are refused. Returns at once; the
+    /// children end on their own tasks, and [`RunAction::shutdown`] still waits
+    /// for them.
+    pub fn retire(&self) {
+        let (cancelled, stopped) = {
+            let mut state = self.inner.lock();
+            state.closed = true;
+            let mut stopped = 0_usize;
+            for active in state.active.values_mut() {
+                if let Some(stop) = active.stop.take() {
+                    let _ = stop.send(StopReason::Removed);
+                    stopped += 1;
+                }
+            }
+            (std::mem::take(&mut state.queue), stopped)
+        };
+        tracing::warn!(trigger = %self.inner.trigger, stopped, cancelled = cancelled.len(),
+            "trigger removed from the config: its assistants are stopped");
+        for waiting in cancelled {
+            self.inner
+                .cancel_waiting(&waiting, "trigger removed from the config");
+            if let Some(ticket) = &waiting.delivery {
+                ticket.done();
             }
         }
     }

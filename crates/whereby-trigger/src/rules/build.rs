@@ -15,7 +15,8 @@ use crate::rules::engine::{Rule, RulePredicate};
 ///
 /// A `run` action is kept per trigger name: on reload it is reconfigured, not
 /// replaced, so its running processes, their claims and its `max_running`
-/// queue carry on. Rust programs add their own actions and predicates by
+/// queue carry on. A reload that removes a trigger's `run` stops its
+/// processes and releases their claims. Rust programs add their own actions and predicates by
 /// trigger name:
 ///
 /// ```
@@ -71,6 +72,8 @@ pub struct Actions {
     client: reqwest::Client,
     stdout: LineSink,
     runs: Mutex<HashMap<Arc<str>, Arc<RunAction>>>,
+    /// `run` actions a reload removed, whose children may still be exiting.
+    retired_runs: Mutex<Vec<Arc<RunAction>>>,
     /// Current `forward` actions by trigger, and those a reload replaced while
     /// they still had deliveries in flight (drained on shutdown too).
     forwards: Mutex<Forwards>,
@@ -110,6 +113,7 @@ impl Actions {
             client: ForwardAction::client().unwrap_or_default(),
             stdout,
             runs: Mutex::new(HashMap::new()),
+            retired_runs: Mutex::new(Vec::new()),
             forwards: Mutex::new(Forwards::default()),
             extra_actions: HashMap::new(),
             extra_predicates: HashMap::new(),
@@ -138,8 +142,37 @@ impl Actions {
     ///
     /// # Errors
     /// When an action cannot be built (a `forward` spec the client refuses).
+    ///
+    /// Called again with a reloaded config, it keeps the `run` actions of the
+    /// triggers that still have one, and retires the others (see
+    /// [`RunAction::retire`]) once every rule is built.
     pub fn rules(&self, config: &Config) -> Result<Vec<Rule>, BuildError> {
-        config.triggers.iter().map(|t| self.rule(t)).collect()
+        let rules = config
+            .triggers
+            .iter()
+            .map(|t| self.rule(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let removed: Vec<Arc<RunAction>> = {
+            let mut runs = self.lock_runs();
+            let gone: Vec<Arc<str>> = runs
+                .keys()
+                .filter(|name| {
+                    !config
+                        .triggers
+                        .iter()
+                        .any(|t| t.run.is_some() && t.name == **name)
+                })
+                .cloned()
+                .collect();
+            gone.iter().filter_map(|name| runs.remove(name)).collect()
+        };
+        let mut retired = self.retired_runs.lock().unwrap_or_else(|p| p.into_inner());
+        retired.retain(|run| run.running() > 0);
+        for run in removed {
+            run.retire();
+            retired.push(run);
+        }
+        Ok(rules)
     }
 
     /// The rules of `config` without any action: what `replay` evaluates.
@@ -198,7 +231,14 @@ impl Actions {
     /// Stops every assistant process (SIGTERM, then SIGKILL after its grace) and
     /// waits up to `drain` for `forward` deliveries in flight.
     pub async fn shutdown(&self, drain: std::time::Duration) {
-        let runs: Vec<Arc<RunAction>> = self.lock_runs().values().cloned().collect();
+        let mut runs: Vec<Arc<RunAction>> = self.lock_runs().values().cloned().collect();
+        runs.extend(
+            self.retired_runs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned(),
+        );
         let forwards: Vec<Arc<ForwardAction>> = {
             let forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
             forwards
