@@ -16,12 +16,14 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::binary::{Lines, Server, Shared, WAIT, capture, poll, text, wait_with_deadline};
+use common::binary::{
+    Lines, Server, Shared, WAIT, capture, loopback_command, poll, text, wait_with_deadline,
+};
+use common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
 use serde_json::Value;
 use whereby_trigger::webhook::SIGNATURE_HEADER;
 
@@ -34,56 +36,25 @@ const DB_FILE: &str = whereby_trigger::store::DB_FILE;
 // ---------------------------------------------------------------------------
 // Temporary directories and configs.
 
-/// A directory of the test's own, removed when dropped (which also ends any
-/// assistant script still waiting for it to go).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "whereby-trigger-faults-{}-{tag}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create the temp dir");
-        TempDir(path)
-    }
-
-    /// A new, empty subdirectory.
-    fn sub(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::create_dir_all(&path).expect("create a subdirectory");
-        path
-    }
-
+/// What the fault tests keep in their directory.
+trait FaultDir {
     /// The data directory (created by the server on first start).
-    fn data(&self) -> PathBuf {
-        self.0.join("data")
-    }
-
+    fn data(&self) -> PathBuf;
     /// Writes `config` (after the `[verify]` section) to `whereby-trigger.toml`.
+    fn config(&self, config: &str) -> PathBuf;
+}
+
+impl FaultDir for TempDir {
+    fn data(&self) -> PathBuf {
+        self.join("data")
+    }
+
     fn config(&self, config: &str) -> PathBuf {
-        let path = self.0.join("whereby-trigger.toml");
-        std::fs::write(
-            &path,
-            format!("[verify]\nsecrets = [{}]\n{config}", q(SECRET)),
+        self.write(
+            "whereby-trigger.toml",
+            &format!("[verify]\nsecrets = [{}]\n{config}", q(SECRET)),
         )
-        .expect("write the config");
-        path
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A TOML basic string holding `s` (JSON string escapes are valid TOML ones).
-fn q(s: impl AsRef<str>) -> String {
-    serde_json::to_string(s.as_ref()).expect("a string serialises")
 }
 
 fn path_str(path: &Path) -> &str {
@@ -93,28 +64,10 @@ fn path_str(path: &Path) -> &str {
 // ---------------------------------------------------------------------------
 // The binary.
 
-/// The binary with no proxy for `forward`, which talks to 127.0.0.1.
-fn command() -> Command {
-    let mut cmd = common::binary::command();
-    for proxy in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(proxy);
-    }
-    cmd.env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost");
-    cmd
-}
-
 /// `serve --config config --data-dir data`, waiting until it listens.
 fn serve(config: &Path, data: &Path) -> Server {
     Server::start_from(
-        command(),
+        loopback_command(),
         [
             OsStr::new("--config"),
             config.as_os_str(),
@@ -133,7 +86,7 @@ fn kill9(mut server: Server) {
 
 /// `whereby-trigger outbox ARGS --data-dir data`, waited for (bounded).
 fn outbox(data: &Path, args: &[&str]) -> Output {
-    let mut child = command()
+    let mut child = loopback_command()
         .arg("outbox")
         .args(args)
         .arg("--data-dir")
@@ -511,27 +464,15 @@ fn wait_starts(procs: &Path, n: usize) -> Vec<(u32, String)> {
     )
 }
 
-/// Whether `pid` is a live (not zombie) assistant script; a pid reused by an
-/// unrelated process does not count.
+/// The assistant script of these tests.
+const ASSISTANT: &str = "fault_assistant.sh";
+
 fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, Some('Z' | 'X') | None) {
-        return false;
-    }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("fault_assistant.sh"))
-        .unwrap_or(false)
+    script_alive(pid, ASSISTANT)
 }
 
 fn wait_gone(pid: u32) {
-    poll(&format!("assistant {pid} to be gone"), || {
-        (!alive(pid)).then_some(())
-    });
+    wait_script_gone(pid, ASSISTANT);
 }
 
 /// The live holding assistants.

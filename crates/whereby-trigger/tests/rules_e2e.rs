@@ -18,12 +18,13 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use common::binary::{
-    Delivery, Server, Shared, deliveries, poll, send_from, text, wait_with_deadline,
+    Delivery, Server, Shared, deliveries, loopback_command, poll, send_from, text,
+    wait_with_deadline,
 };
+use common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
 use serde_json::Value;
 
 /// The signing secret, given to the config as `${E2E_SECRET}`.
@@ -37,55 +38,6 @@ const SESSION: &str = "c1b5e7a0-8d2f-4b6e-9a41-2f7d3e5c9b10";
 
 // ---------------------------------------------------------------------------
 // Temporary directories, config files, the assistant script.
-
-/// A directory of the test's own, removed when dropped (which also ends any
-/// assistant script still polling its `procs` directory).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "whereby-trigger-rules-e2e-{}-{tag}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create the temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// A new, empty subdirectory.
-    fn sub(&self, name: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::create_dir_all(&path).expect("create a subdirectory");
-        path
-    }
-
-    /// Writes `text` to `name` (via a rename, so a reader never sees half).
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        let tmp = self.0.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, text).expect("write a file");
-        std::fs::rename(&tmp, &path).expect("rename a file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A TOML basic string holding `s` (JSON string escapes are valid TOML ones).
-fn q(s: impl AsRef<str>) -> String {
-    serde_json::to_string(s.as_ref()).expect("a string serialises")
-}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/e2e_assistant.py")
@@ -183,28 +135,15 @@ fn term_marker(procs: &Path, pid: u32) -> PathBuf {
     procs.join(format!("term-{pid}"))
 }
 
-/// Whether `pid` is a live (not zombie) assistant script. A pid reused by an
-/// unrelated process does not count.
+/// The assistant script of these tests.
+const ASSISTANT: &str = "e2e_assistant.py";
+
 fn assistant_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, Some('Z' | 'X') | None) {
-        return false;
-    }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("e2e_assistant.py"))
-        .unwrap_or(false)
+    script_alive(pid, ASSISTANT)
 }
 
 fn wait_gone(pid: u32) {
-    poll(&format!("assistant {pid} to be gone"), || {
-        (!assistant_alive(pid)).then_some(())
-    });
+    wait_script_gone(pid, ASSISTANT);
 }
 
 /// Waits for assistant `pid` to record the SIGTERM it got, then to be gone.
@@ -220,21 +159,8 @@ fn wait_terminated(procs: &Path, pid: u32) {
 
 /// The binary with the config's variables set, and no proxy for `forward`.
 fn command() -> Command {
-    let mut cmd = common::binary::command();
+    let mut cmd = loopback_command();
     cmd.env("E2E_SECRET", SECRET).env("E2E_TOKEN", TOKEN);
-    // `forward` talks to 127.0.0.1: never through a proxy.
-    for proxy in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(proxy);
-    }
-    cmd.env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost");
     cmd
 }
 

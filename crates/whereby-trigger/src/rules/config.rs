@@ -20,6 +20,7 @@ use whereby_webhook::EventType;
 use crate::actions::forward::{DEFAULT_MAX_AGE, DEFAULT_MAX_ATTEMPTS, ForwardSpec, RetryPolicy};
 use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode};
 use crate::actions::template::Template;
+use crate::limits::Limits;
 use crate::rules::cel::When;
 use crate::rules::claims::OncePer;
 use crate::units::{parse_duration, parse_size};
@@ -33,6 +34,13 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_RUNNING: usize = 50;
 /// Default `forward.timeout`, per attempt.
 pub const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Smallest `[server] max_header_bytes`: room for a request line and a few
+/// headers. (hyper's read buffer never goes below 8 KiB, but the cap on the
+/// head is exact down to this.)
+pub const MIN_HEADER_BYTES: usize = 1024;
+/// How long Whereby waits for an answer to a delivery: `[server]
+/// request_deadline` must be shorter, or the 503 it gives would never be heard.
+pub const WHEREBY_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A signing secret from the config. Its `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,6 +61,10 @@ impl fmt::Debug for Secret {
 
 /// `[server]`: each value is `None` when the file does not set it, so that
 /// command-line flags and built-in defaults can fill in.
+///
+/// The limits of the accept loop (`header_timeout` to `keep_alive`) have no
+/// flags: [`ServerConfig::limits`] fills in [`Limits`]' defaults. Like `bind`
+/// and `port`, they are read at start; a reload does not change them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerConfig {
     /// `bind`
@@ -65,6 +77,49 @@ pub struct ServerConfig {
     pub max_body: Option<usize>,
     /// `predicate_timeout`
     pub predicate_timeout: Option<Duration>,
+    /// `header_timeout`: [`Limits::header_read_timeout`].
+    pub header_timeout: Option<Duration>,
+    /// `body_timeout`: [`Limits::body_read_timeout`].
+    pub body_timeout: Option<Duration>,
+    /// `max_header_bytes`: [`Limits::max_header_bytes`], at least
+    /// [`MIN_HEADER_BYTES`].
+    pub max_header_bytes: Option<usize>,
+    /// `max_connections`: [`Limits::max_connections`].
+    pub max_connections: Option<usize>,
+    /// `request_deadline`: [`Limits::request_deadline`], below
+    /// [`WHEREBY_DELIVERY_TIMEOUT`].
+    pub request_deadline: Option<Duration>,
+    /// `keep_alive`: [`Limits::keep_alive_idle`]; zero turns keep-alive off.
+    pub keep_alive: Option<Duration>,
+}
+
+impl ServerConfig {
+    /// The limits of the accept loop: the file's values, and the defaults of
+    /// [`Limits`] for the keys it does not set.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use whereby_trigger::limits::Limits;
+    /// use whereby_trigger::rules::config::Config;
+    ///
+    /// let config = Config::from_toml("[server]\nrequest_deadline = \"3s\"\n", &|_: &str| None)?;
+    /// assert_eq!(
+    ///     config.server.limits(),
+    ///     Limits { request_deadline: Duration::from_secs(3), ..Limits::default() }
+    /// );
+    /// # Ok::<(), whereby_trigger::rules::config::ConfigErrors>(())
+    /// ```
+    pub fn limits(&self) -> Limits {
+        let default = Limits::default();
+        Limits {
+            header_read_timeout: self.header_timeout.unwrap_or(default.header_read_timeout),
+            body_read_timeout: self.body_timeout.unwrap_or(default.body_read_timeout),
+            max_header_bytes: self.max_header_bytes.unwrap_or(default.max_header_bytes),
+            max_connections: self.max_connections.unwrap_or(default.max_connections),
+            request_deadline: self.request_deadline.unwrap_or(default.request_deadline),
+            keep_alive_idle: self.keep_alive.unwrap_or(default.keep_alive_idle),
+        }
+    }
 }
 
 /// `[verify]`.
@@ -189,6 +244,14 @@ struct RawServer {
     path: Option<String>,
     max_body: Option<Spanned<String>>,
     predicate_timeout: Option<Spanned<String>>,
+    // The limits are read as any value, so that a value of the wrong type is
+    // an error that names its key.
+    header_timeout: Option<Spanned<toml::Value>>,
+    body_timeout: Option<Spanned<toml::Value>>,
+    max_header_bytes: Option<Spanned<toml::Value>>,
+    max_connections: Option<Spanned<toml::Value>>,
+    request_deadline: Option<Spanned<toml::Value>>,
+    keep_alive: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -468,7 +531,98 @@ fn server_config(raw: RawServer, lines: &Lines<'_>, errors: &mut Vec<ConfigError
         path: raw.path,
         max_body,
         predicate_timeout,
+        header_timeout: limit("header_timeout", raw.header_timeout, &mut fail, |v| {
+            positive_duration(v)
+        }),
+        body_timeout: limit("body_timeout", raw.body_timeout, &mut fail, |v| {
+            positive_duration(v)
+        }),
+        max_header_bytes: limit("max_header_bytes", raw.max_header_bytes, &mut fail, |v| {
+            let bytes = match v {
+                toml::Value::String(text) => parse_size(text).map_err(|e| e.to_string())?,
+                toml::Value::Integer(n) => usize::try_from(*n).map_err(|_| {
+                    format!(
+                        "{n} is not a size; it must be at least 1KiB ({MIN_HEADER_BYTES} bytes)"
+                    )
+                })?,
+                other => return Err(wrong_type(other, "a size such as \"16KiB\" or 16384")),
+            };
+            if bytes < MIN_HEADER_BYTES {
+                return Err(format!(
+                    "{bytes} bytes is too small to hold a request's line and headers; \
+                     it must be at least 1KiB ({MIN_HEADER_BYTES} bytes)"
+                ));
+            }
+            Ok(bytes)
+        }),
+        max_connections: limit(
+            "max_connections",
+            raw.max_connections,
+            &mut fail,
+            |v| match v {
+                toml::Value::Integer(n) if *n >= 1 => Ok(usize::try_from(*n).unwrap_or(usize::MAX)),
+                toml::Value::Integer(n) => Err(format!("must be at least 1, not {n}")),
+                other => Err(wrong_type(other, "a whole number such as 1024")),
+            },
+        ),
+        request_deadline: limit("request_deadline", raw.request_deadline, &mut fail, |v| {
+            let deadline = positive_duration(v)?;
+            if deadline >= WHEREBY_DELIVERY_TIMEOUT {
+                return Err(format!(
+                    "must be below 5s, not {deadline:?}: Whereby gives up on a delivery \
+                     after 5 s, so an answer at or past that is never heard and the \
+                     deadline is useless (the default is 4500ms)"
+                ));
+            }
+            Ok(deadline)
+        }),
+        // Zero is allowed here: it turns keep-alive off, as in `Limits`.
+        keep_alive: limit("keep_alive", raw.keep_alive, &mut fail, |v| match v {
+            toml::Value::String(text) => parse_duration(text).map_err(|e| e.to_string()),
+            other => Err(wrong_type(other, DURATION_EXAMPLE)),
+        }),
     }
+}
+
+/// How a duration is written in `[server]`.
+const DURATION_EXAMPLE: &str = "a duration string such as \"5s\" or \"500ms\"";
+
+/// Reads one limit of `[server]` with `read`; an error names `server.{key}`
+/// and is reported on the value's line.
+fn limit<T>(
+    key: &str,
+    value: Option<Spanned<toml::Value>>,
+    fail: &mut dyn FnMut(std::ops::Range<usize>, String),
+    read: impl FnOnce(&toml::Value) -> Result<T, String>,
+) -> Option<T> {
+    let value = value?;
+    read(value.get_ref())
+        .map_err(|message| fail(value.span(), format!("server.{key}: {message}")))
+        .ok()
+}
+
+/// A duration longer than zero.
+fn positive_duration(value: &toml::Value) -> Result<Duration, String> {
+    match value {
+        toml::Value::String(text) => match parse_duration(text) {
+            Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+            Ok(d) => Ok(d),
+            Err(e) => Err(e.to_string()),
+        },
+        other => Err(wrong_type(other, DURATION_EXAMPLE)),
+    }
+}
+
+/// The complaint about a value of the wrong TOML type.
+fn wrong_type(value: &toml::Value, expected: &str) -> String {
+    let found = match value {
+        toml::Value::Integer(n) => format!("integer `{n}`"),
+        toml::Value::Float(x) => format!("float `{x}`"),
+        toml::Value::Boolean(b) => format!("boolean `{b}`"),
+        toml::Value::String(text) => format!("string {text:?}"),
+        other => other.type_str().to_owned(),
+    };
+    format!("expected {expected}, found {found}")
 }
 
 fn verify_config(
@@ -778,6 +932,12 @@ port = 8080
 path = "/"
 max_body = "64KiB"
 predicate_timeout = "4s"
+header_timeout = "10s"
+body_timeout = "3s"
+max_header_bytes = "16KiB"
+max_connections = 1024
+request_deadline = "4500ms"
+keep_alive = "6s"
 
 [verify]
 secrets = ["${WHEREBY_WEBHOOK_SECRET}"]
@@ -804,10 +964,13 @@ stdout = true
         let c = Config::from_toml(FULL, &env).unwrap();
         assert_eq!(c.server.port, Some(8080));
         assert_eq!(c.server.max_body, Some(65_536));
+        // The example spells out the defaults.
+        assert_eq!(c.server.limits(), Limits::default());
+        assert_eq!(c.server.max_connections, Some(1024));
         assert_eq!(c.verify.secrets[0].expose(), "whsec_from_env");
         assert_eq!(c.verify.tolerance, Some(Duration::from_secs(300)));
         let t = &c.triggers[0];
-        assert_eq!(t.line, 18);
+        assert_eq!(t.line, 24);
         assert_eq!(
             t.on,
             [EventType::RoomSessionStarted, EventType::AssistantRequested]
@@ -859,6 +1022,221 @@ stdout = true
 
     fn errors(toml: &str) -> Vec<ConfigError> {
         Config::from_toml(toml, &env).unwrap_err().errors
+    }
+
+    fn server(toml: &str) -> ServerConfig {
+        Config::from_toml(toml, &env)
+            .unwrap_or_else(|e| panic!("{e}\n{toml}"))
+            .server
+    }
+
+    #[test]
+    fn server_limits_parse() {
+        let s = server(
+            "[server]\n\
+             header_timeout = \"2s\"\n\
+             body_timeout = \"750ms\"\n\
+             max_header_bytes = \"4KiB\"\n\
+             max_connections = 64\n\
+             request_deadline = \"4999ms\"\n\
+             keep_alive = \"1m\"\n",
+        );
+        assert_eq!(s.header_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(s.body_timeout, Some(Duration::from_millis(750)));
+        assert_eq!(s.max_header_bytes, Some(4096));
+        assert_eq!(s.max_connections, Some(64));
+        assert_eq!(s.request_deadline, Some(Duration::from_millis(4999)));
+        assert_eq!(s.keep_alive, Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.limits(),
+            Limits {
+                header_read_timeout: Duration::from_secs(2),
+                body_read_timeout: Duration::from_millis(750),
+                max_header_bytes: 4096,
+                max_connections: 64,
+                request_deadline: Duration::from_millis(4999),
+                keep_alive_idle: Duration::from_secs(60),
+            }
+        );
+    }
+
+    #[test]
+    fn max_header_bytes_takes_the_forms_of_max_body_and_integers() {
+        for (value, bytes) in [
+            ("16384", 16_384),
+            ("\"16384\"", 16_384),
+            ("\"8KiB\"", 8_192),
+            ("\"2kb\"", 2_000),
+            ("\"1MiB\"", 1_048_576),
+            // The smallest allowed, below hyper's 8 KiB buffer floor: the cap
+            // on the head is exact all the same.
+            ("1024", 1_024),
+            ("\"1KiB\"", 1_024),
+        ] {
+            let s = server(&format!("[server]\nmax_header_bytes = {value}\n"));
+            assert_eq!(s.max_header_bytes, Some(bytes), "{value}");
+            assert_eq!(s.limits().max_header_bytes, bytes, "{value}");
+        }
+    }
+
+    #[test]
+    fn server_limits_default_to_those_of_limits() {
+        // No [server] table, an empty one, or one with other keys only.
+        for toml in [
+            "",
+            "[server]\n",
+            "[server]\nport = 9000\nmax_body = \"1KiB\"\n",
+        ] {
+            let s = server(toml);
+            assert_eq!(
+                (
+                    s.header_timeout,
+                    s.body_timeout,
+                    s.max_header_bytes,
+                    s.max_connections,
+                    s.request_deadline,
+                    s.keep_alive
+                ),
+                (None, None, None, None, None, None),
+                "{toml:?}"
+            );
+            let limits = s.limits();
+            assert_eq!(limits, Limits::default(), "{toml:?}");
+            assert_eq!(
+                limits.header_read_timeout,
+                crate::limits::DEFAULT_HEADER_READ_TIMEOUT
+            );
+            assert_eq!(
+                limits.body_read_timeout,
+                crate::limits::DEFAULT_BODY_READ_TIMEOUT
+            );
+            assert_eq!(
+                limits.max_header_bytes,
+                crate::limits::DEFAULT_MAX_HEADER_BYTES
+            );
+            assert_eq!(
+                limits.max_connections,
+                crate::limits::DEFAULT_MAX_CONNECTIONS
+            );
+            assert_eq!(
+                limits.request_deadline,
+                crate::limits::DEFAULT_REQUEST_DEADLINE
+            );
+            assert_eq!(
+                limits.keep_alive_idle,
+                crate::limits::DEFAULT_KEEP_ALIVE_IDLE
+            );
+        }
+        // One key set leaves the others at their defaults.
+        let s = server("[server]\nmax_connections = 8\n");
+        assert_eq!(
+            s.limits(),
+            Limits {
+                max_connections: 8,
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn keep_alive_zero_turns_keep_alive_off() {
+        let s = server("[server]\nkeep_alive = \"0s\"\n");
+        assert_eq!(s.keep_alive, Some(Duration::ZERO));
+        assert_eq!(s.limits().keep_alive_idle, Duration::ZERO);
+        // A bare number in a string is seconds, as in every duration.
+        let s = server("[server]\nkeep_alive = \"6\"\n");
+        assert_eq!(s.keep_alive, Some(Duration::from_secs(6)));
+    }
+
+    /// Each refused value, as `(key, value, what the message says)`.
+    const REFUSED: &[(&str, &str, &str)] = &[
+        ("header_timeout", "\"0s\"", "longer than zero"),
+        ("header_timeout", "\"0ms\"", "longer than zero"),
+        ("header_timeout", "10", "expected a duration string"),
+        ("header_timeout", "\"10 sec\"", "not a valid duration"),
+        ("body_timeout", "\"0s\"", "longer than zero"),
+        ("body_timeout", "\"-1s\"", "not a valid duration"),
+        ("body_timeout", "3.5", "expected a duration string"),
+        ("max_header_bytes", "0", "at least 1KiB"),
+        ("max_header_bytes", "\"0KiB\"", "at least 1KiB"),
+        ("max_header_bytes", "1023", "at least 1KiB"),
+        ("max_header_bytes", "\"1000B\"", "at least 1KiB"),
+        ("max_header_bytes", "-16384", "at least 1KiB"),
+        ("max_header_bytes", "\"16 kilobytes\"", "not a valid size"),
+        ("max_header_bytes", "true", "expected a size"),
+        ("max_connections", "0", "at least 1"),
+        ("max_connections", "-1", "at least 1"),
+        ("max_connections", "\"1024\"", "expected a whole number"),
+        ("request_deadline", "\"0s\"", "longer than zero"),
+        ("request_deadline", "\"5s\"", "below 5s"),
+        ("request_deadline", "\"5000ms\"", "below 5s"),
+        ("request_deadline", "\"1m\"", "Whereby gives up"),
+        ("request_deadline", "4", "expected a duration string"),
+        ("keep_alive", "6", "expected a duration string"),
+        ("keep_alive", "\"6 seconds\"", "not a valid duration"),
+    ];
+
+    #[test]
+    fn refused_server_limits_name_their_key_and_line() {
+        for (key, value, says) in REFUSED {
+            // On line 4, after other keys, so the line is not a lucky default.
+            let toml = format!("[server]\nport = 9000\n\n{key} = {value}\n");
+            let e = errors(&toml);
+            assert_eq!(e.len(), 1, "{toml}: {e:?}");
+            assert_eq!(e[0].line, Some(4), "{toml}: {e:?}");
+            assert_eq!(e[0].trigger, None, "{toml}: {e:?}");
+            assert!(
+                e[0].message.starts_with(&format!("server.{key}: ")),
+                "{toml}: {e:?}"
+            );
+            assert!(e[0].message.contains(says), "{toml}: {e:?}");
+            let shown = ConfigErrors {
+                file: Some("w.toml".into()),
+                errors: e,
+            }
+            .to_string();
+            assert!(
+                shown.starts_with(&format!("w.toml:4: server.{key}: ")),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_late_request_deadline_says_why() {
+        let e = errors("[server]\nrequest_deadline = \"5s\"\n");
+        assert_eq!(e[0].line, Some(2));
+        let message = &e[0].message;
+        for needed in ["server.request_deadline", "below 5s", "5 s", "useless"] {
+            assert!(message.contains(needed), "{message}");
+        }
+    }
+
+    #[test]
+    fn every_refused_limit_is_reported_on_its_own_line() {
+        let toml = "[server]\n\
+                    header_timeout = \"0s\"\n\
+                    body_timeout = \"0s\"\n\
+                    max_header_bytes = 512\n\
+                    max_connections = 0\n\
+                    request_deadline = \"5s\"\n\
+                    keep_alive = \"soon\"\n";
+        let e = errors(toml);
+        let found: Vec<(Option<usize>, &str)> = e
+            .iter()
+            .map(|e| (e.line, e.message.split(':').next().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some(2), "server.header_timeout"),
+                (Some(3), "server.body_timeout"),
+                (Some(4), "server.max_header_bytes"),
+                (Some(5), "server.max_connections"),
+                (Some(6), "server.request_deadline"),
+                (Some(7), "server.keep_alive"),
+            ]
+        );
     }
 
     #[test]

@@ -184,6 +184,24 @@ pub(crate) fn command() -> Command {
     cmd
 }
 
+/// [`command`] with no proxy in its environment: `forward` talks to 127.0.0.1.
+pub(crate) fn loopback_command() -> Command {
+    let mut cmd = command();
+    for proxy in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(proxy);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost");
+    cmd
+}
+
 /// Spawns `cmd` (`what` names it) with both output streams drained by
 /// [`capture`].
 fn spawn_captured(cmd: &mut Command, what: &str) -> (Child, Lines, Lines) {

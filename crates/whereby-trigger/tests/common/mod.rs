@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod binary;
+pub(crate) mod fixture;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -28,7 +28,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Config file with [server], [verify] and [[trigger]] rules. Flags override
-    /// the file; SIGHUP reloads it.
+    /// the file; SIGHUP reloads its rules ([server] settings apply at start).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -220,6 +220,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .or(server.predicate_timeout)
                 .unwrap_or(trigger::DEFAULT_PREDICATE_TIMEOUT),
         )
+        // header_timeout, body_timeout, max_header_bytes, max_connections,
+        // request_deadline and keep_alive: the file's or the defaults (no flags).
+        .limits(server.limits())
         .dedup_store(dedup.clone());
     if let Some(durable) = &durable {
         builder = builder.durable(durable.clone());
@@ -266,6 +269,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(tokio::spawn(reload_on_sighup(
                 hup,
                 path.clone(),
+                config.server.clone(),
                 actions.clone(),
                 engine.clone(),
             )))
@@ -315,25 +319,35 @@ fn fire_on(builder: TriggerBuilder, event_type: EventType) -> TriggerBuilder {
 
 /// Reloads the config on SIGHUP: a valid file replaces the rules for new events
 /// (claims and running processes carry on); an invalid one is logged and the
-/// old rules stay. Server settings need a restart. The signal handler is
-/// installed by the caller before the server reports readiness, so an early
-/// SIGHUP reloads instead of killing the process.
+/// old rules stay. Server settings (`[server]`: address, path, limits) need a
+/// restart: a change to them (from `started`, the file's at start) is logged.
+/// The signal handler is installed by the caller before the server reports
+/// readiness, so an early SIGHUP reloads instead of killing the process.
 #[cfg(unix)]
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     path: PathBuf,
+    started: whereby_trigger::rules::config::ServerConfig,
     actions: Arc<Actions>,
     engine: Arc<Engine>,
 ) {
     while hup.recv().await.is_some() {
         match Config::load(&path)
             .map_err(|e| e.to_string())
-            .and_then(|config| actions.rules(&config).map_err(|e| e.to_string()))
-        {
-            Ok(rules) => {
+            .and_then(|config| {
+                let rules = actions.rules(&config).map_err(|e| e.to_string())?;
+                Ok((rules, config.server))
+            }) {
+            Ok((rules, server)) => {
                 let count = rules.len();
                 engine.replace_rules(rules);
                 tracing::info!(file = %path.display(), triggers = count, "config reloaded");
+                if server != started {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "[server] settings changed in the file; they take effect at the next start"
+                    );
+                }
             }
             Err(errors) => {
                 tracing::error!(file = %path.display(), %errors, "config not reloaded; the old rules stay");
