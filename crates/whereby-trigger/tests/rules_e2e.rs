@@ -1018,6 +1018,41 @@ fn a_reload_keeps_running_assistants_and_their_claims() {
 }
 
 #[test]
+fn a_reload_says_that_server_and_verify_changes_wait_for_a_restart() {
+    let dir = TempDir::new("reload-settings");
+    let config = dir.write("whereby-trigger.toml", &greeter_config("Alpha", ""));
+    let server = serve(&config, &[]);
+
+    // A rules-only change: no warning.
+    dir.write("whereby-trigger.toml", &greeter_config("Beta", ""));
+    let (_, mark) = server.reload("config reloaded");
+    // The tolerance and a limit change: the rules apply, the settings wait.
+    let changed = greeter_config("Beta", "").replace(
+        "[verify]\n",
+        "[server]\nmax_connections = 99\n\n[verify]\ntolerance = \"60s\"\n",
+    );
+    dir.write("whereby-trigger.toml", &changed);
+    server.reload("config reloaded");
+    let verify = server.stderr.wait_line("the [verify] warning", mark, |l| {
+        l.contains("[verify] settings changed")
+    });
+    assert!(verify.contains("WARN"), "{verify}");
+    // Each warning once: the [server] one is logged just before this one, and
+    // the rules-only reload logged neither.
+    let log = server.stderr.snapshot();
+    for what in ["[server] settings changed", "[verify] settings changed"] {
+        let count = log.iter().filter(|l| l.contains(what)).count();
+        assert_eq!(count, 1, "{what}: {log:#?}");
+    }
+    // The old secret still verifies: the server still answers signed webhooks.
+    assert_eq!(
+        server.send("room.client.joined", "b1", &["--set", "displayName=Beta"]),
+        "triggered"
+    );
+    drop(server.stop());
+}
+
+#[test]
 fn a_reload_that_removes_a_run_trigger_stops_its_assistants_and_frees_their_rooms() {
     let dir = TempDir::new("reload-removed");
     let procs = dir.sub("procs");

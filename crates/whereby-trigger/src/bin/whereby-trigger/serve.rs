@@ -269,7 +269,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(tokio::spawn(reload_on_sighup(
                 hup,
                 path.clone(),
-                config.server.clone(),
+                (config.server.clone(), config.verify.clone()),
                 actions.clone(),
                 engine.clone(),
             )))
@@ -319,15 +319,19 @@ fn fire_on(builder: TriggerBuilder, event_type: EventType) -> TriggerBuilder {
 
 /// Reloads the config on SIGHUP: a valid file replaces the rules for new events
 /// (claims and running processes carry on); an invalid one is logged and the
-/// old rules stay. Server settings (`[server]`: address, path, limits) need a
-/// restart: a change to them (from `started`, the file's at start) is logged.
+/// old rules stay. Server settings (`[server]`: address, path, limits) and
+/// `[verify]` (secrets, tolerance) need a restart: a change to them (from
+/// `started`, the file's at start) is logged.
 /// The signal handler is installed by the caller before the server reports
 /// readiness, so an early SIGHUP reloads instead of killing the process.
 #[cfg(unix)]
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     path: PathBuf,
-    started: whereby_trigger::rules::config::ServerConfig,
+    started: (
+        whereby_trigger::rules::config::ServerConfig,
+        whereby_trigger::rules::config::VerifyConfig,
+    ),
     actions: Arc<Actions>,
     engine: Arc<Engine>,
 ) {
@@ -336,16 +340,22 @@ async fn reload_on_sighup(
             .map_err(|e| e.to_string())
             .and_then(|config| {
                 let rules = actions.rules(&config).map_err(|e| e.to_string())?;
-                Ok((rules, config.server))
+                Ok((rules, config.server, config.verify))
             }) {
-            Ok((rules, server)) => {
+            Ok((rules, server, verify)) => {
                 let count = rules.len();
                 engine.replace_rules(rules);
                 tracing::info!(file = %path.display(), triggers = count, "config reloaded");
-                if server != started {
+                if server != started.0 {
                     tracing::warn!(
                         file = %path.display(),
                         "[server] settings changed in the file; they take effect at the next start"
+                    );
+                }
+                if verify != started.1 {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "[verify] settings changed in the file; they take effect at the next start"
                     );
                 }
             }
