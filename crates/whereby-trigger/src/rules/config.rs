@@ -419,6 +419,17 @@ impl Config {
             (0, false) => "signatures: required, but no secret is set here\n".to_owned(),
             (n, _) => format!("signatures: required, {n} secret(s)\n"),
         });
+        let limits = self.server.limits();
+        out.push_str(&format!(
+            "limits: head within {:?} and at most {} bytes, body within {:?}, answer within {:?}, \
+             {} connection(s), keep-alive {:?}\n",
+            limits.header_read_timeout,
+            limits.max_header_bytes,
+            limits.body_read_timeout,
+            limits.request_deadline,
+            limits.max_connections,
+            limits.keep_alive_idle,
+        ));
         out.push_str(&format!("{} trigger(s)\n", self.triggers.len()));
         for t in &self.triggers {
             let on: Vec<&str> = t.on.iter().map(|e| e.as_str()).collect();
@@ -1003,6 +1014,25 @@ stdout = true
         }
         assert!(c.summary().contains("note-taker"));
         assert!(c.summary().contains("Authorization"));
+    }
+
+    #[test]
+    fn the_summary_shows_the_limits_in_force() {
+        let c = Config::from_toml(
+            "[server]\nrequest_deadline = \"3s\"\nmax_connections = 7\n",
+            &env,
+        )
+        .unwrap();
+        let limits = c
+            .summary()
+            .lines()
+            .find(|l| l.starts_with("limits:"))
+            .map(str::to_owned)
+            .expect("a limits line");
+        assert!(limits.contains("answer within 3s"), "{limits}");
+        assert!(limits.contains("7 connection(s)"), "{limits}");
+        // Keys left out show their defaults.
+        assert!(limits.contains("at most 16384 bytes"), "{limits}");
     }
 
     #[test]
