@@ -12,10 +12,13 @@
 //!   that fires (the claim is free) and on one that is suppressed (the session
 //!   is already claimed);
 //! - `sqlite_commit`: [`SqliteStore::commit`] of 1, 16 and 64
-//!   [`Change::RememberId`] in one transaction. Each commit is synchronous
-//!   (WAL, `synchronous = FULL`), so this measures the disk's fsync latency
-//!   more than any code: the store lives in a fresh directory under the system
-//!   temporary directory (`TMPDIR`), removed at the end.
+//!   [`Change::RememberId`] in one transaction (`remember_ids`: the write
+//!   alone, to the OS's cache), and the same followed by [`Store::sync`]
+//!   (`remember_ids_synced`: what a webhook waits for when it is alone; the
+//!   server overlaps the sync of one batch with the commit of the next). The
+//!   sync measures the disk's flush latency more than any code: the store lives
+//!   in a fresh directory under the system temporary directory (`TMPDIR`),
+//!   removed at the end.
 //!
 //! ```text
 //! cargo bench -p whereby-trigger --bench pipeline
@@ -268,6 +271,22 @@ fn sqlite_commit(c: &mut Criterion) {
                         store
                             .commit(black_box(changes))
                             .expect("the commit succeeds")
+                    },
+                    BatchSize::SmallInput,
+                )
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("remember_ids_synced", count),
+            &count,
+            |b, &count| {
+                b.iter_batched_ref(
+                    || remember_ids(count, &mut next),
+                    |changes| {
+                        store
+                            .commit(black_box(changes))
+                            .expect("the commit succeeds");
+                        store.sync().expect("the sync succeeds")
                     },
                     BatchSize::SmallInput,
                 )

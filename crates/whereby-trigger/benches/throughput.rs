@@ -6,11 +6,11 @@
 //! - `baseline`: a bare hyper HTTP/1.1 server that reads the body and answers
 //!   200 with the same bytes the Trigger sends (`{"outcome":"triggered"}`);
 //! - `ephemeral`: the Trigger with everything in memory (`serve --ephemeral`);
-//! - `durable`: the Trigger with its SQLite store (WAL, `synchronous = FULL`)
-//!   in a fresh temporary directory, opened as `serve --data-dir` opens it, so
-//!   every answer waits for its event id to be committed (group commit). The
-//!   store is wrapped to count its transactions, which shows how well commits
-//!   are grouped (webhooks per transaction, time per transaction).
+//! - `durable`: the Trigger with its SQLite store (WAL, the log flushed before
+//!   any answer) in a fresh temporary directory, opened as `serve --data-dir`
+//!   opens it, so every answer waits for its event id to be committed and
+//!   flushed to disk (group commit). The store is wrapped to count its
+//!   transactions and flushes, which shows how well they are grouped.
 //!
 //! Both Triggers verify signatures and fire on every `room.client.joined`, as
 //! `serve --on room.client.joined` does (without its stdout and log output).
@@ -346,7 +346,7 @@ struct Stopped {
     /// Trigger events the callback saw.
     fired: Option<u64>,
     /// (transactions, changes, total µs in commit) of the durable store.
-    commits: Option<(u64, u64, u64)>,
+    commits: Option<StoreStats>,
 }
 
 /// The durable store, counting its transactions: how well commits are grouped.
@@ -360,15 +360,29 @@ struct CommitStats {
     transactions: AtomicU64,
     changes: AtomicU64,
     busy_us: AtomicU64,
+    syncs: AtomicU64,
+    sync_us: AtomicU64,
+}
+
+/// What the store did during a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct StoreStats {
+    transactions: u64,
+    changes: u64,
+    busy_us: u64,
+    syncs: u64,
+    sync_us: u64,
 }
 
 impl CommitStats {
-    fn snapshot(&self) -> (u64, u64, u64) {
-        (
-            self.transactions.load(Ordering::SeqCst),
-            self.changes.load(Ordering::SeqCst),
-            self.busy_us.load(Ordering::SeqCst),
-        )
+    fn snapshot(&self) -> StoreStats {
+        StoreStats {
+            transactions: self.transactions.load(Ordering::SeqCst),
+            changes: self.changes.load(Ordering::SeqCst),
+            busy_us: self.busy_us.load(Ordering::SeqCst),
+            syncs: self.syncs.load(Ordering::SeqCst),
+            sync_us: self.sync_us.load(Ordering::SeqCst),
+        }
     }
 }
 
@@ -391,6 +405,15 @@ impl Store for Counted {
             .changes
             .fetch_add(changes.len() as u64, Ordering::Relaxed);
         self.stats.busy_us.fetch_add(us, Ordering::Relaxed);
+        result
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let result = self.store.sync();
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        self.stats.sync_us.fetch_add(us, Ordering::Relaxed);
         result
     }
 
@@ -761,7 +784,7 @@ struct Measured {
     max_us: u32,
     errors: u64,
     messages: Vec<String>,
-    commits: Option<(u64, u64, u64)>,
+    commits: Option<StoreStats>,
 }
 
 impl Measured {
@@ -933,13 +956,19 @@ fn main() -> ExitCode {
                     ms(m.max_us),
                     m.errors
                 );
-                if let Some((transactions, changes, busy_us)) = m.commits {
-                    if transactions > 0 {
+                if let Some(stats) = m.commits {
+                    if stats.transactions > 0 && stats.syncs > 0 {
                         println!(
-                            "           store: {transactions} transactions for {changes} changes \
-                             ({:.1} per transaction, {:.2} ms per transaction)",
-                            changes as f64 / transactions as f64,
-                            busy_us as f64 / transactions as f64 / 1000.0
+                            "           store: {} transactions for {} changes ({:.1} per \
+                             transaction, {:.2} ms each); {} syncs ({:.1} transactions per \
+                             sync, {:.2} ms each)",
+                            stats.transactions,
+                            stats.changes,
+                            stats.changes as f64 / stats.transactions as f64,
+                            stats.busy_us as f64 / stats.transactions as f64 / 1000.0,
+                            stats.syncs,
+                            stats.transactions as f64 / stats.syncs as f64,
+                            stats.sync_us as f64 / stats.syncs as f64 / 1000.0
                         );
                     }
                 }

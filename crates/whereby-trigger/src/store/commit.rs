@@ -1,5 +1,8 @@
 //! Group commit: one writer thread turns every commit waiting at the same moment
-//! into one transaction, so 64 concurrent webhooks cost one disk sync, not 64.
+//! into one transaction, and one sync thread makes every transaction committed
+//! meanwhile durable with one disk flush. 64 concurrent webhooks cost one flush,
+//! not 64, and the next transaction is written while the last one is flushed.
+//! A caller is answered only after the flush that covers its transaction.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,9 +22,11 @@ const MAX_BATCH: usize = 256;
 /// How often expired ids, claims and rooms are pruned from the store.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
+type Reply = Option<oneshot::Sender<Result<(), StoreError>>>;
+
 struct Job {
     changes: Vec<Change>,
-    reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+    reply: Reply,
 }
 
 /// How long things are kept, for pruning.
@@ -33,12 +38,13 @@ pub struct Retention {
     pub room_idle_ms: i64,
 }
 
-/// The handle requests commit through. Cloning is cheap; the writer thread stops
-/// when every handle is dropped, after committing what was queued.
+/// The handle requests commit through. Cloning is cheap; the threads stop when
+/// every handle is dropped, after committing and syncing what was queued.
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Job>,
-    thread: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+    /// The writer, then the sync thread: joined in that order.
+    threads: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -48,19 +54,32 @@ impl std::fmt::Debug for Committer {
 }
 
 impl Committer {
-    /// Starts the writer thread for `store`.
+    /// Starts the writer and sync threads for `store`.
     pub fn start(store: Arc<dyn Store>, retention: Retention) -> Committer {
         let (tx, rx) = mpsc::channel::<Job>();
-        let thread = std::thread::Builder::new()
+        let (to_sync, synced) = mpsc::channel::<Vec<Reply>>();
+        let syncing = store.clone();
+        let sync = std::thread::Builder::new()
+            .name("store-sync".into())
+            .spawn(move || sync_loop(syncing.as_ref(), &synced));
+        // Without a sync thread nothing can be made durable: the writer then
+        // fails every commit rather than answer for changes that are not.
+        let sync_started = sync.is_ok();
+        let writer = std::thread::Builder::new()
             .name("store-commit".into())
-            .spawn(move || write_loop(store.as_ref(), &rx, retention))
-            .ok();
-        if thread.is_none() {
-            tracing::error!("cannot start the store's writer thread: every commit will fail");
+            .spawn(move || {
+                if sync_started {
+                    write_loop(store.as_ref(), &rx, &to_sync, retention);
+                }
+            });
+        if !sync_started || writer.is_err() {
+            tracing::error!("cannot start the store's threads: every commit will fail");
         }
         Committer {
             tx,
-            thread: Arc::new(std::sync::Mutex::new(thread)),
+            threads: Arc::new(std::sync::Mutex::new(
+                [writer.ok(), sync.ok()].into_iter().flatten().collect(),
+            )),
         }
     }
 
@@ -121,13 +140,18 @@ impl Committer {
         }
     }
 
-    /// Waits for the writer thread to commit everything queued and stop. Only
-    /// the last handle's call waits; other handles keep it running.
+    /// Waits for the threads to commit and sync everything queued and stop. Only
+    /// the last handle's call waits; other handles keep them running.
     pub fn close(self) {
-        let Committer { tx, thread } = self;
+        let Committer { tx, threads } = self;
         drop(tx);
-        if Arc::strong_count(&thread) == 1 {
-            if let Some(handle) = thread.lock().ok().and_then(|mut t| t.take()) {
+        if Arc::strong_count(&threads) == 1 {
+            let handles = threads
+                .lock()
+                .map(|mut t| std::mem::take(&mut *t))
+                .unwrap_or_default();
+            // The writer first: its end closes the sync thread's queue.
+            for handle in handles {
                 let _ = handle.join();
             }
         }
@@ -170,7 +194,12 @@ impl Future for PendingCommit {
     }
 }
 
-fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>, retention: Retention) {
+fn write_loop(
+    store: &dyn Store,
+    rx: &mpsc::Receiver<Job>,
+    to_sync: &mpsc::Sender<Vec<Reply>>,
+    retention: Retention,
+) {
     let mut last_prune = Instant::now();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -196,31 +225,37 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>, retention: Retention)
         } else {
             store.commit(&changes)
         };
-        match result {
-            Ok(()) => {
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Ok(()));
-                }
-            }
+        // Committed replies wait for the sync thread; failed ones are answered
+        // at once (there is nothing of theirs to sync). A batch of flushes
+        // alone goes through the sync thread too, so that a flush waits for the
+        // sync of everything queued before it.
+        let committed = match result {
+            Ok(()) => replies,
             Err(err) if replies.len() == 1 => {
                 tracing::error!(%err, "store commit failed");
-                if let Some(reply) = replies.into_iter().next().flatten() {
-                    let _ = reply.send(Err(err));
-                }
+                answer(replies, &Err(err));
+                Vec::new()
             }
             Err(err) => {
                 // One job's failure must not take the others with it (say, a
                 // delivery's `Done` batched with a webhook that cannot commit).
                 tracing::error!(%err, batch = replies.len(), "store commit failed; committing one by one");
+                let mut committed = Vec::with_capacity(replies.len());
                 for (range, reply) in ranges.into_iter().zip(replies) {
-                    let result = store.commit(&changes[range]);
-                    if let Err(err) = &result {
-                        tracing::error!(%err, "store commit failed");
-                    }
-                    if let Some(reply) = reply {
-                        let _ = reply.send(result);
+                    match store.commit(&changes[range]) {
+                        Ok(()) => committed.push(reply),
+                        Err(err) => {
+                            tracing::error!(%err, "store commit failed");
+                            answer(vec![reply], &Err(err));
+                        }
                     }
                 }
+                committed
+            }
+        };
+        if !committed.is_empty() {
+            if let Err(mpsc::SendError(replies)) = to_sync.send(committed) {
+                answer(replies, &Err(StoreError::Closed));
             }
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
@@ -233,18 +268,50 @@ fn write_loop(store: &dyn Store, rx: &mpsc::Receiver<Job>, retention: Retention)
     }
 }
 
+/// Syncs, once for everything committed since the last sync, then answers
+/// those commits.
+fn sync_loop(store: &dyn Store, rx: &mpsc::Receiver<Vec<Reply>>) {
+    while let Ok(mut replies) = rx.recv() {
+        while let Ok(more) = rx.try_recv() {
+            replies.extend(more);
+        }
+        let result = store.sync();
+        if let Err(err) = &result {
+            tracing::error!(%err, "store sync failed: the last commits may not survive a crash");
+        }
+        answer(replies, &result);
+    }
+}
+
+fn answer(replies: Vec<Reply>, result: &Result<(), StoreError>) {
+    for reply in replies.into_iter().flatten() {
+        let _ = reply.send(result.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    /// Counts transactions and can be told to fail.
+    /// Counts transactions and syncs, and can be told to fail either.
     #[derive(Default)]
     struct Counting {
         commits: AtomicUsize,
-        changes: Mutex<Vec<Change>>,
-        fail: std::sync::atomic::AtomicBool,
+        syncs: AtomicUsize,
+        /// Ids committed and not yet synced.
+        committed: Mutex<Vec<String>>,
+        /// Ids made durable.
+        synced: Mutex<Vec<String>>,
+        fail: AtomicBool,
+        fail_sync: AtomicBool,
+    }
+
+    impl Counting {
+        fn synced(&self, n: usize) -> bool {
+            self.synced.lock().unwrap().contains(&n.to_string())
+        }
     }
 
     impl Store for Counting {
@@ -258,7 +325,24 @@ mod tests {
             if self.fail.load(Ordering::SeqCst) {
                 return Err(StoreError::Commit("disk full".into()));
             }
-            self.changes.lock().unwrap().extend_from_slice(changes);
+            let mut committed = self.committed.lock().unwrap();
+            for change in changes {
+                if let Change::RememberId { id, .. } = change {
+                    committed.push(id.clone());
+                }
+            }
+            Ok(())
+        }
+        fn sync(&self) -> Result<(), StoreError> {
+            // Taken first: a commit that ends while the disk is being flushed
+            // is not covered by this sync.
+            let flushed = std::mem::take(&mut *self.committed.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            if self.fail_sync.load(Ordering::SeqCst) {
+                return Err(StoreError::Sync("I/O error".into()));
+            }
+            self.synced.lock().unwrap().extend(flushed);
             Ok(())
         }
     }
@@ -276,20 +360,27 @@ mod tests {
     };
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_commits_share_transactions() {
+    async fn concurrent_commits_share_transactions_and_syncs() {
         let store = Arc::new(Counting::default());
         let committer = Committer::start(store.clone(), RETENTION);
         let mut tasks = tokio::task::JoinSet::new();
         for n in 0..64 {
             let c = committer.clone();
-            tasks.spawn(async move { c.commit(id(n)).await });
+            let store = store.clone();
+            tasks.spawn(async move {
+                c.commit(id(n)).await.unwrap();
+                // Answered only once durable.
+                assert!(store.synced(n), "{n} was answered before its sync");
+            });
         }
         while let Some(result) = tasks.join_next().await {
-            result.unwrap().unwrap();
+            result.unwrap();
         }
-        assert_eq!(store.changes.lock().unwrap().len(), 64);
+        assert_eq!(store.synced.lock().unwrap().len(), 64);
         let commits = store.commits.load(Ordering::SeqCst);
+        let syncs = store.syncs.load(Ordering::SeqCst);
         assert!(commits < 64, "{commits} transactions for 64 commits");
+        assert!(syncs <= commits, "{syncs} syncs for {commits} transactions");
         committer.close();
     }
 
@@ -308,12 +399,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn close_commits_what_was_queued() {
+    async fn a_failed_sync_fails_the_commits_it_was_for() {
+        let store = Arc::new(Counting::default());
+        store.fail_sync.store(true, Ordering::SeqCst);
+        let committer = Committer::start(store.clone(), RETENTION);
+        assert!(matches!(
+            committer.commit(id(1)).await,
+            Err(StoreError::Sync(_))
+        ));
+        store.fail_sync.store(false, Ordering::SeqCst);
+        assert!(committer.commit(id(2)).await.is_ok());
+        assert!(store.synced(2));
+        committer.close();
+    }
+
+    #[tokio::test]
+    async fn flush_waits_for_the_sync_of_what_was_queued_before() {
+        let store = Arc::new(Counting::default());
+        let committer = Committer::start(store.clone(), RETENTION);
+        committer.commit_later(id(1));
+        committer.flush().await;
+        assert!(store.synced(1));
+        committer.close();
+    }
+
+    #[tokio::test]
+    async fn close_commits_and_syncs_what_was_queued() {
         let store = Arc::new(Counting::default());
         let committer = Committer::start(store.clone(), RETENTION);
         committer.commit_later(id(1));
         committer.commit_later(id(2));
         committer.close();
-        assert_eq!(store.changes.lock().unwrap().len(), 2);
+        assert!(store.synced(1) && store.synced(2));
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! A delivery is answered 2xx only once everything it changed — its id, the
 //! claims it took, its room's state, the action deliveries it queued — is
-//! committed. The [`Store`] trait is that commit; [`SqliteStore`] keeps it on
-//! disk (WAL, synchronous commits), [`MemoryStore`] keeps nothing (`--ephemeral`
-//! and the library default). [`Committer`] groups concurrent commits into one
-//! transaction, so durability costs one sync per batch, not per webhook.
+//! committed and synced. The [`Store`] trait is that commit and sync;
+//! [`SqliteStore`] keeps it on disk (WAL, flushed before any answer),
+//! [`MemoryStore`] keeps nothing (`--ephemeral` and the library default).
+//! [`Committer`] groups concurrent commits into one transaction and the
+//! transactions made during one flush into the next flush, so durability costs
+//! one flush per batch, not per webhook.
 
 use std::fmt;
 
@@ -175,14 +177,20 @@ pub enum StoreError {
     /// A read failed.
     #[error("cannot read the store: {0}")]
     Read(String),
+    /// Committed changes could not be made durable (an I/O error while syncing).
+    #[error("cannot sync the store to disk: {0}")]
+    Sync(String),
     /// The committer has stopped.
     #[error("the store is closed")]
     Closed,
 }
 
-/// Where the state of a Trigger lives. Implementations must make a successful
-/// [`commit`](Store::commit) durable before returning, and apply all of a batch
-/// or none of it.
+/// Where the state of a Trigger lives. A [`commit`](Store::commit) applies all of
+/// a batch or none of it; a [`sync`](Store::sync) then makes every commit before
+/// it durable. Nothing is acknowledged to anyone before its sync has returned.
+///
+/// The two are separate so that the next batch can be committed while the
+/// previous one is being synced: one disk flush then covers several commits.
 pub trait Store: Send + Sync + 'static {
     /// Reads everything, dropping what expired before `now_ms` (ids older than
     /// `id_max_age_ms`, expired claims, rooms idle longer than `room_idle_ms`).
@@ -196,11 +204,21 @@ pub trait Store: Send + Sync + 'static {
         room_idle_ms: i64,
     ) -> Result<Snapshot, StoreError>;
 
-    /// Applies `changes` atomically and durably.
+    /// Applies `changes` atomically. They may not survive a crash of the machine
+    /// until the next [`sync`](Store::sync) has returned.
     ///
     /// # Errors
     /// [`StoreError::Commit`]; then none of `changes` applies.
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+
+    /// Makes every commit that returned before this call durable (on disk, past
+    /// the operating system's cache). Called from another thread than
+    /// [`commit`](Store::commit), possibly while a commit runs. A store whose
+    /// commits are durable already returns `Ok(())`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sync`]; then those commits may be lost in a crash.
+    fn sync(&self) -> Result<(), StoreError>;
 
     /// Pending deliveries, oldest first, to resume.
     ///
@@ -231,6 +249,10 @@ impl Store for MemoryStore {
     }
 
     fn commit(&self, _: &[Change]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
         Ok(())
     }
 }
