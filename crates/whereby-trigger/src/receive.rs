@@ -93,9 +93,21 @@ pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
         .fallback(|| async { Rejection::MethodNotAllowed });
     Router::new()
         .route(path, webhook)
-        .route(HEALTH_PATH, get(|| async { StatusCode::OK }))
+        .route(HEALTH_PATH, get(health))
         .fallback(|| async { Rejection::NotFound })
         .with_state(app)
+}
+
+/// 200 while webhooks can be taken; 503 `store_unavailable` once the store
+/// has failed for good (a failed flush to disk), so that an orchestrator
+/// restarts the process.
+async fn health(State(app): State<Arc<App>>) -> Result<StatusCode, Rejection> {
+    match &app.durable {
+        Some(durable) if durable.committer.has_failed() => {
+            Err(Rejection::Store(crate::store::sync_failed()))
+        }
+        _ => Ok(StatusCode::OK),
+    }
 }
 
 async fn receive(

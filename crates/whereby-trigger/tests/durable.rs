@@ -24,10 +24,12 @@ const RETENTION: Retention = Retention {
 };
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A store whose commits fail while `fail` is set.
+/// A store whose commits fail while `fail` is set, and whose syncs fail while
+/// `fail_sync` is.
 #[derive(Default)]
 struct Switchable {
     fail: AtomicBool,
+    fail_sync: AtomicBool,
 }
 
 impl Store for Switchable {
@@ -42,7 +44,11 @@ impl Store for Switchable {
         }
     }
     fn sync(&self) -> Result<(), StoreError> {
-        Ok(())
+        if self.fail_sync.load(Ordering::SeqCst) {
+            Err(StoreError::Sync("I/O error".into()))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -253,5 +259,43 @@ async fn an_event_committed_after_its_request_gave_up_still_fires() {
         (200, r#"{"outcome":"duplicate"}"#)
     );
     assert_eq!(recorder.0.lock().unwrap().len(), 1);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_flush_every_webhook_is_503_and_healthz_says_so() {
+    let store = Arc::new(Switchable::default());
+    let recorder = Arc::new(Recorder::default());
+    let (handle, _durable) = start(store.clone(), recorder.clone()).await;
+    let health = |handle: &TriggerHandle| {
+        let url = format!("http://{}/healthz", handle.local_addr());
+        async move {
+            let response = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(health(&handle).await.0, 200);
+
+    store.fail_sync.store(true, Ordering::SeqCst);
+    let (status, answer) = post(&handle, &session_started("f1", "sess-f1")).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("store_unavailable"), "{answer}");
+
+    // The disk answers again, but what the failed flush lost is unknown: the
+    // server refuses until it is restarted, and its health check says so.
+    store.fail_sync.store(false, Ordering::SeqCst);
+    let (status, answer) = post(&handle, &session_started("f2", "sess-f2")).await;
+    assert_eq!(status, 503, "{answer}");
+    let (status, body) = health(&handle).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store_unavailable"), "{body}");
+    assert!(recorder.0.lock().unwrap().is_empty(), "nothing fired");
     handle.shutdown().await.unwrap();
 }

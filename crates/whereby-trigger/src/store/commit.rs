@@ -3,10 +3,18 @@
 //! meanwhile durable with one disk flush. 64 concurrent webhooks cost one flush,
 //! not 64, and the next transaction is written while the last one is flushed.
 //! A caller is answered only after the flush that covers its transaction.
+//!
+//! A flush that fails leaves the store failed for good: every later commit is
+//! refused until the process restarts. After a failed fsync the kernel may
+//! have dropped the pages it could not write, and the log's frames are
+//! checksummed as a chain, so a later flush that succeeds would not make later
+//! commits safe: recovery stops at the first lost frame. Refusing (503, which
+//! Whereby retries) is the only honest answer; `/healthz` says so too.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -45,6 +53,8 @@ pub struct Committer {
     tx: mpsc::Sender<Job>,
     /// The writer, then the sync thread: joined in that order.
     threads: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// Set for good when a flush fails.
+    failed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -58,10 +68,13 @@ impl Committer {
     pub fn start(store: Arc<dyn Store>, retention: Retention) -> Committer {
         let (tx, rx) = mpsc::channel::<Job>();
         let (to_sync, synced) = mpsc::channel::<Vec<Reply>>();
+        let failed = Arc::new(AtomicBool::new(false));
         let syncing = store.clone();
+        let sync_failed = failed.clone();
         let sync = std::thread::Builder::new()
             .name("store-sync".into())
-            .spawn(move || sync_loop(syncing.as_ref(), &synced));
+            .spawn(move || sync_loop(syncing.as_ref(), &synced, &sync_failed));
+        let write_failed = failed.clone();
         // Without a sync thread nothing can be made durable: the writer then
         // fails every commit rather than answer for changes that are not.
         let sync_started = sync.is_ok();
@@ -69,7 +82,7 @@ impl Committer {
             .name("store-commit".into())
             .spawn(move || {
                 if sync_started {
-                    write_loop(store.as_ref(), &rx, &to_sync, retention);
+                    write_loop(store.as_ref(), &rx, &to_sync, &write_failed, retention);
                 }
             });
         if !sync_started || writer.is_err() {
@@ -80,7 +93,14 @@ impl Committer {
             threads: Arc::new(std::sync::Mutex::new(
                 [writer.ok(), sync.ok()].into_iter().flatten().collect(),
             )),
+            failed,
         }
+    }
+
+    /// Whether a flush to disk has failed: then every commit is refused until
+    /// the process restarts (see the module docs).
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Commits `changes` durably, together with whatever else is waiting.
@@ -143,7 +163,7 @@ impl Committer {
     /// Waits for the threads to commit and sync everything queued and stop. Only
     /// the last handle's call waits; other handles keep them running.
     pub fn close(self) {
-        let Committer { tx, threads } = self;
+        let Committer { tx, threads, .. } = self;
         drop(tx);
         if Arc::strong_count(&threads) == 1 {
             let handles = threads
@@ -198,6 +218,7 @@ fn write_loop(
     store: &dyn Store,
     rx: &mpsc::Receiver<Job>,
     to_sync: &mpsc::Sender<Vec<Reply>>,
+    failed: &AtomicBool,
     retention: Retention,
 ) {
     let mut last_prune = Instant::now();
@@ -208,6 +229,14 @@ fn write_loop(
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
+        }
+        if failed.load(Ordering::Acquire) {
+            // Nothing more is written: it could not be made durable.
+            answer(
+                jobs.into_iter().map(|job| job.reply).collect(),
+                &Err(sync_failed()),
+            );
+            continue;
         }
         // Moved, not copied, into one list; each job keeps its range of it in
         // case the batch has to be redone one job at a time.
@@ -269,18 +298,29 @@ fn write_loop(
 }
 
 /// Syncs, once for everything committed since the last sync, then answers
-/// those commits.
-fn sync_loop(store: &dyn Store, rx: &mpsc::Receiver<Vec<Reply>>) {
+/// those commits. After a failed sync it only refuses.
+fn sync_loop(store: &dyn Store, rx: &mpsc::Receiver<Vec<Reply>>, failed: &AtomicBool) {
     while let Ok(mut replies) = rx.recv() {
         while let Ok(more) = rx.try_recv() {
             replies.extend(more);
         }
+        if failed.load(Ordering::Acquire) {
+            answer(replies, &Err(sync_failed()));
+            continue;
+        }
         let result = store.sync();
         if let Err(err) = &result {
-            tracing::error!(%err, "store sync failed: the last commits may not survive a crash");
+            failed.store(true, Ordering::Release);
+            tracing::error!(%err, "store sync failed: every commit is refused from now on; \
+                restart whereby-trigger once the disk is fixed");
         }
         answer(replies, &result);
     }
+}
+
+/// The refusal of every commit after a failed flush.
+pub(crate) fn sync_failed() -> StoreError {
+    StoreError::Sync("an earlier flush to disk failed; restart once the disk is fixed".to_owned())
 }
 
 fn answer(replies: Vec<Reply>, result: &Result<(), StoreError>) {
@@ -399,17 +439,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_sync_fails_the_commits_it_was_for() {
+    async fn a_failed_sync_fails_its_commits_and_every_later_one() {
         let store = Arc::new(Counting::default());
         store.fail_sync.store(true, Ordering::SeqCst);
         let committer = Committer::start(store.clone(), RETENTION);
+        assert!(!committer.has_failed());
         assert!(matches!(
             committer.commit(id(1)).await,
             Err(StoreError::Sync(_))
         ));
+        assert!(committer.has_failed());
+        // The disk works again, but what it lost cannot be known: refused.
         store.fail_sync.store(false, Ordering::SeqCst);
-        assert!(committer.commit(id(2)).await.is_ok());
-        assert!(store.synced(2));
+        let commits = store.commits.load(Ordering::SeqCst);
+        assert!(matches!(
+            committer.commit(id(2)).await,
+            Err(StoreError::Sync(_))
+        ));
+        assert_eq!(
+            store.commits.load(Ordering::SeqCst),
+            commits,
+            "nothing more is written"
+        );
+        assert!(!store.synced(2));
         committer.close();
     }
 

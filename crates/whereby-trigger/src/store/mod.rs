@@ -15,6 +15,7 @@ mod commit;
 mod durable;
 mod sqlite;
 
+pub(crate) use commit::sync_failed;
 pub use commit::{Committer, PendingCommit, Retention};
 pub use durable::Durable;
 pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
