@@ -24,7 +24,7 @@ use crate::parse::{ParsedWebhook, parse};
 use crate::rules::engine::Engine;
 pub use crate::store::Durable;
 use crate::store::{Change, PendingCommit, StoreError, now_ms};
-use crate::verify::SignaturePolicy;
+use crate::verify::Verification;
 
 /// Path of the liveness probe.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -32,7 +32,7 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// Everything a request needs, shared by all requests. Nothing in it is locked
 /// as a whole: the dedup store shards its own state, and the rest is read-only.
 pub(crate) struct App {
-    pub(crate) policy: SignaturePolicy,
+    pub(crate) policy: Verification,
     pub(crate) base_domain: BaseDomain,
     pub(crate) max_body: usize,
     pub(crate) predicate_timeout: Duration,

@@ -25,7 +25,7 @@ use crate::limits::{Activity, Guarded, Limits};
 use crate::parse::ParsedWebhook;
 use crate::receive::{App, Durable, HEALTH_PATH, WebhookObserver, router};
 use crate::rules::engine::Engine;
-use crate::verify::SignaturePolicy;
+use crate::verify::{SignaturePolicy, Verification};
 
 /// Default listening port, as in the Node SDK.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -396,7 +396,7 @@ impl TriggerBuilder {
             path: self.path,
             limits: self.limits,
             app: Arc::new(App {
-                policy,
+                policy: Verification::new(policy),
                 base_domain,
                 max_body: self.max_body,
                 predicate_timeout: self.predicate_timeout,
@@ -458,6 +458,12 @@ impl Trigger {
     /// miss none.
     pub fn subscribe(&self) -> TriggerEvents {
         self.app.dispatcher.subscribe()
+    }
+
+    /// The handle on this Trigger's signature policy: replace its secrets while
+    /// it runs (a rotation) with [`Verification::replace_secrets`].
+    pub fn verification(&self) -> Verification {
+        self.app.policy.clone()
     }
 
     /// The axum router, to mount in an existing application
@@ -534,7 +540,7 @@ impl Trigger {
     }
 
     fn warn_if_unsigned(&self) {
-        if matches!(self.app.policy, SignaturePolicy::Unsigned) {
+        if self.app.policy.is_unsigned() {
             tracing::warn!(
                 "no signing secret configured: unsigned webhooks are accepted, so anyone who \
                  can reach this server can start assistants"

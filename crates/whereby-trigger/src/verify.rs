@@ -3,8 +3,11 @@
 //! The rest of the pipeline takes a `VerifiedBody`, never raw bytes, so an
 //! unverified delivery cannot reach the rules by mistake.
 
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
 use bytes::Bytes;
-use whereby_webhook::{SignatureError, Verifier};
+use whereby_webhook::{SignatureError, SigningSecret, Verifier};
 
 /// How deliveries are authenticated.
 #[derive(Debug, Clone)]
@@ -48,6 +51,71 @@ impl SignaturePolicy {
     }
 }
 
+/// The signature policy a running Trigger verifies with, replaceable while it
+/// runs: new signing secrets (a rotation) take effect for the next delivery,
+/// without a restart. Cheap to clone; every clone is the same policy.
+#[derive(Debug, Clone)]
+pub struct Verification(Arc<RwLock<SignaturePolicy>>);
+
+/// Why [`Verification::replace_secrets`] refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplaceError {
+    /// An empty list would turn signature checks off.
+    #[error(
+        "no signing secret given: the current secrets stay (checks are never turned off while running)"
+    )]
+    NoSecret,
+}
+
+impl Verification {
+    pub(crate) fn new(policy: SignaturePolicy) -> Verification {
+        Verification(Arc::new(RwLock::new(policy)))
+    }
+
+    /// Checks `body` with the current policy (see [`SignaturePolicy::verify`]).
+    ///
+    /// # Errors
+    /// The [`SignatureError`] of a delivery that must be refused.
+    pub fn verify(
+        &self,
+        header: Option<&[u8]>,
+        body: Bytes,
+        now: u64,
+    ) -> Result<VerifiedBody, SignatureError> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .verify(header, body, now)
+    }
+
+    /// Whether deliveries are accepted unsigned.
+    pub fn is_unsigned(&self) -> bool {
+        matches!(
+            *self.0.read().unwrap_or_else(|p| p.into_inner()),
+            SignaturePolicy::Unsigned
+        )
+    }
+
+    /// From the next delivery on, requires a signature by one of `secrets`
+    /// within `tolerance`. List the old and the new secret together while a
+    /// rotation is under way.
+    ///
+    /// # Errors
+    /// [`ReplaceError::NoSecret`] for an empty list; the policy is unchanged.
+    pub fn replace_secrets(
+        &self,
+        secrets: Vec<SigningSecret>,
+        tolerance: Duration,
+    ) -> Result<(), ReplaceError> {
+        if secrets.is_empty() {
+            return Err(ReplaceError::NoSecret);
+        }
+        let policy = SignaturePolicy::Required(Verifier::new(secrets).with_tolerance(tolerance));
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = policy;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +139,61 @@ mod tests {
     fn unsigned_policy_accepts_anything() {
         let policy = SignaturePolicy::Unsigned;
         assert!(policy.verify(None, Bytes::from_static(b"x"), 0).is_ok());
+    }
+
+    #[test]
+    fn replaced_secrets_apply_to_the_next_delivery() {
+        let verification = Verification::new(SignaturePolicy::Required(Verifier::new([
+            SigningSecret::new("old"),
+        ])));
+        let body = Bytes::from_static(b"{}");
+        let by = |secret: &str| SigningSecret::new(secret).sign(10, b"{}");
+        assert!(
+            verification
+                .verify(Some(by("old").as_bytes()), body.clone(), 10)
+                .is_ok()
+        );
+
+        let rotation = vec![SigningSecret::new("old"), SigningSecret::new("new")];
+        verification
+            .replace_secrets(rotation, Duration::from_secs(300))
+            .unwrap();
+        for secret in ["old", "new"] {
+            assert!(
+                verification
+                    .verify(Some(by(secret).as_bytes()), body.clone(), 10)
+                    .is_ok()
+            );
+        }
+        verification
+            .replace_secrets(vec![SigningSecret::new("new")], Duration::from_secs(300))
+            .unwrap();
+        assert_eq!(
+            verification
+                .verify(Some(by("old").as_bytes()), body.clone(), 10)
+                .unwrap_err(),
+            SignatureError::NoMatch
+        );
+        // Checks are never turned off by a replacement.
+        assert_eq!(
+            verification.replace_secrets(Vec::new(), Duration::from_secs(300)),
+            Err(ReplaceError::NoSecret)
+        );
+        assert!(verification.verify(None, body, 10).is_err());
+    }
+
+    #[test]
+    fn an_unsigned_server_can_start_requiring_signatures() {
+        let verification = Verification::new(SignaturePolicy::Unsigned);
+        assert!(verification.is_unsigned());
+        verification
+            .replace_secrets(vec![SigningSecret::new("s")], Duration::from_secs(300))
+            .unwrap();
+        assert!(!verification.is_unsigned());
+        assert!(
+            verification
+                .verify(None, Bytes::from_static(b"{}"), 10)
+                .is_err()
+        );
     }
 }

@@ -1017,38 +1017,74 @@ fn a_reload_keeps_running_assistants_and_their_claims() {
     );
 }
 
+/// `send` of a `room.client.joined` for Beta with `secret`; the HTTP status line.
+fn send_signed_by(server: &Server, id: &str, secret: &str) -> String {
+    let to = server.url();
+    let out = send(&[
+        "room.client.joined",
+        "--to",
+        &to,
+        "--secret",
+        secret,
+        "--id",
+        id,
+        "--set",
+        "displayName=Beta",
+    ]);
+    let stdout = text(&out.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with("HTTP "))
+        .unwrap_or_else(|| panic!("no status line: {stdout}{}", text(&out.stderr)))
+        .to_owned()
+}
+
 #[test]
-fn a_reload_says_that_server_and_verify_changes_wait_for_a_restart() {
+fn a_reload_rotates_the_secrets_and_says_server_changes_wait_for_a_restart() {
+    const NEW_SECRET: &str = "whsec_e2e_rotated_41d7";
     let dir = TempDir::new("reload-settings");
     let config = dir.write("whereby-trigger.toml", &greeter_config("Alpha", ""));
     let server = serve(&config, &[]);
 
-    // A rules-only change: no warning.
+    // A rules-only change: the secrets stay, nothing is said of them.
     dir.write("whereby-trigger.toml", &greeter_config("Beta", ""));
     let (_, mark) = server.reload("config reloaded");
-    // The tolerance and a limit change: the rules apply, the settings wait.
-    let changed = greeter_config("Beta", "").replace(
-        "[verify]\n",
-        "[server]\nmax_connections = 99\n\n[verify]\ntolerance = \"60s\"\n",
+    assert!(mark > 0);
+
+    // A rotation (old and new secret) and a limit change: the secrets apply at
+    // once, the limit waits for a restart.
+    let rotating = greeter_config("Beta", "").replace(
+        "[verify]\nsecrets = [\"${E2E_SECRET}\"]\n",
+        &format!(
+            "[server]\nmax_connections = 99\n\n[verify]\nsecrets = [\"${{E2E_SECRET}}\", \"{NEW_SECRET}\"]\n"
+        ),
     );
-    dir.write("whereby-trigger.toml", &changed);
-    server.reload("config reloaded");
-    let verify = server.stderr.wait_line("the [verify] warning", mark, |l| {
-        l.contains("[verify] settings changed")
+    assert_ne!(rotating, greeter_config("Beta", ""));
+    dir.write("whereby-trigger.toml", &rotating);
+    let (reloaded, _) = server.reload("signature checks reloaded");
+    assert!(reloaded.contains("secrets=2"), "{reloaded}");
+    assert!(
+        !reloaded.contains(NEW_SECRET),
+        "a secret was logged: {reloaded}"
+    );
+    server.stderr.wait_line("the [server] warning", mark, |l| {
+        l.contains("[server] settings changed")
     });
-    assert!(verify.contains("WARN"), "{verify}");
-    // Each warning once: the [server] one is logged just before this one, and
-    // the rules-only reload logged neither.
+    assert!(send_signed_by(&server, "r1", SECRET).contains("200"));
+    assert!(send_signed_by(&server, "r2", NEW_SECRET).contains("200"));
+
+    // The rotation ends: the old secret is refused from the next delivery on.
+    let rotated = rotating.replace("\"${E2E_SECRET}\", ", "");
+    dir.write("whereby-trigger.toml", &rotated);
+    server.reload("signature checks reloaded");
+    assert!(send_signed_by(&server, "r3", SECRET).contains("401"));
+    assert!(send_signed_by(&server, "r4", NEW_SECRET).contains("200"));
+
+    // Each message once: the rules-only reload said nothing of either.
     let log = server.stderr.snapshot();
-    for what in ["[server] settings changed", "[verify] settings changed"] {
-        let count = log.iter().filter(|l| l.contains(what)).count();
-        assert_eq!(count, 1, "{what}: {log:#?}");
-    }
-    // The old secret still verifies: the server still answers signed webhooks.
-    assert_eq!(
-        server.send("room.client.joined", "b1", &["--set", "displayName=Beta"]),
-        "triggered"
-    );
+    let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+    assert_eq!(count("signature checks reloaded"), 2, "{log:#?}");
+    assert_eq!(count("[server] settings changed"), 2, "{log:#?}");
     drop(server.stop());
 }
 

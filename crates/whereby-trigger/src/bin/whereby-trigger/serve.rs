@@ -12,13 +12,14 @@ use clap::Args;
 use tokio::net::TcpListener;
 use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::rules::build::Actions;
-use whereby_trigger::rules::config::{Config, DEFAULT_LEASE};
+use whereby_trigger::rules::config::{Config, DEFAULT_LEASE, VerifyConfig};
 use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::store::{Durable, Retention, SqliteStore, Store};
 use whereby_trigger::units::{parse_duration, parse_size};
+use whereby_trigger::verify::Verification;
 use whereby_trigger::webhook::{
     AssistantRequested, DEFAULT_TOLERANCE, EventType, RoomClientJoined, RoomClientLeft,
-    RoomSessionEnded, RoomSessionStarted,
+    RoomSessionEnded, RoomSessionStarted, SigningSecret,
 };
 use whereby_trigger::{DedupLimits, MemoryDedup, Trigger, TriggerBuilder, trigger};
 
@@ -28,7 +29,8 @@ const DRAIN: Duration = Duration::from_secs(10);
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Config file with [server], [verify] and [[trigger]] rules. Flags override
-    /// the file; SIGHUP reloads its rules ([server] settings apply at start).
+    /// the file; SIGHUP reloads its rules and secrets ([server] settings apply
+    /// at start).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -121,6 +123,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .filter(|s| !s.is_empty())
         .cloned()
         .collect();
+    // Secrets from the file follow it on reload; those of the flag or the
+    // environment stay as given.
+    let secrets_from_file = secrets.is_empty();
     if secrets.is_empty() {
         secrets = config
             .verify
@@ -270,6 +275,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 hup,
                 path.clone(),
                 (config.server.clone(), config.verify.clone()),
+                VerifyReload {
+                    verification: trigger.verification(),
+                    secrets_from_file,
+                    tolerance_flag: args.tolerance,
+                },
                 actions.clone(),
                 engine.clone(),
             )))
@@ -317,11 +327,61 @@ fn fire_on(builder: TriggerBuilder, event_type: EventType) -> TriggerBuilder {
     }
 }
 
+/// What a reload may change of signature checks.
+#[cfg(unix)]
+struct VerifyReload {
+    verification: Verification,
+    /// Whether the secrets in force came from the file (not `--secret` or
+    /// `WHEREBY_WEBHOOK_SECRET`), and so follow it.
+    secrets_from_file: bool,
+    /// `--tolerance`, which wins over the file's.
+    tolerance_flag: Option<Duration>,
+}
+
+#[cfg(unix)]
+impl VerifyReload {
+    /// Applies the reloaded `[verify]` when it differs from `current`.
+    fn apply(&self, path: &std::path::Path, current: &VerifyConfig, new: &VerifyConfig) {
+        if new == current {
+            return;
+        }
+        if !self.secrets_from_file {
+            tracing::warn!(
+                file = %path.display(),
+                "[verify] changed in the file, but the secrets given by --secret or \
+                 WHEREBY_WEBHOOK_SECRET stay until the next start"
+            );
+            return;
+        }
+        let secrets: Vec<SigningSecret> = new
+            .secrets
+            .iter()
+            .map(|s| SigningSecret::new(s.expose()))
+            .collect();
+        let count = secrets.len();
+        let tolerance = self
+            .tolerance_flag
+            .or(new.tolerance)
+            .unwrap_or(DEFAULT_TOLERANCE);
+        match self.verification.replace_secrets(secrets, tolerance) {
+            Ok(()) => tracing::info!(
+                file = %path.display(), secrets = count, tolerance_s = tolerance.as_secs(),
+                "signature checks reloaded"
+            ),
+            Err(err) => tracing::error!(file = %path.display(), %err, "[verify] not reloaded"),
+        }
+        if new.allow_unsigned != current.allow_unsigned {
+            tracing::warn!(file = %path.display(),
+                "[verify] allow_unsigned changed in the file; it takes effect at the next start");
+        }
+    }
+}
+
 /// Reloads the config on SIGHUP: a valid file replaces the rules for new events
-/// (claims and running processes carry on); an invalid one is logged and the
-/// old rules stay. Server settings (`[server]`: address, path, limits) and
-/// `[verify]` (secrets, tolerance) need a restart: a change to them (from
-/// `started`, the file's at start) is logged.
+/// (claims and running processes carry on) and the signing secrets (when they
+/// come from the file); an invalid one is logged and the old rules stay.
+/// Server settings (`[server]`: address, path, limits) need a restart: a change
+/// to them (from `started`, the file's at start) is logged.
 /// The signal handler is installed by the caller before the server reports
 /// readiness, so an early SIGHUP reloads instead of killing the process.
 #[cfg(unix)]
@@ -332,9 +392,11 @@ async fn reload_on_sighup(
         whereby_trigger::rules::config::ServerConfig,
         whereby_trigger::rules::config::VerifyConfig,
     ),
+    verify: VerifyReload,
     actions: Arc<Actions>,
     engine: Arc<Engine>,
 ) {
+    let (started_server, mut current_verify) = started;
     while hup.recv().await.is_some() {
         match Config::load(&path)
             .map_err(|e| e.to_string())
@@ -342,20 +404,16 @@ async fn reload_on_sighup(
                 let rules = actions.rules(&config).map_err(|e| e.to_string())?;
                 Ok((rules, config.server, config.verify))
             }) {
-            Ok((rules, server, verify)) => {
+            Ok((rules, server, new_verify)) => {
                 let count = rules.len();
                 engine.replace_rules(rules);
+                verify.apply(&path, &current_verify, &new_verify);
+                current_verify = new_verify;
                 tracing::info!(file = %path.display(), triggers = count, "config reloaded");
-                if server != started.0 {
+                if server != started_server {
                     tracing::warn!(
                         file = %path.display(),
                         "[server] settings changed in the file; they take effect at the next start"
-                    );
-                }
-                if verify != started.1 {
-                    tracing::warn!(
-                        file = %path.display(),
-                        "[verify] settings changed in the file; they take effect at the next start"
                     );
                 }
             }
