@@ -857,13 +857,13 @@ fn run_one(
         .saturating_duration_since(measure_from)
         .as_secs_f64();
     let stopped = servers.block_on(server.stop())?;
-    if let Some(fired) = stopped.fired {
-        if fired != tally.ok_total {
-            tally.error(format!(
-                "{} answers said triggered but the callback saw {fired} events",
-                tally.ok_total
-            ));
-        }
+    if let Some(fired) = stopped.fired
+        && fired != tally.ok_total
+    {
+        tally.error(format!(
+            "{} answers said triggered but the callback saw {fired} events",
+            tally.ok_total
+        ));
     }
     tally.latencies_us.sort_unstable();
     let pct = |p: f64| -> u32 {
@@ -956,21 +956,22 @@ fn main() -> ExitCode {
                     ms(m.max_us),
                     m.errors
                 );
-                if let Some(stats) = m.commits {
-                    if stats.transactions > 0 && stats.syncs > 0 {
-                        println!(
-                            "           store: {} transactions for {} changes ({:.1} per \
+                if let Some(stats) = m.commits
+                    && stats.transactions > 0
+                    && stats.syncs > 0
+                {
+                    println!(
+                        "           store: {} transactions for {} changes ({:.1} per \
                              transaction, {:.2} ms each); {} syncs ({:.1} transactions per \
                              sync, {:.2} ms each)",
-                            stats.transactions,
-                            stats.changes,
-                            stats.changes as f64 / stats.transactions as f64,
-                            stats.busy_us as f64 / stats.transactions as f64 / 1000.0,
-                            stats.syncs,
-                            stats.transactions as f64 / stats.syncs as f64,
-                            stats.sync_us as f64 / stats.syncs as f64 / 1000.0
-                        );
-                    }
+                        stats.transactions,
+                        stats.changes,
+                        stats.changes as f64 / stats.transactions as f64,
+                        stats.busy_us as f64 / stats.transactions as f64 / 1000.0,
+                        stats.syncs,
+                        stats.transactions as f64 / stats.syncs as f64,
+                        stats.sync_us as f64 / stats.syncs as f64 / 1000.0
+                    );
                 }
                 for message in &m.messages {
                     println!("           error: {message}");
@@ -995,11 +996,11 @@ fn main() -> ExitCode {
     if let (Some(d), Some(e)) = (rate(Kind::Durable), rate(Kind::Ephemeral)) {
         let ratio = d / e;
         println!("durable/ephemeral  {ratio:.2}  (goal: at least 0.50)");
-        if let Some(required) = options.require_ratio {
-            if ratio < required {
-                println!("FAIL: durable/ephemeral {ratio:.2} is below the required {required:.2}");
-                too_slow = true;
-            }
+        if let Some(required) = options.require_ratio
+            && ratio < required
+        {
+            println!("FAIL: durable/ephemeral {ratio:.2} is below the required {required:.2}");
+            too_slow = true;
         }
     }
     if let (Some(e), Some(b)) = (rate(Kind::Ephemeral), rate(Kind::Baseline)) {

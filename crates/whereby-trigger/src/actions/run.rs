@@ -370,11 +370,11 @@ impl Action for RunAction {
             state.queue = kept;
             let mut stopped = 0_usize;
             for active in state.active.values_mut() {
-                if active.room == event.room {
-                    if let Some(stop) = active.stop.take() {
-                        let _ = stop.send(StopReason::StopEvent);
-                        stopped += 1;
-                    }
+                if active.room == event.room
+                    && let Some(stop) = active.stop.take()
+                {
+                    let _ = stop.send(StopReason::StopEvent);
+                    stopped += 1;
                 }
             }
             (cancelled, stopped)

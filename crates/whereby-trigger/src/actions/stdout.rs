@@ -100,10 +100,10 @@ impl Flushing {
         // Joined under the lock, so that a second waiter returns only once the
         // thread is really done.
         let mut thread = lock(&self.shared.thread);
-        if let Some(handle) = thread.take() {
-            if handle.join().is_err() {
-                tracing::error!("the line writer thread panicked");
-            }
+        if let Some(handle) = thread.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("the line writer thread panicked");
         }
     }
 

@@ -226,10 +226,8 @@ impl Claims {
             }
             current
         };
-        if released {
-            if let Some(hook) = self.on_release.get() {
-                hook(key);
-            }
+        if released && let Some(hook) = self.on_release.get() {
+            hook(key);
         }
     }
 

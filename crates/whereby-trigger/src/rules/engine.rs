@@ -283,10 +283,8 @@ impl Decision {
                 ActionKind::Start => action.start(event),
                 ActionKind::Stop => action.stop(event),
             }
-            if !tracked {
-                if let Some(ticket) = ticket {
-                    ticket.done();
-                }
+            if !tracked && let Some(ticket) = ticket {
+                ticket.done();
             }
         }
     }

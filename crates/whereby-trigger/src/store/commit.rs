@@ -282,10 +282,10 @@ fn write_loop(
                 committed
             }
         };
-        if !committed.is_empty() {
-            if let Err(mpsc::SendError(replies)) = to_sync.send(committed) {
-                answer(replies, &Err(StoreError::Closed));
-            }
+        if !committed.is_empty()
+            && let Err(mpsc::SendError(replies)) = to_sync.send(committed)
+        {
+            answer(replies, &Err(StoreError::Closed));
         }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();

@@ -75,10 +75,10 @@ impl Durable {
             restored.claims += 1;
         }
         for (key, state, seen_ms) in &snapshot.rooms {
-            if let Some(room) = RoomKey::parse(key) {
-                if engine.rooms().import(room, state, ago(*seen_ms), now) {
-                    restored.rooms += 1;
-                }
+            if let Some(room) = RoomKey::parse(key)
+                && engine.rooms().import(room, state, ago(*seen_ms), now)
+            {
+                restored.rooms += 1;
             }
         }
         restored.pending = snapshot
