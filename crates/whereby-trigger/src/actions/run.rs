@@ -264,17 +264,8 @@ impl RunAction {
     pub async fn shutdown(&self) {
         // Subscribed before looking, so that a slot freed in between is not missed.
         let mut freed = self.inner.freed.subscribe();
-        let cancelled = {
-            let mut state = self.inner.lock();
-            state.closed = true;
-            for active in state.active.values_mut() {
-                if let Some(stop) = active.stop.take() {
-                    // The child's task may have just finished; nothing to stop then.
-                    let _ = stop.send(StopReason::Shutdown);
-                }
-            }
-            std::mem::take(&mut state.queue)
-        };
+        let (cancelled, _) = self.inner.stop_rooms(None, StopReason::Shutdown, true);
+        // Their deliveries stay pending: the next start runs them.
         for event in cancelled {
             self.inner.cancel_waiting(&event, "server shutdown");
         }
@@ -299,27 +290,11 @@ impl RunAction {
     /// children end on their own tasks, and [`RunAction::shutdown`] still waits
     /// for them.
     pub fn retire(&self) {
-        let (cancelled, stopped) = {
-            let mut state = self.inner.lock();
-            state.closed = true;
-            let mut stopped = 0_usize;
-            for active in state.active.values_mut() {
-                if let Some(stop) = active.stop.take() {
-                    let _ = stop.send(StopReason::Removed);
-                    stopped += 1;
-                }
-            }
-            (std::mem::take(&mut state.queue), stopped)
-        };
+        let (cancelled, stopped) = self.inner.stop_rooms(None, StopReason::Removed, true);
         tracing::warn!(trigger = %self.inner.trigger, stopped, cancelled = cancelled.len(),
             "trigger removed from the config: its assistants are stopped");
-        for waiting in cancelled {
-            self.inner
-                .cancel_waiting(&waiting, "trigger removed from the config");
-            if let Some(ticket) = &waiting.delivery {
-                ticket.done();
-            }
-        }
+        self.inner
+            .drop_waiting(cancelled, "trigger removed from the config");
     }
 }
 
@@ -362,32 +337,12 @@ impl Action for RunAction {
     }
 
     fn stop(&self, event: Arc<ActionEvent>) {
-        let (cancelled, stopped) = {
-            let mut state = self.inner.lock();
-            let (cancelled, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut state.queue)
-                .into_iter()
-                .partition(|waiting| waiting.room == event.room);
-            state.queue = kept;
-            let mut stopped = 0_usize;
-            for active in state.active.values_mut() {
-                if active.room == event.room
-                    && let Some(stop) = active.stop.take()
-                {
-                    let _ = stop.send(StopReason::StopEvent);
-                    stopped += 1;
-                }
-            }
-            (cancelled, stopped)
-        };
+        let (cancelled, stopped) =
+            self.inner
+                .stop_rooms(Some(&event.room), StopReason::StopEvent, false);
         tracing::info!(trigger = %self.inner.trigger, room = %event.room, stopped,
             cancelled = cancelled.len(), id = event.event_id(), "stop event");
-        for waiting in cancelled {
-            self.inner.cancel_waiting(&waiting, "stop event");
-            // A start that never ran is over: it is not to be resumed.
-            if let Some(ticket) = &waiting.delivery {
-                ticket.done();
-            }
-        }
+        self.inner.drop_waiting(cancelled, "stop event");
         // The stop itself is carried out once the children are told.
         if let Some(ticket) = &event.delivery {
             ticket.done();
@@ -398,6 +353,46 @@ impl Action for RunAction {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells every running child in `room` (in every room when `None`) to stop
+    /// for `reason`, and takes that room's starts out of the queue; `close`
+    /// refuses later starts. Returns the starts taken and how many children
+    /// were told (a child whose task just finished needs no telling).
+    fn stop_rooms(
+        &self,
+        room: Option<&RoomKey>,
+        reason: StopReason,
+        close: bool,
+    ) -> (VecDeque<Arc<ActionEvent>>, usize) {
+        let mut state = self.lock();
+        state.closed |= close;
+        let in_room = |r: &RoomKey| room.is_none_or(|room| room == r);
+        let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut state.queue)
+            .into_iter()
+            .partition(|waiting| in_room(&waiting.room));
+        state.queue = kept;
+        let mut stopped = 0_usize;
+        for active in state.active.values_mut() {
+            if in_room(&active.room)
+                && let Some(stop) = active.stop.take()
+            {
+                let _ = stop.send(reason);
+                stopped += 1;
+            }
+        }
+        (taken, stopped)
+    }
+
+    /// Drops starts that never ran for good: claims released, deliveries done
+    /// (they are not to be resumed).
+    fn drop_waiting(&self, waiting: VecDeque<Arc<ActionEvent>>, why: &str) {
+        for event in waiting {
+            self.cancel_waiting(&event, why);
+            if let Some(ticket) = &event.delivery {
+                ticket.done();
+            }
+        }
     }
 
     /// Takes waiting starts into free slots. The jobs are launched by the caller

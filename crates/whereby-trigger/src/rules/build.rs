@@ -16,8 +16,8 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// A `run` action is kept per trigger name: on reload it is reconfigured, not
 /// replaced, so its running processes, their claims and its `max_running`
 /// queue carry on. A reload that removes a trigger's `run` stops its
-/// processes and releases their claims. Rust programs add their own actions and predicates by
-/// trigger name:
+/// processes and releases their claims. Rust programs add their own actions
+/// and predicates by trigger name:
 ///
 /// ```
 /// use std::sync::Arc;

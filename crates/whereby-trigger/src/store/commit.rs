@@ -193,7 +193,7 @@ enum Waiting {
 impl PendingCommit {
     /// A commit that can only fail: the store is closed. Stands in for one that
     /// was moved out.
-    pub fn closed() -> PendingCommit {
+    pub(crate) fn closed() -> PendingCommit {
         PendingCommit(Waiting::Done(Some(Err(StoreError::Closed))))
     }
 }
