@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Trigger::builder()
         .port(8080)
         // The first participant in the room: nobody else is there yet.
-        .on(|joined: &RoomClientJoined| joined.data.num_clients == 1)
+        .on(|joined: &RoomClientJoined| joined.data.num_clients == Some(1))
         // A host asked for an assistant from the in-room menu.
         .on(|_: &AssistantRequested| true);
     match std::env::var("WHEREBY_WEBHOOK_SECRET") {

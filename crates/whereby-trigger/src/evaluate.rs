@@ -218,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn sync_predicate_decides_for_its_type_only() {
         let mut p = Predicates::default();
-        p.set_sync(|e: &RoomClientJoined| Ok(e.data.num_clients == 1));
+        p.set_sync(|e: &RoomClientJoined| Ok(e.data.num_clients == Some(1)));
         assert_eq!(
             p.evaluate(&event("room.client.joined"), T).await.unwrap(),
             Decision::Matched

@@ -18,7 +18,7 @@
 //!     .port(0) // any free port; the default is 8080
 //!     .bind("127.0.0.1".parse()?)
 //!     .secret("whsec_example")
-//!     .on(|joined: &RoomClientJoined| joined.data.num_clients == 1)
+//!     .on(|joined: &RoomClientJoined| joined.data.num_clients == Some(1))
 //!     .build()?;
 //! let mut events = trigger.subscribe();
 //! let handle = trigger.start().await?;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use whereby_webhook::ParseOptions;
 
 use crate::actions::{ActionEvent, ActionKind};
 use crate::rules::claims::ClaimKey;
@@ -202,8 +203,14 @@ impl Outbox {
     /// Resumes every delivery of `pending` (the store's) that this process is not
     /// carrying out: after a restart, and after `outbox retry`. A start whose
     /// claim is gone is done (the assistant's time has passed); a delivery whose
-    /// trigger or action no longer exists stays queued and is logged.
-    pub fn resume(self: &Arc<Self>, pending: Vec<Delivery>, engine: &Engine) {
+    /// trigger or action no longer exists stays queued and is logged. Stored
+    /// webhooks are read with `options`, the server's (its default subdomain).
+    pub fn resume(
+        self: &Arc<Self>,
+        pending: Vec<Delivery>,
+        engine: &Engine,
+        options: &ParseOptions,
+    ) {
         // A settled delivery that the store no longer lists as pending has had its
         // fate committed; one still listed is either not yet committed or was
         // made pending again by `outbox retry` after it was committed dead.
@@ -234,7 +241,7 @@ impl Outbox {
                 tracing::warn!(id = %delivery.id, "a pending delivery's action is not configured; it stays queued");
                 continue;
             };
-            let Some(event) = rebuild(&delivery, engine, now, ticket.clone()) else {
+            let Some(event) = rebuild(&delivery, engine, options, now, ticket.clone()) else {
                 tracing::error!(id = %delivery.id, "a pending delivery cannot be read back; marked dead");
                 ticket.dead("the stored delivery cannot be read back");
                 continue;
@@ -265,11 +272,12 @@ impl Outbox {
 fn rebuild(
     delivery: &Delivery,
     engine: &Engine,
+    options: &ParseOptions,
     now: Instant,
     ticket: DeliveryTicket,
 ) -> Option<ActionEvent> {
     let raw = Bytes::from(delivery.webhook.clone().into_bytes());
-    let webhook = whereby_webhook::parse(&raw).ok()?;
+    let webhook = whereby_webhook::parse_with(&raw, options).ok()?.event;
     let room = RoomKey::of(webhook.in_room()?);
     let action = match delivery.action.as_str() {
         "start" => ActionKind::Start,

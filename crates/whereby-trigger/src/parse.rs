@@ -1,7 +1,16 @@
 //! Parse: a verified body becomes a webhook, and an evaluated one gets its room URL.
+//!
+//! Only what the room URL needs is required (`data.roomName`, and
+//! `data.subdomain` or the configured default); see
+//! [`whereby_webhook::parse_with`] for how every other field is read.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use bytes::Bytes;
-use whereby_webhook::{BaseDomain, ParseError, RoomUrlError, WebhookEvent};
+use whereby_webhook::{
+    BaseDomain, FieldNote, JsonType, ParseError, ParseOptions, RoomUrlError, WebhookEvent,
+};
 
 use crate::verify::VerifiedBody;
 
@@ -48,21 +57,79 @@ impl ParseFailure {
     }
 }
 
-/// Parses a verified body. The room URL is built here, before any rule runs, so a
-/// payload that could send an assistant elsewhere is refused with a 400.
-///
-/// # Errors
-/// A [`ParseFailure`] naming the field at fault.
-pub fn parse(body: VerifiedBody, base_domain: &BaseDomain) -> Result<ParsedWebhook, ParseFailure> {
-    let raw = body.bytes().clone();
-    let event = whereby_webhook::parse(&raw)?;
-    let room_url = match event.in_room() {
-        Some(room) => Some(room.room_url(base_domain)?),
-        None => None,
-    };
-    Ok(ParsedWebhook {
-        event,
-        room_url,
-        raw,
-    })
+/// Turns verified bodies into webhooks with their room URLs: the base domain
+/// and the default subdomain to build them with, and a memory of the
+/// overlooked fields already warned about.
+#[derive(Debug)]
+pub struct Parser {
+    base_domain: BaseDomain,
+    options: ParseOptions,
+    warned: Mutex<HashSet<(String, JsonType)>>,
+}
+
+/// How many distinct (field, type) pairs are warned about: payloads choose the
+/// field names (`data.numClientsByRoleName.<role>`), so the memory is bounded.
+const MAX_WARNED: usize = 256;
+
+impl Parser {
+    /// A parser that builds room URLs on `base_domain`, reading payloads with
+    /// `options` (the default subdomain).
+    pub fn new(base_domain: BaseDomain, options: ParseOptions) -> Self {
+        Parser {
+            base_domain,
+            options,
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The options payloads are read with.
+    pub fn options(&self) -> &ParseOptions {
+        &self.options
+    }
+
+    /// The domain room URLs are built on.
+    pub fn base_domain(&self) -> &BaseDomain {
+        &self.base_domain
+    }
+
+    /// Parses a verified body. The room URL is built here, before any rule runs,
+    /// so a payload that could send an assistant elsewhere is refused with a 400.
+    /// A field of an unexpected JSON type never fails the body: it is logged as
+    /// a warning, once per field and type.
+    ///
+    /// # Errors
+    /// A [`ParseFailure`] naming the field at fault.
+    pub fn parse(&self, body: VerifiedBody) -> Result<ParsedWebhook, ParseFailure> {
+        let raw = body.bytes().clone();
+        let parsed = whereby_webhook::parse_with(&raw, &self.options)?;
+        if !parsed.notes.is_empty() {
+            self.warn(&parsed.notes, parsed.event.id());
+        }
+        let event = parsed.event;
+        let room_url = match event.in_room() {
+            Some(room) => Some(room.room_url(&self.base_domain)?),
+            None => None,
+        };
+        Ok(ParsedWebhook {
+            event,
+            room_url,
+            raw,
+        })
+    }
+
+    fn warn(&self, notes: &[FieldNote], id: &str) {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        for note in notes {
+            let key = (note.field.clone(), note.found);
+            if warned.contains(&key) {
+                continue;
+            }
+            if warned.len() < MAX_WARNED {
+                warned.insert(key);
+                tracing::warn!(id, field = %note.field, found = %note.found, "{note}");
+            } else {
+                tracing::debug!(id, field = %note.field, found = %note.found, "{note}");
+            }
+        }
+    }
 }

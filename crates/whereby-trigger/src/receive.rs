@@ -14,13 +14,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use whereby_webhook::{BaseDomain, SIGNATURE_HEADER, unix_now};
+use whereby_webhook::{SIGNATURE_HEADER, unix_now};
 
 use crate::deduplicate::{Deduplicate, IdStatus, Reservation};
 use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::error::Rejection;
 use crate::evaluate::{Decision, Predicates};
-use crate::parse::{ParsedWebhook, parse};
+use crate::parse::{ParsedWebhook, Parser};
 use crate::rules::engine::Engine;
 pub use crate::store::Durable;
 use crate::store::{Change, PendingCommit, StoreError, now_ms};
@@ -33,7 +33,7 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// as a whole: the dedup store shards its own state, and the rest is read-only.
 pub(crate) struct App {
     pub(crate) policy: Verification,
-    pub(crate) base_domain: BaseDomain,
+    pub(crate) parser: Parser,
     pub(crate) max_body: usize,
     pub(crate) predicate_timeout: Duration,
     pub(crate) dedup: Arc<dyn Deduplicate>,
@@ -123,7 +123,7 @@ async fn receive(
     let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
     let verified = app.policy.verify(signature, body, unix_now())?;
 
-    let parsed = parse(verified, &app.base_domain)?;
+    let parsed = app.parser.parse(verified)?;
     for observe in &app.observers {
         observe(&parsed);
     }

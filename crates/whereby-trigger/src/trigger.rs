@@ -15,14 +15,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use whereby_webhook::{
-    BaseDomain, DEFAULT_TOLERANCE, InvalidBaseDomain, SigningSecret, TypedWebhook, Verifier,
+    BaseDomain, DEFAULT_TOLERANCE, InvalidBaseDomain, ParseOptions, RoomUrlError, SigningSecret,
+    TypedWebhook, Verifier,
 };
 
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent, TriggerEvents};
 use crate::evaluate::{BoxError, Predicates};
 use crate::limits::{Activity, Guarded, Limits};
-use crate::parse::ParsedWebhook;
+use crate::parse::{ParsedWebhook, Parser};
 use crate::receive::{App, Durable, HEALTH_PATH, WebhookObserver, router};
 use crate::rules::engine::Engine;
 use crate::verify::{SignaturePolicy, Verification};
@@ -51,6 +52,14 @@ pub enum ConfigError {
     /// The base domain is not a valid domain name.
     #[error(transparent)]
     BaseDomain(#[from] InvalidBaseDomain),
+    /// The default subdomain is not one DNS label.
+    #[error("default subdomain `{subdomain}`: {source}")]
+    Subdomain {
+        /// The subdomain asked for.
+        subdomain: String,
+        /// What is wrong with it.
+        source: RoomUrlError,
+    },
     /// A limit is zero.
     #[error("`{0}` must be greater than zero")]
     Zero(&'static str),
@@ -85,6 +94,7 @@ pub struct TriggerBuilder {
     secrets: Vec<SigningSecret>,
     tolerance: Duration,
     base_domain: String,
+    default_subdomain: Option<String>,
     max_body: usize,
     predicate_timeout: Duration,
     limits: Limits,
@@ -106,6 +116,7 @@ impl Default for TriggerBuilder {
             secrets: Vec::new(),
             tolerance: DEFAULT_TOLERANCE,
             base_domain: whereby_webhook::DEFAULT_BASE_DOMAIN.to_owned(),
+            default_subdomain: None,
             max_body: DEFAULT_MAX_BODY,
             predicate_timeout: DEFAULT_PREDICATE_TIMEOUT,
             limits: Limits::default(),
@@ -129,6 +140,7 @@ impl std::fmt::Debug for TriggerBuilder {
             .field("secrets", &self.secrets.len())
             .field("tolerance", &self.tolerance)
             .field("base_domain", &self.base_domain)
+            .field("default_subdomain", &self.default_subdomain)
             .field("max_body", &self.max_body)
             .field("predicate_timeout", &self.predicate_timeout)
             .field("limits", &self.limits)
@@ -172,6 +184,21 @@ impl TriggerBuilder {
     /// The domain room URLs are built on (default `whereby.com`).
     pub fn base_domain(mut self, domain: impl Into<String>) -> Self {
         self.base_domain = domain.into();
+        self
+    }
+
+    /// The subdomain of webhooks that carry none (Whereby's payloads before
+    /// 2025 have no `data.subdomain`), as the first Trigger of Whereby's SDK
+    /// took it as an option. A payload's own subdomain always wins; without a
+    /// default (the default), a webhook with none is answered 400.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), whereby_trigger::ConfigError> {
+    /// let trigger = whereby_trigger::Trigger::builder().default_subdomain("acme").build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn default_subdomain(mut self, subdomain: impl Into<String>) -> Self {
+        self.default_subdomain = Some(subdomain.into());
         self
     }
 
@@ -256,7 +283,7 @@ impl TriggerBuilder {
     /// use whereby_trigger::Trigger;
     /// use whereby_trigger::webhook::RoomClientJoined;
     ///
-    /// let builder = Trigger::builder().on(|e: &RoomClientJoined| e.data.num_clients == 1);
+    /// let builder = Trigger::builder().on(|e: &RoomClientJoined| e.data.num_clients == Some(1));
     /// ```
     pub fn on<E, F>(mut self, predicate: F) -> Self
     where
@@ -382,6 +409,12 @@ impl TriggerBuilder {
         }
         self.limits.validate()?;
         let base_domain = BaseDomain::new(&self.base_domain)?;
+        let mut options = ParseOptions::new();
+        if let Some(subdomain) = self.default_subdomain {
+            options = options
+                .with_default_subdomain(&subdomain)
+                .map_err(|source| ConfigError::Subdomain { subdomain, source })?;
+        }
         let policy = if self.secrets.is_empty() {
             SignaturePolicy::Unsigned
         } else {
@@ -397,7 +430,7 @@ impl TriggerBuilder {
             limits: self.limits,
             app: Arc::new(App {
                 policy: Verification::new(policy),
-                base_domain,
+                parser: Parser::new(base_domain, options),
                 max_body: self.max_body,
                 predicate_timeout: self.predicate_timeout,
                 dedup,
@@ -420,7 +453,7 @@ impl TriggerBuilder {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let trigger = Trigger::builder()
 ///     .secret(std::env::var("WHEREBY_WEBHOOK_SECRET")?)
-///     .on(|e: &RoomClientJoined| e.data.num_clients == 1)
+///     .on(|e: &RoomClientJoined| e.data.num_clients == Some(1))
 ///     .build()?;
 /// let mut events = trigger.subscribe();
 /// let handle = trigger.start().await?;
@@ -458,6 +491,12 @@ impl Trigger {
     /// miss none.
     pub fn subscribe(&self) -> TriggerEvents {
         self.app.dispatcher.subscribe()
+    }
+
+    /// The options webhooks are parsed with (the default subdomain), e.g. to
+    /// read stored webhooks back as the server reads new ones.
+    pub fn parse_options(&self) -> &ParseOptions {
+        self.app.parser.options()
     }
 
     /// The handle on this Trigger's signature policy: replace its secrets while

@@ -181,6 +181,7 @@ fn help_explains_every_flag_with_its_default() {
         "[default: 64KiB]",
         "--predicate-timeout",
         "[default: 4s]",
+        "--subdomain",
     ] {
         assert!(
             serve.contains(expected),
@@ -197,6 +198,7 @@ fn help_explains_every_flag_with_its_default() {
         "--room-name",
         "--id",
         "--set",
+        "--omit",
         "--file",
         "--timestamp",
     ] {
@@ -214,4 +216,97 @@ fn serve_keeps_logs_off_stdout() {
     assert!(text(&out.stdout).contains("not_matched"));
     let stdout = server.stop().stdout_text();
     assert_eq!(stdout, "", "stdout is for trigger events only");
+}
+
+#[test]
+fn payloads_without_a_subdomain_take_the_default_subdomain() {
+    // Without a default, a payload with no subdomain cannot name its room.
+    let plain = Server::start(&["--secret", SECRET, "--on", "room.client.joined"]);
+    let refused = send_signed(
+        "room.client.joined",
+        &plain.url(),
+        &["--omit", "subdomain"],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    let out = text(&refused.stdout);
+    assert!(out.contains("HTTP 400"), "{out}");
+    assert!(out.contains(r#""field":"data.subdomain""#), "{out}");
+    drop(plain);
+
+    let server = Server::start(&[
+        "--secret",
+        SECRET,
+        "--subdomain",
+        "globex",
+        "--on",
+        "room.client.joined",
+    ]);
+    let to = server.url();
+    // Before 2025: no subdomain; today's docs: no participantId; and a
+    // meetingId that is a number, twice.
+    let old_shape = [
+        "--omit",
+        "subdomain",
+        "--omit",
+        "participantId",
+        "--set",
+        "meetingId=134",
+    ];
+    for _ in 0..2 {
+        let out = send_signed("room.client.joined", &to, &old_shape);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+        assert!(text(&out.stdout).contains("triggered"));
+    }
+    // A payload's own subdomain wins over the default.
+    let own = send_signed("room.client.joined", &to, &[]);
+    assert!(text(&own.stdout).contains("triggered"));
+
+    let stopped = server.stop();
+    let events = stopped.events();
+    let urls: Vec<&str> = events
+        .iter()
+        .map(|e| e["roomUrl"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://globex.whereby.com/standup-3f9a2c",
+            "https://globex.whereby.com/standup-3f9a2c",
+            "https://acme.whereby.com/standup-3f9a2c",
+        ]
+    );
+    // The webhook is handed on as sent: no subdomain, the number kept.
+    let data = &events[0]["triggerWebhook"]["data"];
+    assert!(data.get("subdomain").is_none(), "{data}");
+    assert!(data.get("participantId").is_none(), "{data}");
+    assert_eq!(data["meetingId"], 134);
+    // One warning for the number, however many webhooks carry it.
+    let warnings: Vec<&String> = stopped
+        .stderr
+        .iter()
+        .filter(|l| l.contains("WARN") && l.contains("data.meetingId"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", stopped.stderr.join("\n"));
+    assert!(warnings[0].contains("decimal text"), "{}", warnings[0]);
+}
+
+#[test]
+fn a_default_subdomain_that_is_not_a_dns_label_is_refused_at_start() {
+    let out = command()
+        .args([
+            "serve",
+            "--allow-unsigned",
+            "--ephemeral",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--subdomain",
+            "acme.evil.com",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("acme.evil.com"), "{err}");
 }

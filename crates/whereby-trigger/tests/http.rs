@@ -19,11 +19,14 @@ use common::{
 use reqwest::header::{ALLOW, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tower::ServiceExt;
+use whereby_trigger::Trigger;
 use whereby_trigger::webhook::{
-    AssistantRequested, RoomClientJoined, RoomClientLeft, RoomSessionEnded, RoomSessionStarted,
-    unix_now,
+    AssistantRequested, EventType, RoomClientJoined, RoomClientLeft, RoomSessionEnded,
+    RoomSessionStarted, unix_now,
 };
 
 /// The room URL of every sample payload.
@@ -65,7 +68,7 @@ fn always_joined(calls: &Arc<AtomicUsize>) -> impl Fn(&RoomClientJoined) -> bool
 #[tokio::test]
 async fn predicate_true_answers_triggered_with_one_event() {
     let mut server =
-        Server::start(builder().on(|e: &RoomClientJoined| e.data.num_clients == 1)).await;
+        Server::start(builder().on(|e: &RoomClientJoined| e.data.num_clients == Some(1))).await;
     // A second subscriber, taken after start: every subscriber gets every event.
     let mut late = server.handle.subscribe();
     let body = sample("room.client.joined");
@@ -119,7 +122,7 @@ async fn every_evaluated_type_can_trigger() {
 #[tokio::test]
 async fn predicate_false_or_absent_answers_not_matched() {
     let mut server =
-        Server::start(builder().on(|e: &RoomClientJoined| e.data.num_clients == 1)).await;
+        Server::start(builder().on(|e: &RoomClientJoined| e.data.num_clients == Some(1))).await;
 
     // The predicate says no: the sample with a second client.
     let second = sample_with("room.client.joined", |v| v["data"]["numClients"] = 2.into());
@@ -174,7 +177,7 @@ async fn an_answered_id_is_a_duplicate() {
         let calls = calls.clone();
         move |e: &RoomClientJoined| {
             calls.fetch_add(1, Ordering::SeqCst);
-            e.data.num_clients == 1
+            e.data.num_clients == Some(1)
         }
     }))
     .await;
@@ -289,7 +292,7 @@ async fn callbacks_run_once_per_trigger_event() {
     let seen = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let server = Server::start(
         builder()
-            .on(|e: &RoomClientJoined| e.data.num_clients == 1)
+            .on(|e: &RoomClientJoined| e.data.num_clients == Some(1))
             .on_trigger({
                 let seen = seen.clone();
                 move |event| {
@@ -360,12 +363,18 @@ async fn unreadable_webhooks_are_400_naming_the_field() {
             Some("data.roomName"),
         ),
         (
-            "data.numClients as a string",
+            "no data.subdomain and no default",
             sample_with("room.client.joined", |v| {
-                v["data"]["numClients"] = "1".into()
+                v["data"].as_object_mut().unwrap().remove("subdomain");
             }),
             "invalid_webhook",
-            Some("data.numClients"),
+            Some("data.subdomain"),
+        ),
+        (
+            "a data.subdomain that is not a string",
+            sample_with("room.client.joined", |v| v["data"]["subdomain"] = 7.into()),
+            "invalid_webhook",
+            Some("data.subdomain"),
         ),
         (
             "a subdomain that is another host",
@@ -827,4 +836,192 @@ async fn shutdown_finishes_the_request_in_flight() {
         connect.is_err(),
         "a new connection was accepted after shutdown"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Every payload shape Whereby has sent: `router()` + `oneshot`
+// ---------------------------------------------------------------------------
+
+/// A Trigger that fires on every evaluated type, with `fallback` as its
+/// default subdomain when `default` is set.
+fn fires_on_everything(default: bool) -> Trigger {
+    let mut builder = builder()
+        .on(|_: &RoomClientJoined| true)
+        .on(|_: &RoomClientLeft| true)
+        .on(|_: &RoomSessionStarted| true)
+        .on(|_: &RoomSessionEnded| true)
+        .on(|_: &AssistantRequested| true);
+    if default {
+        builder = builder.default_subdomain("fallback");
+    }
+    builder.build().expect("valid settings")
+}
+
+/// POSTs `body` (unsigned) through `router`: the status and the JSON answer.
+async fn oneshot(router: &axum::Router, body: String) -> (StatusCode, Value) {
+    let request = axum::http::Request::post("/")
+        .header(CONTENT_TYPE, JSON)
+        .body(axum::body::Body::from(body))
+        .expect("a request");
+    let response = within("the answer", router.clone().oneshot(request))
+        .await
+        .expect("routers are infallible");
+    let status = StatusCode::from_u16(response.status().as_u16()).expect("a status");
+    let bytes = within("the body", response.into_body().collect())
+        .await
+        .expect("a body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
+    (status, json)
+}
+
+/// The room URL `body` should fire with: its own subdomain, else `default`.
+fn expected_room_url(body: &Value, default: &str) -> String {
+    let data = &body["data"];
+    format!(
+        "https://{}.whereby.com{}",
+        data["subdomain"].as_str().unwrap_or(default),
+        data["roomName"].as_str().expect("a roomName")
+    )
+}
+
+#[tokio::test]
+async fn every_documented_shape_is_answered_2xx_and_fires_in_its_room() {
+    let trigger = fires_on_everything(true);
+    let mut events = trigger.subscribe();
+    let router = trigger.router();
+    for shape in whereby_trigger::webhook::sample::SHAPES {
+        let payload: Value = serde_json::from_str(shape.body).unwrap();
+        let (status, answer) = oneshot(&router, payload.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{}: {answer}", shape.name);
+        let evaluated = EventType::from_name(payload["type"].as_str().unwrap()).is_some();
+        if !evaluated {
+            assert_eq!(answer["outcome"], "ignored", "{}", shape.name);
+            continue;
+        }
+        assert_eq!(answer["outcome"], "triggered", "{}", shape.name);
+        let event = within("the trigger event", events.recv())
+            .await
+            .expect("an event");
+        assert_eq!(
+            event.room_url,
+            expected_room_url(&payload, "fallback"),
+            "{}",
+            shape.name
+        );
+        assert_eq!(event.trigger_webhook.id(), payload["id"].as_str().unwrap());
+        // The event carries the webhook as sent: no subdomain added to it.
+        let line: Value = serde_json::from_slice(&event.to_json_line()).unwrap();
+        assert_eq!(line["triggerWebhook"], payload, "{}", shape.name);
+    }
+}
+
+#[tokio::test]
+async fn without_a_default_only_payloads_without_subdomain_are_refused() {
+    let router = fires_on_everything(false).router();
+    for shape in whereby_trigger::webhook::sample::SHAPES {
+        let payload: Value = serde_json::from_str(shape.body).unwrap();
+        let evaluated = EventType::from_name(payload["type"].as_str().unwrap()).is_some();
+        let (status, answer) = oneshot(&router, payload.to_string()).await;
+        if evaluated && payload["data"].get("subdomain").is_none() {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {answer}", shape.name);
+            assert_eq!(answer["field"], "data.subdomain", "{}", shape.name);
+            let error = answer["error"].as_str().unwrap();
+            assert!(error.contains("no default subdomain"), "{error}");
+        } else {
+            assert_eq!(status, StatusCode::OK, "{}: {answer}", shape.name);
+        }
+    }
+}
+
+/// Every sample and documented shape of an evaluated type, as JSON.
+fn evaluated_payloads() -> Vec<Value> {
+    let samples = whereby_trigger::webhook::sample::SAMPLES
+        .iter()
+        .map(|(_, body)| *body);
+    let shapes = whereby_trigger::webhook::sample::SHAPES
+        .iter()
+        .map(|s| s.body);
+    samples
+        .chain(shapes)
+        .map(|body| serde_json::from_str::<Value>(body).unwrap())
+        .filter(|v| EventType::from_name(v["type"].as_str().unwrap()).is_some())
+        .collect()
+}
+
+/// Removing any optional field of any documented payload, or replacing its
+/// value with `null` or a value of another JSON type, never turns the 2xx
+/// into a 4xx. (Optional: all but `id`, `type`, `data` and `data.roomName`;
+/// `data.subdomain` may go, the default filling in, but not change type.)
+#[test]
+fn no_optional_field_turns_a_2xx_into_a_4xx() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let router = runtime.block_on(async { fires_on_everything(true).router() });
+    let payloads = evaluated_payloads();
+    let cases = AtomicUsize::new(0);
+    let value = prop_oneof![
+        Just(None),
+        Just(Some(Value::Null)),
+        any::<bool>().prop_map(|b| Some(Value::from(b))),
+        any::<i64>().prop_map(|n| Some(Value::from(n))),
+        any::<f64>().prop_map(|n| Some(Value::from(n))),
+        "\\PC{0,8}".prop_map(|s| Some(Value::from(s))),
+        prop::collection::vec(any::<u8>(), 0..3).prop_map(|v| Some(Value::from(v))),
+        Just(Some(serde_json::json!({"nested": [1, {"a": null}]}))),
+    ];
+    let strategy = (
+        0..payloads.len(),
+        prop::collection::vec((any::<prop::sample::Index>(), value), 1..5),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 192,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let result = runner.run(&strategy, |(index, changes)| {
+        let mut payload = payloads[index].clone();
+        let mut fields: Vec<(bool, String)> = payload["data"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| *k != "roomName")
+            .map(|k| (true, k.clone()))
+            .collect();
+        fields.extend(
+            ["apiVersion", "createdAt"]
+                .into_iter()
+                .map(|k| (false, k.to_owned())),
+        );
+        for (pick, value) in changes {
+            let (in_data, field) = pick.get(&fields).clone();
+            if field == "subdomain" && value.as_ref().is_some_and(|v| !v.is_null()) {
+                continue;
+            }
+            let object = if in_data {
+                payload["data"].as_object_mut().unwrap()
+            } else {
+                payload.as_object_mut().unwrap()
+            };
+            match value {
+                Some(value) => object.insert(field, value),
+                None => object.remove(&field),
+            };
+        }
+        // A fresh id each case: a duplicate is 2xx too, but proves less.
+        payload["id"] = Value::from(format!("prop-{}", cases.fetch_add(1, Ordering::SeqCst)));
+        let (status, answer) = runtime.block_on(oneshot(&router, payload.to_string()));
+        prop_assert!(status.is_success(), "{status} {answer}\n{payload}");
+        prop_assert_eq!(&answer["outcome"], "triggered");
+        Ok(())
+    });
+    if let Err(err) = result {
+        panic!("{err}");
+    }
 }

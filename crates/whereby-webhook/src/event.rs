@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::RoleName;
@@ -84,53 +84,84 @@ impl FromStr for EventType {
 }
 
 /// The fields of every in-room event (`WherebyWebhookInRoom`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Only what the room URL needs is required: `roomName`, and `subdomain` unless
+/// the parser was given a default ([`ParseOptions::with_default_subdomain`]).
+/// Every other field is `None` when the payload has none, or has one of a type
+/// this crate does not expect (the raw body still holds it as sent).
+///
+/// [`ParseOptions::with_default_subdomain`]: crate::ParseOptions::with_default_subdomain
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct RoomData {
-    /// Meeting identifier, when the room belongs to a meeting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Meeting identifier, when the room belongs to a meeting (a number in some
+    /// payloads: kept as its decimal text).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub meeting_id: Option<String>,
     /// Path of the room, e.g. `/standup-3f9a2c`.
     pub room_name: String,
-    /// The room session, `null` outside a session.
-    #[serde(default)]
+    /// The room session, `None` outside a session.
     pub room_session_id: Option<String>,
-    /// The organisation's subdomain.
+    /// The organisation's subdomain: the payload's, or the parser's default
+    /// when the payload has none.
     pub subdomain: String,
 }
 
 /// The fields of `room.client.joined` and `room.client.left`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// As in [`RoomData`], only `roomName` and `subdomain` are required; every field
+/// about the client is optional, since Whereby's payloads have gone without each
+/// of them at some point. Compare with `Some`:
+///
+/// ```
+/// # use whereby_webhook::{parse, WebhookEvent};
+/// # let body = whereby_webhook::sample::sample("room.client.joined").unwrap();
+/// # let WebhookEvent::RoomClientJoined(joined) = parse(body.as_bytes())? else { unreachable!() };
+/// let first = joined.data.num_clients == Some(1);
+/// let host = joined.data.role_name.as_ref().is_some_and(|r| r.as_str() == "host");
+/// assert!(first && host);
+/// # Ok::<(), whereby_webhook::ParseError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub struct ClientData {
-    /// Meeting identifier, when the room belongs to a meeting.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Meeting identifier, when the room belongs to a meeting (a number in some
+    /// payloads: kept as its decimal text).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub meeting_id: Option<String>,
     /// Path of the room, e.g. `/standup-3f9a2c`.
     pub room_name: String,
-    /// The room session, `null` outside a session.
-    #[serde(default)]
+    /// The room session, `None` outside a session.
     pub room_session_id: Option<String>,
-    /// The organisation's subdomain.
+    /// The organisation's subdomain: the payload's, or the parser's default
+    /// when the payload has none.
     pub subdomain: String,
-    /// Display name of the participant.
-    pub display_name: String,
-    /// Unique identifier of the participant.
-    pub participant_id: String,
+    /// Display name of the participant; `None` in older payloads and for
+    /// recorders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Unique identifier of the participant; absent from the current docs' example.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<String>,
     /// The room URL's `metadata` parameter.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
     /// The room URL's `externalId` parameter.
-    #[serde(default)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
     /// Role of the participant who joined or left.
-    pub role_name: RoleName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_name: Option<RoleName>,
     /// Number of clients in the room after the event.
-    pub num_clients: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_clients: Option<u32>,
     /// Clients in the room after the event, per role (only roles present appear).
-    pub num_clients_by_role_name: BTreeMap<RoleName, u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_clients_by_role_name: Option<BTreeMap<RoleName, u32>>,
     /// Whether the participant dialled in by phone; absent in older payloads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub is_dial_in: Option<bool>,
 }
 
@@ -197,24 +228,26 @@ pub trait TypedWebhook: sealed::Sealed + Clone + Send + Sync + 'static {
     fn data(&self) -> &Self::Data;
     /// The event's `id`.
     fn id(&self) -> &str;
-    /// The event's `apiVersion`.
-    fn api_version(&self) -> &str;
-    /// The event's `createdAt`, as sent.
-    fn created_at(&self) -> &str;
+    /// The event's `apiVersion`, when it has one.
+    fn api_version(&self) -> Option<&str>;
+    /// The event's `createdAt` as sent, when it has one.
+    fn created_at(&self) -> Option<&str>;
 }
 
 macro_rules! typed_webhook {
     ($(#[$doc:meta])* $name:ident, $data:ty, $variant:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        #[serde(rename_all = "camelCase")]
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        #[non_exhaustive]
         pub struct $name {
-            /// Unique id of the event; retries of one event carry the same id.
+            /// Unique id of the event; retries of one event carry the same id (a
+            /// number is kept as its decimal text).
             pub id: String,
-            /// API version, `"1.0"` today.
-            pub api_version: String,
-            /// ISO 8601 creation time, as sent.
-            pub created_at: String,
+            /// API version, `"1.0"` today; `None` when absent or not a string.
+            pub api_version: Option<String>,
+            /// ISO 8601 creation time, as sent; `None` when absent or not a
+            /// string ([`WebhookEvent::created_at_millis`] reads it).
+            pub created_at: Option<String>,
             /// The event's payload.
             pub data: $data,
         }
@@ -244,12 +277,12 @@ macro_rules! typed_webhook {
                 &self.id
             }
 
-            fn api_version(&self) -> &str {
-                &self.api_version
+            fn api_version(&self) -> Option<&str> {
+                self.api_version.as_deref()
             }
 
-            fn created_at(&self) -> &str {
-                &self.created_at
+            fn created_at(&self) -> Option<&str> {
+                self.created_at.as_deref()
             }
         }
     };
@@ -365,17 +398,17 @@ impl WebhookEvent {
     /// `createdAt`, when the event has one.
     pub fn created_at(&self) -> Option<&str> {
         match self {
-            WebhookEvent::RoomClientJoined(w) => Some(&w.created_at),
-            WebhookEvent::RoomClientLeft(w) => Some(&w.created_at),
-            WebhookEvent::RoomSessionStarted(w) => Some(&w.created_at),
-            WebhookEvent::RoomSessionEnded(w) => Some(&w.created_at),
-            WebhookEvent::AssistantRequested(w) => Some(&w.created_at),
+            WebhookEvent::RoomClientJoined(w) => w.created_at(),
+            WebhookEvent::RoomClientLeft(w) => w.created_at(),
+            WebhookEvent::RoomSessionStarted(w) => w.created_at(),
+            WebhookEvent::RoomSessionEnded(w) => w.created_at(),
+            WebhookEvent::AssistantRequested(w) => w.created_at(),
             WebhookEvent::Other(w) => w.created_at.as_deref(),
         }
     }
 
-    /// `createdAt` in milliseconds since the Unix epoch, when present and readable
-    /// (always, for the evaluated types: [`parse`](crate::parse()) checks it).
+    /// `createdAt` in milliseconds since the Unix epoch, when present and a
+    /// readable RFC 3339 time.
     pub fn created_at_millis(&self) -> Option<i64> {
         self.created_at()
             .and_then(crate::time::parse_rfc3339_millis)
@@ -419,8 +452,8 @@ impl Serialize for WebhookEvent {
         {
             EnvelopeOut {
                 id: w.id(),
-                api_version: Some(w.api_version()),
-                created_at: Some(w.created_at()),
+                api_version: w.api_version(),
+                created_at: w.created_at(),
                 event_type: W::EVENT_TYPE.as_str(),
                 data: Some(w.data()),
             }

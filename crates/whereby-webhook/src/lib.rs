@@ -7,8 +7,11 @@
 //!   replay window and several secrets at once for rotation, and sign bodies for
 //!   tests and tools ([`SigningSecret::sign`]);
 //! - parse a body into a [`WebhookEvent`]: a typed struct for each of the five types
-//!   a Trigger evaluates, or [`WebhookEvent::Other`] for everything else, with errors
-//!   that name the field at fault ([`ParseError`]);
+//!   a Trigger evaluates, or [`WebhookEvent::Other`] for everything else. Only what
+//!   the room URL needs is required (`data.roomName`, and `data.subdomain` unless
+//!   [`ParseOptions`] give a default); every other field is optional, a field of an
+//!   unexpected JSON type never fails the webhook ([`parse_with`] reports it as a
+//!   [`FieldNote`]), and errors name the field at fault ([`ParseError`]);
 //! - build the room URL an assistant should join ([`room_url()`]) in a way no
 //!   payload can point at another host.
 //!
@@ -27,7 +30,7 @@
 //! verifier.verify(Some(header.as_bytes()), body, 1_700_000_001)?;
 //!
 //! let WebhookEvent::RoomClientJoined(joined) = parse(body)? else { unreachable!() };
-//! assert_eq!(joined.data.num_clients, 1);
+//! assert_eq!(joined.data.num_clients, Some(1));
 //! assert_eq!(
 //!     joined.data.room_url(&BaseDomain::default())?,
 //!     "https://acme.whereby.com/standup"
@@ -38,7 +41,8 @@
 //! # Layout
 //!
 //! - [`event`]: the typed webhooks, [`EventType`] and the [`WebhookEvent`] enum.
-//! - [`parse`](mod@parse): body → [`WebhookEvent`], with [`ParseError`].
+//! - [`parse`](mod@parse): body → [`WebhookEvent`], with [`ParseOptions`],
+//!   [`FieldNote`] and [`ParseError`].
 //! - [`role`]: [`RoleName`], open to roles Whereby adds later.
 //! - [`room_url`](mod@room_url): [`room_url()`] and [`BaseDomain`].
 //! - [`signature`]: [`Verifier`], [`SigningSecret`], [`SignatureError`].
@@ -58,7 +62,7 @@ pub use event::{
     RoomClientLeft, RoomData, RoomSessionEnded, RoomSessionStarted, TypedWebhook, UnknownEventType,
     WebhookEvent,
 };
-pub use parse::{ParseError, parse};
+pub use parse::{FieldNote, JsonType, ParseError, ParseOptions, Parsed, Treatment, parse, parse_with};
 pub use role::RoleName;
 pub use room_url::{BaseDomain, DEFAULT_BASE_DOMAIN, InvalidBaseDomain, RoomUrlError, room_url};
 pub use signature::{

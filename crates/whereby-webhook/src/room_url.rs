@@ -133,17 +133,7 @@ pub fn room_url(
     room_name: &str,
     base_domain: &BaseDomain,
 ) -> Result<String, RoomUrlError> {
-    if let Some(problem) = label_problem(subdomain) {
-        return Err(RoomUrlError::Subdomain(problem));
-    }
-    // Hyphens in the 3rd and 4th places are reserved for IDNA (`xn--…`); a
-    // payload's invalid punycode would give a URL that browsers refuse, and an
-    // organisation's subdomain is plain ASCII.
-    if subdomain.get(2..4) == Some("--") {
-        return Err(RoomUrlError::Subdomain(
-            "must not have '--' in its 3rd and 4th places (reserved for IDNA)".to_owned(),
-        ));
-    }
+    check_subdomain(subdomain)?;
     check_room_name(room_name)?;
     let slash = if room_name.starts_with('/') { "" } else { "/" };
     let mut url = String::with_capacity(
@@ -156,6 +146,32 @@ pub fn room_url(
     url.push_str(slash);
     url.push_str(room_name);
     Ok(url)
+}
+
+/// Checks that `subdomain` can stand before the base domain in a room URL:
+/// one DNS label of plain ASCII.
+///
+/// # Errors
+/// [`RoomUrlError::Subdomain`] saying what is wrong.
+///
+/// ```
+/// use whereby_webhook::room_url::check_subdomain;
+/// assert!(check_subdomain("acme").is_ok());
+/// assert!(check_subdomain("acme.evil.com").is_err());
+/// ```
+pub fn check_subdomain(subdomain: &str) -> Result<(), RoomUrlError> {
+    if let Some(problem) = label_problem(subdomain) {
+        return Err(RoomUrlError::Subdomain(problem));
+    }
+    // Hyphens in the 3rd and 4th places are reserved for IDNA (`xn--…`); a
+    // payload's invalid punycode would give a URL that browsers refuse, and an
+    // organisation's subdomain is plain ASCII.
+    if subdomain.get(2..4) == Some("--") {
+        return Err(RoomUrlError::Subdomain(
+            "must not have '--' in its 3rd and 4th places (reserved for IDNA)".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// What is wrong with a DNS label, if anything.

@@ -1,7 +1,8 @@
 //! Realistic sample payloads, one per event type, for tests, tools and examples.
 //!
 //! They are the files in this crate's `fixtures/` folder, pretty-printed as in
-//! documentation; real deliveries are compact JSON.
+//! documentation; real deliveries are compact JSON. [`SHAPES`] holds the other
+//! shapes Whereby's payloads have had over the years.
 
 /// `(type, payload)` for every sample, the five evaluated types first.
 pub const SAMPLES: &[(&str, &str)] = &[
@@ -51,3 +52,87 @@ pub fn sample(event_type: &str) -> Option<&'static str> {
         .find(|(name, _)| *name == event_type)
         .map(|(_, body)| *body)
 }
+
+/// A payload shape Whereby has sent, as its documentation showed it over the
+/// years: written by hand from the fields each version had (ids, names and
+/// times made up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// A short name, the fixture's file name without `.json`.
+    pub name: &'static str,
+    /// What sets this shape apart.
+    pub about: &'static str,
+    /// The payload.
+    pub body: &'static str,
+}
+
+macro_rules! shapes {
+    ($(($name:literal, $about:literal)),* $(,)?) => {
+        /// Every [`Shape`], the evaluated types first.
+        ///
+        /// ```
+        /// use whereby_webhook::{parse_with, ParseOptions};
+        ///
+        /// // Payloads from before 2025 have no subdomain: give a default.
+        /// let options = ParseOptions::new().with_default_subdomain("acme")?;
+        /// for shape in whereby_webhook::sample::SHAPES {
+        ///     assert!(parse_with(shape.body.as_bytes(), &options).is_ok(), "{}", shape.name);
+        /// }
+        /// # Ok::<(), whereby_webhook::RoomUrlError>(())
+        /// ```
+        pub const SHAPES: &[Shape] = &[$(
+            Shape {
+                name: $name,
+                about: $about,
+                body: include_str!(concat!("../fixtures/shapes/", $name, ".json")),
+            },
+        )*];
+    };
+}
+
+shapes![
+    (
+        "joined-2021-no-subdomain",
+        "room.client.joined as documented before September 2025: no subdomain, role visitor"
+    ),
+    (
+        "joined-2025-no-participant-id",
+        "room.client.joined as documented today: a subdomain, no participantId"
+    ),
+    (
+        "joined-recorder-no-display-name",
+        "a recorder joining, as captured: no displayName, no subdomain"
+    ),
+    (
+        "joined-no-role-counts",
+        "room.client.joined without numClientsByRoleName, no subdomain"
+    ),
+    (
+        "joined-null-name-numeric-meeting",
+        "room.client.joined with displayName null and meetingId a number"
+    ),
+    (
+        "left-2021-no-subdomain",
+        "room.client.left as documented before September 2025: no subdomain"
+    ),
+    (
+        "session-started-2021-no-subdomain",
+        "room.session.started as documented before September 2025: no subdomain"
+    ),
+    (
+        "session-ended-with-recording-url",
+        "room.session.ended with sessionId and recordingUrl, meetingId a number"
+    ),
+    (
+        "assistant-requested-no-subdomain",
+        "assistant.requested without a subdomain"
+    ),
+    (
+        "recording-finished-2023",
+        "recording.finished as captured in 2023: recordingId, filename, status, no room"
+    ),
+    (
+        "transcription-finished-2024-no-room",
+        "transcription.finished before March 2025: no roomName"
+    ),
+];

@@ -63,7 +63,7 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// // Config rules and typed predicates side by side on one Trigger.
 /// let trigger = Trigger::builder()
 ///     .rules(engine)
-///     .on(|joined: &RoomClientJoined| joined.data.num_clients == 1)
+///     .on(|joined: &RoomClientJoined| joined.data.num_clients == Some(1))
 ///     .build()?;
 /// # drop(trigger);
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
-use whereby_webhook::EventType;
+use whereby_webhook::room_url::check_subdomain;
+use whereby_webhook::{EventType, RoomUrlError};
 
 use crate::actions::forward::{DEFAULT_MAX_AGE, DEFAULT_MAX_ATTEMPTS, ForwardSpec, RetryPolicy};
 use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode};
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub max_body: Option<usize>,
     /// `predicate_timeout`
     pub predicate_timeout: Option<Duration>,
+    /// `subdomain`: the subdomain of room URLs for webhooks that carry none
+    /// (Whereby's before 2025), one DNS label.
+    pub subdomain: Option<String>,
     /// `header_timeout`: [`Limits::header_read_timeout`].
     pub header_timeout: Option<Duration>,
     /// `body_timeout`: [`Limits::body_read_timeout`].
@@ -244,6 +248,7 @@ struct RawServer {
     path: Option<String>,
     max_body: Option<Spanned<String>>,
     predicate_timeout: Option<Spanned<String>>,
+    subdomain: Option<Spanned<toml::Value>>,
     // The limits are read as any value, so that a value of the wrong type is
     // an error that names its key.
     header_timeout: Option<Spanned<toml::Value>>,
@@ -419,6 +424,12 @@ impl Config {
             (0, false) => "signatures: required, but no secret is set here\n".to_owned(),
             (n, _) => format!("signatures: required, {n} secret(s)\n"),
         });
+        out.push_str(&match &self.server.subdomain {
+            Some(subdomain) => format!(
+                "subdomain: webhooks without data.subdomain use {subdomain}\n"
+            ),
+            None => "subdomain: every webhook must carry data.subdomain (no default)\n".to_owned(),
+        });
         let limits = self.server.limits();
         out.push_str(&format!(
             "limits: head within {:?} and at most {} bytes, body within {:?}, answer within {:?}, \
@@ -542,6 +553,16 @@ fn server_config(raw: RawServer, lines: &Lines<'_>, errors: &mut Vec<ConfigError
         path: raw.path,
         max_body,
         predicate_timeout,
+        subdomain: limit("subdomain", raw.subdomain, &mut fail, |v| match v {
+            toml::Value::String(text) => match check_subdomain(text) {
+                Ok(()) => Ok(text.clone()),
+                Err(RoomUrlError::Subdomain(reason)) => Err(format!(
+                    "`{text}` {reason}; it must be one DNS label such as \"acme\""
+                )),
+                Err(other) => Err(other.to_string()),
+            },
+            other => Err(wrong_type(other, "a subdomain such as \"acme\"")),
+        }),
         header_timeout: limit("header_timeout", raw.header_timeout, &mut fail, |v| {
             positive_duration(v)
         }),
@@ -598,7 +619,7 @@ fn server_config(raw: RawServer, lines: &Lines<'_>, errors: &mut Vec<ConfigError
 /// How a duration is written in `[server]`.
 const DURATION_EXAMPLE: &str = "a duration string such as \"5s\" or \"500ms\"";
 
-/// Reads one limit of `[server]` with `read`; an error names `server.{key}`
+/// Reads one setting of `[server]` with `read`; an error names `server.{key}`
 /// and is reported on the value's line.
 fn limit<T>(
     key: &str,
@@ -1058,6 +1079,31 @@ stdout = true
         Config::from_toml(toml, &env)
             .unwrap_or_else(|e| panic!("{e}\n{toml}"))
             .server
+    }
+
+    #[test]
+    fn server_subdomain_is_one_dns_label() {
+        assert_eq!(server("").subdomain, None);
+        assert_eq!(
+            server("[server]\nsubdomain = \"acme\"\n").subdomain.as_deref(),
+            Some("acme")
+        );
+        for bad in ["\"acme.evil.com\"", "\"\"", "\"-a\"", "\"xn--a\""] {
+            let e = errors(&format!("[server]\nport = 1\nsubdomain = {bad}\n"));
+            assert_eq!(e.len(), 1, "{bad}: {e:?}");
+            assert_eq!(e[0].line, Some(3), "{bad}");
+            assert!(e[0].message.starts_with("server.subdomain: "), "{}", e[0].message);
+            assert!(e[0].message.contains("one DNS label"), "{}", e[0].message);
+        }
+        let e = errors("[server]\nsubdomain = 5\n");
+        assert!(e[0].message.starts_with("server.subdomain: "), "{:?}", e[0]);
+        let summary = Config::from_toml("[server]\nsubdomain = \"acme\"\n", &env)
+            .unwrap()
+            .summary();
+        assert!(
+            summary.contains("webhooks without data.subdomain use acme"),
+            "{summary}"
+        );
     }
 
     #[test]

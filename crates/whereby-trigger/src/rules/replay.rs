@@ -10,7 +10,7 @@
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use whereby_webhook::BaseDomain;
+use crate::parse::Parser;
 
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup, Reservation};
 use crate::rules::engine::{Engine, Rule};
@@ -37,7 +37,7 @@ pub struct ReplaySummary {
 /// Only I/O errors of `input` or `out`; a bad line is reported and skipped.
 pub fn replay(
     rules: Vec<Rule>,
-    base_domain: &BaseDomain,
+    parser: &Parser,
     input: impl BufRead,
     mut out: impl Write,
 ) -> std::io::Result<ReplaySummary> {
@@ -58,8 +58,13 @@ pub fn replay(
         }
         summary.events += 1;
         let n = index + 1;
-        let event = match whereby_webhook::parse(text.as_bytes()) {
-            Ok(event) => event,
+        let event = match whereby_webhook::parse_with(text.as_bytes(), parser.options()) {
+            Ok(parsed) => {
+                for note in &parsed.notes {
+                    writeln!(out, "line {n}: note: {note}")?;
+                }
+                parsed.event
+            }
             Err(err) => {
                 summary.invalid += 1;
                 writeln!(out, "line {n}: invalid webhook: {err}")?;
@@ -69,7 +74,7 @@ pub fn replay(
         let head = format!("line {n}: {} {}", event.type_name(), short(event.id()));
         // As on the server: the room URL is checked first (an invalid delivery is
         // not remembered), then duplicates are suppressed by id whatever the type.
-        let room_url = match event.in_room().map(|room| room.room_url(base_domain)) {
+        let room_url = match event.in_room().map(|room| room.room_url(parser.base_domain())) {
             Some(Err(err)) => {
                 summary.invalid += 1;
                 writeln!(out, "{head}: invalid webhook: {err}")?;
@@ -129,7 +134,11 @@ fn short(id: &str) -> &str {
 mod tests {
     use super::*;
     use crate::rules::claims::OncePer;
-    use whereby_webhook::EventType;
+    use whereby_webhook::{BaseDomain, EventType, ParseOptions};
+
+    fn parser() -> Parser {
+        Parser::new(BaseDomain::default(), ParseOptions::new())
+    }
 
     fn line(event_type: &str, id: &str, at: &str, session: &str) -> String {
         let mut v: serde_json::Value =
@@ -162,7 +171,7 @@ mod tests {
         ]
         .join("\n");
         let mut out = Vec::new();
-        let summary = replay(rules, &BaseDomain::default(), input.as_bytes(), &mut out).unwrap();
+        let summary = replay(rules, &parser(), input.as_bytes(), &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert!(lines[0].contains("note-taker: fired"), "{out}");
@@ -198,12 +207,41 @@ mod tests {
         ]
         .join("\n");
         let mut out = Vec::new();
-        let summary = replay(rules, &BaseDomain::default(), input.as_bytes(), &mut out).unwrap();
+        let summary = replay(rules, &parser(), input.as_bytes(), &mut out).unwrap();
         assert_eq!(
             (summary.fired, summary.suppressed),
             (2, 1),
             "{}",
             String::from_utf8_lossy(&out)
+        );
+    }
+
+    #[test]
+    fn a_webhook_without_subdomain_takes_the_default() {
+        let rules = || vec![Rule::new("r", [EventType::RoomSessionStarted])];
+        let mut v: serde_json::Value =
+            serde_json::from_str(&line("room.session.started", "a", "2026-11-02T09:00:00Z", "s"))
+                .unwrap();
+        v["data"].as_object_mut().unwrap().remove("subdomain");
+        v["data"]["meetingId"] = 134.into();
+        let input = v.to_string();
+
+        let mut out = Vec::new();
+        let summary = replay(rules(), &parser(), input.as_bytes(), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(summary.invalid, 1, "{out}");
+        assert!(out.contains("data.subdomain"), "{out}");
+
+        let options = ParseOptions::new().with_default_subdomain("globex").unwrap();
+        let parser = Parser::new(BaseDomain::default(), options);
+        let mut out = Vec::new();
+        let summary = replay(rules(), &parser, input.as_bytes(), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(summary.fired, 1, "{out}");
+        assert!(out.contains("https://globex.whereby.com/standup-3f9a2c: r: fired"), "{out}");
+        assert!(
+            out.starts_with("line 1: note: `data.meetingId` came as a number"),
+            "{out}"
         );
     }
 }

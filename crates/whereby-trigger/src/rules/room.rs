@@ -59,9 +59,11 @@ impl fmt::Display for RoomKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomView {
-    /// Clients in the room, from the newest join/leave event.
+    /// Clients in the room, from the newest join/leave event that counts them
+    /// (`numClients`, else the sum of `numClientsByRoleName`).
     pub num_clients: u32,
-    /// Clients per role, from the newest join/leave event.
+    /// Clients per role, from the newest join/leave event that has
+    /// `numClientsByRoleName` (emptied by one that counts no clients).
     pub num_clients_by_role_name: BTreeMap<String, u32>,
     /// A session started and no later session end was seen.
     pub session_active: bool,
@@ -148,13 +150,30 @@ impl Rooms {
             WebhookEvent::RoomClientLeft(w) => Some(&w.data),
             _ => None,
         };
-        if let Some(data) = clients.filter(|_| newer(state.clients_at)) {
-            state.view.num_clients = data.num_clients;
-            state.view.num_clients_by_role_name = data
-                .num_clients_by_role_name
-                .iter()
-                .map(|(role, n)| (role.as_str().to_owned(), *n))
-                .collect();
+        // A payload without counts (older shapes) tells nothing about them.
+        let counted = clients.filter(|data| {
+            data.num_clients.is_some() || data.num_clients_by_role_name.is_some()
+        });
+        if let Some(data) = counted.filter(|_| newer(state.clients_at)) {
+            match &data.num_clients_by_role_name {
+                Some(by_role) => {
+                    state.view.num_clients_by_role_name = by_role
+                        .iter()
+                        .map(|(role, n)| (role.as_str().to_owned(), *n))
+                        .collect();
+                    state.view.num_clients = data
+                        .num_clients
+                        .unwrap_or_else(|| by_role.values().fold(0, |a, n| a.saturating_add(*n)));
+                }
+                None => {
+                    // Without the roles, the old ones stand unless nobody is left.
+                    let num_clients = data.num_clients.unwrap_or_default();
+                    if num_clients == 0 {
+                        state.view.num_clients_by_role_name.clear();
+                    }
+                    state.view.num_clients = num_clients;
+                }
+            }
             state.clients_at = at;
         }
         let session = match event {

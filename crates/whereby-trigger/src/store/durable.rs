@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
+use whereby_webhook::ParseOptions;
 
 use super::{Change, Committer, Retention, Store, StoreError, now_ms};
 use crate::deduplicate::{Deduplicate, MemoryDedup};
@@ -101,14 +102,20 @@ impl Durable {
 
     /// Resumes pending deliveries now, then every second picks up those that
     /// `outbox retry` made pending again. Stops when the task is aborted.
-    pub fn spawn_poller(&self, store: Arc<dyn Store>, engine: Arc<Engine>) -> JoinHandle<()> {
+    /// Stored webhooks are read with `options`, those the server parses with.
+    pub fn spawn_poller(
+        &self,
+        store: Arc<dyn Store>,
+        engine: Arc<Engine>,
+        options: ParseOptions,
+    ) -> JoinHandle<()> {
         let outbox = self.outbox.clone();
         tokio::spawn(async move {
             loop {
                 // The read blocks on SQLite: off the async workers.
                 let reader = store.clone();
                 match tokio::task::spawn_blocking(move || reader.pending()).await {
-                    Ok(Ok(pending)) => outbox.resume(pending, &engine),
+                    Ok(Ok(pending)) => outbox.resume(pending, &engine, &options),
                     Ok(Err(err)) => tracing::warn!(%err, "cannot read pending deliveries"),
                     Err(err) => tracing::warn!(%err, "the pending-deliveries read failed"),
                 }

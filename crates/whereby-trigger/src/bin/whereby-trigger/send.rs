@@ -76,6 +76,13 @@ pub(crate) struct SendArgs {
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<String>,
 
+    /// Removes a data field, to send one of the shapes Whereby's payloads have
+    /// had (`--omit subdomain`: before 2025; `--omit participantId`: today's
+    /// docs). Dots reach nested fields (numClientsByRoleName.host); applied
+    /// after --set. Repeatable.
+    #[arg(long = "omit", value_name = "FIELD")]
+    omit: Vec<String>,
+
     /// Send the JSON payload in this file instead of a sample (--id, --set and the
     /// other flags still apply; createdAt and id are kept unless set).
     #[arg(long, value_name = "PATH")]
@@ -88,7 +95,7 @@ pub(crate) struct SendArgs {
         long,
         value_enum,
         value_name = "NAME",
-        conflicts_with_all = ["event_type", "file", "id", "set"]
+        conflicts_with_all = ["event_type", "file", "id", "set", "omit"]
     )]
     scenario: Option<Scenario>,
 
@@ -308,7 +315,32 @@ fn build_payload(args: &SendArgs) -> anyhow::Result<Vec<u8>> {
         let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_owned()));
         set_path(data, field, value).with_context(|| format!("--set {assignment}"))?;
     }
+    for field in &args.omit {
+        remove_path(data, field).with_context(|| format!("--omit {field}"))?;
+    }
     Ok(serde_json::to_vec(&webhook)?)
+}
+
+/// Removes `data.<a.b.c>`; a field that is not there is an error, so that a
+/// typo does not send the payload unchanged.
+fn remove_path(data: &mut Value, path: &str) -> anyhow::Result<()> {
+    let (parents, last) = match path.rsplit_once('.') {
+        Some((parents, last)) => (Some(parents), last),
+        None => (None, path),
+    };
+    let mut at = data;
+    for key in parents.into_iter().flat_map(|p| p.split('.')) {
+        at = at
+            .get_mut(key)
+            .with_context(|| format!("`{path}`: data has no field `{key}` on the way"))?;
+    }
+    let object = at
+        .as_object_mut()
+        .with_context(|| format!("`{path}` goes through a field that is not an object"))?;
+    if object.remove(last).is_none() {
+        bail!("the payload has no data.{path} to remove");
+    }
+    Ok(())
 }
 
 /// Sets `data.<a.b.c>`, creating objects on the way.
@@ -380,6 +412,17 @@ mod tests {
         );
         assert!(set_path(&mut data, "numClients.x", json!(1)).is_err());
         assert!(set_path(&mut data, "a..b", json!(1)).is_err());
+    }
+
+    #[test]
+    fn remove_path_removes_only_what_is_there() {
+        let mut data = json!({"subdomain": "acme", "numClientsByRoleName": {"host": 1, "visitor": 2}});
+        remove_path(&mut data, "subdomain").unwrap();
+        remove_path(&mut data, "numClientsByRoleName.host").unwrap();
+        assert_eq!(data, json!({"numClientsByRoleName": {"visitor": 2}}));
+        assert!(remove_path(&mut data, "subdomain").is_err());
+        assert!(remove_path(&mut data, "nope.x").is_err());
+        assert!(remove_path(&mut data, "numClientsByRoleName.visitor.x").is_err());
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "whereby.com")]
     base_domain: String,
 
+    /// Subdomain of room URLs for webhooks that carry no data.subdomain
+    /// (Whereby's before 2025); a webhook's own subdomain always wins. Overrides
+    /// [server] subdomain. [default: none: such webhooks are answered 400]
+    #[arg(long, value_name = "SUBDOMAIN")]
+    subdomain: Option<String>,
+
     /// Fire on every event of this type (room.client.joined, room.client.left,
     /// room.session.started, room.session.ended, assistant.requested) and print
     /// it as a JSON line. Repeatable; works with or without --config.
@@ -229,6 +235,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // request_deadline and keep_alive: the file's or the defaults (no flags).
         .limits(server.limits())
         .dedup_store(dedup.clone());
+    if let Some(subdomain) = args.subdomain.clone().or(server.subdomain.clone()) {
+        builder = builder.default_subdomain(subdomain);
+    }
     if let Some(durable) = &durable {
         builder = builder.durable(durable.clone());
     }
@@ -289,7 +298,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     #[cfg(not(unix))]
     let reloader: Option<tokio::task::JoinHandle<()>> = None;
     let poller = match (&durable, &store) {
-        (Some(durable), Some(store)) => Some(durable.spawn_poller(store.clone(), engine.clone())),
+        (Some(durable), Some(store)) => Some(durable.spawn_poller(
+            store.clone(),
+            engine.clone(),
+            trigger.parse_options().clone(),
+        )),
         _ => None,
     };
     trigger.serve(listener, shutdown).await?;
