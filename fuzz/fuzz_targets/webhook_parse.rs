@@ -17,7 +17,10 @@ fuzz_target!(|data: &[u8]| {
     let with_default = parse_with(data, &options);
     let Ok(event) = parse(data) else { return };
     let with_default = with_default.expect("a default subdomain refused what parses without");
-    assert_eq!(with_default.event, event, "a default changed a payload that has a subdomain");
+    assert_eq!(
+        with_default.event, event,
+        "a default changed a payload that has a subdomain"
+    );
 
     assert!(!event.id().is_empty());
     let _ = event.type_name();

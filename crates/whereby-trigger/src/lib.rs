@@ -55,7 +55,8 @@
 //! | predicate false, or none for the type | 200 `{"outcome":"not_matched"}` |
 //! | a type the Trigger does not evaluate | 200 `{"outcome":"ignored"}` |
 //! | an id already answered or being evaluated | 200 `{"outcome":"duplicate"}` |
-//! | unreadable webhook, bad room fields | 400 `{"error": …, "field": …}` |
+//! | unreadable webhook; no `id`, `type` or `data.roomName`; no `data.subdomain` and no [default](TriggerBuilder::default_subdomain); room fields that would leave the URL | 400 `{"error": …, "field": …}` |
+//! | any other field missing or of another JSON type | as if absent: evaluated as usual |
 //! | signature missing, malformed, stale, wrong | 401 |
 //! | body over the limit | 413 |
 //! | Content-Type not `application/json` | 415 |

@@ -317,3 +317,72 @@ pub fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delivery {
         last_error: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::Action;
+    use crate::rules::engine::Rule;
+    use crate::store::{MemoryStore, Retention};
+    use whereby_webhook::EventType;
+
+    /// An action that records the room of every start.
+    #[derive(Default)]
+    struct Rooms(Mutex<Vec<String>>);
+
+    impl Action for Rooms {
+        fn kind(&self) -> &'static str {
+            "rooms"
+        }
+        fn start(&self, event: Arc<ActionEvent>) {
+            self.0.lock().unwrap().push(event.room.to_string());
+        }
+        fn stop(&self, _: Arc<ActionEvent>) {}
+    }
+
+    fn outbox() -> Arc<Outbox> {
+        let retention = Retention {
+            id_max_age_ms: 60_000,
+            room_idle_ms: 60_000,
+        };
+        Outbox::new(Committer::start(Arc::new(MemoryStore), retention))
+    }
+
+    /// A queued start of a webhook as Whereby sent it before 2025: no subdomain.
+    fn stored_start() -> Delivery {
+        let mut webhook: serde_json::Value =
+            serde_json::from_str(whereby_webhook::sample::sample("assistant.requested").unwrap())
+                .unwrap();
+        webhook["data"].as_object_mut().unwrap().remove("subdomain");
+        Delivery {
+            id: "t:e1:rooms".into(),
+            trigger: "t".into(),
+            kind: "rooms".into(),
+            action: "start".into(),
+            claim: String::new(),
+            room_url: "https://acme.whereby.com/standup-3f9a2c".into(),
+            webhook: webhook.to_string(),
+            attempts: 0,
+            created_ms: now_ms(),
+            status: DeliveryStatus::Pending,
+            last_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_webhook_without_subdomain_is_read_back_with_the_default() {
+        let rooms = Arc::new(Rooms::default());
+        let engine = Engine::new(vec![
+            Rule::new("t", [EventType::AssistantRequested]).action(rooms.clone()),
+        ]);
+
+        // Read back as the server read it: resumed in its room.
+        let options = ParseOptions::new().with_default_subdomain("acme").unwrap();
+        outbox().resume(vec![stored_start()], &engine, &options);
+        assert_eq!(*rooms.0.lock().unwrap(), ["acme/standup-3f9a2c"]);
+
+        // Without the server's default it could not be read back at all.
+        outbox().resume(vec![stored_start()], &engine, &ParseOptions::new());
+        assert_eq!(rooms.0.lock().unwrap().len(), 1);
+    }
+}

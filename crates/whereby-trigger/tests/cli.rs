@@ -222,11 +222,7 @@ fn serve_keeps_logs_off_stdout() {
 fn payloads_without_a_subdomain_take_the_default_subdomain() {
     // Without a default, a payload with no subdomain cannot name its room.
     let plain = Server::start(&["--secret", SECRET, "--on", "room.client.joined"]);
-    let refused = send_signed(
-        "room.client.joined",
-        &plain.url(),
-        &["--omit", "subdomain"],
-    );
+    let refused = send_signed("room.client.joined", &plain.url(), &["--omit", "subdomain"]);
     assert_eq!(refused.status.code(), Some(1));
     let out = text(&refused.stdout);
     assert!(out.contains("HTTP 400"), "{out}");

@@ -16,10 +16,10 @@ use common::{
     JSON, Reply, SECRET, Server, builder, chunked_request, id_of, raw_exchange, sample,
     sample_value, sample_with, sample_with_id, send, sign, sign_at, within,
 };
+use http_body_util::BodyExt;
 use reqwest::header::{ALLOW, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use http_body_util::BodyExt;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt;

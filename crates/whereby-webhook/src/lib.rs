@@ -62,7 +62,9 @@ pub use event::{
     RoomClientLeft, RoomData, RoomSessionEnded, RoomSessionStarted, TypedWebhook, UnknownEventType,
     WebhookEvent,
 };
-pub use parse::{FieldNote, JsonType, ParseError, ParseOptions, Parsed, Treatment, parse, parse_with};
+pub use parse::{
+    FieldNote, JsonType, ParseError, ParseOptions, Parsed, Treatment, parse, parse_with,
+};
 pub use role::RoleName;
 pub use room_url::{BaseDomain, DEFAULT_BASE_DOMAIN, InvalidBaseDomain, RoomUrlError, room_url};
 pub use signature::{

@@ -464,7 +464,11 @@ impl Fields {
 
     /// `roomName` and `subdomain`, which the room URL needs, and the other
     /// fields every in-room event shares.
-    fn room_data(&mut self, raw: &RawData<'_>, options: &ParseOptions) -> Result<RoomData, ParseError> {
+    fn room_data(
+        &mut self,
+        raw: &RawData<'_>,
+        options: &ParseOptions,
+    ) -> Result<RoomData, ParseError> {
         let room_name = raw
             .room_name
             .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
@@ -703,7 +707,9 @@ mod tests {
     /// The documented shapes, each with what the typed webhook must say.
     #[test]
     fn every_documented_shape_parses() {
-        let options = ParseOptions::new().with_default_subdomain("fallback").unwrap();
+        let options = ParseOptions::new()
+            .with_default_subdomain("fallback")
+            .unwrap();
         for shape in sample::SHAPES {
             let parsed = parse_with(shape.body.as_bytes(), &options)
                 .unwrap_or_else(|e| panic!("{}: {e}", shape.name));
@@ -759,14 +765,18 @@ mod tests {
 
     #[test]
     fn a_payload_subdomain_wins_over_the_default() {
-        let options = ParseOptions::new().with_default_subdomain("fallback").unwrap();
+        let options = ParseOptions::new()
+            .with_default_subdomain("fallback")
+            .unwrap();
         let body = sample::sample("room.session.started").unwrap();
         let event = parse_with(body.as_bytes(), &options).unwrap().event;
         assert_eq!(event.in_room().unwrap().subdomain(), "acme");
         // `null` is no subdomain.
         let mut v: Value = serde_json::from_str(body).unwrap();
         v["data"]["subdomain"] = Value::Null;
-        let event = parse_with(v.to_string().as_bytes(), &options).unwrap().event;
+        let event = parse_with(v.to_string().as_bytes(), &options)
+            .unwrap()
+            .event;
         assert_eq!(event.in_room().unwrap().subdomain(), "fallback");
         assert_eq!(
             parse(v.to_string().as_bytes()).unwrap_err(),
@@ -794,8 +804,8 @@ mod tests {
     /// What a lenient read gives for one field of the joined sample set to
     /// `value`: the typed data, and the notes.
     fn joined_with(field: &str, value: Value) -> (ClientData, Vec<FieldNote>) {
-        let mut v: Value = serde_json::from_str(sample::sample("room.client.joined").unwrap())
-            .unwrap();
+        let mut v: Value =
+            serde_json::from_str(sample::sample("room.client.joined").unwrap()).unwrap();
         v["data"][field] = value;
         let parsed = parse_with(v.to_string().as_bytes(), &ParseOptions::new())
             .unwrap_or_else(|e| panic!("{field}: {e}"));
@@ -826,7 +836,8 @@ mod tests {
         assert_eq!(d.external_id, None);
         assert_eq!(notes[0].treatment, Treatment::Ignored);
         // The event id too.
-        let body = br#"{"id":42,"type":"room.session.started","data":{"roomName":"/r","subdomain":"a"}}"#;
+        let body =
+            br#"{"id":42,"type":"room.session.started","data":{"roomName":"/r","subdomain":"a"}}"#;
         assert_eq!(parse(body).unwrap().id(), "42");
     }
 
@@ -934,7 +945,10 @@ mod tests {
             (with(&["data", "roomName"], None), "data.roomName"),
             (with(&["data", "roomName"], Some(json!(5))), "data.roomName"),
             (with(&["data", "subdomain"], None), "data.subdomain"),
-            (with(&["data", "subdomain"], Some(json!(5))), "data.subdomain"),
+            (
+                with(&["data", "subdomain"], Some(json!(5))),
+                "data.subdomain",
+            ),
             (with(&["data"], None), "data"),
             (with(&["data"], Some(Value::Null)), "data"),
             (with(&["data"], Some(json!("s"))), "data"),
@@ -1006,7 +1020,9 @@ mod tests {
     /// `null` or to a value of each other JSON type, never makes it unreadable.
     #[test]
     fn no_optional_field_can_fail_a_payload() {
-        let options = ParseOptions::new().with_default_subdomain("fallback").unwrap();
+        let options = ParseOptions::new()
+            .with_default_subdomain("fallback")
+            .unwrap();
         let values = [
             None,
             Some(Value::Null),
@@ -1028,7 +1044,11 @@ mod tests {
                     }
                     let body = changed(&payload, in_data, &field, value.clone()).to_string();
                     let result = parse_with(body.as_bytes(), &options);
-                    assert!(result.is_ok(), "{field} = {value:?}: {:?}\n{body}", result.err());
+                    assert!(
+                        result.is_ok(),
+                        "{field} = {value:?}: {:?}\n{body}",
+                        result.err()
+                    );
                 }
             }
         }

@@ -304,6 +304,23 @@ mod tests {
     }
 
     #[test]
+    fn sees_fields_as_sent_and_absent_ones_as_absent() {
+        let mut webhook: serde_json::Value =
+            serde_json::from_str(whereby_webhook::sample::sample("room.client.joined").unwrap())
+                .unwrap();
+        let data = webhook["data"].as_object_mut().unwrap();
+        data.remove("displayName");
+        data.remove("subdomain");
+        data.insert("meetingId".into(), json!(134));
+        let i = WhenInput::new(&webhook, Some(&RoomView::default()));
+        assert_eq!(eval("has(data.displayName)", &i), Ok(false));
+        assert_eq!(eval("has(data.subdomain)", &i), Ok(false));
+        assert_eq!(eval("has(data.participantId)", &i), Ok(true));
+        assert_eq!(eval("data.meetingId == 134", &i), Ok(true));
+        assert!(eval(r#"data.displayName == "Ada""#, &i).is_err());
+    }
+
+    #[test]
     fn sees_the_webhook_and_the_room() {
         let room = RoomView {
             num_clients: 2,

@@ -425,9 +425,9 @@ impl Config {
             (n, _) => format!("signatures: required, {n} secret(s)\n"),
         });
         out.push_str(&match &self.server.subdomain {
-            Some(subdomain) => format!(
-                "subdomain: webhooks without data.subdomain use {subdomain}\n"
-            ),
+            Some(subdomain) => {
+                format!("subdomain: webhooks without data.subdomain use {subdomain}\n")
+            }
             None => "subdomain: every webhook must carry data.subdomain (no default)\n".to_owned(),
         });
         let limits = self.server.limits();
@@ -1085,14 +1085,20 @@ stdout = true
     fn server_subdomain_is_one_dns_label() {
         assert_eq!(server("").subdomain, None);
         assert_eq!(
-            server("[server]\nsubdomain = \"acme\"\n").subdomain.as_deref(),
+            server("[server]\nsubdomain = \"acme\"\n")
+                .subdomain
+                .as_deref(),
             Some("acme")
         );
         for bad in ["\"acme.evil.com\"", "\"\"", "\"-a\"", "\"xn--a\""] {
             let e = errors(&format!("[server]\nport = 1\nsubdomain = {bad}\n"));
             assert_eq!(e.len(), 1, "{bad}: {e:?}");
             assert_eq!(e[0].line, Some(3), "{bad}");
-            assert!(e[0].message.starts_with("server.subdomain: "), "{}", e[0].message);
+            assert!(
+                e[0].message.starts_with("server.subdomain: "),
+                "{}",
+                e[0].message
+            );
             assert!(e[0].message.contains("one DNS label"), "{}", e[0].message);
         }
         let e = errors("[server]\nsubdomain = 5\n");

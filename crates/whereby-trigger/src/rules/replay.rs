@@ -74,7 +74,10 @@ pub fn replay(
         let head = format!("line {n}: {} {}", event.type_name(), short(event.id()));
         // As on the server: the room URL is checked first (an invalid delivery is
         // not remembered), then duplicates are suppressed by id whatever the type.
-        let room_url = match event.in_room().map(|room| room.room_url(parser.base_domain())) {
+        let room_url = match event
+            .in_room()
+            .map(|room| room.room_url(parser.base_domain()))
+        {
             Some(Err(err)) => {
                 summary.invalid += 1;
                 writeln!(out, "{head}: invalid webhook: {err}")?;
@@ -219,9 +222,13 @@ mod tests {
     #[test]
     fn a_webhook_without_subdomain_takes_the_default() {
         let rules = || vec![Rule::new("r", [EventType::RoomSessionStarted])];
-        let mut v: serde_json::Value =
-            serde_json::from_str(&line("room.session.started", "a", "2026-11-02T09:00:00Z", "s"))
-                .unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&line(
+            "room.session.started",
+            "a",
+            "2026-11-02T09:00:00Z",
+            "s",
+        ))
+        .unwrap();
         v["data"].as_object_mut().unwrap().remove("subdomain");
         v["data"]["meetingId"] = 134.into();
         let input = v.to_string();
@@ -232,13 +239,18 @@ mod tests {
         assert_eq!(summary.invalid, 1, "{out}");
         assert!(out.contains("data.subdomain"), "{out}");
 
-        let options = ParseOptions::new().with_default_subdomain("globex").unwrap();
+        let options = ParseOptions::new()
+            .with_default_subdomain("globex")
+            .unwrap();
         let parser = Parser::new(BaseDomain::default(), options);
         let mut out = Vec::new();
         let summary = replay(rules(), &parser, input.as_bytes(), &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
         assert_eq!(summary.fired, 1, "{out}");
-        assert!(out.contains("https://globex.whereby.com/standup-3f9a2c: r: fired"), "{out}");
+        assert!(
+            out.contains("https://globex.whereby.com/standup-3f9a2c: r: fired"),
+            "{out}"
+        );
         assert!(
             out.starts_with("line 1: note: `data.meetingId` came as a number"),
             "{out}"

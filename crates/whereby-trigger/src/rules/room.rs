@@ -151,9 +151,8 @@ impl Rooms {
             _ => None,
         };
         // A payload without counts (older shapes) tells nothing about them.
-        let counted = clients.filter(|data| {
-            data.num_clients.is_some() || data.num_clients_by_role_name.is_some()
-        });
+        let counted = clients
+            .filter(|data| data.num_clients.is_some() || data.num_clients_by_role_name.is_some());
         if let Some(data) = counted.filter(|_| newer(state.clients_at)) {
             match &data.num_clients_by_role_name {
                 Some(by_role) => {
@@ -279,6 +278,43 @@ mod tests {
             json!({"numClients": 2, "numClientsByRoleName": {"host": 1, "visitor": 1}}),
         );
         assert_eq!(rooms.fold(&left, now).unwrap().num_clients, 2);
+    }
+
+    #[test]
+    fn a_payload_without_counts_leaves_them_be() {
+        let rooms = Rooms::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        rooms.fold(&joined("2026-11-02T09:00:01Z", 2), now).unwrap();
+        // Older shapes: no counts at all, or only one of the two.
+        let mut bare = event("room.client.joined", "2026-11-02T09:00:02Z", json!({}));
+        if let WebhookEvent::RoomClientJoined(w) = &mut bare {
+            w.data.num_clients = None;
+            w.data.num_clients_by_role_name = None;
+        }
+        let v = rooms.fold(&bare, now).unwrap();
+        assert_eq!(v.num_clients, 2);
+        assert_eq!(v.num_clients_by_role_name.get("visitor"), Some(&1));
+        let by_role_only = event(
+            "room.client.joined",
+            "2026-11-02T09:00:03Z",
+            json!({"numClients": null, "numClientsByRoleName": {"host": 1, "visitor": 3}}),
+        );
+        assert_eq!(rooms.fold(&by_role_only, now).unwrap().num_clients, 4);
+        let number_only = event(
+            "room.client.left",
+            "2026-11-02T09:00:04Z",
+            json!({"numClients": 3, "numClientsByRoleName": null}),
+        );
+        let v = rooms.fold(&number_only, now).unwrap();
+        assert_eq!(v.num_clients, 3);
+        assert_eq!(v.num_clients_by_role_name.get("visitor"), Some(&3));
+        let empty = event(
+            "room.client.left",
+            "2026-11-02T09:00:05Z",
+            json!({"numClients": 0, "numClientsByRoleName": null}),
+        );
+        let v = rooms.fold(&empty, now).unwrap();
+        assert_eq!((v.num_clients, v.num_clients_by_role_name.len()), (0, 0));
     }
 
     #[test]

@@ -416,7 +416,8 @@ mod tests {
 
     #[test]
     fn remove_path_removes_only_what_is_there() {
-        let mut data = json!({"subdomain": "acme", "numClientsByRoleName": {"host": 1, "visitor": 2}});
+        let mut data =
+            json!({"subdomain": "acme", "numClientsByRoleName": {"host": 1, "visitor": 2}});
         remove_path(&mut data, "subdomain").unwrap();
         remove_path(&mut data, "numClientsByRoleName.host").unwrap();
         assert_eq!(data, json!({"numClientsByRoleName": {"visitor": 2}}));
