@@ -340,7 +340,7 @@ pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Parsed, ParseEr
 
     let id = fields
         .id(envelope.id, "id")
-        .ok_or_else(|| required_problem(envelope.id, "id", "a string"))?;
+        .ok_or_else(|| required_problem(envelope.id, "id", "a string or a whole number"))?;
     if id.is_empty() {
         return Err(invalid("id", "must not be empty"));
     }
