@@ -715,6 +715,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}: {e}", shape.name));
             let raw: Value = serde_json::from_str(shape.body).unwrap();
             assert_eq!(parsed.event.id(), raw["id"].as_str().unwrap());
+            assert_eq!(parsed.event.type_name(), shape.event_type, "{}", shape.name);
             if let Some(room) = parsed.event.in_room() {
                 let expected = raw["data"]["subdomain"].as_str().unwrap_or("fallback");
                 assert_eq!(room.subdomain(), expected, "{}", shape.name);
@@ -970,12 +971,8 @@ mod tests {
 
     /// Every sample and documented shape of an evaluated type, as JSON.
     fn evaluated_payloads() -> Vec<Value> {
-        sample::SAMPLES[..5]
-            .iter()
-            .map(|(_, body)| *body)
-            .chain(sample::SHAPES.iter().map(|s| s.body))
-            .map(|body| serde_json::from_str::<Value>(body).unwrap())
-            .filter(|v| EventType::from_name(v["type"].as_str().unwrap()).is_some())
+        sample::evaluated()
+            .map(|body| serde_json::from_str(body).unwrap())
             .collect()
     }
 

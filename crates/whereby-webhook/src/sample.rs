@@ -60,6 +60,8 @@ pub fn sample(event_type: &str) -> Option<&'static str> {
 pub struct Shape {
     /// A short name, the fixture's file name without `.json`.
     pub name: &'static str,
+    /// Its `type`.
+    pub event_type: &'static str,
     /// What sets this shape apart.
     pub about: &'static str,
     /// The payload.
@@ -67,7 +69,7 @@ pub struct Shape {
 }
 
 macro_rules! shapes {
-    ($(($name:literal, $about:literal)),* $(,)?) => {
+    ($(($name:literal, $event_type:literal, $about:literal)),* $(,)?) => {
         /// Every [`Shape`], the evaluated types first.
         ///
         /// ```
@@ -83,6 +85,7 @@ macro_rules! shapes {
         pub const SHAPES: &[Shape] = &[$(
             Shape {
                 name: $name,
+                event_type: $event_type,
                 about: $about,
                 body: include_str!(concat!("../fixtures/shapes/", $name, ".json")),
             },
@@ -93,46 +96,82 @@ macro_rules! shapes {
 shapes![
     (
         "joined-2021-no-subdomain",
+        "room.client.joined",
         "room.client.joined as documented before September 2025: no subdomain, role visitor"
     ),
     (
         "joined-2025-no-participant-id",
+        "room.client.joined",
         "room.client.joined as documented today: a subdomain, no participantId"
     ),
     (
         "joined-recorder-no-display-name",
+        "room.client.joined",
         "a recorder joining, as captured: no displayName, no subdomain"
     ),
     (
         "joined-no-role-counts",
+        "room.client.joined",
         "room.client.joined without numClientsByRoleName, no subdomain"
     ),
     (
         "joined-null-name-numeric-meeting",
+        "room.client.joined",
         "room.client.joined with displayName null and meetingId a number"
     ),
     (
         "left-2021-no-subdomain",
+        "room.client.left",
         "room.client.left as documented before September 2025: no subdomain"
     ),
     (
         "session-started-2021-no-subdomain",
+        "room.session.started",
         "room.session.started as documented before September 2025: no subdomain"
     ),
     (
         "session-ended-with-recording-url",
+        "room.session.ended",
         "room.session.ended with sessionId and recordingUrl, meetingId a number"
     ),
     (
         "assistant-requested-no-subdomain",
+        "assistant.requested",
         "assistant.requested without a subdomain"
     ),
     (
         "recording-finished-2023",
+        "recording.finished",
         "recording.finished as captured in 2023: recordingId, filename, status, no room"
     ),
     (
         "transcription-finished-2024-no-room",
+        "transcription.finished",
         "transcription.finished before March 2025: no roomName"
     ),
 ];
+
+/// Every payload of a type a Trigger evaluates: the five samples, then the
+/// [`SHAPES`] of those types.
+///
+/// ```
+/// use whereby_webhook::{parse_with, ParseOptions};
+///
+/// let options = ParseOptions::new().with_default_subdomain("acme")?;
+/// for body in whereby_webhook::sample::evaluated() {
+///     let event = parse_with(body.as_bytes(), &options).unwrap().event;
+///     assert!(event.event_type().is_some());
+/// }
+/// # Ok::<(), whereby_webhook::RoomUrlError>(())
+/// ```
+pub fn evaluated() -> impl Iterator<Item = &'static str> {
+    let samples = SAMPLES
+        .iter()
+        .filter(|(event_type, _)| crate::EventType::from_name(event_type).is_some())
+        .map(|(_, body)| *body);
+    let shapes = SHAPES
+        .iter()
+        .filter(|shape| crate::EventType::from_name(shape.event_type).is_some())
+        .map(|shape| shape.body);
+    samples.chain(shapes)
+}
