@@ -11,6 +11,8 @@ use serde::ser::SerializeStruct;
 use tokio::sync::mpsc;
 use whereby_webhook::WebhookEvent;
 
+use crate::util::push_single_line;
+
 /// "Start an assistant in this room": what a Trigger emits when a predicate
 /// returns `true` (the Node SDK's `TRIGGER_EVENT_SUCCESS`).
 ///
@@ -51,13 +53,6 @@ impl TriggerEvent {
         line.extend_from_slice(b"}\n");
         line
     }
-}
-
-/// Copies JSON without its line breaks. In valid JSON a raw CR or LF can only be
-/// whitespace between tokens (inside strings they must be escaped), so dropping
-/// them keeps the document and its meaning.
-pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
-    out.extend(json.iter().copied().filter(|b| *b != b'\n' && *b != b'\r'));
 }
 
 impl Serialize for TriggerEvent {
@@ -121,7 +116,7 @@ impl Dispatcher {
         }
         for callback in &self.callbacks {
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| callback(event))) {
-                let message = crate::limits::panic_message(panic.as_ref());
+                let message = crate::util::panic_message(panic.as_ref());
                 tracing::error!(room_url = %event.room_url, %message, "a trigger callback panicked");
             }
         }

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use whereby_webhook::{EventType, TypedWebhook, WebhookEvent};
 
-use crate::limits::panic_message;
+use crate::util::{BoxError, panic_message};
 
 /// The error type a fallible predicate may return.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<bool, BoxError>> + Send + 'static>>;
 type SyncFn = dyn Fn(&WebhookEvent) -> Result<bool, BoxError> + Send + Sync;

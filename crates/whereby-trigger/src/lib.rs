@@ -90,6 +90,7 @@ pub mod rules;
 pub mod store;
 pub mod trigger;
 pub mod units;
+mod util;
 pub mod verify;
 
 /// The webhook types, parser and signature verifier this crate builds on.
@@ -98,9 +99,10 @@ pub use whereby_webhook as webhook;
 pub use deduplicate::{DedupLimits, Deduplicate, IdStatus, MemoryDedup, Reservation};
 pub use dispatch::{TriggerEvent, TriggerEvents};
 pub use error::Rejection;
-pub use evaluate::{BoxError, Decision, EvaluateError};
+pub use evaluate::{Decision, EvaluateError};
 pub use receive::Outcome;
 pub use trigger::{ConfigError, ServeError, Trigger, TriggerBuilder, TriggerHandle};
+pub use util::BoxError;
 
 /// Compiles the README's Rust example, so it cannot drift from the API.
 #[cfg(doctest)]

@@ -40,8 +40,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::Rejection;
-use crate::evaluate::BoxError;
-use crate::trigger::ConfigError;
+use crate::util::{BoxError, panic_message};
 
 /// Default time to receive a request's head. hyper starts this timer as soon as
 /// a connection waits for a request, so it also bounds the idle time of a
@@ -130,8 +129,9 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Refuses a zero limit (all but `keep_alive_idle`, where zero means off).
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Refuses a zero limit (all but `keep_alive_idle`, where zero means off):
+    /// the error is the name of the first one that is zero.
+    pub(crate) fn validate(&self) -> Result<(), &'static str> {
         let zero = [
             ("header_read_timeout", self.header_read_timeout.is_zero()),
             ("body_read_timeout", self.body_read_timeout.is_zero()),
@@ -140,7 +140,7 @@ impl Limits {
             ("request_deadline", self.request_deadline.is_zero()),
         ];
         match zero.into_iter().find(|(_, is_zero)| *is_zero) {
-            Some((name, _)) => Err(ConfigError::Zero(name)),
+            Some((name, _)) => Err(name),
             None => Ok(()),
         }
     }
@@ -227,17 +227,6 @@ impl hyper::service::Service<Request<Incoming>> for Guarded {
                 Ok(Ok(Ok(response))) => response,
             })
         })
-    }
-}
-
-/// The text of a panic payload, when it is one.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic without a message".to_owned()
     }
 }
 
@@ -393,10 +382,7 @@ mod tests {
             },
         ];
         for limits in zeroed {
-            assert!(
-                matches!(limits.validate(), Err(ConfigError::Zero(_))),
-                "{limits:?}"
-            );
+            assert!(limits.validate().is_err(), "{limits:?}");
         }
         let no_keep_alive = Limits {
             keep_alive_idle: Duration::ZERO,
@@ -404,12 +390,5 @@ mod tests {
         };
         assert_eq!(no_keep_alive.validate(), Ok(()));
         assert_eq!(no_keep_alive.keep_alive(), None);
-    }
-
-    #[test]
-    fn panic_messages() {
-        assert_eq!(panic_message(&"static"), "static");
-        assert_eq!(panic_message(&String::from("owned")), "owned");
-        assert_eq!(panic_message(&42_u8), "a panic without a message");
     }
 }

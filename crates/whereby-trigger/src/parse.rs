@@ -30,7 +30,7 @@ impl ParsedWebhook {
     /// newline included: the `--record` format `replay` reads.
     pub fn to_json_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(self.raw.len() + 1);
-        crate::dispatch::push_single_line(&mut line, &self.raw);
+        crate::util::push_single_line(&mut line, &self.raw);
         line.push(b'\n');
         line
     }

@@ -21,11 +21,12 @@ use whereby_webhook::{
 
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent, TriggerEvents};
-use crate::evaluate::{BoxError, Predicates};
+use crate::evaluate::Predicates;
 use crate::limits::{Activity, Guarded, Limits};
 use crate::parse::{ParsedWebhook, Parser};
 use crate::receive::{App, Durable, HEALTH_PATH, WebhookObserver, router};
 use crate::rules::engine::Engine;
+use crate::util::BoxError;
 use crate::verify::{SignaturePolicy, Verification};
 
 /// Default listening port, as in the Node SDK.
@@ -407,7 +408,7 @@ impl TriggerBuilder {
         if self.dedup_limits.max_ids == 0 {
             return Err(ConfigError::Zero("dedup max_ids"));
         }
-        self.limits.validate()?;
+        self.limits.validate().map_err(ConfigError::Zero)?;
         let base_domain = BaseDomain::new(&self.base_domain)?;
         let mut options = ParseOptions::new();
         if let Some(subdomain) = self.default_subdomain {

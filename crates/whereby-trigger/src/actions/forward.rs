@@ -576,7 +576,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     let max_attempts = inner.retry.max_attempts.max(1);
     let ticket = event.delivery.as_ref();
     let draining = inner.draining();
-    let queued_ms = ticket.map_or_else(crate::store::now_ms, |t| t.queued_ms());
+    let queued_ms = ticket.map_or_else(crate::util::now_ms, |t| t.queued_ms());
     let mut attempt = ticket.map_or(0, |t| t.attempts_made()).saturating_add(1);
     if attempt > max_attempts {
         // Only a delivery resumed with a lower max_attempts than it had.
@@ -592,7 +592,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     }
     loop {
         let age = Duration::from_millis(
-            u64::try_from(crate::store::now_ms().saturating_sub(queued_ms)).unwrap_or(0),
+            u64::try_from(crate::util::now_ms().saturating_sub(queued_ms)).unwrap_or(0),
         );
         if age > inner.retry.max_age {
             tracing::error!(

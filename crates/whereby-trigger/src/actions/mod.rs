@@ -75,7 +75,7 @@ impl ActionEvent {
         out.extend_from_slice(b",\"roomUrl\":");
         let _ = serde_json::to_writer(&mut out, &self.room_url);
         out.extend_from_slice(b",\"triggerWebhook\":");
-        crate::dispatch::push_single_line(&mut out, &self.raw);
+        crate::util::push_single_line(&mut out, &self.raw);
         out.push(b'}');
         out
     }

@@ -20,13 +20,7 @@ pub use commit::{Committer, PendingCommit, Retention};
 pub use durable::Durable;
 pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
 
-/// Milliseconds since the Unix epoch: what the store records times in, so that
-/// a restart (a new `Instant` origin) can still tell what has expired.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::util::now_ms;
 
 /// State of a queued action delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
