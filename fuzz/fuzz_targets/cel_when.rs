@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use whereby_trigger::rules::cel::{When, WhenInput};
-use whereby_trigger::rules::room::RoomView;
+use whereby_trigger::state::room::RoomView;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(source) = std::str::from_utf8(data) else {

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use whereby_trigger::rules::cel::WhenInput;
 use whereby_trigger::rules::config::Config;
-use whereby_trigger::rules::room::RoomView;
+use whereby_trigger::state::room::RoomView;
 
 /// Every variable is set (to a value with braces and dollars, which must stay
 /// literal) except those whose name starts with `Z`.

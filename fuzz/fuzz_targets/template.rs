@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use whereby_trigger::actions::template::Template;
 use whereby_trigger::actions::{ActionEvent, ActionKind};
-use whereby_trigger::rules::room::RoomKey;
+use whereby_trigger::state::room::RoomKey;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -38,7 +38,7 @@ use whereby_trigger::rules::build::Actions;
 use whereby_trigger::rules::cel::{When, WhenInput};
 use whereby_trigger::rules::config::Config;
 use whereby_trigger::rules::engine::{Engine, Verdict};
-use whereby_trigger::rules::room::RoomView;
+use whereby_trigger::state::room::RoomView;
 use whereby_trigger::store::{Change, SqliteStore, Store, now_ms};
 use whereby_trigger::webhook::sample::sample;
 use whereby_trigger::webhook::{BaseDomain, WebhookEvent, parse};

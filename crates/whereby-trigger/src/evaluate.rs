@@ -15,8 +15,6 @@ use whereby_webhook::{EventType, TypedWebhook, WebhookEvent};
 
 use crate::util::{BoxError, panic_message};
 
-/// The error type a fallible predicate may return.
-
 type BoxFuture = Pin<Box<dyn Future<Output = Result<bool, BoxError>> + Send + 'static>>;
 type SyncFn = dyn Fn(&WebhookEvent) -> Result<bool, BoxError> + Send + Sync;
 type AsyncFn = dyn Fn(&WebhookEvent) -> BoxFuture + Send + Sync;

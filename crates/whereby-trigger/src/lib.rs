@@ -46,7 +46,7 @@
 //!
 //! Each step is a module: [`receive`] (Content-Type, body limit) → [`verify`]
 //! (`Whereby-Signature`) → [`parse`] (typed webhook, room URL) → [`deduplicate`]
-//! (one evaluation per event id) → [`evaluate`] (your predicate) → record (the id
+//! (one evaluation per event id) → [`evaluate`] (your predicate) → [`record`] (the id
 //! is remembered) → [`dispatch`] (streams and callbacks). The answers:
 //!
 //! | case | answer |
@@ -69,13 +69,20 @@
 //!
 //! - [`trigger`]: [`TriggerBuilder`], [`Trigger`], [`TriggerHandle`].
 //! - [`receive`], [`verify`], [`parse`], [`deduplicate`], [`evaluate`],
-//!   [`dispatch`]: the pipeline, one module per step.
+//!   [`record`], [`dispatch`]: the pipeline, one module per step.
 //! - [`error`]: [`Rejection`], the one place failures become HTTP answers.
-//! - [`rules`]: the config file, CEL `when`, room state, claims, the engine.
-//! - [`actions`]: the [`Action`](actions::Action) trait, `run`, `forward`, `stdout`.
-//! - [`store`], [`outbox`]: the durable store and at-least-once deliveries.
+//! - [`rules`]: the config file, CEL `when`, the engine that decides.
+//! - [`actions`]: the [`Action`](actions::Action) trait and its delivery
+//!   ticket, `run`, `forward`, `stdout`.
+//! - [`state`]: room state and `once_per` claims, which rules take and actions hold.
+//! - [`store`]: the durable store and its outbox of at-least-once deliveries.
+//! - [`replay`]: recorded webhooks through the rules, without actions.
 //! - [`limits`]: time-outs and caps of the accept loop.
 //! - [`webhook`]: the `whereby-webhook` crate (types, parsing, signatures).
+//!
+//! Imports point one way, from the server down: `trigger` → `receive` → the
+//! steps in order → `rules`, `store` → `actions` → `state`; a step never
+//! imports a later one.
 
 pub mod actions;
 pub mod deduplicate;
@@ -83,10 +90,12 @@ pub mod dispatch;
 pub mod error;
 pub mod evaluate;
 pub mod limits;
-pub mod outbox;
 pub mod parse;
 pub mod receive;
+pub mod record;
+pub mod replay;
 pub mod rules;
+pub mod state;
 pub mod store;
 pub mod trigger;
 pub mod units;

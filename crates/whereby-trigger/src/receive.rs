@@ -21,9 +21,9 @@ use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::error::Rejection;
 use crate::evaluate::{Decision, Predicates};
 use crate::parse::{ParsedWebhook, Parser};
+use crate::record::{self, Durable, Recording, Settle};
 use crate::rules::engine::Engine;
-pub use crate::store::Durable;
-use crate::store::{Change, PendingCommit, StoreError, now_ms};
+use crate::store::StoreError;
 use crate::verify::Verification;
 
 /// Path of the liveness probe.
@@ -176,38 +176,21 @@ async fn receive(
     let Some(durable) = &app.durable else {
         return Ok(finish(&app, reservation, decision, rules, parsed));
     };
-    let mut changes = vec![Change::RememberId {
-        id: id.to_owned(),
-        at_ms: now_ms(),
-    }];
-    if let Some(rules) = &mut rules {
-        rules.prepare(&durable.outbox);
-        changes.extend(rules.changes());
-    }
-    let recording = Recording {
-        commit: durable.committer.submit(changes),
-        rest: Some(Recorded {
+    let commit = record::submit(durable, id, rules.as_mut());
+    let recording = Recording::new(
+        commit,
+        Recorded {
             app: app.clone(),
             reservation,
             decision,
             rules,
             parsed,
-        }),
-        runtime: tokio::runtime::Handle::current(),
-    };
-    recording.finish().await
-}
-
-/// A webhook whose changes are on their way to the store. Awaited, it finishes
-/// the webhook in the request's own task once the commit is known; dropped
-/// before that (the client went away, the deadline passed), it hands the rest
-/// to a task of its own, so that an event that was committed is still
-/// dispatched. Spawning only then, not for every webhook, keeps the common path
-/// free of a task and a wake-up.
-struct Recording {
-    commit: PendingCommit,
-    rest: Option<Recorded>,
-    runtime: tokio::runtime::Handle,
+        },
+    );
+    recording
+        .finish()
+        .await
+        .unwrap_or(Err(Rejection::Store(StoreError::Closed)))
 }
 
 /// What a webhook needs after its commit.
@@ -219,28 +202,9 @@ struct Recorded {
     parsed: ParsedWebhook,
 }
 
-impl Recording {
-    async fn finish(mut self) -> Result<Outcome, Rejection> {
-        let committed = (&mut self.commit).await;
-        match self.rest.take() {
-            Some(rest) => rest.settle(committed),
-            None => Err(Rejection::Store(StoreError::Closed)),
-        }
-    }
-}
+impl Settle for Recorded {
+    type Output = Result<Outcome, Rejection>;
 
-impl Drop for Recording {
-    fn drop(&mut self) {
-        if let Some(rest) = self.rest.take() {
-            let commit = std::mem::replace(&mut self.commit, PendingCommit::closed());
-            self.runtime.spawn(async move {
-                let _ = rest.settle(commit.await);
-            });
-        }
-    }
-}
-
-impl Recorded {
     fn settle(self, committed: Result<(), StoreError>) -> Result<Outcome, Rejection> {
         let Recorded {
             app,

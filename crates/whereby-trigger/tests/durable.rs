@@ -10,10 +10,11 @@ use std::time::Duration;
 use common::{SECRET, sign};
 use whereby_trigger::actions::{Action, ActionEvent};
 use whereby_trigger::limits::DEFAULT_REQUEST_DEADLINE;
-use whereby_trigger::rules::claims::OncePer;
+use whereby_trigger::record::Durable;
 use whereby_trigger::rules::engine::{Engine, Rule};
+use whereby_trigger::state::claims::OncePer;
 use whereby_trigger::store::{
-    Change, Durable, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,
+    Change, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,
 };
 use whereby_trigger::webhook::{EventType, RoomSessionStarted, sample};
 use whereby_trigger::{MemoryDedup, Trigger, TriggerHandle};

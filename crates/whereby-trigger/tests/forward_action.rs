@@ -28,8 +28,8 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::subscriber::DefaultGuard;
 use whereby_trigger::actions::forward::{ForwardAction, ForwardSpec, RetryPolicy};
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
-use whereby_trigger::outbox::{Outbox, delivery_of};
-use whereby_trigger::rules::room::RoomKey;
+use whereby_trigger::state::room::RoomKey;
+use whereby_trigger::store::outbox::{Outbox, delivery_of};
 use whereby_trigger::store::{Committer, MemoryStore, Retention};
 
 /// The configured `Authorization` value: it must reach the receiver and never

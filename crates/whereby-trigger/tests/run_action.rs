@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use whereby_trigger::actions::run::{RestartPolicy, RunAction, RunSpec, StdinMode};
 use whereby_trigger::actions::template::Template;
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
-use whereby_trigger::rules::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
-use whereby_trigger::rules::room::RoomKey;
+use whereby_trigger::state::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
+use whereby_trigger::state::room::RoomKey;
 
 /// Upper bound of every wait: a hang fails the test instead of hanging it.
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use whereby_webhook::WebhookEvent;
 
-use crate::outbox::DeliveryTicket;
-use crate::rules::claims::ClaimHandle;
-use crate::rules::room::RoomKey;
+use crate::state::claims::ClaimHandle;
+use crate::state::room::RoomKey;
 
+mod delivery;
 pub mod forward;
 pub mod run;
 pub mod stdout;
 pub mod template;
+
+pub use delivery::{DeliveryLedger, DeliveryTicket};
 
 /// Whether an assistant should start or stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -47,8 +47,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::actions::template::Template;
 use crate::actions::{Action, ActionEvent};
-use crate::rules::claims::ClaimHandle;
-use crate::rules::room::RoomKey;
+use crate::state::claims::ClaimHandle;
+use crate::state::room::RoomKey;
 
 /// What the child gets on stdin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -1109,11 +1109,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_stop_before_the_spawn_cancels_it_and_the_waiting_starts() {
-        let claims = crate::rules::claims::Claims::new();
+        let claims = crate::state::claims::Claims::new();
         let mut e = event(|_| {});
-        let key = crate::rules::claims::ClaimKey::new(
+        let key = crate::state::claims::ClaimKey::new(
             "t".into(),
-            crate::rules::claims::OncePer::Room,
+            crate::state::claims::OncePer::Room,
             e.room.clone(),
             "id",
             None,

@@ -376,7 +376,7 @@ mod tests {
     #[tokio::test]
     async fn stdout_action_writes_start_and_stop_lines() {
         use crate::actions::ActionKind;
-        use crate::rules::room::RoomKey;
+        use crate::state::room::RoomKey;
 
         let raw = whereby_webhook::sample::sample("room.client.joined").unwrap();
         let webhook = whereby_webhook::parse(raw.as_bytes()).unwrap();

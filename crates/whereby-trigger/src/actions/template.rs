@@ -168,7 +168,7 @@ impl fmt::Display for Template {
 mod tests {
     use super::*;
     use crate::actions::ActionKind;
-    use crate::rules::room::RoomKey;
+    use crate::state::room::RoomKey;
     use bytes::Bytes;
 
     fn event(display_name: &str) -> (ActionEvent, Value) {

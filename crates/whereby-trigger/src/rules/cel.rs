@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
 use cel::{Context, Env, Program, Value};
 
-use crate::rules::room::RoomView;
+use crate::state::room::RoomView;
 
 /// The names an expression may use.
 pub const NAMES: [&str; 6] = ["type", "id", "createdAt", "apiVersion", "data", "room"];

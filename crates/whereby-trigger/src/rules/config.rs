@@ -23,10 +23,10 @@ use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMod
 use crate::actions::template::Template;
 use crate::limits::Limits;
 use crate::rules::cel::When;
-use crate::rules::claims::OncePer;
+use crate::state::claims::OncePer;
 use crate::units::{parse_duration, parse_size};
 
-pub use crate::rules::claims::DEFAULT_LEASE;
+pub use crate::state::claims::DEFAULT_LEASE;
 /// Default `run.timeout`.
 pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 /// Default `run.stop_grace`: time between SIGTERM and SIGKILL.

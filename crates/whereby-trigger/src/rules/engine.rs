@@ -13,11 +13,10 @@ use bytes::Bytes;
 use whereby_webhook::{EventType, WebhookEvent};
 
 use crate::actions::{Action, ActionEvent, ActionKind};
-use crate::outbox::{Outbox, delivery_of};
 use crate::rules::cel::{When, WhenInput};
-use crate::rules::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
-use crate::rules::room::{RoomKey, RoomView, Rooms};
-use crate::store::{Change, StoredClaim, now_ms};
+use crate::state::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
+use crate::state::room::{RoomKey, RoomView, Rooms};
+use crate::util::now_ms;
 
 /// A Rust condition added to a rule, ANDed with its `when`.
 pub type RulePredicate = Arc<dyn Fn(&WebhookEvent) -> bool + Send + Sync>;
@@ -62,7 +61,7 @@ impl Rule {
             when: None,
             predicate: None,
             once_per: OncePer::Event,
-            lease: crate::rules::claims::DEFAULT_LEASE,
+            lease: crate::state::claims::DEFAULT_LEASE,
             stop_on: Vec::new(),
             actions: Vec::new(),
         }
@@ -176,12 +175,12 @@ impl fmt::Display for Verdict {
 }
 
 /// One action call a decision implies.
-struct Call {
-    action: Arc<dyn Action>,
-    event: ActionEvent,
+pub(crate) struct Call {
+    pub(crate) action: Arc<dyn Action>,
+    pub(crate) event: ActionEvent,
     /// `<trigger>:<event id>[:stop]:<kind>`: unique per call, stable across
     /// restarts, so a redelivered call is recognised.
-    delivery_id: String,
+    pub(crate) delivery_id: String,
 }
 
 /// The engine's answer for one event, with the action calls it implies.
@@ -191,13 +190,14 @@ pub struct Decision {
     pub verdicts: Vec<Verdict>,
     /// The room's state after the event.
     pub room: Option<RoomView>,
-    room_key: Option<RoomKey>,
-    room_state: Option<String>,
+    pub(crate) room_key: Option<RoomKey>,
+    /// The room's state as the store keeps it.
+    pub(crate) room_state: Option<String>,
     /// Claims this decision took, with their expiry (ms since the epoch).
-    taken: Vec<(ClaimKey, i64)>,
+    pub(crate) taken: Vec<(ClaimKey, i64)>,
     /// Claims a `stop_on` released, with when they would have expired.
-    released: Vec<(ClaimKey, Instant)>,
-    calls: Vec<Call>,
+    pub(crate) released: Vec<(ClaimKey, Instant)>,
+    pub(crate) calls: Vec<Call>,
 }
 
 impl fmt::Debug for Decision {
@@ -216,46 +216,6 @@ impl Decision {
         self.verdicts
             .iter()
             .any(|v| matches!(v, Verdict::Fired { .. }))
-    }
-
-    /// What this decision changed, for the store: the room's state, the claims
-    /// taken and released, and one queued delivery per action call.
-    pub fn changes(&self) -> Vec<Change> {
-        let mut changes = Vec::with_capacity(2 + self.taken.len() + self.calls.len());
-        if let (Some(key), Some(state)) = (&self.room_key, &self.room_state) {
-            changes.push(Change::Room {
-                key: key.to_string(),
-                state: state.clone(),
-                seen_ms: now_ms(),
-            });
-        }
-        for (key, _) in &self.released {
-            changes.push(Change::ReleaseClaim {
-                key: key.to_string(),
-            });
-        }
-        for (key, expires_ms) in &self.taken {
-            changes.push(Change::Claim(StoredClaim {
-                key: key.to_string(),
-                expires_ms: *expires_ms,
-            }));
-        }
-        for call in &self.calls {
-            changes.push(Change::Enqueue(delivery_of(
-                &call.event,
-                call.action.kind(),
-                call.delivery_id.clone(),
-            )));
-        }
-        changes
-    }
-
-    /// Gives every call its delivery ticket, before the commit, so that the
-    /// outbox's poll never takes a just-committed delivery for a forgotten one.
-    pub fn prepare(&mut self, outbox: &Arc<Outbox>) {
-        for call in &mut self.calls {
-            call.event.delivery = outbox.ticket(call.delivery_id.clone());
-        }
     }
 
     /// Undoes the claims of a decision whose commit failed: nothing fired, and
@@ -314,7 +274,7 @@ impl Engine {
             .iter()
             .map(|r| r.lease)
             .max()
-            .unwrap_or(crate::rules::claims::DEFAULT_LEASE);
+            .unwrap_or(crate::state::claims::DEFAULT_LEASE);
         Engine {
             rules: RwLock::new(rules.into()),
             rooms: Rooms::new(idle),

@@ -1,13 +1,10 @@
 //! Rules from the config file: which webhooks start (and stop) assistants.
 //!
-//! webhook → [`room`] state folded → each trigger's `on` and `when` ([`cel`]) →
-//! its `once_per` claim ([`claims`]) → actions. [`engine`] ties them together;
-//! [`config`] reads the TOML file.
+//! webhook → [room state](crate::state::room) folded → each trigger's `on` and
+//! `when` ([`cel`]) → its `once_per` [claim](crate::state::claims) → actions.
+//! [`engine`] ties them together; [`config`] reads the TOML file.
 
 pub mod build;
 pub mod cel;
-pub mod claims;
 pub mod config;
 pub mod engine;
-pub mod replay;
-pub mod room;

@@ -12,12 +12,11 @@
 use std::fmt;
 
 mod commit;
-mod durable;
+pub mod outbox;
 mod sqlite;
 
 pub(crate) use commit::sync_failed;
 pub use commit::{Committer, PendingCommit, Retention};
-pub use durable::Durable;
 pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
 
 pub use crate::util::now_ms;
@@ -85,7 +84,7 @@ impl fmt::Debug for Delivery {
 /// A held claim, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredClaim {
-    /// The claim key, as [`ClaimKey`](crate::rules::claims::ClaimKey) encodes it.
+    /// The claim key, as [`ClaimKey`](crate::state::claims::ClaimKey) encodes it.
     pub key: String,
     /// When it expires (ms since the epoch).
     pub expires_ms: i64,

@@ -11,10 +11,11 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::record::Durable;
 use whereby_trigger::rules::build::Actions;
 use whereby_trigger::rules::config::{Config, DEFAULT_LEASE, VerifyConfig};
 use whereby_trigger::rules::engine::Engine;
-use whereby_trigger::store::{Durable, Retention, SqliteStore, Store};
+use whereby_trigger::store::{Retention, SqliteStore, Store};
 use whereby_trigger::units::{parse_duration, parse_size};
 use whereby_trigger::verify::Verification;
 use whereby_trigger::webhook::{

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::rules::room::RoomKey;
+use crate::state::room::RoomKey;
 
 /// Default lease: the longest a room or session stays claimed.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(12 * 3600);

@@ -8,18 +8,28 @@
 //! sooner, when `whereby-trigger outbox retry` asks for it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use whereby_webhook::ParseOptions;
 
-use crate::actions::{ActionEvent, ActionKind};
-use crate::rules::claims::ClaimKey;
-use crate::rules::engine::Engine;
-use crate::rules::room::RoomKey;
+use crate::actions::{Action, ActionEvent, ActionKind, DeliveryLedger, DeliveryTicket};
+use crate::state::claims::{ClaimKey, Claims};
+use crate::state::room::RoomKey;
 use crate::store::{Change, Committer, Delivery, DeliveryStatus, now_ms};
+
+/// Why a stored delivery has no action to carry it out (see [`Outbox::resume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// No trigger of that name is configured.
+    Trigger,
+    /// The trigger has no action of that kind.
+    Action,
+}
+
+/// Finds the action of a stored delivery by its trigger's name and its kind.
+pub type FindAction<'a> = &'a dyn Fn(&str, &str) -> Result<Arc<dyn Action>, Missing>;
 
 /// How often the store is read for deliveries to resume or retry.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -46,95 +56,38 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-/// An action's handle on its delivery. Cheap to clone; all clones are one
-/// delivery.
-#[derive(Clone)]
-pub struct DeliveryTicket {
-    inner: Arc<Ticket>,
-}
-
-struct Ticket {
-    id: String,
-    /// Attempts made before this process took the delivery over.
-    attempts: u32,
-    /// When the delivery was queued (or last made pending again by hand).
-    queued_ms: i64,
-    outbox: Arc<Outbox>,
-    finished: AtomicBool,
-}
-
-impl std::fmt::Debug for DeliveryTicket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("DeliveryTicket")
-            .field(&self.inner.id)
-            .finish()
-    }
-}
-
-impl DeliveryTicket {
-    /// The delivery's id: `<trigger>:<event id>[:stop]:<action kind>`.
-    pub fn id(&self) -> &str {
-        &self.inner.id
+impl DeliveryLedger for Outbox {
+    fn done(&self, id: &str) {
+        self.committer
+            .commit_later(vec![Change::Done { id: id.to_owned() }]);
     }
 
-    /// Attempts already made, by this process or before a restart: an action
-    /// that counts attempts carries on from here rather than from zero.
-    pub fn attempts_made(&self) -> u32 {
-        self.inner.attempts
+    fn attempted(&self, id: &str, attempts: u32, error: &str) {
+        self.committer.commit_later(vec![Change::Attempted {
+            id: id.to_owned(),
+            attempts,
+            error: error.to_owned(),
+        }]);
     }
 
-    /// When the delivery was queued, in ms since the Unix epoch: its age, for
-    /// giving up, counts from here. `outbox retry` makes it now again.
-    pub fn queued_ms(&self) -> i64 {
-        self.inner.queued_ms
+    fn dead(&self, id: &str, error: &str) {
+        self.committer.commit_later(vec![Change::Dead {
+            id: id.to_owned(),
+            error: error.to_owned(),
+        }]);
     }
 
-    /// Delivered: the delivery leaves the queue.
-    pub fn done(&self) {
-        if !self.inner.finished.swap(true, Ordering::SeqCst) {
-            self.inner.outbox.committer.commit_later(vec![Change::Done {
-                id: self.inner.id.clone(),
-            }]);
-        }
-    }
-
-    /// An attempt failed and another will follow: recorded for `outbox list`.
-    pub fn attempted(&self, attempts: u32, error: &str) {
-        self.inner
-            .outbox
-            .committer
-            .commit_later(vec![Change::Attempted {
-                id: self.inner.id.clone(),
-                attempts,
-                error: error.to_owned(),
-            }]);
-    }
-
-    /// Given up: the delivery stays as a dead letter until retried or dropped.
-    pub fn dead(&self, error: &str) {
-        if !self.inner.finished.swap(true, Ordering::SeqCst) {
-            self.inner.outbox.committer.commit_later(vec![Change::Dead {
-                id: self.inner.id.clone(),
-                error: error.to_owned(),
-            }]);
-        }
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if self.finished.load(Ordering::SeqCst) {
-            self.outbox
-                .settled
+    fn released(&self, id: &str, finished: bool) {
+        if finished {
+            self.settled
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(self.id.clone(), Instant::now());
+                .insert(id.to_owned(), Instant::now());
         }
-        self.outbox
-            .in_flight
+        self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+            .remove(id);
     }
 }
 
@@ -189,26 +142,24 @@ impl Outbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone());
-        fresh.then(|| DeliveryTicket {
-            inner: Arc::new(Ticket {
-                id,
-                attempts,
-                queued_ms,
-                outbox: self.clone(),
-                finished: AtomicBool::new(false),
-            }),
-        })
+        let ledger: Arc<dyn DeliveryLedger> = self.clone();
+        fresh.then(|| DeliveryTicket::new(id, attempts, queued_ms, ledger))
     }
 
     /// Resumes every delivery of `pending` (the store's) that this process is not
     /// carrying out: after a restart, and after `outbox retry`. A start whose
     /// claim is gone is done (the assistant's time has passed); a delivery whose
-    /// trigger or action no longer exists stays queued and is logged. Stored
-    /// webhooks are read with `options`, the server's (its default subdomain).
+    /// trigger or action no longer exists stays queued and is logged.
+    ///
+    /// `find` names the action of a stored delivery from its trigger and kind
+    /// (the rules in force); `claims` gives a resumed start its claim back.
+    /// Stored webhooks are read with `options`, the server's (its default
+    /// subdomain).
     pub fn resume(
         self: &Arc<Self>,
         pending: Vec<Delivery>,
-        engine: &Engine,
+        find: FindAction<'_>,
+        claims: &Arc<Claims>,
         options: &ParseOptions,
     ) {
         // A settled delivery that the store no longer lists as pending has had its
@@ -219,7 +170,6 @@ impl Outbox {
             let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
             settled.retain(|id, at| listed.contains(id.as_str()) && at.elapsed() < SETTLE_WINDOW);
         }
-        let rules = engine.rules();
         let now = Instant::now();
         for delivery in pending {
             if delivery.status != DeliveryStatus::Pending {
@@ -228,20 +178,18 @@ impl Outbox {
             let Some(ticket) = self.resumed(&delivery) else {
                 continue;
             };
-            let Some(rule) = rules.iter().find(|r| **r.name() == *delivery.trigger) else {
-                tracing::warn!(id = %delivery.id, "a pending delivery's trigger is not configured; it stays queued");
-                continue;
+            let action = match find(&delivery.trigger, &delivery.kind) {
+                Ok(action) => action,
+                Err(Missing::Trigger) => {
+                    tracing::warn!(id = %delivery.id, "a pending delivery's trigger is not configured; it stays queued");
+                    continue;
+                }
+                Err(Missing::Action) => {
+                    tracing::warn!(id = %delivery.id, "a pending delivery's action is not configured; it stays queued");
+                    continue;
+                }
             };
-            let Some(action) = rule
-                .actions()
-                .iter()
-                .find(|a| a.kind() == delivery.kind)
-                .cloned()
-            else {
-                tracing::warn!(id = %delivery.id, "a pending delivery's action is not configured; it stays queued");
-                continue;
-            };
-            let Some(event) = rebuild(&delivery, engine, options, now, ticket.clone()) else {
+            let Some(event) = rebuild(&delivery, claims, options, now, ticket.clone()) else {
                 tracing::error!(id = %delivery.id, "a pending delivery cannot be read back; marked dead");
                 ticket.dead("the stored delivery cannot be read back");
                 continue;
@@ -271,7 +219,7 @@ impl Outbox {
 /// The action event of a stored delivery.
 fn rebuild(
     delivery: &Delivery,
-    engine: &Engine,
+    claims: &Arc<Claims>,
     options: &ParseOptions,
     now: Instant,
     ticket: DeliveryTicket,
@@ -284,7 +232,7 @@ fn rebuild(
         "stop" => ActionKind::Stop,
         _ => return None,
     };
-    let claim = ClaimKey::parse(&delivery.claim).and_then(|key| engine.claims().handle(&key, now));
+    let claim = ClaimKey::parse(&delivery.claim).and_then(|key| claims.handle(&key, now));
     Some(ActionEvent {
         action,
         trigger: Arc::from(delivery.trigger.as_str()),
@@ -321,10 +269,7 @@ pub fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actions::Action;
-    use crate::rules::engine::Rule;
     use crate::store::{MemoryStore, Retention};
-    use whereby_webhook::EventType;
 
     /// An action that records the room of every start.
     #[derive(Default)]
@@ -372,17 +317,21 @@ mod tests {
     #[tokio::test]
     async fn a_stored_webhook_without_subdomain_is_read_back_with_the_default() {
         let rooms = Arc::new(Rooms::default());
-        let engine = Engine::new(vec![
-            Rule::new("t", [EventType::AssistantRequested]).action(rooms.clone()),
-        ]);
+        let action: Arc<dyn Action> = rooms.clone();
+        let find = |trigger: &str, kind: &str| match (trigger, kind) {
+            ("t", "rooms") => Ok(action.clone()),
+            ("t", _) => Err(Missing::Action),
+            _ => Err(Missing::Trigger),
+        };
+        let claims = Claims::new();
 
         // Read back as the server read it: resumed in its room.
         let options = ParseOptions::new().with_default_subdomain("acme").unwrap();
-        outbox().resume(vec![stored_start()], &engine, &options);
+        outbox().resume(vec![stored_start()], &find, &claims, &options);
         assert_eq!(*rooms.0.lock().unwrap(), ["acme/standup-3f9a2c"]);
 
         // Without the server's default it could not be read back at all.
-        outbox().resume(vec![stored_start()], &engine, &ParseOptions::new());
+        outbox().resume(vec![stored_start()], &find, &claims, &ParseOptions::new());
         assert_eq!(rooms.0.lock().unwrap().len(), 1);
     }
 }

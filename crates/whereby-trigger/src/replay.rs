@@ -136,7 +136,7 @@ fn short(id: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::claims::OncePer;
+    use crate::state::claims::OncePer;
     use whereby_webhook::{BaseDomain, EventType, ParseOptions};
 
     fn parser() -> Parser {
