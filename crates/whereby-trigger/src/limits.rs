@@ -8,16 +8,18 @@
 //! | --- | --- | --- |
 //! | `header_read_timeout` | hyper's header timer | the connection is closed |
 //! | `max_header_bytes` | hyper's parser | 431, then the connection is closed |
-//! | `body_read_timeout` | a timer on the body | 408 `body_timeout` |
-//! | `request_deadline` | a timer on the handler | 503 `deadline` |
-//! | a panicking handler | `catch_unwind` around the handler | 500 `internal_error` |
+//! | `body_read_timeout` | a timer on the body (a router layer) | 408 `body_timeout` |
+//! | `request_deadline` | a timer on the handler (a router layer) | 503 `deadline` |
+//! | a panicking handler | `catch_unwind` around the handler (a router layer) | 500 `internal_error` |
 //! | `max_connections` | the accept loop in [`trigger`](crate::trigger) | waits in the kernel's backlog |
 //! | `keep_alive_idle` | the connection task in [`trigger`](crate::trigger) | an idle connection is closed |
 //!
-//! These limits belong to the server that [`Trigger::start`](crate::Trigger::start)
-//! and [`Trigger::serve`](crate::Trigger::serve) run. A router mounted in another
-//! application with [`Trigger::router`](crate::Trigger::router) is served by
-//! that application's server, which sets its own.
+//! The body timer, the deadline and panic containment are a layer of the router
+//! itself, so a router mounted in another application with
+//! [`Trigger::router`](crate::Trigger::router) keeps them; the other limits
+//! belong to the server that [`Trigger::start`](crate::Trigger::start) and
+//! [`Trigger::serve`](crate::Trigger::serve) run (an application's own server
+//! sets its own).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -165,67 +168,82 @@ impl Limits {
 }
 
 // ---------------------------------------------------------------------------
-// The guarded service: body timer, deadline, panics
+// The guard: body timer, deadline, panics
 // ---------------------------------------------------------------------------
 
-/// The router as one connection serves it: every request gets a body timer and
-/// a deadline, a panic becomes a 500, and the connection's [`Activity`] knows
-/// whether a request is in progress.
+/// Guards every request of `router`: a body timer, a deadline, and a panic
+/// turned into a 500. A layer of the router itself, so that a router mounted in
+/// another application keeps them.
+pub(crate) fn guard(router: Router, limits: &Limits) -> Router {
+    let timeout = limits.body_read_timeout;
+    let deadline = limits.request_deadline;
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: Next| {
+            guarded(request, next, timeout, deadline)
+        },
+    ))
+}
+
+async fn guarded(
+    request: axum::extract::Request,
+    next: Next,
+    timeout: Duration,
+    deadline: Duration,
+) -> Response {
+    let body_timed_out = Arc::new(AtomicBool::new(false));
+    let request = request
+        .map(|body| axum::body::Body::new(TimedBody::new(body, timeout, body_timed_out.clone())));
+    // The handler only starts when first polled, inside `catch_unwind`; it runs
+    // on this task, not a spawned one, so that the deadline drops it: an
+    // abandoned request stops where it is.
+    let handled = next.run(request);
+    match tokio::time::timeout(deadline, AssertUnwindSafe(handled).catch_unwind()).await {
+        Err(_elapsed) => Rejection::Deadline { deadline }.into_response(),
+        Ok(Err(panic)) => Rejection::Panicked {
+            message: panic_message(panic.as_ref()),
+        }
+        .into_response(),
+        // The handler saw the body fail and answered for that; the cause the
+        // client should hear is the timer.
+        Ok(Ok(_)) if body_timed_out.load(Ordering::Acquire) => {
+            Rejection::BodyTimeout { timeout }.into_response()
+        }
+        Ok(Ok(response)) => response,
+    }
+}
+
+/// The router as one connection serves it: the connection's [`Activity`]
+/// knows whether a request is in progress.
 #[derive(Clone)]
-pub(crate) struct Guarded {
+pub(crate) struct Tracked {
     router: TowerToHyperService<Router>,
-    body_read_timeout: Duration,
-    request_deadline: Duration,
     activity: Arc<Activity>,
 }
 
-impl Guarded {
-    /// Guards `router` with `limits` for one connection, tracked by `activity`.
-    pub(crate) fn new(router: Router, limits: &Limits, activity: Arc<Activity>) -> Self {
-        Guarded {
+impl Tracked {
+    /// Serves `router` on one connection, tracked by `activity`.
+    pub(crate) fn new(router: Router, activity: Arc<Activity>) -> Self {
+        Tracked {
             router: TowerToHyperService::new(router),
-            body_read_timeout: limits.body_read_timeout,
-            request_deadline: limits.request_deadline,
             activity,
         }
     }
 }
 
-type GuardedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+type TrackedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-impl hyper::service::Service<Request<Incoming>> for Guarded {
+impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Response = Response;
     type Error = Infallible;
-    type Future = GuardedFuture;
+    type Future = TrackedFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let busy = self.activity.begin();
-        let timeout = self.body_read_timeout;
-        let deadline = self.request_deadline;
-        let body_timed_out = Arc::new(AtomicBool::new(false));
-        let request = request.map(|body| TimedBody::new(body, timeout, body_timed_out.clone()));
-        // The router only builds its future here; it runs inside `catch_unwind`.
         let handled = hyper::service::Service::call(&self.router, request);
         Box::pin(async move {
-            // The handler runs on this task, not a spawned one, so that the
-            // deadline drops it: an abandoned request stops where it is.
-            let answer =
-                tokio::time::timeout(deadline, AssertUnwindSafe(handled).catch_unwind()).await;
+            let answer = handled.await;
             drop(busy);
-            Ok(match answer {
-                Err(_elapsed) => Rejection::Deadline { deadline }.into_response(),
-                Ok(Err(panic)) => Rejection::Panicked {
-                    message: panic_message(panic.as_ref()),
-                }
-                .into_response(),
-                Ok(Ok(Err(never))) => match never {},
-                // The handler saw the body fail and answered for that; the
-                // cause the client should hear is the timer.
-                Ok(Ok(Ok(_))) if body_timed_out.load(Ordering::Acquire) => {
-                    Rejection::BodyTimeout { timeout }.into_response()
-                }
-                Ok(Ok(Ok(response))) => response,
-            })
+            answer
         })
     }
 }
@@ -236,15 +254,15 @@ impl hyper::service::Service<Request<Incoming>> for Guarded {
 /// arrived in time is never refused for being read late; one still trickling
 /// in when the timer fires fails with [`BodyTimedOut`] and raises a flag that
 /// turns the answer into a 408.
-struct TimedBody {
-    inner: Incoming,
+struct TimedBody<B> {
+    inner: B,
     timer: Pin<Box<Sleep>>,
     timeout: Duration,
     timed_out: Arc<AtomicBool>,
 }
 
-impl TimedBody {
-    fn new(inner: Incoming, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
+impl<B> TimedBody<B> {
+    fn new(inner: B, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
         TimedBody {
             inner,
             timer: Box::pin(tokio::time::sleep(timeout)),
@@ -259,7 +277,11 @@ impl TimedBody {
 #[error("the body was not received within {0:?}")]
 struct BodyTimedOut(Duration);
 
-impl Body for TimedBody {
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -390,5 +412,90 @@ mod tests {
         };
         assert_eq!(no_keep_alive.validate(), Ok(()));
         assert_eq!(no_keep_alive.keep_alive(), None);
+    }
+
+    /// A Trigger's router mounted in another application keeps the per-request
+    /// limits: tested through `oneshot`, on tokio's paused clock.
+    mod mounted {
+        use std::time::Duration;
+
+        use axum::body::Body as AxumBody;
+        use axum::http::{Request, StatusCode};
+        use futures_util::StreamExt;
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        use whereby_webhook::{AssistantRequested, RoomClientJoined, sample};
+
+        use crate::Trigger;
+
+        /// The Trigger's router nested under `/whereby` in an application that
+        /// has routes of its own.
+        fn app(trigger: &Trigger) -> axum::Router {
+            axum::Router::new()
+                .route("/", axum::routing::get(|| async { "the application" }))
+                .nest_service("/whereby", trigger.router())
+        }
+
+        async fn post(app: axum::Router, body: AxumBody) -> (StatusCode, serde_json::Value) {
+            let request = Request::post("/whereby/")
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap();
+            // Bounded, so a missing limit fails the test rather than hanging it.
+            let response = tokio::time::timeout(Duration::from_secs(30), app.oneshot(request))
+                .await
+                .expect("answered within 30 s")
+                .unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice(&bytes).unwrap())
+        }
+
+        fn webhook(event_type: &str) -> AxumBody {
+            AxumBody::from(sample::sample(event_type).unwrap())
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_slow_body_is_408() {
+            let trigger = Trigger::builder()
+                .body_read_timeout(Duration::from_secs(2))
+                .on(|_: &RoomClientJoined| true)
+                .build()
+                .unwrap();
+            let first: Result<bytes::Bytes, std::io::Error> = Ok(bytes::Bytes::from_static(b"{"));
+            let never_ends =
+                futures_util::stream::iter([first]).chain(futures_util::stream::pending());
+            let (status, answer) = post(app(&trigger), AxumBody::from_stream(never_ends)).await;
+            assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{answer}");
+            assert_eq!(answer["code"], "body_timeout");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_request_past_its_deadline_is_503() {
+            let trigger = Trigger::builder()
+                .request_deadline(Duration::from_secs(1))
+                .predicate_timeout(Duration::from_secs(60))
+                .on_async(|_: AssistantRequested| std::future::pending::<bool>())
+                .build()
+                .unwrap();
+            let (status, answer) = post(app(&trigger), webhook("assistant.requested")).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+            assert_eq!(answer["code"], "deadline");
+        }
+
+        #[tokio::test]
+        async fn a_panic_while_handling_is_500() {
+            let trigger = Trigger::builder()
+                .observe(|_| panic!("an observer that fails"))
+                .build()
+                .unwrap();
+            let (status, answer) = post(app(&trigger), webhook("room.client.joined")).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+            assert_eq!(answer["code"], "internal_error");
+            // The application around it still answers.
+            let request = Request::get("/").body(AxumBody::empty()).unwrap();
+            let response = app(&trigger).oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
     }
 }

@@ -29,12 +29,23 @@ use crate::store::{
 
 /// The durable half of a Trigger: where changes are committed before a webhook
 /// is answered, and the queue of action deliveries.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Durable {
     /// Group commit into the store.
     pub committer: Committer,
     /// The deliveries being carried out.
     pub outbox: Arc<Outbox>,
+    /// Read for the deliveries to resume.
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("committer", &self.committer)
+            .field("outbox", &self.outbox)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a restart found in the store.
@@ -57,8 +68,9 @@ impl Durable {
     /// into `engine` — and starts recording through it. Claims released by their
     /// holders (an assistant ended) are recorded from now on.
     ///
-    /// Pending deliveries are not resumed here: call [`Durable::spawn_poller`]
-    /// once the Trigger serves, so that resumed actions find their rules.
+    /// Pending deliveries are not resumed here: a Trigger built with this
+    /// `Durable` resumes them once it serves (so that resumed actions find their
+    /// rules), then every [`POLL_EVERY`], and flushes the store when it stops.
     ///
     /// # Errors
     /// [`StoreError::Read`] when the store cannot be read.
@@ -66,6 +78,17 @@ impl Durable {
         store: Arc<dyn Store>,
         dedup: &MemoryDedup,
         engine: &Engine,
+        retention: Retention,
+    ) -> Result<(Durable, Restored), StoreError> {
+        Durable::restore(store, dedup, Some(engine), retention)
+    }
+
+    /// [`Durable::open`] for any id store, and without rules (then only ids
+    /// are restored).
+    pub(crate) fn restore(
+        store: Arc<dyn Store>,
+        dedup: &dyn Deduplicate,
+        engine: Option<&Engine>,
         retention: Retention,
     ) -> Result<(Durable, Restored), StoreError> {
         let now_ms = now_ms();
@@ -79,20 +102,23 @@ impl Durable {
             dedup.remember(id, now.checked_sub(ago(*at_ms)).unwrap_or(now));
             restored.ids += 1;
         }
-        for claim in &snapshot.claims {
-            let Some(key) = ClaimKey::parse(&claim.key) else {
-                tracing::warn!(key = %claim.key, "an unreadable claim in the store is ignored");
-                continue;
-            };
-            let left = Duration::from_millis(u64::try_from(claim.expires_ms - now_ms).unwrap_or(0));
-            let _ = engine.claims().restore(key, now + left);
-            restored.claims += 1;
-        }
-        for (key, state, seen_ms) in &snapshot.rooms {
-            if let Some(room) = RoomKey::parse(key)
-                && engine.rooms().import(room, state, ago(*seen_ms), now)
-            {
-                restored.rooms += 1;
+        if let Some(engine) = engine {
+            for claim in &snapshot.claims {
+                let Some(key) = ClaimKey::parse(&claim.key) else {
+                    tracing::warn!(key = %claim.key, "an unreadable claim in the store is ignored");
+                    continue;
+                };
+                let left =
+                    Duration::from_millis(u64::try_from(claim.expires_ms - now_ms).unwrap_or(0));
+                let _ = engine.claims().restore(key, now + left);
+                restored.claims += 1;
+            }
+            for (key, state, seen_ms) in &snapshot.rooms {
+                if let Some(room) = RoomKey::parse(key)
+                    && engine.rooms().import(room, state, ago(*seen_ms), now)
+                {
+                    restored.rooms += 1;
+                }
             }
         }
         restored.pending = snapshot
@@ -102,27 +128,36 @@ impl Durable {
             .count();
         restored.dead = snapshot.deliveries.len() - restored.pending;
 
-        let committer = Committer::start(store, retention);
-        let recorder = committer.clone();
-        engine.claims().set_release_hook(Box::new(move |key| {
-            recorder.commit_later(vec![Change::ReleaseClaim {
-                key: key.to_string(),
-            }]);
-        }));
+        let committer = Committer::start(store.clone(), retention);
+        if let Some(engine) = engine {
+            let recorder = committer.clone();
+            engine.claims().set_release_hook(Box::new(move |key| {
+                recorder.commit_later(vec![Change::ReleaseClaim {
+                    key: key.to_string(),
+                }]);
+            }));
+        }
         let outbox = Outbox::new(committer.clone());
-        Ok((Durable { committer, outbox }, restored))
+        Ok((
+            Durable {
+                committer,
+                outbox,
+                store,
+            },
+            restored,
+        ))
     }
 
     /// Resumes pending deliveries now, then every second picks up those that
     /// `outbox retry` made pending again. Stops when the task is aborted.
     /// Stored webhooks are read with `options`, those the server parses with.
-    pub fn spawn_poller(
+    pub(crate) fn spawn_poller(
         &self,
-        store: Arc<dyn Store>,
         engine: Arc<Engine>,
         options: ParseOptions,
     ) -> JoinHandle<()> {
         let outbox = self.outbox.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
             loop {
                 // The read blocks on SQLite: off the async workers.

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +23,12 @@ use whereby_webhook::{
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent, TriggerEvents};
 use crate::evaluate::Predicates;
-use crate::limits::{Activity, Guarded, Limits};
+use crate::limits::{Activity, Limits, Tracked};
 use crate::parse::{ParsedWebhook, Parser};
 use crate::receive::{App, HEALTH_PATH, WebhookObserver, router};
-use crate::record::Durable;
+use crate::record::{Durable, Restored};
 use crate::rules::engine::Engine;
+use crate::store::{Retention, Store, StoreError};
 use crate::util::BoxError;
 use crate::verify::{SignaturePolicy, Verification};
 
@@ -65,6 +67,12 @@ pub enum ConfigError {
     /// A limit is zero.
     #[error("`{0}` must be greater than zero")]
     Zero(&'static str),
+    /// Both [`TriggerBuilder::store`] and [`TriggerBuilder::durable`] were given.
+    #[error("a Trigger has one store: set either `store` or `durable`, not both")]
+    TwoStores,
+    /// The store given to [`TriggerBuilder::store`] could not be read back.
+    #[error("the store cannot be read: {0}")]
+    Store(StoreError),
 }
 
 /// Why the server could not start or stopped with an error.
@@ -107,7 +115,12 @@ pub struct TriggerBuilder {
     engine: Option<Arc<Engine>>,
     observers: Vec<WebhookObserver>,
     durable: Option<Durable>,
+    store: Option<(Arc<dyn Store>, Retention)>,
+    shutdown_hooks: Vec<ShutdownHook>,
 }
+
+/// Work to do when the server stops, after its last request is answered.
+type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 impl Default for TriggerBuilder {
     fn default() -> Self {
@@ -129,6 +142,8 @@ impl Default for TriggerBuilder {
             engine: None,
             observers: Vec::new(),
             durable: None,
+            store: None,
+            shutdown_hooks: Vec::new(),
         }
     }
 }
@@ -377,6 +392,32 @@ impl TriggerBuilder {
         self
     }
 
+    /// Makes the Trigger durable on `store`: what it holds (remembered ids, and
+    /// with [`rules`](Self::rules) claims and room state) is read back by
+    /// [`build`](Self::build), every webhook is answered 2xx only once what it
+    /// changed is committed, queued deliveries are resumed while the Trigger
+    /// serves, and the store is flushed when it stops. `retention` bounds how
+    /// long ids and idle rooms are kept.
+    pub fn store(mut self, store: Arc<dyn Store>, retention: Retention) -> Self {
+        self.store = Some((store, retention));
+        self
+    }
+
+    /// Runs `hook` when the server stops: after the last request is answered
+    /// and the event streams have ended, before the store's final flush, in the
+    /// order the hooks were added. Use it to stop what the trigger events
+    /// started (see [`Actions::shutdown`](crate::rules::build::Actions::shutdown))
+    /// and to flush what they wrote.
+    pub fn on_shutdown<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.shutdown_hooks
+            .push(Box::new(move || Box::pin(hook()) as Pin<Box<_>>));
+        self
+    }
+
     /// Calls `observer` with every verified, parsed webhook, duplicates included,
     /// before it is deduplicated (e.g. to record deliveries for `replay`).
     pub fn observe<F>(mut self, observer: F) -> Self
@@ -425,11 +466,24 @@ impl TriggerBuilder {
         let dedup = self
             .dedup
             .unwrap_or_else(|| Arc::new(MemoryDedup::new(self.dedup_limits)));
+        let (durable, restored) = match (self.durable, self.store) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoStores),
+            (Some(durable), None) => (Some(durable), None),
+            (None, Some((store, retention))) => {
+                let (durable, restored) =
+                    Durable::restore(store, dedup.as_ref(), self.engine.as_deref(), retention)
+                        .map_err(ConfigError::Store)?;
+                (Some(durable), Some(restored))
+            }
+            (None, None) => (None, None),
+        };
         let dispatcher = Arc::new(self.dispatcher);
         Ok(Trigger {
             addr: SocketAddr::new(self.bind, self.port),
             path: self.path,
             limits: self.limits,
+            restored,
+            shutdown_hooks: self.shutdown_hooks,
             app: Arc::new(App {
                 policy: Verification::new(policy),
                 parser: Parser::new(base_domain, options),
@@ -440,7 +494,7 @@ impl TriggerBuilder {
                 dispatcher,
                 engine: self.engine,
                 observers: self.observers,
-                durable: self.durable,
+                durable,
             }),
         })
     }
@@ -469,6 +523,8 @@ pub struct Trigger {
     addr: SocketAddr,
     path: String,
     limits: Limits,
+    restored: Option<Restored>,
+    shutdown_hooks: Vec<ShutdownHook>,
     app: Arc<App>,
 }
 
@@ -495,6 +551,11 @@ impl Trigger {
         self.app.dispatcher.subscribe()
     }
 
+    /// What [`TriggerBuilder::store`] read back at build, if it was given.
+    pub fn restored(&self) -> Option<Restored> {
+        self.restored
+    }
+
     /// The options webhooks are parsed with (the default subdomain), e.g. to
     /// read stored webhooks back as the server reads new ones.
     pub fn parse_options(&self) -> &ParseOptions {
@@ -509,12 +570,14 @@ impl Trigger {
 
     /// The axum router, to mount in an existing application
     /// (`app.nest_service("/whereby", trigger.router())` or `merge`). It serves the
-    /// webhook path and `/healthz`. The [`Limits`] are not part of it: they are
-    /// enforced by the server [`Trigger::serve`] runs, and the application's own
-    /// server sets its own.
+    /// webhook path and `/healthz`, with the per-request [`Limits`]: a body
+    /// slower than `body_read_timeout` is answered 408, a request not answered
+    /// within `request_deadline` 503, and a panic while handling one 500. The
+    /// per-connection limits (head timeout and size, connections, keep-alive)
+    /// belong to the server: [`Trigger::serve`]'s, or the application's own.
     pub fn router(&self) -> Router {
         self.warn_if_unsigned();
-        router(self.app.clone(), &self.path)
+        crate::limits::guard(router(self.app.clone(), &self.path), &self.limits)
     }
 
     /// Binds the configured address and serves in the background.
@@ -543,6 +606,12 @@ impl Trigger {
     /// Serves on `listener` until `shutdown` completes, then stops accepting,
     /// finishes the requests in flight, and ends every event stream.
     ///
+    /// The whole server's life is here: with a [store](TriggerBuilder::store)
+    /// and rules, queued deliveries are resumed as it starts (and polled for
+    /// every second); when it stops, the [shutdown hooks](TriggerBuilder::on_shutdown)
+    /// run in order and the store is flushed, so that what was answered 2xx and
+    /// what the actions reported is on disk when this returns.
+    ///
     /// Each connection is served by hyper with the [`Limits`] of the builder;
     /// draining is bounded by them too: a request in flight is answered within
     /// the request deadline, and a connection still sending a head is cut off by
@@ -558,6 +627,14 @@ impl Trigger {
     ) -> Result<(), ServeError> {
         let dispatcher = self.app.dispatcher.clone();
         let router = self.router();
+        // Resumed actions look their rules up, so the poller starts with the
+        // server, not at build.
+        let poller = match (&self.app.durable, &self.app.engine) {
+            (Some(durable), Some(engine)) => {
+                Some(durable.spawn_poller(engine.clone(), self.app.parser.options().clone()))
+            }
+            _ => None,
+        };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
         }
@@ -576,6 +653,17 @@ impl Trigger {
         server.connections.close();
         server.connections.wait().await;
         dispatcher.close();
+        if let Some(poller) = poller {
+            poller.abort();
+        }
+        for hook in self.shutdown_hooks {
+            hook().await;
+        }
+        if let Some(durable) = &self.app.durable {
+            // What the actions reported while stopping is on disk before this
+            // returns.
+            durable.committer.flush().await;
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -694,7 +782,7 @@ impl Server {
         peer: SocketAddr,
     ) -> impl Future<Output = ()> + Send + 'static {
         let activity = Activity::new();
-        let service = Guarded::new(self.router.clone(), &self.limits, activity.clone());
+        let service = Tracked::new(self.router.clone(), activity.clone());
         let connection = self.http.serve_connection(TokioIo::new(stream), service);
         let keep_alive = self.limits.keep_alive();
         let idle = keep_alive.unwrap_or_default();

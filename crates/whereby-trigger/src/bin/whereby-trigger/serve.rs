@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 use whereby_trigger::actions::stdout::LineSink;
-use whereby_trigger::record::Durable;
 use whereby_trigger::rules::build::Actions;
 use whereby_trigger::rules::config::{Config, DEFAULT_LEASE, VerifyConfig};
 use whereby_trigger::rules::engine::Engine;
@@ -22,7 +21,7 @@ use whereby_trigger::webhook::{
     AssistantRequested, DEFAULT_TOLERANCE, EventType, RoomClientJoined, RoomClientLeft,
     RoomSessionEnded, RoomSessionStarted, SigningSecret,
 };
-use whereby_trigger::{DedupLimits, MemoryDedup, Trigger, TriggerBuilder, trigger};
+use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder, trigger};
 
 /// How long shutdown waits for `forward` deliveries in flight.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -161,7 +160,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_ids: args.dedup_max_ids,
         max_age: args.dedup_max_age,
     };
-    let dedup = Arc::new(MemoryDedup::new(dedup_limits));
     let store: Option<Arc<dyn Store>> = if args.ephemeral {
         None
     } else {
@@ -173,32 +171,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let store = SqliteStore::open(&dir)?;
         tracing::info!(path = %store.path().display(), "durable store");
         Some(Arc::new(store))
-    };
-    let durable = match &store {
-        Some(store) => {
-            let retention = Retention {
-                id_max_age_ms: millis(args.dedup_max_age),
-                room_idle_ms: millis(
-                    config
-                        .triggers
-                        .iter()
-                        .map(|t| t.lease)
-                        .max()
-                        .unwrap_or(DEFAULT_LEASE),
-                ),
-            };
-            let (durable, restored) = Durable::open(store.clone(), &dedup, &engine, retention)?;
-            tracing::info!(
-                ids = restored.ids,
-                claims = restored.claims,
-                rooms = restored.rooms,
-                pending = restored.pending,
-                dead = restored.dead,
-                "state restored"
-            );
-            Some(durable)
-        }
-        None => None,
     };
 
     let server = &config.server;
@@ -235,12 +207,23 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // header_timeout, body_timeout, max_header_bytes, max_connections,
         // request_deadline and keep_alive: the file's or the defaults (no flags).
         .limits(server.limits())
-        .dedup_store(dedup.clone());
+        .dedup_limits(dedup_limits);
     if let Some(subdomain) = args.subdomain.clone().or(server.subdomain.clone()) {
         builder = builder.default_subdomain(subdomain);
     }
-    if let Some(durable) = &durable {
-        builder = builder.durable(durable.clone());
+    if let Some(store) = store {
+        let retention = Retention {
+            id_max_age_ms: millis(args.dedup_max_age),
+            room_idle_ms: millis(
+                config
+                    .triggers
+                    .iter()
+                    .map(|t| t.lease)
+                    .max()
+                    .unwrap_or(DEFAULT_LEASE),
+            ),
+        };
+        builder = builder.store(store, retention);
     }
     // With a config file the engine is attached even without triggers, so that
     // a reload can add some.
@@ -269,7 +252,26 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let printer = stdout.clone();
     builder = builder.on_trigger(move |event| printer.write_line(event.to_json_line()));
+    // When the server stops: assistants are stopped and deliveries in flight
+    // drained (what they report is flushed with the store, after these), then
+    // every event is on stdout and in the recording before exiting.
+    let draining = actions.clone();
+    builder = builder.on_shutdown(move || async move { draining.shutdown(DRAIN).await });
+    builder = builder.on_shutdown(move || async move { stdout.flush_and_close().wait() });
+    if let Some(recorder) = recorder {
+        builder = builder.on_shutdown(move || async move { recorder.flush_and_close().wait() });
+    }
     let trigger = builder.build().context("invalid settings")?;
+    if let Some(restored) = trigger.restored() {
+        tracing::info!(
+            ids = restored.ids,
+            claims = restored.claims,
+            rooms = restored.rooms,
+            pending = restored.pending,
+            dead = restored.dead,
+            "state restored"
+        );
+    }
 
     let addr = SocketAddr::new(bind, port);
     let listener = TcpListener::bind(addr)
@@ -298,31 +300,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     #[cfg(not(unix))]
     let reloader: Option<tokio::task::JoinHandle<()>> = None;
-    let poller = match (&durable, &store) {
-        (Some(durable), Some(store)) => Some(durable.spawn_poller(
-            store.clone(),
-            engine.clone(),
-            trigger.parse_options().clone(),
-        )),
-        _ => None,
-    };
     trigger.serve(listener, shutdown).await?;
-    if let Some(poller) = poller {
-        poller.abort();
-    }
     if let Some(reloader) = reloader {
         reloader.abort();
-    }
-    actions.shutdown(DRAIN).await;
-    drop(actions);
-    if let Some(durable) = durable {
-        // What the actions reported while stopping is on disk before exiting.
-        durable.committer.flush().await;
-    }
-    // Every event is on stdout (and in the recording) before exiting.
-    stdout.flush_and_close().wait();
-    if let Some(recorder) = recorder {
-        recorder.flush_and_close().wait();
     }
     Ok(ExitCode::SUCCESS)
 }
