@@ -12,6 +12,7 @@ use crate::state::claims::ClaimHandle;
 use crate::state::room::RoomKey;
 
 mod delivery;
+#[cfg(feature = "forward")]
 pub mod forward;
 pub mod run;
 pub mod stdout;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::actions::Action;
+#[cfg(feature = "forward")]
 use crate::actions::forward::ForwardAction;
 use crate::actions::run::RunAction;
 use crate::actions::stdout::{LineSink, StdoutAction};
@@ -46,7 +47,6 @@ use crate::rules::engine::{Rule, RulePredicate};
 ///     [[trigger]]
 ///     name = "note-taker"
 ///     on = ["room.session.started", "assistant.requested"]
-///     when = 'data.subdomain == "acme"'
 ///     once_per = "session"
 ///     stop_on = ["room.session.ended"]
 ///     stdout = true
@@ -69,6 +69,7 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Actions {
+    #[cfg(feature = "forward")]
     client: reqwest::Client,
     stdout: LineSink,
     runs: Mutex<HashMap<Arc<str>, Arc<RunAction>>>,
@@ -76,6 +77,7 @@ pub struct Actions {
     retired_runs: Mutex<Vec<Arc<RunAction>>>,
     /// Current `forward` actions by trigger, and those a reload replaced while
     /// they still had deliveries in flight (drained on shutdown too).
+    #[cfg(feature = "forward")]
     forwards: Mutex<Forwards>,
     extra_actions: HashMap<String, Vec<Arc<dyn Action>>>,
     extra_predicates: HashMap<String, RulePredicate>,
@@ -89,6 +91,7 @@ impl std::fmt::Debug for Actions {
     }
 }
 
+#[cfg(feature = "forward")]
 #[derive(Default)]
 struct Forwards {
     current: HashMap<Arc<str>, Arc<ForwardAction>>,
@@ -110,10 +113,12 @@ impl Actions {
     pub fn new(stdout: LineSink) -> Self {
         Actions {
             // No redirects: a followed 301-303 would turn the POST into a GET.
+            #[cfg(feature = "forward")]
             client: ForwardAction::client().unwrap_or_default(),
             stdout,
             runs: Mutex::new(HashMap::new()),
             retired_runs: Mutex::new(Vec::new()),
+            #[cfg(feature = "forward")]
             forwards: Mutex::new(Forwards::default()),
             extra_actions: HashMap::new(),
             extra_predicates: HashMap::new(),
@@ -201,6 +206,7 @@ impl Actions {
             };
             rule = rule.action(run);
         }
+        #[cfg(feature = "forward")]
         if let Some(spec) = &trigger.forward {
             let forward = Arc::new(
                 ForwardAction::new(trigger.name.clone(), spec.clone(), self.client.clone())
@@ -239,6 +245,7 @@ impl Actions {
                 .iter()
                 .cloned(),
         );
+        #[cfg(feature = "forward")]
         let forwards: Vec<Arc<ForwardAction>> = {
             let forwards = self.forwards.lock().unwrap_or_else(|p| p.into_inner());
             forwards
@@ -253,11 +260,14 @@ impl Actions {
         for run in runs {
             stopping.spawn(async move { run.shutdown().await });
         }
+        #[cfg(feature = "forward")]
         for forward in forwards {
             stopping.spawn(async move {
                 forward.drain(drain).await;
             });
         }
+        #[cfg(not(feature = "forward"))]
+        let _ = drain;
         while stopping.join_next().await.is_some() {}
     }
 
@@ -267,12 +277,14 @@ impl Actions {
 }
 
 fn base_rule(trigger: &TriggerConfig) -> Rule {
-    let mut rule = Rule::new(trigger.name.clone(), trigger.on.iter().copied())
+    let rule = Rule::new(trigger.name.clone(), trigger.on.iter().copied())
         .once_per(trigger.once_per)
         .lease(trigger.lease)
         .stop_on(trigger.stop_on.iter().copied());
-    if let Some(when) = &trigger.when {
-        rule = rule.when_shared(when.clone());
-    }
+    #[cfg(feature = "cel")]
+    let rule = match &trigger.when {
+        Some(when) => rule.when_shared(when.clone()),
+        None => rule,
+    };
     rule
 }

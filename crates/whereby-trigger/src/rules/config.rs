@@ -18,10 +18,12 @@ use toml::Spanned;
 use whereby_webhook::room_url::check_subdomain;
 use whereby_webhook::{EventType, RoomUrlError};
 
+#[cfg(feature = "forward")]
 use crate::actions::forward::{DEFAULT_MAX_AGE, DEFAULT_MAX_ATTEMPTS, ForwardSpec, RetryPolicy};
 use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode};
 use crate::actions::template::Template;
 use crate::limits::Limits;
+#[cfg(feature = "cel")]
 use crate::rules::cel::When;
 use crate::state::claims::OncePer;
 use crate::units::{parse_duration, parse_size};
@@ -155,6 +157,7 @@ pub struct TriggerConfig {
     /// `on`: the event types that can fire it.
     pub on: Vec<EventType>,
     /// `when`, compiled.
+    #[cfg(feature = "cel")]
     pub when: Option<Arc<When>>,
     /// `once_per`
     pub once_per: OncePer,
@@ -165,6 +168,7 @@ pub struct TriggerConfig {
     /// `run`
     pub run: Option<RunSpec>,
     /// `forward`
+    #[cfg(feature = "forward")]
     pub forward: Option<ForwardSpec>,
     /// `stdout`
     pub stdout: bool,
@@ -297,6 +301,8 @@ struct RawRun {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+// Read (and refused, naming the feature) even in a build without `forward`.
+#[cfg_attr(not(feature = "forward"), allow(dead_code))]
 struct RawForward {
     url: String,
     timeout: Option<String>,
@@ -354,7 +360,6 @@ impl Config {
     /// [[trigger]]
     /// name = "note-taker"
     /// on = ["room.session.started"]
-    /// when = 'data.subdomain == "acme"'
     /// stdout = true
     /// "#;
     /// let env = |name: &str| (name == "SECRET").then(|| "whsec_x".to_owned());
@@ -450,6 +455,7 @@ impl Config {
                 t.line,
                 on.join(", ")
             ));
+            #[cfg(feature = "cel")]
             if let Some(when) = &t.when {
                 out.push_str(&format!("    when {}\n", when.source()));
             }
@@ -471,6 +477,7 @@ impl Config {
                     run.max_running
                 ));
             }
+            #[cfg(feature = "forward")]
             if let Some(forward) = &t.forward {
                 let headers: Vec<&str> = forward.headers.iter().map(|(k, _)| k.as_str()).collect();
                 out.push_str(&format!("    forward to {}", redact_url(&forward.url)));
@@ -508,6 +515,7 @@ fn trigger_at(text: &str, offset: usize) -> Option<String> {
 }
 
 /// A URL without its user-info part, which may hold a password.
+#[cfg(feature = "forward")]
 fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
@@ -748,20 +756,31 @@ fn trigger_config(
         run_spec(run.into_inner(), env, &mut fail)
     });
 
+    let has_forward = raw.forward.is_some();
+    #[cfg(feature = "forward")]
     let forward = raw.forward.and_then(|forward| {
         let forward_line = at(forward.span());
         let mut fail = |m: String| problems.push((forward_line, m));
         forward_spec(forward.into_inner(), env, &mut fail)
     });
+    #[cfg(not(feature = "forward"))]
+    if let Some(forward) = &raw.forward {
+        problems.push((at(forward.span()), missing_feature("forward", "forward")));
+    }
 
     let stdout = raw.stdout.unwrap_or(false);
-    if run.is_none() && forward.is_none() && !stdout {
+    if run.is_none() && !has_forward && !stdout {
         problems.push((
             line,
             "has no action: give it `run`, `forward` or `stdout = true`".to_owned(),
         ));
     }
 
+    #[cfg(not(feature = "cel"))]
+    if let Some(when) = &raw.when {
+        problems.push((lines.of(when.span().start), missing_feature("when", "cel")));
+    }
+    #[cfg(feature = "cel")]
     let when = raw.when.and_then(|when| {
         // A multi-line string drops the line break right after its opening
         // quotes, so its first line is the next one in the file.
@@ -783,14 +802,22 @@ fn trigger_config(
         name: Arc::from(raw.name.into_inner()),
         line,
         on,
+        #[cfg(feature = "cel")]
         when,
         once_per: raw.once_per.unwrap_or_default(),
         lease,
         stop_on,
         run,
+        #[cfg(feature = "forward")]
         forward,
         stdout,
     })
+}
+
+/// The error of a key whose cargo feature this build lacks.
+#[cfg(not(all(feature = "cel", feature = "forward")))]
+fn missing_feature(key: &str, feature: &str) -> String {
+    format!("{key}: needs whereby-trigger built with the `{feature}` feature")
 }
 
 fn run_spec(
@@ -835,6 +862,7 @@ fn run_spec(
     spec
 }
 
+#[cfg(feature = "forward")]
 fn forward_spec(
     forward: RawForward,
     env: &dyn Fn(&str) -> Option<String>,
@@ -944,7 +972,8 @@ pub fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
     Ok(out)
 }
 
-#[cfg(test)]
+// The examples use every key, `when` and `forward` included.
+#[cfg(all(test, feature = "cel", feature = "forward"))]
 mod tests {
     use super::*;
 
@@ -1434,5 +1463,29 @@ forward = { url = "ftp://x", headers = { X = "${NOPE}" } }
         // The variable's braces stay literal; the file's own placeholder works.
         assert_eq!(command[1].to_string(), "{{roomUrl}}");
         assert_eq!(command[2].to_string(), "{roomUrl}");
+    }
+}
+
+#[cfg(all(test, not(all(feature = "cel", feature = "forward"))))]
+mod without_features {
+    use super::*;
+
+    #[test]
+    fn keys_of_a_missing_feature_are_refused_naming_it() {
+        let toml = "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\n\
+                    when = 'true'\nforward = { url = \"http://127.0.0.1:1/\" }\n";
+        let errors = Config::from_toml(toml, &|_: &str| None).unwrap_err().errors;
+        let messages: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+        #[cfg(not(feature = "cel"))]
+        assert!(
+            messages.contains(&"when: needs whereby-trigger built with the `cel` feature"),
+            "{messages:?}"
+        );
+        #[cfg(not(feature = "forward"))]
+        assert!(
+            messages.contains(&"forward: needs whereby-trigger built with the `forward` feature"),
+            "{messages:?}"
+        );
+        assert!(errors.iter().all(|e| e.line.is_some()), "{errors:?}");
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use whereby_webhook::{EventType, WebhookEvent};
 
 use crate::actions::{Action, ActionEvent, ActionKind};
+#[cfg(feature = "cel")]
 use crate::rules::cel::{When, WhenInput};
 use crate::state::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
 use crate::state::room::{RoomKey, RoomView, Rooms};
@@ -26,6 +27,7 @@ pub type RulePredicate = Arc<dyn Fn(&WebhookEvent) -> bool + Send + Sync>;
 pub struct Rule {
     name: Arc<str>,
     on: Vec<EventType>,
+    #[cfg(feature = "cel")]
     when: Option<Arc<When>>,
     predicate: Option<RulePredicate>,
     once_per: OncePer,
@@ -36,11 +38,11 @@ pub struct Rule {
 
 impl fmt::Debug for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rule")
-            .field("name", &self.name)
-            .field("on", &self.on)
-            .field("when", &self.when.as_ref().map(|w| w.source()))
-            .field("once_per", &self.once_per)
+        let mut d = f.debug_struct("Rule");
+        d.field("name", &self.name).field("on", &self.on);
+        #[cfg(feature = "cel")]
+        d.field("when", &self.when.as_ref().map(|w| w.source()));
+        d.field("once_per", &self.once_per)
             .field("lease", &self.lease)
             .field("stop_on", &self.stop_on)
             .field(
@@ -58,6 +60,7 @@ impl Rule {
         Rule {
             name: name.into(),
             on: on.into_iter().collect(),
+            #[cfg(feature = "cel")]
             when: None,
             predicate: None,
             once_per: OncePer::Event,
@@ -73,12 +76,14 @@ impl Rule {
     }
 
     /// Sets the CEL condition.
+    #[cfg(feature = "cel")]
     pub fn when(mut self, when: When) -> Rule {
         self.when = Some(Arc::new(when));
         self
     }
 
     /// Sets a CEL condition shared with other rules (e.g. across reloads).
+    #[cfg(feature = "cel")]
     pub fn when_shared(mut self, when: Arc<When>) -> Rule {
         self.when = Some(when);
         self
@@ -384,8 +389,7 @@ impl Engine {
             decision.released.extend(released);
         }
 
-        // The webhook as JSON is only needed by `when`; convert it at most once.
-        let mut input: Option<WhenInput> = None;
+        let mut input = WhenCache::default();
         for rule in rules.iter().filter(|r| r.on.contains(&event_type)) {
             if let Some(reason) = self.mismatch(rule, event, raw, view.as_ref(), &mut input) {
                 decision.verdicts.push(Verdict::NotMatched {
@@ -429,7 +433,7 @@ impl Engine {
         event: &WebhookEvent,
         raw: &Bytes,
         room: Option<&RoomView>,
-        input: &mut Option<WhenInput>,
+        input: &mut WhenCache,
     ) -> Option<String> {
         if let Some(predicate) = &rule.predicate {
             let matched =
@@ -443,20 +447,36 @@ impl Engine {
                 }
             }
         }
-        let when = rule.when.as_ref()?;
-        let input = input.get_or_insert_with(|| {
-            let json = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
-            WhenInput::new(&json, room)
-        });
-        match when.eval(input) {
-            Ok(true) => None,
-            Ok(false) => Some("`when` is false".to_owned()),
-            Err(err) => {
-                tracing::warn!(trigger = %rule.name, id = event.id(), error = %err, "`when` failed; counted as false");
-                Some(format!("`when` failed: {err}"))
+        #[cfg(not(feature = "cel"))]
+        {
+            let _ = (raw, room, input);
+            None
+        }
+        #[cfg(feature = "cel")]
+        {
+            let when = rule.when.as_ref()?;
+            let input = input.input.get_or_insert_with(|| {
+                let json = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
+                WhenInput::new(&json, room)
+            });
+            match when.eval(input) {
+                Ok(true) => None,
+                Ok(false) => Some("`when` is false".to_owned()),
+                Err(err) => {
+                    tracing::warn!(trigger = %rule.name, id = event.id(), error = %err, "`when` failed; counted as false");
+                    Some(format!("`when` failed: {err}"))
+                }
             }
         }
     }
+}
+
+/// What `when` sees of one event: the webhook as JSON is only needed there, so
+/// it is converted at most once, for the first rule that has a `when`.
+#[derive(Default)]
+struct WhenCache {
+    #[cfg(feature = "cel")]
+    input: Option<WhenInput>,
 }
 
 #[cfg(test)]
@@ -578,6 +598,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "cel")]
     #[test]
     fn when_sees_the_folded_room_and_failures_are_false() {
         let rule = Rule::new("second-joiner", [EventType::RoomClientJoined])

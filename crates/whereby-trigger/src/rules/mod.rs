@@ -5,6 +5,7 @@
 //! [`engine`] ties them together; [`config`] reads the TOML file.
 
 pub mod build;
+#[cfg(feature = "cel")]
 pub mod cel;
 pub mod config;
 pub mod engine;

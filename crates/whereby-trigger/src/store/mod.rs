@@ -13,10 +13,12 @@ use std::fmt;
 
 mod commit;
 pub mod outbox;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub(crate) use commit::sync_failed;
 pub use commit::{Committer, PendingCommit, Retention};
+#[cfg(feature = "sqlite")]
 pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
 
 pub use crate::util::now_ms;
