@@ -1,4 +1,5 @@
-//! Reading `createdAt`: RFC 3339 / ISO 8601 timestamps as Whereby sends them.
+//! Reading and writing `createdAt`: RFC 3339 / ISO 8601 timestamps as Whereby
+//! sends them.
 
 /// Milliseconds since the Unix epoch of an RFC 3339 timestamp such as
 /// `2026-11-02T09:00:03.120Z` or `2026-11-02T10:00:03+01:00`; `None` when `text`
@@ -92,6 +93,42 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// An instant in milliseconds since the Unix epoch as Whereby writes
+/// `createdAt`: `2026-11-02T09:00:03.120Z` (UTC, milliseconds); what
+/// [`parse_rfc3339_millis`] reads back.
+///
+/// ```
+/// use whereby_webhook::time::{format_rfc3339_millis, parse_rfc3339_millis};
+/// assert_eq!(format_rfc3339_millis(1_793_610_003_120), "2026-11-02T09:00:03.120Z");
+/// assert_eq!(parse_rfc3339_millis(&format_rfc3339_millis(42)), Some(42));
+/// ```
+pub fn format_rfc3339_millis(millis: i64) -> String {
+    let secs = millis.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        millis.rem_euclid(1000)
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian: Howard
+/// Hinnant's `civil_from_days`, the inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,28 +182,27 @@ mod tests {
 
         #[test]
         fn order_follows_the_clock(a in 0i64..4_000_000_000_000, b in 0i64..4_000_000_000_000) {
-            let fmt = |ms: i64| {
-                let secs = ms / 1000;
-                let days = secs / 86_400;
-                let rem = secs % 86_400;
-                let (y, m, d) = civil(days);
-                format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
-            };
+            let fmt = format_rfc3339_millis;
             prop_assert_eq!(parse_rfc3339_millis(&fmt(a)), Some(a));
             prop_assert_eq!(parse_rfc3339_millis(&fmt(a)) < parse_rfc3339_millis(&fmt(b)), a < b);
         }
     }
 
-    /// Days since the epoch to a civil date, for the round-trip property.
-    fn civil(days: i64) -> (i64, i64, i64) {
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        (yoe + era * 400 + i64::from(m <= 2), m, d)
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(format_rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_millis(1_611_246_599_681),
+            "2021-01-21T16:29:59.681Z"
+        );
+        assert_eq!(
+            format_rfc3339_millis(1_709_164_800_123),
+            "2024-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            format_rfc3339_millis(1_704_067_199_999),
+            "2023-12-31T23:59:59.999Z"
+        );
+        assert_eq!(format_rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 }

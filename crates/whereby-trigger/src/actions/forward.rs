@@ -490,7 +490,7 @@ fn key_header(key: &str) -> HeaderValue {
 
 /// `url` without what may be a secret: a password, or a query that may carry
 /// a token.
-fn redact_url(url: &Url) -> String {
+pub(crate) fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some("redacted"));

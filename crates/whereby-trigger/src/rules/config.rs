@@ -514,16 +514,13 @@ fn trigger_at(text: &str, offset: usize) -> Option<String> {
     Some(trigger.get("name")?.as_str()?.to_owned())
 }
 
-/// A URL without its user-info part, which may hold a password.
+/// A URL as `check` may show it: without a password or a query, which may
+/// hold secrets (as the `forward` action logs it).
 #[cfg(feature = "forward")]
 fn redact_url(url: &str) -> String {
     match reqwest::Url::parse(url) {
-        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
-            let _ = parsed.set_username("");
-            let _ = parsed.set_password(None);
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
+        Ok(parsed) => crate::actions::forward::redact_url(&parsed),
+        Err(_) => "(not a URL)".to_owned(),
     }
 }
 

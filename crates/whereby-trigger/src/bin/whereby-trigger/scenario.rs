@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::{Map, Value, json};
 use whereby_trigger::webhook::sample;
+use whereby_trigger::webhook::time::format_rfc3339_millis;
 
 /// A scenario `send --scenario` can play.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -180,7 +181,9 @@ pub(crate) fn build(scenario: Scenario, settings: &Settings) -> anyhow::Result<V
         let id = hex_id(&mut ids);
         let created_at = settings.start_millis + step_millis * index as u64;
         webhook["id"] = json!(id);
-        webhook["createdAt"] = json!(iso8601_millis(created_at));
+        webhook["createdAt"] = json!(format_rfc3339_millis(
+            i64::try_from(created_at).unwrap_or(i64::MAX),
+        ));
         let data = webhook["data"]
             .as_object_mut()
             .with_context(|| format!("the {event_type} sample has no data object"))?;
@@ -280,35 +283,6 @@ fn uuid(rng: &mut SplitMix64) -> String {
         lo >> 48,
         lo & 0xffff_ffff_ffff
     )
-}
-
-/// Milliseconds since the Unix epoch as `2026-11-02T09:00:03.120Z`.
-pub(crate) fn iso8601_millis(millis: u64) -> String {
-    let secs = millis / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        millis % 1000
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Sebastiano Vigna's SplitMix64: a tiny, well-mixed generator. Enough for
@@ -647,22 +621,5 @@ mod tests {
         sorted.sort_unstable();
         assert_eq!(sorted, delivery_order(8, 1, None));
         assert_ne!(shuffled, sorted);
-    }
-
-    #[test]
-    fn civil_dates_and_timestamps() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(iso8601_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            iso8601_millis(1_793_610_003_120),
-            "2026-11-02T09:00:03.120Z"
-        );
-        for millis in [0, 999, 1_000, 1_709_164_799_999, 1_793_610_003_120] {
-            assert_eq!(
-                parse_rfc3339_millis(&iso8601_millis(millis)),
-                Some(i64::try_from(millis).unwrap())
-            );
-        }
     }
 }

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Map, Value, json};
 use whereby_trigger::units::parse_duration;
+use whereby_trigger::webhook::time::format_rfc3339_millis;
 use whereby_trigger::webhook::{SIGNATURE_HEADER, SigningSecret, sample, unix_now};
 
 // Declared here rather than in main.rs, so `send` stays one self-contained
@@ -385,21 +386,12 @@ fn iso8601_now() -> String {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    scenario::iso8601_millis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    format_rfc3339_millis(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        use scenario::civil_from_days;
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_758), (2026, 11, 1));
-    }
 
     #[test]
     fn set_path_creates_and_overwrites() {
