@@ -74,11 +74,11 @@ impl Serialize for TriggerEvent {
 }
 
 /// A callback run for every trigger event, on the request's task.
-pub type Callback = Arc<dyn Fn(&TriggerEvent) + Send + Sync + 'static>;
+pub(crate) type Callback = Arc<dyn Fn(&TriggerEvent) + Send + Sync + 'static>;
 
 /// Fans trigger events out to subscribers and callbacks.
 #[derive(Default)]
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     subscribers: Mutex<Vec<mpsc::UnboundedSender<TriggerEvent>>>,
     callbacks: Vec<Callback>,
 }
@@ -98,7 +98,7 @@ impl Dispatcher {
     }
 
     /// A new stream that receives every event dispatched from now on.
-    pub fn subscribe(&self) -> TriggerEvents {
+    pub(crate) fn subscribe(&self) -> TriggerEvents {
         // Unbounded on purpose: an event whose delivery was answered 2xx must not
         // be dropped because a consumer is slow, and blocking the request on a
         // consumer would make Whereby time out and retry.
@@ -109,7 +109,7 @@ impl Dispatcher {
 
     /// Delivers `event` to every live subscriber and every callback. Never awaits,
     /// so a cancelled request cannot deliver half an event.
-    pub fn dispatch(&self, event: &TriggerEvent) {
+    pub(crate) fn dispatch(&self, event: &TriggerEvent) {
         {
             let mut subscribers = self.lock();
             subscribers.retain(|tx| tx.send(event.clone()).is_ok());
@@ -123,7 +123,7 @@ impl Dispatcher {
     }
 
     /// Ends every subscriber's stream, once the server has drained.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.lock().clear();
     }
 

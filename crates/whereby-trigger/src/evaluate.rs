@@ -27,7 +27,7 @@ enum Predicate {
 
 /// What the rules decided about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// The predicate returned `true`: start an assistant.
     Matched,
     /// The predicate returned `false`, or none is registered for the type.
@@ -68,7 +68,7 @@ pub enum EvaluateError {
 
 /// The predicates of a Trigger, one slot per evaluated type.
 #[derive(Default)]
-pub struct Predicates {
+pub(crate) struct Predicates {
     slots: [Option<Predicate>; 5],
 }
 
@@ -87,7 +87,7 @@ impl std::fmt::Debug for Predicates {
 
 impl Predicates {
     /// Registers a fallible synchronous predicate for `E`, replacing any earlier one.
-    pub fn set_sync<E, F>(&mut self, predicate: F)
+    pub(crate) fn set_sync<E, F>(&mut self, predicate: F)
     where
         E: TypedWebhook,
         F: Fn(&E) -> Result<bool, BoxError> + Send + Sync + 'static,
@@ -100,7 +100,7 @@ impl Predicates {
 
     /// Registers a fallible asynchronous predicate for `E`, replacing any earlier one.
     /// It receives its own copy of the webhook, as it may outlive the request.
-    pub fn set_async<E, F, Fut>(&mut self, predicate: F)
+    pub(crate) fn set_async<E, F, Fut>(&mut self, predicate: F)
     where
         E: TypedWebhook,
         F: Fn(E) -> Fut + Send + Sync + 'static,
@@ -115,16 +115,11 @@ impl Predicates {
             )));
     }
 
-    /// Whether a predicate is registered for `event_type`.
-    pub fn has(&self, event_type: EventType) -> bool {
-        self.slots[event_type.index()].is_some()
-    }
-
     /// Evaluates `event` with its type's predicate.
     ///
     /// # Errors
     /// An [`EvaluateError`] when the predicate failed, panicked or overran `timeout`.
-    pub async fn evaluate(
+    pub(crate) async fn evaluate(
         &self,
         event: &WebhookEvent,
         timeout: Duration,

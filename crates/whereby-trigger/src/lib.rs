@@ -108,7 +108,7 @@ pub use whereby_webhook as webhook;
 pub use deduplicate::{DedupLimits, Deduplicate, IdStatus, MemoryDedup, Reservation};
 pub use dispatch::{TriggerEvent, TriggerEvents};
 pub use error::Rejection;
-pub use evaluate::{Decision, EvaluateError};
+pub use evaluate::EvaluateError;
 pub use receive::Outcome;
 pub use trigger::{ConfigError, ServeError, Trigger, TriggerBuilder, TriggerHandle};
 pub use util::BoxError;

@@ -11,7 +11,7 @@ use whereby_webhook::{SignatureError, SigningSecret, Verifier};
 
 /// How deliveries are authenticated.
 #[derive(Debug, Clone)]
-pub enum SignaturePolicy {
+pub(crate) enum SignaturePolicy {
     /// Every delivery must carry a valid `Whereby-Signature`.
     Required(Verifier),
     /// No secret is configured: deliveries are accepted unsigned.
@@ -35,7 +35,7 @@ impl SignaturePolicy {
     ///
     /// # Errors
     /// The [`SignatureError`] of a delivery that must be refused.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         header: Option<&[u8]>,
         body: Bytes,
@@ -76,7 +76,7 @@ impl Verification {
     ///
     /// # Errors
     /// The [`SignatureError`] of a delivery that must be refused.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         header: Option<&[u8]>,
         body: Bytes,
