@@ -1,4 +1,4 @@
-//! The Trigger: its builder, the server it runs, and the handle that stops it.
+//! [`TriggerBuilder`]: every setting, checked by [`TriggerBuilder::build`].
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -6,42 +6,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use whereby_webhook::{
     BaseDomain, DEFAULT_TOLERANCE, InvalidBaseDomain, ParseOptions, RoomUrlError, SigningSecret,
     TypedWebhook, Verifier,
 };
 
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
-use crate::dispatch::{Dispatcher, TriggerEvent, TriggerEvents};
+use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::evaluate::Predicates;
-use crate::limits::{Activity, Limits, Tracked};
+use crate::limits::Limits;
 use crate::parse::{ParsedWebhook, Parser};
-use crate::receive::{App, HEALTH_PATH, WebhookObserver, router};
-use crate::record::{Durable, Restored};
+use crate::receive::{App, HEALTH_PATH, WebhookObserver};
+use crate::record::Durable;
 use crate::rules::engine::Engine;
 use crate::store::{Retention, Store, StoreError};
 use crate::util::BoxError;
 use crate::verify::{SignaturePolicy, Verification};
 
-/// Default listening port, as in the Node SDK.
-pub const DEFAULT_PORT: u16 = 8080;
-/// Default largest accepted body: Whereby's payloads are well under 4 KiB.
-pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-/// Default time a predicate may take: below Whereby's 5-second delivery timeout,
-/// so a slow predicate gets a 503 (and a retry) rather than a silent time-out.
-pub const DEFAULT_PREDICATE_TIMEOUT: Duration = Duration::from_secs(4);
-/// How long the accept loop waits after an error such as a full file table,
-/// before it tries again (connections being served meanwhile go on).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+use super::{DEFAULT_MAX_BODY, DEFAULT_PORT, DEFAULT_PREDICATE_TIMEOUT, ShutdownHook, Trigger};
 
 /// A setting the builder cannot accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,25 +57,6 @@ pub enum ConfigError {
     Store(StoreError),
 }
 
-/// Why the server could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The operating system's reason.
-        source: std::io::Error,
-    },
-    /// The listening socket failed (its address could not be read).
-    #[error("the server failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// The server task panicked or was aborted.
-    #[error("the server task ended abnormally: {0}")]
-    Task(#[from] tokio::task::JoinError),
-}
-
 /// Configures a [`Trigger`]: where it listens, how it verifies, and which
 /// predicates decide.
 #[must_use]
@@ -118,9 +81,6 @@ pub struct TriggerBuilder {
     store: Option<(Arc<dyn Store>, Retention)>,
     shutdown_hooks: Vec<ShutdownHook>,
 }
-
-/// Work to do when the server stops, after its last request is answered.
-type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 impl Default for TriggerBuilder {
     fn default() -> Self {
@@ -498,337 +458,4 @@ impl TriggerBuilder {
             }),
         })
     }
-}
-
-/// A configured Trigger, ready to serve.
-///
-/// ```no_run
-/// use whereby_trigger::Trigger;
-/// use whereby_trigger::webhook::RoomClientJoined;
-///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let trigger = Trigger::builder()
-///     .secret(std::env::var("WHEREBY_WEBHOOK_SECRET")?)
-///     .on(|e: &RoomClientJoined| e.data.num_clients == Some(1))
-///     .build()?;
-/// let mut events = trigger.subscribe();
-/// let handle = trigger.start().await?;
-/// while let Some(event) = events.recv().await {
-///     println!("start an assistant in {}", event.room_url);
-/// }
-/// # handle.shutdown().await?;
-/// # Ok(()) }
-/// ```
-pub struct Trigger {
-    addr: SocketAddr,
-    path: String,
-    limits: Limits,
-    restored: Option<Restored>,
-    shutdown_hooks: Vec<ShutdownHook>,
-    app: Arc<App>,
-}
-
-impl std::fmt::Debug for Trigger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trigger")
-            .field("addr", &self.addr)
-            .field("path", &self.path)
-            .field("limits", &self.limits)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Trigger {
-    /// A builder with the defaults: port 8080 on all interfaces, path `/`, no
-    /// secret, 300 s tolerance, `whereby.com`, 64 KiB bodies, 4 s predicates.
-    pub fn builder() -> TriggerBuilder {
-        TriggerBuilder::default()
-    }
-
-    /// A stream of every trigger event from now on. Subscribe before starting to
-    /// miss none.
-    pub fn subscribe(&self) -> TriggerEvents {
-        self.app.dispatcher.subscribe()
-    }
-
-    /// What [`TriggerBuilder::store`] read back at build, if it was given.
-    pub fn restored(&self) -> Option<Restored> {
-        self.restored
-    }
-
-    /// The options webhooks are parsed with (the default subdomain), e.g. to
-    /// read stored webhooks back as the server reads new ones.
-    pub fn parse_options(&self) -> &ParseOptions {
-        self.app.parser.options()
-    }
-
-    /// The handle on this Trigger's signature policy: replace its secrets while
-    /// it runs (a rotation) with [`Verification::replace_secrets`].
-    pub fn verification(&self) -> Verification {
-        self.app.policy.clone()
-    }
-
-    /// The axum router, to mount in an existing application
-    /// (`app.nest_service("/whereby", trigger.router())` or `merge`). It serves the
-    /// webhook path and `/healthz`, with the per-request [`Limits`]: a body
-    /// slower than `body_read_timeout` is answered 408, a request not answered
-    /// within `request_deadline` 503, and a panic while handling one 500. The
-    /// per-connection limits (head timeout and size, connections, keep-alive)
-    /// belong to the server: [`Trigger::serve`]'s, or the application's own.
-    pub fn router(&self) -> Router {
-        self.warn_if_unsigned();
-        crate::limits::guard(router(self.app.clone(), &self.path), &self.limits)
-    }
-
-    /// Binds the configured address and serves in the background.
-    ///
-    /// # Errors
-    /// [`ServeError::Bind`] when the address cannot be bound.
-    pub async fn start(self) -> Result<TriggerHandle, ServeError> {
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: self.addr,
-                source,
-            })?;
-        let local_addr = listener.local_addr()?;
-        let dispatcher = self.app.dispatcher.clone();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(self.serve(listener, stop.clone().cancelled_owned()));
-        Ok(TriggerHandle {
-            local_addr,
-            dispatcher,
-            stop,
-            task,
-        })
-    }
-
-    /// Serves on `listener` until `shutdown` completes, then stops accepting,
-    /// finishes the requests in flight, and ends every event stream.
-    ///
-    /// The whole server's life is here: with a [store](TriggerBuilder::store)
-    /// and rules, queued deliveries are resumed as it starts (and polled for
-    /// every second); when it stops, the [shutdown hooks](TriggerBuilder::on_shutdown)
-    /// run in order and the store is flushed, so that what was answered 2xx and
-    /// what the actions reported is on disk when this returns.
-    ///
-    /// Each connection is served by hyper with the [`Limits`] of the builder;
-    /// draining is bounded by them too: a request in flight is answered within
-    /// the request deadline, and a connection still sending a head is cut off by
-    /// the header timer. Idle connections are closed at once.
-    ///
-    /// # Errors
-    /// None at present: an accept error (a full file table, say) is logged and
-    /// retried while the connections already open are served.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        let dispatcher = self.app.dispatcher.clone();
-        let router = self.router();
-        // Resumed actions look their rules up, so the poller starts with the
-        // server, not at build.
-        let poller = match (&self.app.durable, &self.app.engine) {
-            (Some(durable), Some(engine)) => {
-                Some(durable.spawn_poller(engine.clone(), self.app.parser.options().clone()))
-            }
-            _ => None,
-        };
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
-        }
-        let server = Server {
-            http: self.limits.http1(),
-            limits: self.limits,
-            router,
-            stop: CancellationToken::new(),
-            connections: TaskTracker::new(),
-        };
-        server.accept_until(&listener, shutdown).await;
-        // Nothing new gets in from here on, then every open connection is told
-        // to finish what it is doing and close.
-        drop(listener);
-        server.stop.cancel();
-        server.connections.close();
-        server.connections.wait().await;
-        dispatcher.close();
-        if let Some(poller) = poller {
-            poller.abort();
-        }
-        for hook in self.shutdown_hooks {
-            hook().await;
-        }
-        if let Some(durable) = &self.app.durable {
-            // What the actions reported while stopping is on disk before this
-            // returns.
-            durable.committer.flush().await;
-        }
-        tracing::info!("stopped");
-        Ok(())
-    }
-
-    fn warn_if_unsigned(&self) {
-        if self.app.policy.is_unsigned() {
-            tracing::warn!(
-                "no signing secret configured: unsigned webhooks are accepted, so anyone who \
-                 can reach this server can start assistants"
-            );
-        }
-    }
-}
-
-/// A running Trigger.
-///
-/// Dropping the handle leaves the server running; call
-/// [`TriggerHandle::shutdown`] to stop it.
-#[derive(Debug)]
-pub struct TriggerHandle {
-    local_addr: SocketAddr,
-    dispatcher: Arc<Dispatcher>,
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), ServeError>>,
-}
-
-impl TriggerHandle {
-    /// The address the server is bound to (with the real port when 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// A stream of every trigger event from now on.
-    pub fn subscribe(&self) -> TriggerEvents {
-        self.dispatcher.subscribe()
-    }
-
-    /// Stops accepting connections, waits for the requests in flight to be
-    /// answered, then ends every event stream.
-    ///
-    /// # Errors
-    /// The error the server stopped with, if any.
-    pub async fn shutdown(self) -> Result<(), ServeError> {
-        self.stop.cancel();
-        self.task.await?
-    }
-}
-
-/// The accept loop, and what each connection it starts needs.
-struct Server {
-    http: http1::Builder,
-    limits: Limits,
-    router: Router,
-    /// Cancelled when the server stops: every connection then closes as soon
-    /// as it has no request in progress.
-    stop: CancellationToken,
-    /// Every connection task, so that stopping can wait for the last one.
-    connections: TaskTracker,
-}
-
-impl Server {
-    /// Accepts connections until `shutdown` completes, serving at most
-    /// `max_connections` at once.
-    async fn accept_until(&self, listener: &TcpListener, shutdown: impl Future<Output = ()>) {
-        // A slot is taken before accepting, not after: beyond the cap, new
-        // connections stay in the kernel's listen backlog, delayed rather than
-        // refused, at no cost to the server, and are taken in order as
-        // connections end (the header and idle timers see that they do).
-        let slots = Arc::new(Semaphore::new(
-            self.limits.max_connections.min(Semaphore::MAX_PERMITS),
-        ));
-        tokio::pin!(shutdown);
-        loop {
-            let slot = tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                slot = slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_closed) => return,
-                },
-            };
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    // The client gave up before it was accepted.
-                    Err(err) if is_connection_error(&err) => continue,
-                    // Out of file descriptors or memory: wait for connections
-                    // to end rather than stop serving.
-                    Err(err) => {
-                        tracing::error!(error = %err, "cannot accept a connection; retrying");
-                        tokio::select! {
-                            () = &mut shutdown => return,
-                            () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                        }
-                    }
-                },
-            };
-            // Answers are one small write; without Nagle they leave at once.
-            let _ = stream.set_nodelay(true);
-            let connection = self.connection(stream, peer);
-            self.connections.spawn(async move {
-                let _slot = slot;
-                connection.await;
-            });
-        }
-    }
-
-    /// Serves one connection until it closes: on the server's stop, or after
-    /// `keep_alive_idle` without a request, it is told to finish the request
-    /// in progress (if any) and close.
-    fn connection(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let activity = Activity::new();
-        let service = Tracked::new(self.router.clone(), activity.clone());
-        let connection = self.http.serve_connection(TokioIo::new(stream), service);
-        let keep_alive = self.limits.keep_alive();
-        let idle = keep_alive.unwrap_or_default();
-        let stop = self.stop.clone();
-        async move {
-            tokio::pin!(connection);
-            let watchdog = tokio::time::sleep(idle);
-            tokio::pin!(watchdog);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    served = connection.as_mut() => {
-                        if let Err(err) = served {
-                            // Timed-out heads, oversized heads, clients gone: the
-                            // client's problem, and under attack a flood.
-                            tracing::debug!(%peer, error = %err, "connection ended");
-                        }
-                        return;
-                    }
-                    () = stop.cancelled(), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    () = &mut watchdog, if !closing && keep_alive.is_some() => {
-                        match activity.idle_deadline(idle) {
-                            Some(at) if at <= Instant::now() => {
-                                tracing::debug!(%peer, "closing an idle connection");
-                                closing = true;
-                                connection.as_mut().graceful_shutdown();
-                            }
-                            Some(at) => watchdog.as_mut().reset(at),
-                            None => watchdog.as_mut().reset(Instant::now() + idle),
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// An accept error that concerns one client only, not the listener.
-fn is_connection_error(err: &std::io::Error) -> bool {
-    matches!(
-        err.kind(),
-        std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::ConnectionReset
-    )
 }

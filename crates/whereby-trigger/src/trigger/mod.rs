@@ -1,0 +1,262 @@
+//! The Trigger: its [builder](TriggerBuilder), the server it runs, and the
+//! handle that stops it.
+//!
+//! `builder.rs` validates the settings and assembles the pipeline's shared
+//! state; this file is the [`Trigger`]'s life (serve, start, shutdown order);
+//! `accept.rs` is the accept loop and the per-connection limits.
+
+mod accept;
+mod builder;
+
+pub use builder::{ConfigError, TriggerBuilder};
+
+use accept::Server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use whereby_webhook::ParseOptions;
+
+use crate::dispatch::{Dispatcher, TriggerEvents};
+use crate::limits::Limits;
+use crate::receive::{App, router};
+use crate::record::Restored;
+use crate::verify::Verification;
+
+/// Default listening port, as in the Node SDK.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Default largest accepted body: Whereby's payloads are well under 4 KiB.
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Default time a predicate may take: below Whereby's 5-second delivery timeout,
+/// so a slow predicate gets a 503 (and a retry) rather than a silent time-out.
+pub const DEFAULT_PREDICATE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Work to do when the server stops, after its last request is answered.
+type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listening socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The listening socket failed (its address could not be read).
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server task panicked or was aborted.
+    #[error("the server task ended abnormally: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// A configured Trigger, ready to serve.
+///
+/// ```no_run
+/// use whereby_trigger::Trigger;
+/// use whereby_trigger::webhook::RoomClientJoined;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let trigger = Trigger::builder()
+///     .secret(std::env::var("WHEREBY_WEBHOOK_SECRET")?)
+///     .on(|e: &RoomClientJoined| e.data.num_clients == Some(1))
+///     .build()?;
+/// let mut events = trigger.subscribe();
+/// let handle = trigger.start().await?;
+/// while let Some(event) = events.recv().await {
+///     println!("start an assistant in {}", event.room_url);
+/// }
+/// # handle.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct Trigger {
+    addr: SocketAddr,
+    path: String,
+    limits: Limits,
+    restored: Option<Restored>,
+    shutdown_hooks: Vec<ShutdownHook>,
+    app: Arc<App>,
+}
+
+impl std::fmt::Debug for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trigger")
+            .field("addr", &self.addr)
+            .field("path", &self.path)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trigger {
+    /// A builder with the defaults: port 8080 on all interfaces, path `/`, no
+    /// secret, 300 s tolerance, `whereby.com`, 64 KiB bodies, 4 s predicates.
+    pub fn builder() -> TriggerBuilder {
+        TriggerBuilder::default()
+    }
+
+    /// A stream of every trigger event from now on. Subscribe before starting to
+    /// miss none.
+    pub fn subscribe(&self) -> TriggerEvents {
+        self.app.dispatcher.subscribe()
+    }
+
+    /// What [`TriggerBuilder::store`] read back at build, if it was given.
+    pub fn restored(&self) -> Option<Restored> {
+        self.restored
+    }
+
+    /// The options webhooks are parsed with (the default subdomain), e.g. to
+    /// read stored webhooks back as the server reads new ones.
+    pub fn parse_options(&self) -> &ParseOptions {
+        self.app.parser.options()
+    }
+
+    /// The handle on this Trigger's signature policy: replace its secrets while
+    /// it runs (a rotation) with [`Verification::replace_secrets`].
+    pub fn verification(&self) -> Verification {
+        self.app.policy.clone()
+    }
+
+    /// The axum router, to mount in an existing application
+    /// (`app.nest_service("/whereby", trigger.router())` or `merge`). It serves the
+    /// webhook path and `/healthz`, with the per-request [`Limits`]: a body
+    /// slower than `body_read_timeout` is answered 408, a request not answered
+    /// within `request_deadline` 503, and a panic while handling one 500. The
+    /// per-connection limits (head timeout and size, connections, keep-alive)
+    /// belong to the server: [`Trigger::serve`]'s, or the application's own.
+    pub fn router(&self) -> Router {
+        self.warn_if_unsigned();
+        crate::limits::guard(router(self.app.clone(), &self.path), &self.limits)
+    }
+
+    /// Binds the configured address and serves in the background.
+    ///
+    /// # Errors
+    /// [`ServeError::Bind`] when the address cannot be bound.
+    pub async fn start(self) -> Result<TriggerHandle, ServeError> {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: self.addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr()?;
+        let dispatcher = self.app.dispatcher.clone();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(self.serve(listener, stop.clone().cancelled_owned()));
+        Ok(TriggerHandle {
+            local_addr,
+            dispatcher,
+            stop,
+            task,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then stops accepting,
+    /// finishes the requests in flight, and ends every event stream.
+    ///
+    /// The whole server's life is here: with a [store](TriggerBuilder::store)
+    /// and rules, queued deliveries are resumed as it starts (and polled for
+    /// every second); when it stops, the [shutdown hooks](TriggerBuilder::on_shutdown)
+    /// run in order and the store is flushed, so that what was answered 2xx and
+    /// what the actions reported is on disk when this returns.
+    ///
+    /// Each connection is served by hyper with the [`Limits`] of the builder;
+    /// draining is bounded by them too: a request in flight is answered within
+    /// the request deadline, and a connection still sending a head is cut off by
+    /// the header timer. Idle connections are closed at once.
+    ///
+    /// # Errors
+    /// None at present: an accept error (a full file table, say) is logged and
+    /// retried while the connections already open are served.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let dispatcher = self.app.dispatcher.clone();
+        let router = self.router();
+        // Resumed actions look their rules up, so the poller starts with the
+        // server, not at build.
+        let poller = match (&self.app.durable, &self.app.engine) {
+            (Some(durable), Some(engine)) => {
+                Some(durable.spawn_poller(engine.clone(), self.app.parser.options().clone()))
+            }
+            _ => None,
+        };
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
+        }
+        Server::new(self.limits, router)
+            .run(listener, shutdown)
+            .await;
+        dispatcher.close();
+        if let Some(poller) = poller {
+            poller.abort();
+        }
+        for hook in self.shutdown_hooks {
+            hook().await;
+        }
+        if let Some(durable) = &self.app.durable {
+            // What the actions reported while stopping is on disk before this
+            // returns.
+            durable.committer.flush().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    fn warn_if_unsigned(&self) {
+        if self.app.policy.is_unsigned() {
+            tracing::warn!(
+                "no signing secret configured: unsigned webhooks are accepted, so anyone who \
+                 can reach this server can start assistants"
+            );
+        }
+    }
+}
+
+/// A running Trigger.
+///
+/// Dropping the handle leaves the server running; call
+/// [`TriggerHandle::shutdown`] to stop it.
+#[derive(Debug)]
+pub struct TriggerHandle {
+    local_addr: SocketAddr,
+    dispatcher: Arc<Dispatcher>,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl TriggerHandle {
+    /// The address the server is bound to (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A stream of every trigger event from now on.
+    pub fn subscribe(&self) -> TriggerEvents {
+        self.dispatcher.subscribe()
+    }
+
+    /// Stops accepting connections, waits for the requests in flight to be
+    /// answered, then ends every event stream.
+    ///
+    /// # Errors
+    /// The error the server stopped with, if any.
+    pub async fn shutdown(self) -> Result<(), ServeError> {
+        self.stop.cancel();
+        self.task.await?
+    }
+}
