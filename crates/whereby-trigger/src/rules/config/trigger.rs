@@ -1,0 +1,261 @@
+//! `[[trigger]]`: events, `when`, `once_per`, `stop_on` and the actions.
+
+use super::*;
+
+/// One `[[trigger]]`, validated and compiled.
+#[derive(Debug)]
+pub struct TriggerConfig {
+    /// `name`, unique.
+    pub name: Arc<str>,
+    /// Line of the trigger's `name` in the file.
+    pub line: usize,
+    /// `on`: the event types that can fire it.
+    pub on: Vec<EventType>,
+    /// `when`, compiled.
+    #[cfg(feature = "cel")]
+    pub when: Option<Arc<When>>,
+    /// `once_per`
+    pub once_per: OncePer,
+    /// `lease`
+    pub lease: Duration,
+    /// `stop_on`
+    pub stop_on: Vec<EventType>,
+    /// `run`
+    pub run: Option<RunSpec>,
+    /// `forward`
+    #[cfg(feature = "forward")]
+    pub forward: Option<ForwardSpec>,
+    /// `stdout`
+    pub stdout: bool,
+}
+
+/// Validates one trigger; problems are `(line, message)` pairs, each on the
+/// line of the key at fault.
+pub(super) fn trigger_config(
+    raw: RawTrigger,
+    line: usize,
+    lines: &Lines<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<(usize, String)>,
+) -> Option<TriggerConfig> {
+    let start = problems.len();
+    let at = |span: std::ops::Range<usize>| lines.of(span.start);
+    let name = raw.name.get_ref();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        problems.push((
+            line,
+            "name: use letters, digits, '-', '_' and '.' only".to_owned(),
+        ));
+    }
+    let on_line = at(raw.on.span());
+    let on = event_types("on", raw.on.get_ref(), &mut |m| problems.push((on_line, m)));
+    if raw.on.get_ref().is_empty() {
+        problems.push((on_line, "on: list at least one event type".to_owned()));
+    }
+    let stop_on = raw.stop_on.map_or_else(Vec::new, |stop_on| {
+        let stop_line = at(stop_on.span());
+        event_types("stop_on", stop_on.get_ref(), &mut |m| {
+            problems.push((stop_line, m));
+        })
+    });
+    let lease = match &raw.lease {
+        Some(lease) => {
+            let lease_line = at(lease.span());
+            duration("lease", Some(lease.get_ref()), DEFAULT_LEASE, &mut |m| {
+                problems.push((lease_line, m));
+            })
+        }
+        None => DEFAULT_LEASE,
+    };
+
+    let run = raw.run.map(|run| {
+        let run_line = at(run.span());
+        let mut fail = |m: String| problems.push((run_line, m));
+        run_spec(run.into_inner(), env, &mut fail)
+    });
+
+    let has_forward = raw.forward.is_some();
+    #[cfg(feature = "forward")]
+    let forward = raw.forward.and_then(|forward| {
+        let forward_line = at(forward.span());
+        let mut fail = |m: String| problems.push((forward_line, m));
+        forward_spec(forward.into_inner(), env, &mut fail)
+    });
+    #[cfg(not(feature = "forward"))]
+    if let Some(forward) = &raw.forward {
+        problems.push((at(forward.span()), missing_feature("forward", "forward")));
+    }
+
+    let stdout = raw.stdout.unwrap_or(false);
+    if run.is_none() && !has_forward && !stdout {
+        problems.push((
+            line,
+            "has no action: give it `run`, `forward` or `stdout = true`".to_owned(),
+        ));
+    }
+
+    #[cfg(not(feature = "cel"))]
+    if let Some(when) = &raw.when {
+        problems.push((lines.of(when.span().start), missing_feature("when", "cel")));
+    }
+    #[cfg(feature = "cel")]
+    let when = raw.when.and_then(|when| {
+        // A multi-line string drops the line break right after its opening
+        // quotes, so its first line is the next one in the file.
+        let opening = lines.0.get(when.span().start..).unwrap_or_default();
+        let skipped = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
+            .iter()
+            .any(|quote| opening.starts_with(quote));
+        let when_line = lines.of(when.span().start) + usize::from(skipped);
+        When::compile(when.get_ref())
+            .map(Arc::new)
+            .map_err(|err| {
+                let line = when_line + err.line.map_or(0, |l| l.saturating_sub(1));
+                problems.push((line, format!("when: {}", err.message)));
+            })
+            .ok()
+    });
+
+    (problems.len() == start).then(|| TriggerConfig {
+        name: Arc::from(raw.name.into_inner()),
+        line,
+        on,
+        #[cfg(feature = "cel")]
+        when,
+        once_per: raw.once_per.unwrap_or_default(),
+        lease,
+        stop_on,
+        run,
+        #[cfg(feature = "forward")]
+        forward,
+        stdout,
+    })
+}
+
+/// The error of a key whose cargo feature this build lacks.
+#[cfg(not(all(feature = "cel", feature = "forward")))]
+fn missing_feature(key: &str, feature: &str) -> String {
+    format!("{key}: needs whereby-trigger built with the `{feature}` feature")
+}
+
+fn run_spec(
+    run: RawRun,
+    env: &dyn Fn(&str) -> Option<String>,
+    fail: &mut dyn FnMut(String),
+) -> RunSpec {
+    let mut command = Vec::new();
+    // An expanded value is data, not template: its braces are escaped so an
+    // environment variable can never inject a placeholder.
+    let template_env = |name: &str| env(name).map(|v| v.replace('{', "{{").replace('}', "}}"));
+    for arg in &run.command {
+        match expand(arg, &template_env)
+            .and_then(|arg| Template::compile(&arg).map_err(|e| e.to_string()))
+        {
+            Ok(template) => command.push(template),
+            Err(message) => fail(format!("run.command: {message}")),
+        }
+    }
+    let spec = RunSpec {
+        command,
+        stdin: run.stdin.unwrap_or(StdinMode::Event),
+        timeout: duration(
+            "run.timeout",
+            run.timeout.as_deref(),
+            DEFAULT_RUN_TIMEOUT,
+            fail,
+        ),
+        stop_grace: duration(
+            "run.stop_grace",
+            run.stop_grace.as_deref(),
+            DEFAULT_STOP_GRACE,
+            fail,
+        ),
+        max_running: run.max_running.unwrap_or(DEFAULT_MAX_RUNNING),
+        restart: run.restart.unwrap_or_default(),
+        max_restarts: run.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
+    };
+    if let Err(err) = spec.validate() {
+        fail(format!("run: {err}"));
+    }
+    spec
+}
+
+#[cfg(feature = "forward")]
+fn forward_spec(
+    forward: RawForward,
+    env: &dyn Fn(&str) -> Option<String>,
+    fail: &mut dyn FnMut(String),
+) -> Option<ForwardSpec> {
+    let url = expand(&forward.url, env)
+        .map_err(|message| fail(format!("forward.url: {message}")))
+        .ok()?;
+    let mut headers = Vec::new();
+    for (name, value) in &forward.headers {
+        match expand(value, env) {
+            Ok(value) => headers.push((name.clone(), value)),
+            Err(message) => fail(format!("forward.headers.{name}: {message}")),
+        }
+    }
+    let spec = ForwardSpec {
+        url,
+        timeout: duration(
+            "forward.timeout",
+            forward.timeout.as_deref(),
+            DEFAULT_FORWARD_TIMEOUT,
+            fail,
+        ),
+        headers,
+        retry: RetryPolicy {
+            max_attempts: forward.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            max_age: duration(
+                "forward.max_age",
+                forward.max_age.as_deref(),
+                DEFAULT_MAX_AGE,
+                fail,
+            ),
+            ..RetryPolicy::default()
+        },
+    };
+    if let Err(err) = spec.validate() {
+        fail(format!("forward: {err}"));
+    }
+    if cfg!(not(feature = "tls")) && spec.url.starts_with("https:") {
+        fail("forward.url: https needs whereby-trigger built with the `tls` feature".to_owned());
+    }
+    Some(spec)
+}
+
+fn event_types(key: &str, names: &[String], fail: &mut dyn FnMut(String)) -> Vec<EventType> {
+    names
+        .iter()
+        .filter_map(|name| {
+            name.parse::<EventType>()
+                .map_err(|e| fail(format!("{key}: {e}")))
+                .ok()
+        })
+        .collect()
+}
+
+fn duration(
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+    fail: &mut dyn FnMut(String),
+) -> Duration {
+    match value.map(parse_duration) {
+        None => default,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            fail(format!("{key}: must be longer than zero"));
+            default
+        }
+        Some(Err(e)) => {
+            fail(format!("{key}: {e}"));
+            default
+        }
+    }
+}

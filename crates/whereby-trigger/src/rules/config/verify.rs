@@ -1,0 +1,56 @@
+//! `[verify]`: signing secrets, tolerance, `allow_unsigned`.
+
+use super::*;
+
+/// `[verify]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyConfig {
+    /// `secrets`, with `${NAME}` expanded.
+    pub secrets: Vec<Secret>,
+    /// `tolerance`
+    pub tolerance: Option<Duration>,
+    /// `allow_unsigned`
+    pub allow_unsigned: bool,
+}
+
+pub(super) fn verify_config(
+    raw: RawVerify,
+    lines: &Lines<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) -> VerifyConfig {
+    let mut secrets = Vec::new();
+    for secret in raw.secrets {
+        match expand(secret.get_ref(), env) {
+            Ok(value) if value.is_empty() => errors.push(ConfigError {
+                line: Some(lines.of(secret.span().start)),
+                trigger: None,
+                message: "verify.secrets: a secret is empty".to_owned(),
+            }),
+            Ok(value) => secrets.push(Secret(value)),
+            Err(message) => errors.push(ConfigError {
+                line: Some(lines.of(secret.span().start)),
+                trigger: None,
+                message: format!("verify.secrets: {message}"),
+            }),
+        }
+    }
+    let tolerance = raw
+        .tolerance
+        .and_then(|v| match parse_duration(v.get_ref()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(ConfigError {
+                    line: Some(lines.of(v.span().start)),
+                    trigger: None,
+                    message: format!("verify.tolerance: {e}"),
+                });
+                None
+            }
+        });
+    VerifyConfig {
+        secrets,
+        tolerance,
+        allow_unsigned: raw.allow_unsigned,
+    }
+}
