@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
 use whereby_trigger::actions::run::{RestartPolicy, RunAction, RunSpec, StdinMode};
 use whereby_trigger::actions::template::Template;
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
@@ -31,8 +33,20 @@ const POLL: Duration = Duration::from_millis(10);
 // Log capture
 // ---------------------------------------------------------------------------
 
-/// Everything logged by any test of this binary. Tests tell their lines apart
-/// by trigger name, which is unique per test.
+/// Everything logged with a `trigger` field by any test of this crate. Tests
+/// tell their lines apart by trigger name, which is unique per test.
+///
+/// The subscriber is the process's global default, because the action logs from
+/// the tasks it spawns on the runtime's worker threads, which a subscriber set
+/// for the test's own thread would not see. Every test of the crate shares this
+/// process, so it records only the events that carry a `trigger` field (the only
+/// ones [`logs`] can return): the other tests' logs (the server's requests,
+/// connections and store) stay out of the buffer and cost nothing. Those of
+/// their events that do carry a `trigger` field (an in-process rule or action on
+/// a thread without a subscriber of its own) land here too, which is why the
+/// trigger names used here must stay unique across the crate. A test that reads
+/// its own log sets a subscriber for its thread, which takes precedence there
+/// (as `forward_action` does).
 fn captured() -> &'static Mutex<Vec<u8>> {
     static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
     LOGS.get_or_init(|| {
@@ -41,7 +55,10 @@ fn captured() -> &'static Mutex<Vec<u8>> {
             .with_ansi(false)
             .with_max_level(tracing::Level::DEBUG)
             .with_writer(move || Capture(logs))
-            .finish();
+            .finish()
+            .with(filter_fn(|metadata| {
+                metadata.fields().field("trigger").is_some()
+            }));
         tracing::subscriber::set_global_default(subscriber).expect("the only subscriber");
         logs
     })
@@ -791,8 +808,14 @@ async fn children_die_when_the_server_is_killed() {
     // Should the test fail, removing the directory ends a surviving child.
     let dir = TempDir::new(T);
 
+    // The helper is a test of this crate, named by its module path without the
+    // crate's name (`run_action::crash_helper`): `--exact` needs the full name.
+    let (_crate, module) = module_path!()
+        .split_once("::")
+        .expect("a module of the crate");
+    let helper = format!("{module}::crash_helper");
     let mut server = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["crash_helper", "--exact", "--ignored", "--test-threads=1"])
+        .args([helper.as_str(), "--exact", "--ignored", "--test-threads=1"])
         .env(CRASH_DIR, &dir.0)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

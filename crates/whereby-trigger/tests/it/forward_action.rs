@@ -6,8 +6,6 @@
 //! `common::TIMEOUT`. The tests run on the current-thread runtime, so the log
 //! subscriber each installs sees the delivery tasks too.
 
-mod common;
-
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -15,13 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::common::{TIMEOUT, sample, within};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::{TIMEOUT, sample, within};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore};

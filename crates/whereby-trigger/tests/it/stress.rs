@@ -8,13 +8,11 @@
 //! assertion is either a lower bound (a timer cannot fire early) or a generous
 //! upper one, and every wait is bounded by `common::TIMEOUT`.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     JSON, Server, TIMEOUT, builder, chunked_request, raw_exchange, sample, sample_with,
     sample_with_id, send, within,
 };

@@ -2,9 +2,6 @@
 //! `127.0.0.1:0`, build (signed) deliveries from the sample payloads, and talk
 //! HTTP to the server with every wait bounded. [`binary`] runs the real
 //! `whereby-trigger` binary instead, for the end-to-end tests.
-//!
-//! Not every test file uses every helper, hence the `dead_code` allowance.
-#![allow(dead_code)]
 
 pub(crate) mod binary;
 pub(crate) mod fixture;

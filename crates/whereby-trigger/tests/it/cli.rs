@@ -1,10 +1,8 @@
 //! End-to-end: the real `whereby-trigger` binary, `serve` and `send`, over loopback.
 
-mod common;
-
 use std::process::Output;
 
-use common::binary::{Server, command, send, text};
+use crate::common::binary::{Server, command, send, text};
 
 const SECRET: &str = "whsec_test_4f7c1e9a2b6d8035";
 

@@ -5,14 +5,12 @@
 //! `Notify` and say when they have started, and every wait is bounded by
 //! `common::TIMEOUT` so a hang fails instead of hanging.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     JSON, Reply, SECRET, Server, builder, chunked_request, id_of, raw_exchange, sample,
     sample_value, sample_with, sample_with_id, send, sign, sign_at, within,
 };

@@ -10,8 +10,6 @@
 //! wait is for a log line, a file, a request or an exit, polled and bounded by
 //! `common::binary::WAIT`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
@@ -20,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 
-use common::binary::{
+use crate::common::binary::{
     Delivery, Server, Shared, deliveries, loopback_command, poll, send_from, text,
     wait_with_deadline,
 };
-use common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
+use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
 use serde_json::Value;
 
 /// The signing secret, given to the config as `${E2E_SECRET}`.

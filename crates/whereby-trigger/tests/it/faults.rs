@@ -9,8 +9,6 @@
 //! synchronise: every wait is for a log line, a file, a request, a row of the
 //! store or an exit, polled or woken, and bounded by `common::binary::WAIT`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
@@ -20,10 +18,10 @@ use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::binary::{
+use crate::common::binary::{
     Lines, Server, Shared, WAIT, capture, loopback_command, poll, text, wait_with_deadline,
 };
-use common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
+use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
 use serde_json::Value;
 use whereby_trigger::webhook::SIGNATURE_HEADER;
 
@@ -188,7 +186,7 @@ impl Answer {
 /// The sample of `event_type` with `id`, created now (as Whereby would send
 /// it: `forward` gives up on events older than its `max_age`).
 fn webhook(event_type: &str, id: &str) -> String {
-    common::sample_with(event_type, |v| {
+    crate::common::sample_with(event_type, |v| {
         v["id"] = Value::from(id);
         v["createdAt"] = Value::from(iso8601_now());
     })
@@ -224,7 +222,7 @@ fn iso8601_now() -> String {
 /// POSTs `body` to the server at `addr`, signed with `secret`, over a fresh
 /// connection; every read and write is bounded.
 fn post_signed_with(addr: SocketAddr, body: &str, secret: &str) -> Answer {
-    let signature = common::sign(secret, body);
+    let signature = crate::common::sign(secret, body);
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to serve");
     stream.set_read_timeout(Some(WAIT)).expect("read timeout");

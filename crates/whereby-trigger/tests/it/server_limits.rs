@@ -9,16 +9,14 @@
 //! never early, so timing assertions are a lower bound or a generous upper one;
 //! every wait is bounded by `common::binary::WAIT`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::binary::{Server, WAIT, capture, command, send, text, wait_with_deadline};
-use common::fixture::TempDir;
+use crate::common::binary::{Server, WAIT, capture, command, send, text, wait_with_deadline};
+use crate::common::fixture::TempDir;
 use whereby_trigger::limits::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_IDLE, DEFAULT_MAX_HEADER_BYTES,
 };

@@ -1,13 +1,11 @@
 //! The durable store through the library: nothing fires unless it is recorded,
 //! and what was recorded survives a restart.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::{SECRET, sign};
+use crate::common::{SECRET, sign};
 use whereby_trigger::actions::{Action, ActionEvent};
 use whereby_trigger::limits::DEFAULT_REQUEST_DEADLINE;
 use whereby_trigger::record::Durable;

@@ -1,12 +1,10 @@
 //! End-to-end: `send --scenario meeting` against the real `serve`, over loopback.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::binary::{Delivery, Server, command, deliveries, send, text};
+use crate::common::binary::{Delivery, Server, command, deliveries, send, text};
 use serde_json::Value;
 
 const SECRET: &str = "whsec_test_scenario_51c0d7";

@@ -1,0 +1,31 @@
+//! The integration tests, as one test crate (`cargo test -p whereby-trigger
+//! --test it`), so the library and the helpers are built and linked once instead
+//! of once per file. Each module was a test binary of its own; `common` holds
+//! the helpers they share, and `tests/scripts/` the programs they run.
+//!
+//! All tests share this one process and run in parallel threads, so none may
+//! change process-wide state that another could see: no test sets environment
+//! variables or the working directory (children get theirs through their
+//! `Command`) or installs a signal handler; every server and receiver binds port
+//! 0; temporary directories carry the process id and a test's name or a
+//! counter. The one process-wide tracing subscriber is `run_action`'s log
+//! capture, which records only events with a `trigger` field (see there); a
+//! test that reads its own log sets a subscriber for its thread with
+//! `tracing::subscriber::set_default`, as `forward_action` does. `stress` raises
+//! the soft limit of open files, which only ever grows and so takes nothing from
+//! the others. `run_action` starts this binary again for one of its tests, by
+//! its full name.
+
+mod common;
+
+mod cli;
+mod durable;
+mod faults;
+mod forward_action;
+mod http;
+mod readme;
+mod rules_e2e;
+mod run_action;
+mod scenario;
+mod server_limits;
+mod stress;
