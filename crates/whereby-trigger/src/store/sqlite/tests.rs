@@ -1,0 +1,218 @@
+use super::*;
+
+fn delivery(id: &str, created_ms: i64) -> Delivery {
+    Delivery {
+        id: id.to_owned(),
+        trigger: "t".into(),
+        kind: "forward".into(),
+        action: "start".into(),
+        claim: "t:acme/r".into(),
+        room_url: "https://acme.whereby.com/r".into(),
+        webhook: "{}".into(),
+        attempts: 0,
+        created_ms,
+        status: DeliveryStatus::Pending,
+        last_error: None,
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "whereby-trigger-store-{name}-{}-{}",
+        std::process::id(),
+        super::super::now_ms()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn state_survives_reopening() {
+    let dir = temp_dir("reopen");
+    {
+        let store = SqliteStore::open(&dir).unwrap();
+        store
+            .commit(&[
+                Change::RememberId {
+                    id: "e1".into(),
+                    at_ms: 1_000,
+                },
+                Change::Claim(StoredClaim {
+                    key: "t:acme/r".into(),
+                    expires_ms: 10_000,
+                }),
+                Change::Room {
+                    key: "acme/r".into(),
+                    state: "{\"numClients\":2}".into(),
+                    seen_ms: 1_000,
+                },
+                Change::Enqueue(delivery("d1", 1_000)),
+                Change::Enqueue(delivery("d2", 2_000)),
+            ])
+            .unwrap();
+        store
+            .commit(&[
+                Change::Done { id: "d1".into() },
+                Change::Attempted {
+                    id: "d2".into(),
+                    attempts: 3,
+                    error: "HTTP 503".into(),
+                },
+            ])
+            .unwrap();
+    }
+    let store = SqliteStore::open(&dir).unwrap();
+    let snap = store.load(2_000, 60_000, 60_000).unwrap();
+    assert_eq!(snap.ids, [("e1".to_owned(), 1_000)]);
+    assert_eq!(snap.claims.len(), 1);
+    assert_eq!(snap.rooms.len(), 1);
+    assert_eq!(snap.deliveries.len(), 1);
+    assert_eq!(snap.deliveries[0].attempts, 3);
+    assert_eq!(snap.deliveries[0].last_error.as_deref(), Some("HTTP 503"));
+    assert!(store.claim_held("t:acme/r", 2_000).unwrap());
+    // Expired state is dropped on load.
+    let later = store.load(20_000, 5_000, 5_000).unwrap();
+    assert!(later.ids.is_empty() && later.claims.is_empty() && later.rooms.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_id_logged_twice_loads_once_with_its_latest_time() {
+    let dir = temp_dir("twice");
+    let store = SqliteStore::open(&dir).unwrap();
+    for at_ms in [1_000, 3_000, 2_000] {
+        store
+            .commit(&[Change::RememberId {
+                id: "e1".into(),
+                at_ms,
+            }])
+            .unwrap();
+    }
+    store
+        .commit(&[Change::RememberId {
+            id: "e0".into(),
+            at_ms: 1_500,
+        }])
+        .unwrap();
+    let snap = store.load(4_000, 60_000, 60_000).unwrap();
+    assert_eq!(
+        snap.ids,
+        [("e0".to_owned(), 1_500), ("e1".to_owned(), 3_000)]
+    );
+    // Pruning goes by each row's time.
+    let snap = store.load(4_000, 1_500, 60_000).unwrap();
+    assert_eq!(snap.ids, [("e1".to_owned(), 3_000)]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_database_of_the_first_schema_is_upgraded_in_place() {
+    let dir = temp_dir("upgrade");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let old = Connection::open(dir.join(DB_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE event_ids (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+             INSERT INTO event_ids VALUES ('late', 2000), ('early', 1000);
+             CREATE TABLE claims (key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+             INSERT INTO claims VALUES ('t:acme/r', 9000);",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&dir).unwrap();
+    let snap = store.load(3_000, 60_000, 60_000).unwrap();
+    assert_eq!(
+        snap.ids,
+        [("early".to_owned(), 1_000), ("late".to_owned(), 2_000)]
+    );
+    assert_eq!(snap.claims.len(), 1);
+    let tables: i64 = store
+        .lock()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'event_ids'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the old table is gone");
+    drop(store);
+    // Opening again finds the current version and changes nothing.
+    let store = SqliteStore::open(&dir).unwrap();
+    assert_eq!(store.load(3_000, 60_000, 60_000).unwrap().ids.len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sync_flushes_the_log_whether_or_not_anything_was_written() {
+    let dir = temp_dir("sync");
+    let store = SqliteStore::open(&dir).unwrap();
+    store.sync().unwrap();
+    store
+        .commit(&[Change::RememberId {
+            id: "e1".into(),
+            at_ms: 1_000,
+        }])
+        .unwrap();
+    // The commit is in the log, which the sync flushes.
+    assert!(store.wal.exists(), "{}", store.wal.display());
+    store.sync().unwrap();
+    store.sync().unwrap();
+    assert_eq!(store.load(2_000, 60_000, 60_000).unwrap().ids.len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn outbox_management() {
+    let dir = temp_dir("outbox");
+    let store = SqliteStore::open(&dir).unwrap();
+    store
+        .commit(&[
+            Change::Enqueue(delivery("a", 1)),
+            Change::Enqueue(delivery("b", 2)),
+            Change::Dead {
+                id: "a".into(),
+                error: "HTTP 400".into(),
+            },
+        ])
+        .unwrap();
+    let listed = store.deliveries().unwrap();
+    assert_eq!(listed[0].status, DeliveryStatus::Dead);
+    assert_eq!(store.retry_dead().unwrap(), 1);
+    assert_eq!(
+        store.deliveries().unwrap()[0].status,
+        DeliveryStatus::Pending
+    );
+    assert!(store.drop_delivery("b").unwrap());
+    assert!(!store.drop_delivery("b").unwrap());
+    assert!(!store.retry("nope").unwrap());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_failed_batch_applies_nothing() {
+    let dir = temp_dir("atomic");
+    let store = SqliteStore::open(&dir).unwrap();
+    // Make the table unwritable in a way the second change trips over.
+    store
+        .lock()
+        .execute_batch(
+            "CREATE TRIGGER no_rooms BEFORE INSERT ON rooms BEGIN SELECT RAISE(ABORT, 'full'); END;",
+        )
+        .unwrap();
+    let err = store
+        .commit(&[
+            Change::RememberId {
+                id: "e1".into(),
+                at_ms: 1,
+            },
+            Change::Room {
+                key: "k".into(),
+                state: "{}".into(),
+                seen_ms: 1,
+            },
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Commit(_)), "{err}");
+    assert!(store.load(2, 1_000, 1_000).unwrap().ids.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
