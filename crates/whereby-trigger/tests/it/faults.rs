@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use whereby_trigger::webhook::time::format_rfc3339_millis;
 
 use crate::common::binary::{
     Lines, Server, Shared, WAIT, capture, loopback_command, poll, text, wait_with_deadline,
@@ -198,25 +199,7 @@ fn iso8601_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")
         .as_millis();
-    let millis = u64::try_from(millis).expect("a sane clock");
-    let secs = millis / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let (era, doe) = (z / 146_097, z % 146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        millis % 1000
-    )
+    format_rfc3339_millis(i64::try_from(millis).expect("a sane clock"))
 }
 
 /// POSTs `body` to the server at `addr`, signed with `secret`, over a fresh

@@ -18,14 +18,25 @@
 
 mod common;
 
+// Modules that need a cargo feature are built only with it, so that
+// `cargo test --no-default-features` runs what the bare library can do.
+// `cli` (the binary) brings `sqlite`, `cel` and `forward` with it.
+#[cfg(feature = "cli")]
 mod cli;
+#[cfg(feature = "sqlite")]
 mod durable;
+#[cfg(feature = "cli")]
 mod faults;
+#[cfg(feature = "forward")]
 mod forward_action;
 mod http;
+#[cfg(all(feature = "cel", feature = "forward"))]
 mod readme;
+#[cfg(feature = "cli")]
 mod rules_e2e;
 mod run_action;
+#[cfg(feature = "cli")]
 mod scenario;
+#[cfg(feature = "cli")]
 mod server_limits;
 mod stress;

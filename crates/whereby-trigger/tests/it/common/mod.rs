@@ -3,7 +3,9 @@
 //! HTTP to the server with every wait bounded. [`binary`] runs the real
 //! `whereby-trigger` binary instead, for the end-to-end tests.
 
+#[cfg(feature = "cli")]
 pub(crate) mod binary;
+#[cfg(feature = "cli")]
 pub(crate) mod fixture;
 
 use std::future::Future;
