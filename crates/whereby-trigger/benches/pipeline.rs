@@ -34,7 +34,7 @@ use criterion::{
     BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use whereby_trigger::actions::stdout::LineSink;
-use whereby_trigger::rules::build::Actions;
+use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::cel::{When, WhenInput};
 use whereby_trigger::rules::config::Config;
 use whereby_trigger::rules::engine::{Engine, Verdict};
@@ -147,7 +147,7 @@ fn cel(c: &mut Criterion) {
 fn engine(c: &mut Criterion) {
     let config = Config::from_toml(CONFIG, &|_: &str| None).expect("the config is valid");
     // The stdout action is never dispatched here; its sink writes nowhere.
-    let actions = Actions::new(LineSink::new(std::io::sink()));
+    let actions = Registry::new(LineSink::new(std::io::sink()));
     let engine = Engine::new(actions.rules(&config).expect("the rules build"));
     let raw = joined_body();
     let event: WebhookEvent = parse(&raw).expect("the sample parses");

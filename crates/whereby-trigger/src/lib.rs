@@ -76,6 +76,7 @@
 //!   ticket, `run`, `forward`, `stdout`.
 //! - [`state`]: room state and `once_per` claims, which rules take and actions hold.
 //! - [`store`]: the durable store and its outbox of at-least-once deliveries.
+//! - [`registry`]: config → rules with their actions, kept across reloads.
 //! - [`replay`]: recorded webhooks through the rules, without actions.
 //! - [`limits`]: time-outs and caps of the accept loop.
 //! - [`webhook`]: the `whereby-webhook` crate (types, parsing, signatures).
@@ -93,6 +94,7 @@ pub mod limits;
 pub mod parse;
 pub mod receive;
 pub mod record;
+pub mod registry;
 pub mod replay;
 pub mod rules;
 pub mod state;

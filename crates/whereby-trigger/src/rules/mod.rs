@@ -4,7 +4,6 @@
 //! `when` ([`cel`]) → its `once_per` [claim](crate::state::claims) → actions.
 //! [`engine`] ties them together; [`config`] reads the TOML file.
 
-pub mod build;
 #[cfg(feature = "cel")]
 pub mod cel;
 pub mod config;

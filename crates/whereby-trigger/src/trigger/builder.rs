@@ -366,7 +366,7 @@ impl TriggerBuilder {
     /// Runs `hook` when the server stops: after the last request is answered
     /// and the event streams have ended, before the store's final flush, in the
     /// order the hooks were added. Use it to stop what the trigger events
-    /// started (see [`Actions::shutdown`](crate::rules::build::Actions::shutdown))
+    /// started (see [`Registry::shutdown`](crate::registry::Registry::shutdown))
     /// and to flush what they wrote.
     pub fn on_shutdown<F, Fut>(mut self, hook: F) -> Self
     where

@@ -119,9 +119,9 @@ pub struct RetryPolicy {
 }
 
 /// Default `forward.max_attempts`.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 30;
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 30;
 /// Default `forward.max_age`.
-pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_RETRY_MAX_AGE: Duration = Duration::from_secs(3600);
 
 impl Default for RetryPolicy {
     /// 30 attempts, waits doubling from 250 ms up to 30 s (about 12 minutes
@@ -129,10 +129,10 @@ impl Default for RetryPolicy {
     /// nothing older than an hour.
     fn default() -> Self {
         RetryPolicy {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: DEFAULT_RETRY_ATTEMPTS,
             initial_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(30),
-            max_age: DEFAULT_MAX_AGE,
+            max_age: DEFAULT_RETRY_MAX_AGE,
         }
     }
 }

@@ -99,7 +99,7 @@ fn policy() -> RetryPolicy {
         max_attempts: 100,
         initial_backoff: Duration::from_millis(250),
         max_backoff: Duration::from_secs(30),
-        max_age: DEFAULT_MAX_AGE,
+        max_age: DEFAULT_RETRY_MAX_AGE,
     }
 }
 

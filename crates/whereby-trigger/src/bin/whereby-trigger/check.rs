@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use whereby_trigger::actions::stdout::LineSink;
-use whereby_trigger::rules::build::Actions;
+use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::config::Config;
 
 #[derive(Debug, Args)]
@@ -27,7 +27,7 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
     };
     // Building the actions checks what only they can (a URL the HTTP client
     // refuses), without starting anything.
-    if let Err(err) = Actions::new(LineSink::new(std::io::sink())).rules(&config) {
+    if let Err(err) = Registry::new(LineSink::new(std::io::sink())).rules(&config) {
         eprintln!("{}: {err}", args.config.display());
         return ExitCode::from(1);
     }

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use whereby_trigger::parse::Parser;
+use whereby_trigger::registry::Registry;
 use whereby_trigger::replay::replay;
-use whereby_trigger::rules::build::Actions;
 use whereby_trigger::rules::config::Config;
 use whereby_trigger::webhook::{BaseDomain, ParseOptions};
 
@@ -43,7 +43,7 @@ pub(crate) fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--subdomain {subdomain}"))?;
     }
     let parser = Parser::new(base_domain, options);
-    let rules = Actions::dry_rules(&config);
+    let rules = Registry::dry_rules(&config);
     let stdout = std::io::stdout().lock();
     if args.file.as_os_str() == "-" {
         replay(rules, &parser, std::io::stdin().lock(), stdout)?;

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 use whereby_trigger::actions::stdout::LineSink;
-use whereby_trigger::rules::build::Actions;
+use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::config::{Config, DEFAULT_LEASE, VerifyConfig};
 use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::store::{Retention, SqliteStore, Store};
@@ -154,7 +154,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     let stdout = LineSink::stdout();
-    let actions = Arc::new(Actions::new(stdout.clone()));
+    let actions = Arc::new(Registry::new(stdout.clone()));
     let engine = Arc::new(Engine::new(actions.rules(&config)?));
     let dedup_limits = DedupLimits {
         max_ids: args.dedup_max_ids,
@@ -387,7 +387,7 @@ async fn reload_on_sighup(
         whereby_trigger::rules::config::VerifyConfig,
     ),
     verify: VerifyReload,
-    actions: Arc<Actions>,
+    actions: Arc<Registry>,
     engine: Arc<Engine>,
 ) {
     let (started_server, mut current_verify) = started;

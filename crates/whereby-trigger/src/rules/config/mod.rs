@@ -40,7 +40,9 @@ use whereby_webhook::room_url::check_subdomain;
 use whereby_webhook::{EventType, RoomUrlError};
 
 #[cfg(feature = "forward")]
-use crate::actions::forward::{DEFAULT_MAX_AGE, DEFAULT_MAX_ATTEMPTS, ForwardSpec, RetryPolicy};
+use crate::actions::forward::{
+    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_AGE, ForwardSpec, RetryPolicy,
+};
 use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode};
 use crate::actions::template::Template;
 use crate::limits::Limits;
@@ -107,7 +109,7 @@ pub struct Config {
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
+pub struct ConfigProblem {
     /// 1-based line, when known.
     pub line: Option<usize>,
     /// The trigger concerned, if any.
@@ -122,7 +124,7 @@ pub struct ConfigErrors {
     /// The file, when loaded from one.
     pub file: Option<PathBuf>,
     /// The problems, in file order.
-    pub errors: Vec<ConfigError>,
+    pub errors: Vec<ConfigProblem>,
 }
 
 impl fmt::Display for ConfigErrors {
@@ -170,7 +172,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
             file: Some(path.to_owned()),
-            errors: vec![ConfigError {
+            errors: vec![ConfigProblem {
                 line: None,
                 trigger: None,
                 message: format!("cannot read the file: {err}"),
@@ -214,7 +216,7 @@ impl Config {
         let lines = Lines(text);
         let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigErrors {
             file: None,
-            errors: vec![ConfigError {
+            errors: vec![ConfigProblem {
                 line: err.span().map(|span| lines.of(span.start)),
                 trigger: err.span().and_then(|span| trigger_at(text, span.start)),
                 message: err.message().trim().to_owned(),
@@ -229,7 +231,7 @@ impl Config {
             let line = lines.of(trigger.name.span().start);
             let name = trigger.name.get_ref().clone();
             if !names.insert(name.clone()) {
-                errors.push(ConfigError {
+                errors.push(ConfigProblem {
                     line: Some(line),
                     trigger: Some(name.clone()),
                     message: "another trigger has the same name".to_owned(),
@@ -237,7 +239,7 @@ impl Config {
             }
             let mut problems = Vec::new();
             let compiled = trigger_config(trigger, line, &lines, env, &mut problems);
-            errors.extend(problems.into_iter().map(|(line, message)| ConfigError {
+            errors.extend(problems.into_iter().map(|(line, message)| ConfigProblem {
                 line: Some(line),
                 trigger: Some(name.clone()),
                 message,

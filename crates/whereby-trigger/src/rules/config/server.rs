@@ -72,10 +72,10 @@ impl ServerConfig {
 pub(super) fn server_config(
     raw: RawServer,
     lines: &Lines<'_>,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Vec<ConfigProblem>,
 ) -> ServerConfig {
     let mut fail = |span: std::ops::Range<usize>, message: String| {
-        errors.push(ConfigError {
+        errors.push(ConfigProblem {
             line: Some(lines.of(span.start)),
             trigger: None,
             message,

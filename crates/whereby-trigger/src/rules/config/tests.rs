@@ -123,7 +123,7 @@ fn defaults() {
     assert!(t.when.is_none() && t.run.is_none() && t.forward.is_none());
 }
 
-fn errors(toml: &str) -> Vec<ConfigError> {
+fn errors(toml: &str) -> Vec<ConfigProblem> {
     Config::from_toml(toml, &env).unwrap_err().errors
 }
 

@@ -210,11 +210,11 @@ fn forward_spec(
         ),
         headers,
         retry: RetryPolicy {
-            max_attempts: forward.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            max_attempts: forward.max_attempts.unwrap_or(DEFAULT_RETRY_ATTEMPTS),
             max_age: duration(
                 "forward.max_age",
                 forward.max_age.as_deref(),
-                DEFAULT_MAX_AGE,
+                DEFAULT_RETRY_MAX_AGE,
                 fail,
             ),
             ..RetryPolicy::default()

@@ -17,18 +17,18 @@ pub(super) fn verify_config(
     raw: RawVerify,
     lines: &Lines<'_>,
     env: &dyn Fn(&str) -> Option<String>,
-    errors: &mut Vec<ConfigError>,
+    errors: &mut Vec<ConfigProblem>,
 ) -> VerifyConfig {
     let mut secrets = Vec::new();
     for secret in raw.secrets {
         match expand(secret.get_ref(), env) {
-            Ok(value) if value.is_empty() => errors.push(ConfigError {
+            Ok(value) if value.is_empty() => errors.push(ConfigProblem {
                 line: Some(lines.of(secret.span().start)),
                 trigger: None,
                 message: "verify.secrets: a secret is empty".to_owned(),
             }),
             Ok(value) => secrets.push(Secret(value)),
-            Err(message) => errors.push(ConfigError {
+            Err(message) => errors.push(ConfigProblem {
                 line: Some(lines.of(secret.span().start)),
                 trigger: None,
                 message: format!("verify.secrets: {message}"),
@@ -40,7 +40,7 @@ pub(super) fn verify_config(
         .and_then(|v| match parse_duration(v.get_ref()) {
             Ok(d) => Some(d),
             Err(e) => {
-                errors.push(ConfigError {
+                errors.push(ConfigProblem {
                     line: Some(lines.of(v.span().start)),
                     trigger: None,
                     message: format!("verify.tolerance: {e}"),

@@ -24,7 +24,7 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// use std::sync::Arc;
 /// use whereby_trigger::actions::{Action, ActionEvent};
 /// use whereby_trigger::actions::stdout::LineSink;
-/// use whereby_trigger::rules::build::Actions;
+/// use whereby_trigger::registry::Registry;
 /// use whereby_trigger::rules::config::Config;
 /// use whereby_trigger::rules::engine::Engine;
 /// use whereby_trigger::webhook::{InRoom, RoomClientJoined};
@@ -52,7 +52,7 @@ use crate::rules::engine::{Rule, RulePredicate};
 ///     stdout = true
 /// "#, &|name: &str| std::env::var(name).ok())?;
 ///
-/// let mut actions = Actions::new(LineSink::stdout());
+/// let mut actions = Registry::new(LineSink::stdout());
 /// actions.add_action("note-taker", Arc::new(LaunchAssistant));
 /// // A typed Rust condition, ANDed with the trigger's `when`.
 /// actions.add_predicate("note-taker", |event| {
@@ -68,7 +68,7 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// # drop(trigger);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Actions {
+pub struct Registry {
     #[cfg(feature = "forward")]
     client: reqwest::Client,
     stdout: LineSink,
@@ -83,9 +83,9 @@ pub struct Actions {
     extra_predicates: HashMap<String, RulePredicate>,
 }
 
-impl std::fmt::Debug for Actions {
+impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Actions")
+        f.debug_struct("Registry")
             .field("runs", &self.lock_runs().len())
             .finish_non_exhaustive()
     }
@@ -108,10 +108,10 @@ pub struct BuildError {
     pub message: String,
 }
 
-impl Actions {
-    /// Actions whose `stdout` lines go to `stdout`.
+impl Registry {
+    /// A registry whose `stdout` actions write to `stdout`.
     pub fn new(stdout: LineSink) -> Self {
-        Actions {
+        Registry {
             // No redirects: a followed 301-303 would turn the POST into a GET.
             #[cfg(feature = "forward")]
             client: ForwardAction::client().unwrap_or_default(),
