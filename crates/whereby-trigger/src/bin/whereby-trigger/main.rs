@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 mod check;
 mod outbox;
+mod reload;
 mod replay;
 mod send;
 mod serve;
