@@ -15,6 +15,7 @@ use crate::parse::ParseFailure;
 
 /// Why a request to the webhook endpoint was not accepted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Rejection {
     /// The Content-Type is not `application/json`.
     #[error("Content-Type must be application/json")]
@@ -103,6 +104,8 @@ impl Rejection {
             Rejection::Signature(SignatureError::Malformed(_)) => "signature_malformed",
             Rejection::Signature(SignatureError::Stale { .. }) => "signature_stale",
             Rejection::Signature(SignatureError::NoMatch) => "signature_mismatch",
+            // A kind of signature failure added to whereby-webhook later.
+            Rejection::Signature(_) => "signature_invalid",
             Rejection::Parse(ParseFailure::RoomUrl(_)) => "invalid_room",
             Rejection::Parse(ParseFailure::Body(_)) => "invalid_webhook",
             Rejection::Evaluate(EvaluateError::TimedOut { .. }) => "predicate_timeout",

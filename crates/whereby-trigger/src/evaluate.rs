@@ -39,6 +39,7 @@ pub(crate) enum Decision {
 /// Why a predicate gave no answer. None of these is remembered: Whereby's retry is
 /// evaluated afresh.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EvaluateError {
     /// The predicate returned an error.
     #[error("the predicate for {event_type} failed: {source}")]

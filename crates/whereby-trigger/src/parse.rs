@@ -38,6 +38,7 @@ impl ParsedWebhook {
 
 /// Why a verified body cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseFailure {
     /// The body is not a readable webhook.
     #[error(transparent)]

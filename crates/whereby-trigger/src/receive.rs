@@ -50,6 +50,7 @@ pub type WebhookObserver = Arc<dyn Fn(&ParsedWebhook) + Send + Sync>;
 
 /// The answer to a delivery that was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// The predicate returned `true`; one trigger event was dispatched.
     Triggered,

@@ -59,6 +59,7 @@ pub struct Verification(Arc<RwLock<SignaturePolicy>>);
 
 /// Why [`Verification::replace_secrets`] refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ReplaceError {
     /// An empty list would turn signature checks off.
     #[error(

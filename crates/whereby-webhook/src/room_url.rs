@@ -86,6 +86,7 @@ pub struct InvalidBaseDomain(pub String);
 
 /// Why a payload cannot give a room URL. Each variant names its field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RoomUrlError {
     /// `data.subdomain` is not a single DNS label.
     #[error("`data.subdomain` is invalid: {0}")]

@@ -23,6 +23,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// Why a delivery's signature was not accepted. Each failure is its own variant so
 /// that an operator can tell a misconfigured secret from a replay.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SignatureError {
     /// There is no `Whereby-Signature` header.
     #[error("the Whereby-Signature header is missing")]

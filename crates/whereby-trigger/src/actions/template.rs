@@ -35,6 +35,7 @@ pub struct Template {
 
 /// Why a template does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TemplateError {
     /// `{name}` is not a known placeholder.
     #[error(

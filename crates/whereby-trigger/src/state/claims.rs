@@ -21,6 +21,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(12 * 3600);
 /// What a trigger claims when it fires.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum OncePer {
     /// The event id (duplicates are already suppressed): every matching event fires.
     #[default]
@@ -44,6 +45,7 @@ impl fmt::Display for OncePer {
 
 /// The narrowest part of a claim key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ClaimScope {
     /// One event.
     Event(Arc<str>),

@@ -94,6 +94,7 @@ pub struct StoredClaim {
 
 /// One change a webhook (or an action's progress) makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Change {
     /// An event id answered 2xx.
     RememberId {
@@ -158,6 +159,7 @@ pub struct Snapshot {
 
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The database could not be opened or created.
     #[error("cannot open the store at {path}: {reason}")]

@@ -21,6 +21,7 @@ use crate::store::{Change, Committer, Delivery, DeliveryStatus, now_ms};
 
 /// Why a stored delivery has no action to carry it out (see [`Outbox::resume`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Missing {
     /// No trigger of that name is configured.
     Trigger,

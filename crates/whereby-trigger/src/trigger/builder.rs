@@ -27,6 +27,7 @@ use super::{DEFAULT_MAX_BODY, DEFAULT_PORT, DEFAULT_PREDICATE_TIMEOUT, ShutdownH
 
 /// A setting the builder cannot accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The webhook path does not start with `/`, holds a character other than
     /// letters, digits and `-._~/`, or collides with the health path.

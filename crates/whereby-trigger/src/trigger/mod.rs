@@ -43,6 +43,7 @@ type ShutdownHook = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>>
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServeError {
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]

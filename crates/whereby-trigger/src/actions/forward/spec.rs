@@ -188,6 +188,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 /// A `forward` spec that cannot work. Messages name the URL or header at
 /// fault but never show a header value, which may be a secret.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ForwardSpecError {
     /// The URL does not parse.
     #[error("forward url {url:?} is not a valid URL: {reason}")]

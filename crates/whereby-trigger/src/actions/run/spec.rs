@@ -6,6 +6,7 @@ use super::*;
 /// What the child gets on stdin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum StdinMode {
     /// The [`ActionEvent`] as one JSON document and a newline, then end of file.
     #[default]
@@ -19,6 +20,7 @@ pub enum StdinMode {
 /// timeout or the server's shutdown, and only while its claim is held.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum RestartPolicy {
     /// Never.
     No,
@@ -62,6 +64,7 @@ pub struct RunSpec {
 
 /// Why a [`RunSpec`] cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunSpecError {
     /// `command` has no program.
     #[error("`command` is empty: it needs at least the program to run")]

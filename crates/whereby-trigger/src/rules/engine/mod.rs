@@ -130,6 +130,7 @@ impl Rule {
 
 /// What happened to one rule for one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The rule fired and holds `claim`.
     Fired {
