@@ -203,10 +203,14 @@ pub(crate) fn changes(decision: &Decision) -> Vec<Change> {
             key: key.to_string(),
         });
     }
-    for (key, expires_ms) in &decision.taken {
+    // The store keeps wall-clock expiries, so that a restart (a new `Instant`
+    // origin) can tell which claims are still held.
+    let now = now_ms();
+    for (key, lease) in &decision.taken {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         changes.push(Change::Claim(StoredClaim {
             key: key.to_string(),
-            expires_ms: *expires_ms,
+            expires_ms: now.saturating_add(lease_ms),
         }));
     }
     for call in &decision.calls {

@@ -17,7 +17,6 @@ use crate::actions::{Action, ActionEvent, ActionKind};
 use crate::rules::cel::{When, WhenInput};
 use crate::state::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
 use crate::state::room::{RoomKey, RoomView, Rooms};
-use crate::util::now_ms;
 
 /// A Rust condition added to a rule, ANDed with its `when`.
 pub type RulePredicate = Arc<dyn Fn(&WebhookEvent) -> bool + Send + Sync>;
@@ -199,8 +198,8 @@ pub struct Decision {
     pub(crate) room_key: Option<RoomKey>,
     /// The room's state as the store keeps it.
     pub(crate) room_state: Option<String>,
-    /// Claims this decision took, with their expiry (ms since the epoch).
-    pub(crate) taken: Vec<(ClaimKey, i64)>,
+    /// Claims this decision took, with their lease.
+    pub(crate) taken: Vec<(ClaimKey, Duration)>,
     /// Claims a `stop_on` released, with when they would have expired.
     pub(crate) released: Vec<(ClaimKey, Instant)>,
     pub(crate) calls: Vec<Call>,
@@ -408,10 +407,7 @@ impl Engine {
             );
             match self.claims.try_claim(key.clone(), rule.lease, now) {
                 Some(handle) => {
-                    let lease_ms = i64::try_from(rule.lease.as_millis()).unwrap_or(i64::MAX);
-                    decision
-                        .taken
-                        .push((key.clone(), now_ms().saturating_add(lease_ms)));
+                    decision.taken.push((key.clone(), rule.lease));
                     calls(&mut decision, ActionKind::Start, rule, Some(handle));
                     decision.verdicts.push(Verdict::Fired {
                         trigger: rule.name.clone(),
