@@ -327,7 +327,7 @@ impl Server {
                 handle.shutdown().await.map_err(|e| e.to_string())?;
                 let mut commits = None;
                 if let Some((durable, dir, stats)) = durable {
-                    durable.committer.flush().await;
+                    durable.flush().await;
                     drop(durable);
                     drop(dir);
                     commits = Some(stats.snapshot());

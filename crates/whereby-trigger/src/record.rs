@@ -32,9 +32,9 @@ use crate::store::{
 #[derive(Clone)]
 pub struct Durable {
     /// Group commit into the store.
-    pub committer: Committer,
+    pub(crate) committer: Committer,
     /// The deliveries being carried out.
-    pub outbox: Arc<Outbox>,
+    pub(crate) outbox: Arc<Outbox>,
     /// Read for the deliveries to resume.
     store: Arc<dyn Store>,
 }
@@ -81,6 +81,12 @@ impl Durable {
         retention: Retention,
     ) -> Result<(Durable, Restored), StoreError> {
         Durable::restore(store, dedup, Some(engine), retention)
+    }
+
+    /// Waits until everything committed so far, and what the actions reported
+    /// meanwhile, is on disk. A Trigger does this when it stops.
+    pub async fn flush(&self) {
+        self.committer.flush().await;
     }
 
     /// [`Durable::open`] for any id store, and without rules (then only ids

@@ -201,7 +201,7 @@ async fn ids_and_claims_survive_a_restart() {
     let first = session_started("r1", "sess-1");
     assert_eq!(post(&handle, &first).await.1, r#"{"outcome":"triggered"}"#);
     handle.shutdown().await.unwrap();
-    durable.committer.flush().await;
+    durable.flush().await;
     drop(durable);
 
     // A new process on the same directory.
