@@ -104,7 +104,7 @@ pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
 /// restarts the process.
 async fn health(State(app): State<Arc<App>>) -> Result<StatusCode, Rejection> {
     match &app.durable {
-        Some(durable) if durable.committer.has_failed() => {
+        Some(durable) if durable.journal.has_failed() => {
             Err(Rejection::Store(crate::store::sync_failed()))
         }
         _ => Ok(StatusCode::OK),
@@ -216,6 +216,20 @@ impl Settle for Recorded {
         } = self;
         match committed {
             Ok(()) => Ok(finish(&app, reservation, decision, rules, parsed)),
+            Err(StoreError::AlreadyRecorded { .. }) => {
+                // Another receiver sharing the store recorded this event first:
+                // it fires there, not here, and the id is known from now on.
+                if let (Some(rules), Some(engine)) = (rules, &app.engine) {
+                    rules.abandon(engine.claims());
+                }
+                let mut reservation = reservation;
+                reservation.remember();
+                tracing::debug!(
+                    id = parsed.event.id(),
+                    "duplicate delivery, recorded by another receiver"
+                );
+                Ok(Outcome::Duplicate)
+            }
             Err(err) => {
                 // Nothing fires: the claims go back as they were, and the id is
                 // released (with `reservation`) for Whereby's retry.

@@ -23,8 +23,8 @@ use crate::state::claims::ClaimKey;
 use crate::state::room::RoomKey;
 use crate::store::outbox::{Missing, Outbox, POLL_EVERY, delivery_of};
 use crate::store::{
-    Change, Committer, DeliveryStatus, PendingCommit, Retention, Store, StoreError, StoredClaim,
-    now_ms,
+    Change, Committer, DeliveryStatus, Journal, PendingCommit, Retention, Store, StoreError,
+    StoredClaim, now_ms,
 };
 
 /// The durable half of a Trigger: where changes are committed before a webhook
@@ -32,7 +32,7 @@ use crate::store::{
 #[derive(Clone)]
 pub struct Durable {
     /// Group commit into the store.
-    pub(crate) committer: Committer,
+    pub(crate) journal: Arc<dyn Journal>,
     /// The deliveries being carried out.
     pub(crate) outbox: Arc<Outbox>,
     /// Read for the deliveries to resume.
@@ -42,7 +42,7 @@ pub struct Durable {
 impl std::fmt::Debug for Durable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Durable")
-            .field("committer", &self.committer)
+            .field("failed", &self.journal.has_failed())
             .field("outbox", &self.outbox)
             .finish_non_exhaustive()
     }
@@ -86,7 +86,7 @@ impl Durable {
     /// Waits until everything committed so far, and what the actions reported
     /// meanwhile, is on disk. A Trigger does this when it stops.
     pub async fn flush(&self) {
-        self.committer.flush().await;
+        self.journal.flush().await;
     }
 
     /// [`Durable::open`] for any id store, and without rules (then only ids
@@ -134,19 +134,19 @@ impl Durable {
             .count();
         restored.dead = snapshot.deliveries.len() - restored.pending;
 
-        let committer = Committer::start(store.clone(), retention);
+        let journal: Arc<dyn Journal> = Arc::new(Committer::start(store.clone(), retention));
         if let Some(engine) = engine {
-            let recorder = committer.clone();
+            let recorder = journal.clone();
             engine.claims().set_release_hook(Box::new(move |key| {
                 recorder.commit_later(vec![Change::ReleaseClaim {
                     key: key.to_string(),
                 }]);
             }));
         }
-        let outbox = Outbox::new(committer.clone());
+        let outbox = Outbox::new(journal.clone());
         Ok((
             Durable {
-                committer,
+                journal,
                 outbox,
                 store,
             },
@@ -243,7 +243,7 @@ pub(crate) fn submit(durable: &Durable, id: &str, rules: Option<&mut Decision>) 
         }
         changes.extend(self::changes(rules));
     }
-    durable.committer.submit(changes)
+    durable.journal.submit(changes)
 }
 
 /// What a webhook does once its commit is known: dispatch what it decided, or

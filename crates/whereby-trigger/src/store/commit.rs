@@ -178,8 +178,46 @@ impl Committer {
     }
 }
 
-/// The outcome of a [`Committer::submit`]: resolves once the writer thread has
-/// committed (or failed to commit) the changes.
+/// Where what webhooks change is recorded: the commit of everything one webhook
+/// changed, as one unit, and the later changes its deliveries report.
+///
+/// [`Committer`] is the embedded one (group commit over a [`Store`] on threads
+/// of its own); a store shared by several receivers implements the same with
+/// its own transactions, answering [`StoreError::AlreadyRecorded`] for an
+/// event id another receiver recorded first.
+pub trait Journal: Send + Sync + 'static {
+    /// Records `changes` as one unit; the answer says whether they were (and,
+    /// once it is `Ok`, that they are durable).
+    fn submit(&self, changes: Vec<Change>) -> PendingCommit;
+    /// Records `changes` when it can, without waiting for the answer.
+    fn commit_later(&self, changes: Vec<Change>);
+    /// Waits until everything submitted so far is durable.
+    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Whether the journal has failed for good (a failed flush): from then on
+    /// every commit is refused.
+    fn has_failed(&self) -> bool;
+}
+
+impl Journal for Committer {
+    fn submit(&self, changes: Vec<Change>) -> PendingCommit {
+        Committer::submit(self, changes)
+    }
+
+    fn commit_later(&self, changes: Vec<Change>) {
+        Committer::commit_later(self, changes);
+    }
+
+    fn flush(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(Committer::flush(self))
+    }
+
+    fn has_failed(&self) -> bool {
+        Committer::has_failed(self)
+    }
+}
+
+/// The outcome of a [`Journal::submit`]: resolves once the changes are
+/// committed (or failed to be).
 #[derive(Debug)]
 #[must_use = "the changes are committed anyway; awaiting tells whether they were"]
 pub struct PendingCommit(Waiting);
@@ -195,6 +233,16 @@ impl PendingCommit {
     /// was moved out.
     pub(crate) fn closed() -> PendingCommit {
         PendingCommit(Waiting::Done(Some(Err(StoreError::Closed))))
+    }
+
+    /// The answer that `answer` will carry, for a [`Journal`] of another kind.
+    pub fn from_answer(answer: oneshot::Receiver<Result<(), StoreError>>) -> PendingCommit {
+        PendingCommit(Waiting::Answer(answer))
+    }
+
+    /// An answer known already.
+    pub fn ready(result: Result<(), StoreError>) -> PendingCommit {
+        PendingCommit(Waiting::Done(Some(result)))
     }
 }
 
@@ -261,7 +309,7 @@ fn write_loop(
         let committed = match result {
             Ok(()) => replies,
             Err(err) if replies.len() == 1 => {
-                tracing::error!(%err, "store commit failed");
+                log_refused(&err);
                 answer(replies, &Err(err));
                 Vec::new()
             }
@@ -274,7 +322,7 @@ fn write_loop(
                     match store.commit(&changes[range]) {
                         Ok(()) => committed.push(reply),
                         Err(err) => {
-                            tracing::error!(%err, "store commit failed");
+                            log_refused(&err);
                             answer(vec![reply], &Err(err));
                         }
                     }
@@ -294,6 +342,15 @@ fn write_loop(
                 tracing::warn!(%err, "store prune failed");
             }
         }
+    }
+}
+
+/// A refused commit is an error, but for a duplicate another receiver recorded
+/// first, which is how a shared store keeps one event to one evaluation.
+fn log_refused(err: &StoreError) {
+    match err {
+        StoreError::AlreadyRecorded { .. } => tracing::debug!(%err, "store commit refused"),
+        _ => tracing::error!(%err, "store commit failed"),
     }
 }
 

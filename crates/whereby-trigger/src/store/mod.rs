@@ -17,7 +17,7 @@ pub mod outbox;
 mod sqlite;
 
 pub(crate) use commit::sync_failed;
-pub use commit::{Committer, PendingCommit, Retention};
+pub use commit::{Committer, Journal, PendingCommit, Retention};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
 
@@ -178,6 +178,15 @@ pub enum StoreError {
     /// Committed changes could not be made durable (an I/O error while syncing).
     #[error("cannot sync the store to disk: {0}")]
     Sync(String),
+    /// The changes record an event id the store holds already: another
+    /// receiver sharing the store recorded that event first. Nothing of the
+    /// changes applies; the delivery is a duplicate. (A store of one process
+    /// never says so: its receiver's own memory of ids comes first.)
+    #[error("event `{id}` was recorded already, by another receiver")]
+    AlreadyRecorded {
+        /// The event id.
+        id: String,
+    },
     /// The committer has stopped.
     #[error("the store is closed")]
     Closed,

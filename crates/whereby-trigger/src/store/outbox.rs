@@ -17,7 +17,7 @@ use whereby_webhook::ParseOptions;
 use crate::actions::{Action, ActionEvent, ActionKind, DeliveryLedger, DeliveryTicket};
 use crate::state::claims::{ClaimKey, Claims};
 use crate::state::room::RoomKey;
-use crate::store::{Change, Committer, Delivery, DeliveryStatus, now_ms};
+use crate::store::{Change, Delivery, DeliveryStatus, Journal, now_ms};
 
 /// Why a stored delivery has no action to carry it out (see [`Outbox::resume`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,9 +35,9 @@ pub type FindAction<'a> = &'a dyn Fn(&str, &str) -> Result<Arc<dyn Action>, Miss
 /// How often the store is read for deliveries to resume or retry.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
-/// The deliveries of this process, and the committer that records their fate.
+/// The deliveries of this process, and the journal that records their fate.
 pub struct Outbox {
-    committer: Committer,
+    journal: Arc<dyn Journal>,
     in_flight: Mutex<HashSet<String>>,
     /// Deliveries finished here whose `Done`/`Dead` may not be committed yet: a
     /// poll must not take them for forgotten ones. Emptied by the poll once the
@@ -59,12 +59,12 @@ impl std::fmt::Debug for Outbox {
 
 impl DeliveryLedger for Outbox {
     fn done(&self, id: &str) {
-        self.committer
+        self.journal
             .commit_later(vec![Change::Done { id: id.to_owned() }]);
     }
 
     fn attempted(&self, id: &str, attempts: u32, error: &str) {
-        self.committer.commit_later(vec![Change::Attempted {
+        self.journal.commit_later(vec![Change::Attempted {
             id: id.to_owned(),
             attempts,
             error: error.to_owned(),
@@ -72,7 +72,7 @@ impl DeliveryLedger for Outbox {
     }
 
     fn dead(&self, id: &str, error: &str) {
-        self.committer.commit_later(vec![Change::Dead {
+        self.journal.commit_later(vec![Change::Dead {
             id: id.to_owned(),
             error: error.to_owned(),
         }]);
@@ -93,18 +93,18 @@ impl DeliveryLedger for Outbox {
 }
 
 impl Outbox {
-    /// An outbox recording through `committer`.
-    pub fn new(committer: Committer) -> Arc<Outbox> {
+    /// An outbox recording through `journal`.
+    pub fn new(journal: Arc<dyn Journal>) -> Arc<Outbox> {
         Arc::new(Outbox {
-            committer,
+            journal,
             in_flight: Mutex::new(HashSet::new()),
             settled: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The committer deliveries are recorded through.
-    pub fn committer(&self) -> &Committer {
-        &self.committer
+    /// The journal deliveries are recorded through.
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
     }
 
     /// How many deliveries are being carried out by this process.
@@ -270,7 +270,7 @@ pub fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MemoryStore, Retention};
+    use crate::store::{Committer, MemoryStore, Retention};
 
     /// An action that records the room of every start.
     #[derive(Default)]
@@ -291,7 +291,7 @@ mod tests {
             id_max_age_ms: 60_000,
             room_idle_ms: 60_000,
         };
-        Outbox::new(Committer::start(Arc::new(MemoryStore), retention))
+        Outbox::new(Arc::new(Committer::start(Arc::new(MemoryStore), retention)))
     }
 
     /// A queued start of a webhook as Whereby sent it before 2025: no subdomain.

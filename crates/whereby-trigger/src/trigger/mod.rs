@@ -212,7 +212,7 @@ impl Trigger {
         if let Some(durable) = &self.app.durable {
             // What the actions reported while stopping is on disk before this
             // returns.
-            durable.committer.flush().await;
+            durable.journal.flush().await;
         }
         tracing::info!("stopped");
         Ok(())

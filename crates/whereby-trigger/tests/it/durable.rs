@@ -51,6 +51,29 @@ impl Store for Switchable {
     }
 }
 
+/// A store shared with another receiver, which has recorded the events whose
+/// id starts with `elsewhere-`.
+struct Shared;
+
+impl Store for Shared {
+    fn load(&self, _: i64, _: i64, _: i64) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        for change in changes {
+            if let Change::RememberId { id, .. } = change
+                && id.starts_with("elsewhere-")
+            {
+                return Err(StoreError::AlreadyRecorded { id: id.clone() });
+            }
+        }
+        MemoryStore.commit(changes)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// A store whose commits wait while the gate is shut.
 #[derive(Default)]
 struct Gated {
@@ -187,6 +210,33 @@ async fn a_failed_commit_is_503_and_nothing_fires() {
     assert!(events.try_recv().is_some());
     let (_, again) = post(&handle, &body).await;
     assert_eq!(again, r#"{"outcome":"duplicate"}"#);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_another_receiver_recorded_is_a_duplicate_here() {
+    let recorder = Arc::new(Recorder::default());
+    let (handle, _durable) = start(Arc::new(Shared), recorder.clone()).await;
+    let mut events = handle.subscribe();
+
+    let theirs = session_started("elsewhere-1", "sess-1");
+    assert_eq!(
+        post(&handle, &theirs).await,
+        (200, r#"{"outcome":"duplicate"}"#.to_owned())
+    );
+    assert!(recorder.0.lock().unwrap().is_empty(), "no action ran here");
+    assert!(events.try_recv().is_none(), "no trigger event here");
+
+    // The room's claim was given back: the next event in it fires here.
+    let ours = session_started("here-1", "sess-2");
+    assert_eq!(
+        post(&handle, &ours).await,
+        (200, r#"{"outcome":"triggered"}"#.to_owned())
+    );
+    assert_eq!(recorder.0.lock().unwrap().as_slice(), ["here-1"]);
+
+    // And the id is known here from now on.
+    assert_eq!(post(&handle, &theirs).await.1, r#"{"outcome":"duplicate"}"#);
     handle.shutdown().await.unwrap();
 }
 

@@ -576,7 +576,7 @@ fn resumed(event: Arc<ActionEvent>, age: Duration, attempts: u32) -> Arc<ActionE
             room_idle_ms: 60_000,
         },
     );
-    let outbox = Outbox::new(committer);
+    let outbox = Outbox::new(Arc::new(committer));
     let mut stored = delivery_of(&event, "forward", "d1".into());
     stored.attempts = attempts;
     stored.created_ms -= i64::try_from(age.as_millis()).unwrap();
