@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use whereby_trigger::config::Config;
 use whereby_trigger::rules::cel::WhenInput;
-use whereby_trigger::rules::config::Config;
 use whereby_trigger::state::room::RoomView;
 
 /// Every variable is set (to a value with braces and dollars, which must stay

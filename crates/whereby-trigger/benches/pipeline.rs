@@ -34,9 +34,9 @@ use criterion::{
     BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::config::Config;
 use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::cel::{When, WhenInput};
-use whereby_trigger::rules::config::Config;
 use whereby_trigger::rules::engine::{Engine, Verdict};
 use whereby_trigger::state::room::RoomView;
 use whereby_trigger::store::{Change, SqliteStore, Store, now_ms};

@@ -57,8 +57,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
+use whereby_trigger::config::DEFAULT_LEASE;
 use whereby_trigger::record::Durable;
-use whereby_trigger::rules::config::DEFAULT_LEASE;
 use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::store::{
     Change, Delivery, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,

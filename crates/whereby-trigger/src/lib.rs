@@ -71,7 +71,8 @@
 //! - [`receive`], [`verify`], [`parse`], [`deduplicate`], [`evaluate`],
 //!   [`record`], [`dispatch`]: the pipeline, one module per step.
 //! - [`error`]: [`Rejection`], the one place failures become HTTP answers.
-//! - [`rules`]: the config file, CEL `when`, the engine that decides.
+//! - [`config`]: the TOML file (`[server]`, `[verify]`, `[store]`, `[[trigger]]`).
+//! - [`rules`]: CEL `when`, the engine that decides.
 //! - [`actions`]: the [`Action`](actions::Action) trait and its delivery
 //!   ticket, `run`, `forward`, `stdout`.
 //! - [`state`]: room state and `once_per` claims, which rules take and actions hold.
@@ -86,6 +87,7 @@
 //! imports a later one.
 
 pub mod actions;
+pub mod config;
 pub mod deduplicate;
 pub mod dispatch;
 pub mod error;

@@ -9,7 +9,7 @@ use crate::actions::Action;
 use crate::actions::forward::ForwardAction;
 use crate::actions::run::RunAction;
 use crate::actions::stdout::{LineSink, StdoutAction};
-use crate::rules::config::{Config, TriggerConfig};
+use crate::config::{Config, TriggerConfig};
 use crate::rules::engine::{Rule, RulePredicate};
 
 /// Builds rules from config and owns their actions.
@@ -25,7 +25,7 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// use whereby_trigger::actions::{Action, ActionEvent};
 /// use whereby_trigger::actions::stdout::LineSink;
 /// use whereby_trigger::registry::Registry;
-/// use whereby_trigger::rules::config::Config;
+/// use whereby_trigger::config::Config;
 /// use whereby_trigger::rules::engine::Engine;
 /// use whereby_trigger::webhook::{InRoom, RoomClientJoined};
 /// use whereby_trigger::Trigger;

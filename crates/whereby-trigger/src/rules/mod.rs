@@ -2,9 +2,8 @@
 //!
 //! webhook → [room state](crate::state::room) folded → each trigger's `on` and
 //! `when` ([`cel`]) → its `once_per` [claim](crate::state::claims) → actions.
-//! [`engine`] ties them together; [`config`] reads the TOML file.
+//! [`engine`] ties them together; the TOML file is read by [`crate::config`].
 
 #[cfg(feature = "cel")]
 pub mod cel;
-pub mod config;
 pub mod engine;

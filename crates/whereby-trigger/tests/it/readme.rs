@@ -1,7 +1,7 @@
 //! The README's example configs must stay loadable: each ```toml block is parsed
 //! and validated as `check` would.
 
-use whereby_trigger::rules::config::Config;
+use whereby_trigger::config::Config;
 
 #[test]
 fn every_toml_block_in_the_readme_loads() {

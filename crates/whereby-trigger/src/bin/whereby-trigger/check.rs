@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::config::Config;
 use whereby_trigger::registry::Registry;
-use whereby_trigger::rules::config::Config;
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {

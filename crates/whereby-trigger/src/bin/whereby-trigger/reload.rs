@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use whereby_trigger::config::{Config, VerifyConfig};
 use whereby_trigger::registry::Registry;
-use whereby_trigger::rules::config::{Config, VerifyConfig};
 use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::verify::Verification;
 use whereby_trigger::webhook::{DEFAULT_TOLERANCE, SigningSecret};
@@ -74,8 +74,8 @@ pub(crate) async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     path: PathBuf,
     started: (
-        whereby_trigger::rules::config::ServerConfig,
-        whereby_trigger::rules::config::VerifyConfig,
+        whereby_trigger::config::ServerConfig,
+        whereby_trigger::config::VerifyConfig,
     ),
     verify: VerifyReload,
     actions: Arc<Registry>,

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use whereby_trigger::config::Config;
 use whereby_trigger::parse::Parser;
 use whereby_trigger::registry::Registry;
 use whereby_trigger::replay::replay;
-use whereby_trigger::rules::config::Config;
 use whereby_trigger::webhook::{BaseDomain, ParseOptions};
 
 #[derive(Debug, Args)]

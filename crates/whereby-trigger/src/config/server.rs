@@ -47,14 +47,14 @@ impl ServerConfig {
     /// ```
     /// use std::time::Duration;
     /// use whereby_trigger::limits::Limits;
-    /// use whereby_trigger::rules::config::Config;
+    /// use whereby_trigger::config::Config;
     ///
     /// let config = Config::from_toml("[server]\nrequest_deadline = \"3s\"\n", &|_: &str| None)?;
     /// assert_eq!(
     ///     config.server.limits(),
     ///     Limits { request_deadline: Duration::from_secs(3), ..Limits::default() }
     /// );
-    /// # Ok::<(), whereby_trigger::rules::config::ConfigErrors>(())
+    /// # Ok::<(), whereby_trigger::config::ConfigErrors>(())
     /// ```
     pub fn limits(&self) -> Limits {
         let default = Limits::default();

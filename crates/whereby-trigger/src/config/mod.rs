@@ -190,7 +190,7 @@ impl Config {
     /// Every problem found, each with its line and trigger.
     ///
     /// ```
-    /// use whereby_trigger::rules::config::Config;
+    /// use whereby_trigger::config::Config;
     ///
     /// let toml = r#"
     /// [verify]
@@ -207,7 +207,7 @@ impl Config {
     ///
     /// let err = Config::from_toml(toml, &|_: &str| None).unwrap_err();
     /// assert!(err.to_string().contains("SECRET"));
-    /// # Ok::<(), whereby_trigger::rules::config::ConfigErrors>(())
+    /// # Ok::<(), whereby_trigger::config::ConfigErrors>(())
     /// ```
     pub fn from_toml(
         text: &str,
