@@ -484,6 +484,27 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn the_stream_of_a_mounted_router_ends_with_it() {
+            let trigger = Trigger::builder()
+                .on(|_: &RoomClientJoined| true)
+                .build()
+                .unwrap();
+            let mut events = trigger.subscribe();
+            let app = app(&trigger);
+            drop(trigger);
+            let (status, _) = post(app.clone(), webhook("room.client.joined")).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(
+                events.recv().await.is_some(),
+                "the event of the mounted router"
+            );
+            // The application's server has stopped: its router is gone.
+            drop(app);
+            let end = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+            assert!(matches!(end, Ok(None)), "the stream ends");
+        }
+
+        #[tokio::test]
         async fn a_panic_while_handling_is_500() {
             let trigger = Trigger::builder()
                 .observe(|_| panic!("an observer that fails"))

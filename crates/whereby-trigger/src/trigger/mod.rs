@@ -107,7 +107,10 @@ impl Trigger {
     }
 
     /// A stream of every trigger event from now on. Subscribe before starting to
-    /// miss none.
+    /// miss none. The stream ends when the server [`serve`](Self::serve) runs has
+    /// stopped; for a mounted [`router`](Self::router), once the Trigger and
+    /// every clone of its router are dropped (when the application's server
+    /// has stopped).
     pub fn subscribe(&self) -> TriggerEvents {
         self.app.dispatcher.subscribe()
     }
