@@ -50,6 +50,7 @@ impl std::fmt::Debug for Durable {
 
 /// What a restart found in the store.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Restored {
     /// Remembered event ids.
     pub ids: usize,

@@ -89,6 +89,7 @@ impl fmt::Debug for Secret {
 /// `[store]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// `dir`: the data directory of the durable store.
     pub dir: Option<PathBuf>,
@@ -96,6 +97,7 @@ pub struct StoreConfig {
 
 /// A whole config file.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Config {
     /// `[server]`
     pub server: ServerConfig,

@@ -10,6 +10,7 @@ use super::*;
 /// flags: [`ServerConfig::limits`] fills in [`Limits`]' defaults. Like `bind`
 /// and `port`, they are read at start; a reload does not change them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// `bind`
     pub bind: Option<IpAddr>,

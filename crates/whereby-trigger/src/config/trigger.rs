@@ -4,6 +4,7 @@ use super::*;
 
 /// One `[[trigger]]`, validated and compiled.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct TriggerConfig {
     /// `name`, unique.
     pub name: Arc<str>,

@@ -4,6 +4,7 @@ use super::*;
 
 /// `[verify]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyConfig {
     /// `secrets`, with `${NAME}` expanded.
     pub secrets: Vec<Secret>,
