@@ -132,7 +132,7 @@ struct Claim {
 
 /// Called with every claim released by its holder (an assistant ended), so the
 /// release can be recorded.
-pub type ReleaseHook = Box<dyn Fn(&ClaimKey) + Send + Sync>;
+pub(crate) type ReleaseHook = Box<dyn Fn(&ClaimKey) + Send + Sync>;
 
 /// The claims currently held.
 #[derive(Default)]
@@ -235,7 +235,7 @@ impl Claims {
 
     /// Sets the hook told of every claim its holder releases (once; later calls
     /// are ignored).
-    pub fn set_release_hook(&self, hook: ReleaseHook) {
+    pub(crate) fn set_release_hook(&self, hook: ReleaseHook) {
         let _ = self.on_release.set(hook);
     }
 
