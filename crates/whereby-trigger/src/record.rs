@@ -4,7 +4,7 @@
 //! the rules' [`Decision`] becomes the store's [`Change`]s (the event id, the
 //! claims taken and released, the room's state, one queued delivery per action
 //! call, each with its [`DeliveryTicket`](crate::actions::DeliveryTicket)),
-//! committed as one unit through the [`Committer`]. A `Recording` finishes
+//! committed as one unit through the [`Journal`]. A `Recording` finishes
 //! the webhook once the commit is known, even if the request that started it is
 //! gone, so an event that was committed is always dispatched. [`Durable`] opens
 //! the store at start: it reads ids, claims and rooms back, and resumes the
@@ -31,7 +31,7 @@ use crate::store::{
 /// is answered, and the queue of action deliveries.
 #[derive(Clone)]
 pub struct Durable {
-    /// Group commit into the store.
+    /// Where changes are committed (group commit into the store).
     pub(crate) journal: Arc<dyn Journal>,
     /// The deliveries being carried out.
     pub(crate) outbox: Arc<Outbox>,
