@@ -130,6 +130,13 @@ impl Rejection {
             Rejection::Panicked { .. } => {
                 "the server failed while handling the webhook; see the server log".to_owned()
             }
+            // Payloads from before 2025 have no subdomain: say how to give one.
+            Rejection::Parse(ParseFailure::Body(whereby_webhook::ParseError::NoSubdomain)) => {
+                format!(
+                    "{self} (set `[server] subdomain` or `serve --subdomain` for webhooks \
+                     that carry none)"
+                )
+            }
             other => other.to_string(),
         }
     }

@@ -927,6 +927,7 @@ async fn without_a_default_only_payloads_without_subdomain_are_refused() {
             assert_eq!(answer["field"], "data.subdomain", "{}", shape.name);
             let error = answer["error"].as_str().unwrap();
             assert!(error.contains("no default subdomain"), "{error}");
+            assert!(error.contains("--subdomain"), "{error}");
         } else {
             assert_eq!(status, StatusCode::OK, "{}: {answer}", shape.name);
         }
