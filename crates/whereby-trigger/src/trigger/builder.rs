@@ -11,6 +11,7 @@ use whereby_webhook::{
     TypedWebhook, Verifier,
 };
 
+use crate::config::ServerConfig;
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::evaluate::Predicates;
@@ -190,6 +191,43 @@ impl TriggerBuilder {
     /// predicates run inline and should be quick.
     pub fn predicate_timeout(mut self, timeout: Duration) -> Self {
         self.predicate_timeout = timeout;
+        self
+    }
+
+    /// Applies a config file's `[server]` table: every setting it gives
+    /// (address, port, path, body and predicate limits, default subdomain, the
+    /// accept loop's limits); the others keep their current values. Call it
+    /// before the setters that should win over the file, as `serve`'s flags do.
+    ///
+    /// ```
+    /// use whereby_trigger::Trigger;
+    /// use whereby_trigger::config::Config;
+    ///
+    /// let config = Config::from_toml("[server]\nport = 9000\nsubdomain = \"acme\"\n", &|_: &str| None)?;
+    /// let trigger = Trigger::builder().server_config(&config.server).build()?;
+    /// assert_eq!(trigger.addr().port(), 9000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn server_config(mut self, server: &ServerConfig) -> Self {
+        if let Some(bind) = server.bind {
+            self.bind = bind;
+        }
+        if let Some(port) = server.port {
+            self.port = port;
+        }
+        if let Some(path) = &server.path {
+            self.path.clone_from(path);
+        }
+        if let Some(max_body) = server.max_body {
+            self.max_body = max_body;
+        }
+        if let Some(timeout) = server.predicate_timeout {
+            self.predicate_timeout = timeout;
+        }
+        if let Some(subdomain) = &server.subdomain {
+            self.default_subdomain = Some(subdomain.clone());
+        }
+        self.limits = server.limits();
         self
     }
 

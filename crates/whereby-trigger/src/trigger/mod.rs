@@ -115,6 +115,11 @@ impl Trigger {
         self.app.dispatcher.subscribe()
     }
 
+    /// The address it is configured to listen on (port 0: any free one).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// What [`TriggerBuilder::store`] read back at build, if it was given.
     pub fn restored(&self) -> Option<Restored> {
         self.restored

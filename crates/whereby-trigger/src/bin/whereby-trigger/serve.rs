@@ -1,7 +1,7 @@
 //! `whereby-trigger serve`.
 
 use std::fs::OpenOptions;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use whereby_trigger::webhook::{
     AssistantRequested, DEFAULT_TOLERANCE, EventType, RoomClientJoined, RoomClientLeft,
     RoomSessionEnded, RoomSessionStarted,
 };
-use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder, trigger};
+use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder};
 
 use crate::reload::shutdown_signal;
 #[cfg(unix)]
@@ -176,42 +176,32 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(Arc::new(store))
     };
 
-    let server = &config.server;
-    let bind = args
-        .bind
-        .or(server.bind)
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let port = args.port.or(server.port).unwrap_or(trigger::DEFAULT_PORT);
+    // The file's [server] settings, then the flags over them.
     let mut builder = Trigger::builder()
-        .port(port)
-        .bind(bind)
-        .path(
-            args.path
-                .clone()
-                .or(server.path.clone())
-                .unwrap_or_else(|| "/".to_owned()),
-        )
+        .server_config(&config.server)
         .tolerance(
             args.tolerance
                 .or(config.verify.tolerance)
                 .unwrap_or(DEFAULT_TOLERANCE),
         )
         .base_domain(args.base_domain.clone())
-        .max_body(
-            args.max_body
-                .or(server.max_body)
-                .unwrap_or(trigger::DEFAULT_MAX_BODY),
-        )
-        .predicate_timeout(
-            args.predicate_timeout
-                .or(server.predicate_timeout)
-                .unwrap_or(trigger::DEFAULT_PREDICATE_TIMEOUT),
-        )
-        // header_timeout, body_timeout, max_header_bytes, max_connections,
-        // request_deadline and keep_alive: the file's or the defaults (no flags).
-        .limits(server.limits())
         .dedup_limits(dedup_limits);
-    if let Some(subdomain) = args.subdomain.clone().or(server.subdomain.clone()) {
+    if let Some(port) = args.port {
+        builder = builder.port(port);
+    }
+    if let Some(bind) = args.bind {
+        builder = builder.bind(bind);
+    }
+    if let Some(path) = args.path.clone() {
+        builder = builder.path(path);
+    }
+    if let Some(max_body) = args.max_body {
+        builder = builder.max_body(max_body);
+    }
+    if let Some(timeout) = args.predicate_timeout {
+        builder = builder.predicate_timeout(timeout);
+    }
+    if let Some(subdomain) = args.subdomain.clone() {
         builder = builder.default_subdomain(subdomain);
     }
     if let Some(store) = store {
@@ -276,7 +266,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let addr = SocketAddr::new(bind, port);
+    let addr = trigger.addr();
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
