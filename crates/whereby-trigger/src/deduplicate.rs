@@ -11,6 +11,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::store::StoreError;
+
 /// Default number of answered ids remembered.
 pub const DEFAULT_MAX_IDS: usize = 100_000;
 
@@ -196,6 +198,83 @@ impl MemoryDedup {
             if let Some((_, old)) = shard.answered.pop_front() {
                 shard.ids.remove(&old);
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The deduplicate step of a request
+// ---------------------------------------------------------------------------
+
+/// Reserves `id` for this delivery: `Ok(Some(_))` to evaluate it, `Ok(None)`
+/// when it is a duplicate. With a durable store (`durable`), a delivery whose
+/// id another one holds waits until that one is recorded or abandoned, so that
+/// a 2xx `duplicate` never stands for an event that is lost.
+///
+/// # Errors
+/// [`StoreError::Commit`] when the earlier delivery is still being recorded
+/// after [`SETTLE_WAIT`] (Whereby retries the 503).
+pub(crate) async fn reserve(
+    dedup: &Arc<dyn Deduplicate>,
+    id: &str,
+    durable: bool,
+) -> Result<Option<Reserved>, StoreError> {
+    while dedup.reserve(id, Instant::now()) == Reservation::Duplicate {
+        if !durable {
+            return Ok(None);
+        }
+        match settled(dedup.as_ref(), id).await {
+            IdStatus::Remembered => return Ok(None),
+            // The first attempt failed: evaluate this one afresh.
+            IdStatus::Absent => continue,
+            IdStatus::Reserved => {
+                return Err(StoreError::Commit(
+                    "an earlier delivery of this event is still being recorded".to_owned(),
+                ));
+            }
+        }
+    }
+    Ok(Some(Reserved {
+        dedup: dedup.clone(),
+        id: id.to_owned(),
+        remembered: false,
+    }))
+}
+
+/// How long a delivery waits for an earlier one of the same id to be recorded
+/// or abandoned: below the request deadline.
+const SETTLE_WAIT: Duration = Duration::from_secs(4);
+
+/// Waits (bounded by [`SETTLE_WAIT`]) until `id` is no longer reserved.
+async fn settled(dedup: &dyn Deduplicate, id: &str) -> IdStatus {
+    let deadline = Instant::now() + SETTLE_WAIT;
+    loop {
+        let status = dedup.status(id);
+        if status != IdStatus::Reserved || Instant::now() >= deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A reserved id, released unless remembered.
+pub(crate) struct Reserved {
+    dedup: Arc<dyn Deduplicate>,
+    id: String,
+    remembered: bool,
+}
+
+impl Reserved {
+    pub(crate) fn remember(&mut self) {
+        self.dedup.remember(&self.id, Instant::now());
+        self.remembered = true;
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if !self.remembered {
+            self.dedup.release(&self.id);
         }
     }
 }

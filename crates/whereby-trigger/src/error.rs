@@ -11,6 +11,7 @@ use whereby_webhook::SignatureError;
 use crate::store::StoreError;
 
 use crate::evaluate::EvaluateError;
+use crate::extract::ExtractError;
 use crate::parse::ParseFailure;
 
 /// Why a request to the webhook endpoint was not accepted.
@@ -68,6 +69,18 @@ pub enum Rejection {
         /// The panic message, when it was a string.
         message: String,
     },
+}
+
+impl From<ExtractError> for Rejection {
+    fn from(err: ExtractError) -> Self {
+        match err {
+            ExtractError::UnsupportedMediaType => Rejection::UnsupportedMediaType,
+            ExtractError::PayloadTooLarge { limit } => Rejection::PayloadTooLarge { limit },
+            ExtractError::BodyUnreadable(reason) => Rejection::BodyUnreadable(reason),
+            ExtractError::Signature(err) => Rejection::Signature(err),
+            ExtractError::Parse(err) => Rejection::Parse(err),
+        }
+    }
 }
 
 impl Rejection {

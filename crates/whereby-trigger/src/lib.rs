@@ -44,8 +44,9 @@
 //!
 //! # What happens to a delivery
 //!
-//! Each step is a module: [`receive`] (Content-Type, body limit) → [`verify`]
-//! (`Whereby-Signature`) → [`parse`] (typed webhook, room URL) → [`deduplicate`]
+//! Each step is a module: [`receive`] (calls the steps, answers) → extract
+//! (Content-Type, body limit, then [`verify`]: `Whereby-Signature`, and
+//! [`parse`]: typed webhook, room URL) → [`deduplicate`]
 //! (one evaluation per event id) → [`evaluate`] (your predicate) → [`record`] (the id
 //! is remembered) → [`dispatch`] (streams and callbacks). The answers:
 //!
@@ -92,6 +93,7 @@ pub mod deduplicate;
 pub mod dispatch;
 pub mod error;
 pub mod evaluate;
+mod extract;
 pub mod limits;
 pub mod parse;
 pub mod receive;

@@ -1,7 +1,9 @@
 //! Receive: the HTTP side of the pipeline.
 //!
-//! receive → verify → parse → deduplicate → evaluate → record → dispatch, each step
-//! in its own module; this one reads the request and answers it.
+//! receive → extract ([`verify`](crate::verify), [`parse`](crate::parse)) →
+//! [`deduplicate`](crate::deduplicate) → [`evaluate`](crate::evaluate) →
+//! [`record`](crate::record) → [`dispatch`](crate::dispatch), each step in its
+//! own module; this one calls them in order and answers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,19 +14,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use whereby_webhook::{SIGNATURE_HEADER, unix_now};
 
-use crate::deduplicate::{Deduplicate, IdStatus, Reservation};
+use crate::deduplicate::{self, Deduplicate, Reserved};
 use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::error::Rejection;
 use crate::evaluate::{Decision, Predicates};
-use crate::parse::{ParsedWebhook, Parser};
+use crate::extract::Extract;
+use crate::parse::ParsedWebhook;
 use crate::record::{self, Durable, Recording, Settle};
 use crate::rules::engine::Engine;
 use crate::store::StoreError;
-use crate::verify::Verification;
 
 /// Path of the liveness probe.
 pub const HEALTH_PATH: &str = "/healthz";
@@ -32,21 +31,16 @@ pub const HEALTH_PATH: &str = "/healthz";
 /// Everything a request needs, shared by all requests. Nothing in it is locked
 /// as a whole: the dedup store shards its own state, and the rest is read-only.
 pub(crate) struct App {
-    pub(crate) policy: Verification,
-    pub(crate) parser: Parser,
-    pub(crate) max_body: usize,
+    pub(crate) extract: Extract,
     pub(crate) predicate_timeout: Duration,
     pub(crate) dedup: Arc<dyn Deduplicate>,
     pub(crate) predicates: Predicates,
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) engine: Option<Arc<Engine>>,
-    pub(crate) observers: Vec<WebhookObserver>,
     pub(crate) durable: Option<Durable>,
 }
 
-/// A hook that sees every verified, parsed webhook (duplicates included), e.g.
-/// to record them for `replay`.
-pub type WebhookObserver = Arc<dyn Fn(&ParsedWebhook) + Send + Sync>;
+pub use crate::extract::WebhookObserver;
 
 /// The answer to a delivery that was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,46 +110,14 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Outcome, Rejection> {
-    if !is_json(&headers) {
-        return Err(Rejection::UnsupportedMediaType);
-    }
-    let body = read_body(body, &headers, app.max_body).await?;
-
-    let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
-    let verified = app.policy.verify(signature, body, unix_now())?;
-
-    let parsed = app.parser.parse(verified)?;
-    for observe in &app.observers {
-        observe(&parsed);
-    }
-
+    let parsed = app.extract.webhook(&headers, body).await?;
     let id = parsed.event.id();
-    while app.dedup.reserve(id, Instant::now()) == Reservation::Duplicate {
-        if app.durable.is_none() {
-            tracing::debug!(id, "duplicate delivery");
-            return Ok(Outcome::Duplicate);
-        }
-        // With a store, the delivery that holds the id may still fail to commit
-        // (and may already have been answered 503): this one learns how it ended
-        // before answering, so a 2xx never stands for an event that is lost.
-        match settled(app.dedup.as_ref(), id).await {
-            IdStatus::Remembered => {
-                tracing::debug!(id, "duplicate delivery");
-                return Ok(Outcome::Duplicate);
-            }
-            // The first attempt failed: evaluate this one afresh.
-            IdStatus::Absent => continue,
-            IdStatus::Reserved => {
-                return Err(Rejection::Store(StoreError::Commit(
-                    "an earlier delivery of this event is still being recorded".to_owned(),
-                )));
-            }
-        }
-    }
-    let reservation = Reserved {
-        dedup: app.dedup.clone(),
-        id: id.to_owned(),
-        remembered: false,
+    let Some(reservation) = deduplicate::reserve(&app.dedup, id, app.durable.is_some())
+        .await
+        .map_err(Rejection::Store)?
+    else {
+        tracing::debug!(id, "duplicate delivery");
+        return Ok(Outcome::Duplicate);
     };
 
     // If the predicate fails or the client goes away, dropping `reservation`
@@ -278,89 +240,4 @@ fn finish(
             .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
     }
     outcome
-}
-
-/// How long a delivery waits for an earlier one of the same id to be recorded
-/// or abandoned: below the request deadline.
-const SETTLE_WAIT: Duration = Duration::from_secs(4);
-
-/// Waits (bounded by [`SETTLE_WAIT`]) until `id` is no longer reserved.
-async fn settled(dedup: &dyn Deduplicate, id: &str) -> IdStatus {
-    let deadline = Instant::now() + SETTLE_WAIT;
-    loop {
-        let status = dedup.status(id);
-        if status != IdStatus::Reserved || Instant::now() >= deadline {
-            return status;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// A reserved id, released unless remembered.
-struct Reserved {
-    dedup: Arc<dyn Deduplicate>,
-    id: String,
-    remembered: bool,
-}
-
-impl Reserved {
-    fn remember(&mut self) {
-        self.dedup.remember(&self.id, Instant::now());
-        self.remembered = true;
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if !self.remembered {
-            self.dedup.release(&self.id);
-        }
-    }
-}
-
-/// `application/json`, with any parameters (such as a charset).
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
-}
-
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Rejection> {
-    // Refuse a declared oversize body before reading a byte of it.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(Rejection::PayloadTooLarge { limit });
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Rejection::PayloadTooLarge { limit })
-        }
-        Err(err) => Err(Rejection::BodyUnreadable(err.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_types() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
-            is_json(&h)
-        };
-        assert!(with("application/json"));
-        assert!(with("Application/JSON; charset=utf-8"));
-        assert!(!with("text/plain"));
-        assert!(!with("application/jsonx"));
-        assert!(!with("application/x-www-form-urlencoded"));
-        assert!(!is_json(&HeaderMap::new()));
-    }
 }

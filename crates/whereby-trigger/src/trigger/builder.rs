@@ -15,6 +15,7 @@ use crate::config::ServerConfig;
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent};
 use crate::evaluate::Predicates;
+use crate::extract::Extract;
 use crate::limits::Limits;
 use crate::parse::{ParsedWebhook, Parser};
 use crate::receive::{App, HEALTH_PATH, WebhookObserver};
@@ -484,15 +485,17 @@ impl TriggerBuilder {
             restored,
             shutdown_hooks: self.shutdown_hooks,
             app: Arc::new(App {
-                policy: Verification::new(policy),
-                parser: Parser::new(base_domain, options),
-                max_body: self.max_body,
+                extract: Extract {
+                    policy: Verification::new(policy),
+                    parser: Parser::new(base_domain, options),
+                    max_body: self.max_body,
+                    observers: self.observers,
+                },
                 predicate_timeout: self.predicate_timeout,
                 dedup,
                 predicates: self.predicates,
                 dispatcher,
                 engine: self.engine,
-                observers: self.observers,
                 durable,
             }),
         })

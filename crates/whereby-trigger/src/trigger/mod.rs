@@ -128,13 +128,13 @@ impl Trigger {
     /// The options webhooks are parsed with (the default subdomain), e.g. to
     /// read stored webhooks back as the server reads new ones.
     pub fn parse_options(&self) -> &ParseOptions {
-        self.app.parser.options()
+        self.app.extract.parser.options()
     }
 
     /// The handle on this Trigger's signature policy: replace its secrets while
     /// it runs (a rotation) with [`Verification::replace_secrets`].
     pub fn verification(&self) -> Verification {
-        self.app.policy.clone()
+        self.app.extract.policy.clone()
     }
 
     /// The axum router, to mount in an existing application
@@ -199,9 +199,9 @@ impl Trigger {
         // Resumed actions look their rules up, so the poller starts with the
         // server, not at build.
         let poller = match (&self.app.durable, &self.app.engine) {
-            (Some(durable), Some(engine)) => {
-                Some(durable.spawn_poller(engine.clone(), self.app.parser.options().clone()))
-            }
+            (Some(durable), Some(engine)) => Some(
+                durable.spawn_poller(engine.clone(), self.app.extract.parser.options().clone()),
+            ),
             _ => None,
         };
         if let Ok(addr) = listener.local_addr() {
@@ -227,7 +227,7 @@ impl Trigger {
     }
 
     fn warn_if_unsigned(&self) {
-        if self.app.policy.is_unsigned() {
+        if self.app.extract.policy.is_unsigned() {
             tracing::warn!(
                 "no signing secret configured: unsigned webhooks are accepted, so anyone who \
                  can reach this server can start assistants"

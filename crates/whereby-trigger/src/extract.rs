@@ -1,0 +1,125 @@
+//! Extract: from an HTTP request to a verified, parsed webhook.
+//!
+//! The steps that need nothing but the request: the Content-Type, the body
+//! within its limit (refused before a byte is read when its declared length is
+//! over), the `Whereby-Signature` over the raw bytes ([`verify`](crate::verify)),
+//! then the webhook and its room URL ([`parse`](crate::parse)). Every verified,
+//! parsed webhook is shown to the observers, duplicates included.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use whereby_webhook::{SIGNATURE_HEADER, SignatureError, unix_now};
+
+use crate::parse::{ParseFailure, ParsedWebhook, Parser};
+use crate::verify::Verification;
+
+/// A hook that sees every verified, parsed webhook (duplicates included), e.g.
+/// to record them for `replay`.
+pub type WebhookObserver = Arc<dyn Fn(&ParsedWebhook) + Send + Sync>;
+
+/// What extracting needs, shared by every request.
+pub(crate) struct Extract {
+    pub(crate) policy: Verification,
+    pub(crate) parser: Parser,
+    pub(crate) max_body: usize,
+    pub(crate) observers: Vec<WebhookObserver>,
+}
+
+/// Why a request is not a usable webhook.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ExtractError {
+    /// The Content-Type is not `application/json`.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the limit.
+    #[error("the body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The body could not be read (the client went away, or sent a broken stream).
+    #[error("the body could not be read: {0}")]
+    BodyUnreadable(String),
+    /// The signature was missing, malformed, stale or did not match.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// The body is not a usable webhook.
+    #[error(transparent)]
+    Parse(#[from] ParseFailure),
+}
+
+impl Extract {
+    /// The webhook of a request, verified and parsed.
+    ///
+    /// # Errors
+    /// An [`ExtractError`] saying which check it failed.
+    pub(crate) async fn webhook(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<ParsedWebhook, ExtractError> {
+        if !is_json(headers) {
+            return Err(ExtractError::UnsupportedMediaType);
+        }
+        let body = read_body(body, headers, self.max_body).await?;
+        let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
+        let verified = self.policy.verify(signature, body, unix_now())?;
+        let parsed = self.parser.parse(verified)?;
+        for observe in &self.observers {
+            observe(&parsed);
+        }
+        Ok(parsed)
+    }
+}
+
+/// `application/json`, with any parameters (such as a charset).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ExtractError> {
+    // Refuse a declared oversize body before reading a byte of it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ExtractError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ExtractError::PayloadTooLarge { limit })
+        }
+        Err(err) => Err(ExtractError::BodyUnreadable(err.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            is_json(&h)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/jsonx"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}
