@@ -1,8 +1,8 @@
 //! Receive: the HTTP side of the pipeline.
 //!
 //! receive → extract ([`verify`](crate::verify), [`parse`](crate::parse)) →
-//! [`deduplicate`](crate::deduplicate) → [`evaluate`](crate::evaluate) →
-//! [`record`](crate::record) → [`dispatch`](crate::dispatch), each step in its
+//! [`deduplicate`] → [`evaluate`](crate::evaluate) → [`record`] →
+//! [`dispatch`](crate::dispatch), each step in its
 //! own module; this one calls them in order and answers.
 
 use std::sync::Arc;
