@@ -3,6 +3,7 @@
 use std::process::Output;
 
 use crate::common::binary::{Server, command, send, text};
+use crate::common::fixture::TempDir;
 
 const SECRET: &str = "whsec_test_4f7c1e9a2b6d8035";
 
@@ -93,14 +94,11 @@ fn serve_and_send_end_to_end() {
 #[test]
 fn send_a_payload_from_a_file_unsigned() {
     let server = Server::start(&["--allow-unsigned", "--on", "assistant.requested"]);
-    let dir = std::env::temp_dir().join(format!("whereby-trigger-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("requested.json");
-    std::fs::write(
-        &file,
+    let dir = TempDir::new("cli-file");
+    let file = dir.write(
+        "requested.json",
         whereby_trigger::webhook::sample::sample("assistant.requested").unwrap(),
-    )
-    .unwrap();
+    );
     let out = send(&["--file", file.to_str().unwrap(), "--to", &server.url()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("triggered"));
@@ -111,7 +109,6 @@ fn send_a_payload_from_a_file_unsigned() {
         line["triggerWebhook"]["id"],
         "4d0e6f2a5b1c7d9e8f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

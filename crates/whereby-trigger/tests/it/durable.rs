@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use crate::common::fixture::TempDir;
 use crate::common::{SECRET, sign};
 use whereby_trigger::actions::{Action, ActionEvent};
 use whereby_trigger::limits::DEFAULT_REQUEST_DEADLINE;
@@ -242,8 +243,8 @@ async fn an_event_another_receiver_recorded_is_a_duplicate_here() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_and_claims_survive_a_restart() {
-    let dir = std::env::temp_dir().join(format!("whereby-durable-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp = TempDir::new("durable-restart");
+    let dir = temp.join("store");
 
     let recorder = Arc::new(Recorder::default());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
@@ -267,7 +268,6 @@ async fn ids_and_claims_survive_a_restart() {
         "the claimed room gets no second assistant"
     );
     handle.shutdown().await.unwrap();
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,10 +9,11 @@
 #![cfg(unix)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::common::fixture::TempDir;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tracing_subscriber::filter::filter_fn;
@@ -117,51 +118,24 @@ async fn eventually(trigger: &str, what: &str, mut condition: impl FnMut() -> bo
 // Fixtures
 // ---------------------------------------------------------------------------
 
-/// A temporary directory unique to one test, removed at the end.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let path =
-            std::env::temp_dir().join(format!("whereby-run-action-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create the test directory");
-        TempDir(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn arg(&self) -> String {
-        self.0.to_str().expect("a UTF-8 temp dir").to_owned()
-    }
-
-    fn exists(&self, name: &str) -> bool {
-        self.path(name).exists()
-    }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(name)).unwrap_or_default()
-    }
-
+/// What `hold.sh` leaves in a test's directory.
+trait HoldDir {
     /// Lets `hold.sh NAME` finish.
+    fn go(&self, name: &str);
+    /// The pid `hold.sh NAME` recorded when it started.
+    fn pid(&self, name: &str) -> u32;
+}
+
+impl HoldDir for TempDir {
     fn go(&self, name: &str) {
-        std::fs::write(self.path(&format!("{name}.go")), b"").expect("write the go file");
+        std::fs::write(self.join(&format!("{name}.go")), b"").expect("write the go file");
     }
 
-    /// The pid `hold.sh NAME` recorded when it started.
     fn pid(&self, name: &str) -> u32 {
         self.read(&format!("{name}.started"))
             .trim()
             .parse()
             .expect("a pid")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -192,7 +166,7 @@ fn hold(dir: &TempDir) -> RunSpec {
     spec(&[
         "sh",
         &script("hold.sh"),
-        &dir.arg(),
+        dir.path_str(),
         "{data.displayName}",
         "{data.externalId}",
     ])
@@ -320,7 +294,7 @@ async fn the_child_gets_its_arguments_environment_and_the_event_on_stdin() {
     const T: &str = "record-args";
     captured();
     let dir = TempDir::new(T);
-    let out = dir.path("record.json");
+    let out = dir.join("record.json");
     let tricky = r#"Ada "the countess" O'Lovelace; rm -rf / $(id) *"#;
     let action = RunAction::new(
         T.into(),
@@ -418,7 +392,7 @@ async fn stdin_none_gives_the_child_dev_null() {
     const T: &str = "record-no-stdin";
     captured();
     let dir = TempDir::new(T);
-    let out = dir.path("record.json");
+    let out = dir.join("record.json");
     let mut spec = spec(&["python3", &script("record.py"), out.to_str().unwrap()]);
     spec.stdin = StdinMode::None;
     let action = RunAction::new(T.into(), spec);
@@ -702,7 +676,7 @@ async fn reconfigure_applies_to_new_starts_and_leaves_running_ones_alone() {
     let mut renamed = spec(&[
         "sh",
         &script("hold.sh"),
-        &dir.arg(),
+        dir.path_str(),
         "new-{data.displayName}",
     ]);
     renamed.max_running = 1;
@@ -816,7 +790,7 @@ async fn children_die_when_the_server_is_killed() {
     let helper = format!("{module}::crash_helper");
     let mut server = std::process::Command::new(std::env::current_exe().unwrap())
         .args([helper.as_str(), "--exact", "--ignored", "--test-threads=1"])
-        .env(CRASH_DIR, &dir.0)
+        .env(CRASH_DIR, dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

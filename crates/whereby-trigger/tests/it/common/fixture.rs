@@ -1,9 +1,11 @@
-//! Files and processes of the end-to-end tests: a directory of each test's own,
-//! TOML strings for configs, and the assistant scripts the server starts.
+//! Files and processes of the tests: a directory of each test's own, TOML
+//! strings for configs, and the assistant scripts the server starts. Built
+//! whatever the features; what only the end-to-end tests use needs `cli`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+#[cfg(feature = "cli")]
 use super::binary::poll;
 
 /// A directory of the test's own, removed when dropped (which also ends any
@@ -34,7 +36,23 @@ impl TempDir {
         self.0.join(name)
     }
 
+    /// The path as a UTF-8 string, for a command line.
+    pub(crate) fn path_str(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp dir")
+    }
+
+    /// Whether `name` exists in the directory.
+    pub(crate) fn exists(&self, name: &str) -> bool {
+        self.0.join(name).exists()
+    }
+
+    /// The text of `name`, or "" if it does not exist (yet).
+    pub(crate) fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.0.join(name)).unwrap_or_default()
+    }
+
     /// A new, empty subdirectory.
+    #[cfg(feature = "cli")]
     pub(crate) fn sub(&self, name: &str) -> PathBuf {
         let path = self.0.join(name);
         std::fs::create_dir_all(&path).expect("create a subdirectory");
@@ -42,6 +60,7 @@ impl TempDir {
     }
 
     /// Writes `text` to `name` (via a rename, so a reader never sees half).
+    #[cfg(feature = "cli")]
     pub(crate) fn write(&self, name: &str, text: &str) -> PathBuf {
         let path = self.0.join(name);
         let tmp = self.0.join(format!(".{name}.tmp"));
@@ -58,12 +77,14 @@ impl Drop for TempDir {
 }
 
 /// A TOML basic string holding `s` (JSON string escapes are valid TOML ones).
+#[cfg(feature = "cli")]
 pub(crate) fn toml_str(s: impl AsRef<str>) -> String {
     serde_json::to_string(s.as_ref()).expect("a string serialises")
 }
 
 /// Whether `pid` is a live (not zombie) process running `script`, a name its
 /// command line contains: a pid reused by an unrelated process does not count.
+#[cfg(feature = "cli")]
 pub(crate) fn script_alive(pid: u32, script: &str) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
@@ -81,6 +102,7 @@ pub(crate) fn script_alive(pid: u32, script: &str) -> bool {
 }
 
 /// Polls (bounded) until process `pid` of `script` is gone.
+#[cfg(feature = "cli")]
 pub(crate) fn wait_script_gone(pid: u32, script: &str) {
     poll(&format!("{script} {pid} to be gone"), || {
         (!script_alive(pid, script)).then_some(())

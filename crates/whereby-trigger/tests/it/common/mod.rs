@@ -1,11 +1,11 @@
 //! Helpers shared by the integration tests: start a real Trigger on
 //! `127.0.0.1:0`, build (signed) deliveries from the sample payloads, and talk
 //! HTTP to the server with every wait bounded. [`binary`] runs the real
-//! `whereby-trigger` binary instead, for the end-to-end tests.
+//! `whereby-trigger` binary instead, for the end-to-end tests; [`fixture`]
+//! gives each test a directory of its own.
 
 #[cfg(feature = "cli")]
 pub(crate) mod binary;
-#[cfg(feature = "cli")]
 pub(crate) mod fixture;
 
 use std::future::Future;
