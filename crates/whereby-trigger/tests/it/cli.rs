@@ -2,16 +2,14 @@
 
 use std::process::Output;
 
-use crate::common::binary::{Server, command, send, text};
+use crate::common::binary::{self, Server, command, send, text};
 use crate::common::fixture::TempDir;
 
 const SECRET: &str = "whsec_test_4f7c1e9a2b6d8035";
 
 /// `send EVENT_TYPE --to TO --secret SECRET`, then `extra`.
 fn send_signed(event_type: &str, to: &str, extra: &[&str]) -> Output {
-    let mut args = vec![event_type, "--to", to, "--secret", SECRET];
-    args.extend_from_slice(extra);
-    send(&args)
+    binary::send_signed(command(), event_type, to, SECRET, extra)
 }
 
 #[test]

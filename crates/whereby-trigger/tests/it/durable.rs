@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::common::fixture::TempDir;
-use crate::common::{SECRET, sign};
+use crate::common::{SECRET, builder, client, post_signed, send};
 use whereby_trigger::actions::{Action, ActionEvent};
 use whereby_trigger::limits::DEFAULT_REQUEST_DEADLINE;
 use whereby_trigger::record::Durable;
@@ -16,7 +16,7 @@ use whereby_trigger::store::{
     Change, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,
 };
 use whereby_trigger::webhook::{EventType, RoomSessionStarted, sample};
-use whereby_trigger::{MemoryDedup, Trigger, TriggerHandle};
+use whereby_trigger::{MemoryDedup, TriggerHandle};
 
 const RETENTION: Retention = Retention {
     id_max_age_ms: 3_600_000,
@@ -148,9 +148,7 @@ async fn start_with(
     ]));
     let dedup = Arc::new(MemoryDedup::default());
     let (durable, _) = Durable::open(store, &dedup, &engine, RETENTION).unwrap();
-    let handle = Trigger::builder()
-        .port(0)
-        .bind("127.0.0.1".parse().unwrap())
+    let handle = builder()
         .secret(SECRET)
         .dedup_store(dedup)
         .rules(engine)
@@ -165,23 +163,10 @@ async fn start_with(
     (handle, durable)
 }
 
+/// POSTs `body`, signed; the status and the body of the answer.
 async fn post(handle: &TriggerHandle, body: &str) -> (u16, String) {
-    let response = tokio::time::timeout(
-        WAIT,
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(format!("http://{}/", handle.local_addr()))
-            .header("content-type", "application/json")
-            .header("whereby-signature", sign(SECRET, body))
-            .body(body.to_owned())
-            .send(),
-    )
-    .await
-    .expect("answered in time")
-    .expect("sent");
-    (response.status().as_u16(), response.text().await.unwrap())
+    let reply = post_signed(handle.local_addr(), SECRET, body).await;
+    (reply.status.as_u16(), reply.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,15 +304,8 @@ async fn after_a_failed_flush_every_webhook_is_503_and_healthz_says_so() {
     let health = |handle: &TriggerHandle| {
         let url = format!("http://{}/healthz", handle.local_addr());
         async move {
-            let response = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap()
-                .get(url)
-                .send()
-                .await
-                .unwrap();
-            (response.status().as_u16(), response.text().await.unwrap())
+            let reply = send(client().get(url)).await;
+            (reply.status.as_u16(), reply.body)
         }
     };
     assert_eq!(health(&handle).await.0, 200);

@@ -11,8 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -23,8 +22,8 @@ use crate::common::binary::{
     Lines, Server, Shared, WAIT, capture, loopback_command, poll, text, wait_with_deadline,
 };
 use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
+use crate::common::post_signed_blocking;
 use serde_json::Value;
-use whereby_trigger::webhook::SIGNATURE_HEADER;
 
 /// The signing secret of every config here.
 const SECRET: &str = "whsec_faults_3c8e51a0d7";
@@ -203,36 +202,13 @@ fn iso8601_now() -> String {
 }
 
 /// POSTs `body` to the server at `addr`, signed with `secret`, over a fresh
-/// connection; every read and write is bounded.
+/// connection; the wait is bounded.
 fn post_signed_with(addr: SocketAddr, body: &str, secret: &str) -> Answer {
-    let signature = crate::common::sign(secret, body);
     let started = Instant::now();
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT).expect("connect to serve");
-    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
-    stream.set_write_timeout(Some(WAIT)).expect("write timeout");
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         {SIGNATURE_HEADER}: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .expect("send the webhook");
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).expect("read the answer");
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP/1.1 answer: {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
+    let reply = post_signed_blocking(addr, secret, body);
     Answer {
-        status,
-        body,
+        status: reply.status.as_u16(),
+        body: reply.body,
         took: started.elapsed(),
     }
 }

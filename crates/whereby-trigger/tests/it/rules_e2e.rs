@@ -19,7 +19,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use crate::common::binary::{
-    Delivery, Server, Shared, deliveries, loopback_command, poll, send_from, text,
+    Delivery, Server, Shared, deliveries, loopback_command, poll, send_from, send_signed, text,
     wait_with_deadline,
 };
 use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
@@ -200,10 +200,13 @@ trait Serve {
 
 impl Serve for Server {
     fn send(&self, event_type: &str, id: &str, extra: &[&str]) -> String {
-        let to = self.url();
-        let mut args = vec![event_type, "--to", &to, "--secret", SECRET, "--id", id];
-        args.extend_from_slice(extra);
-        let out = send(&args);
+        let out = send_signed(
+            command(),
+            event_type,
+            &self.url(),
+            SECRET,
+            &[&["--id", id], extra].concat(),
+        );
         let stdout = text(&out.stdout);
         assert!(
             out.status.success(),
@@ -1017,18 +1020,13 @@ fn a_reload_keeps_running_assistants_and_their_claims() {
 
 /// `send` of a `room.client.joined` for Beta with `secret`; the HTTP status line.
 fn send_signed_by(server: &Server, id: &str, secret: &str) -> String {
-    let to = server.url();
-    let out = send(&[
+    let out = send_signed(
+        command(),
         "room.client.joined",
-        "--to",
-        &to,
-        "--secret",
+        &server.url(),
         secret,
-        "--id",
-        id,
-        "--set",
-        "displayName=Beta",
-    ]);
+        &["--id", id, "--set", "displayName=Beta"],
+    );
     let stdout = text(&out.stdout);
     stdout
         .lines()

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::binary::{Server, WAIT, capture, command, send, text, wait_with_deadline};
+use crate::common::binary::{
+    Server, WAIT, capture, command, send_signed, text, wait_with_deadline,
+};
 use crate::common::fixture::TempDir;
 use whereby_trigger::limits::{
     DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_KEEP_ALIVE_IDLE, DEFAULT_MAX_HEADER_BYTES,
@@ -123,15 +125,13 @@ fn padded_head(padding: usize) -> Vec<u8> {
 /// `send room.client.joined` to `server`, signed; asserts it triggered.
 #[track_caller]
 fn assert_signed_webhook_triggers(server: &Server, id: &str) {
-    let out = send(&[
+    let out = send_signed(
+        command(),
         "room.client.joined",
-        "--to",
         &server.url(),
-        "--secret",
         SECRET,
-        "--id",
-        id,
-    ]);
+        &["--id", id],
+    );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("HTTP 200"), "{stdout}");

@@ -248,6 +248,20 @@ pub(crate) fn send_from(mut base: Command, args: &[&str]) -> Output {
     }
 }
 
+/// Runs `base` (a [`command`], perhaps with more environment) as
+/// `send EVENT_TYPE --to TO --secret SECRET` and then `extra`; see [`send_from`].
+pub(crate) fn send_signed(
+    base: Command,
+    event_type: &str,
+    to: &str,
+    secret: &str,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![event_type, "--to", to, "--secret", secret];
+    args.extend_from_slice(extra);
+    send_from(base, &args)
+}
+
 /// Bytes a child printed, as text.
 pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -163,6 +163,36 @@ pub(crate) async fn send(request: RequestBuilder) -> Reply {
     .await
 }
 
+/// A JSON POST of `body` to `url` with `client`, unsigned, not yet sent.
+pub(crate) fn delivery_to(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<String>,
+) -> RequestBuilder {
+    client
+        .request(Method::POST, url)
+        .header(CONTENT_TYPE, JSON)
+        .body(body.into())
+}
+
+/// POSTs `body` to `http://<addr>/` as JSON, signed now with `secret`, with a
+/// client (and so a connection) of its own; the answer is read in full.
+pub(crate) async fn post_signed(addr: SocketAddr, secret: &str, body: &str) -> Reply {
+    let url = format!("http://{addr}/");
+    send(delivery_to(&client(), &url, body).header(SIGNATURE_HEADER, sign(secret, body))).await
+}
+
+/// [`post_signed`] from a test without a runtime (the end-to-end tests run the
+/// binary from plain threads): on a runtime of its own.
+#[cfg(feature = "cli")]
+pub(crate) fn post_signed_blocking(addr: SocketAddr, secret: &str, body: &str) -> Reply {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime to post on")
+        .block_on(post_signed(addr, secret, body))
+}
+
 /// Sends raw bytes over a fresh TCP connection and reads until the server
 /// closes it; for requests reqwest cannot make (e.g. a chunked body). Send
 /// `Connection: close` so the server ends the exchange. Returns the status code
@@ -250,9 +280,7 @@ impl Server {
 
     /// A JSON POST of `body` to `path`, unsigned, not yet sent.
     pub(crate) fn delivery(&self, path: &str, body: impl Into<String>) -> RequestBuilder {
-        self.request(Method::POST, path)
-            .header(CONTENT_TYPE, JSON)
-            .body(body.into())
+        delivery_to(&self.client, &self.url(path), body)
     }
 
     /// POSTs `body` to `/` as JSON, unsigned.
@@ -269,9 +297,9 @@ impl Server {
         .await
     }
 
-    /// POSTs `body` to `/` as JSON, signed now with `secret`.
+    /// POSTs `body` to `/` as JSON, signed now with `secret` ([`post_signed`]).
     pub(crate) async fn post_signed(&self, secret: &str, body: &str) -> Reply {
-        self.post_with_signature(body, &sign(secret, body)).await
+        post_signed(self.addr(), secret, body).await
     }
 
     /// The next trigger event, within [`TIMEOUT`]; fails if the stream ended.
