@@ -14,15 +14,15 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use whereby_trigger::webhook::time::format_rfc3339_millis;
 
 use crate::common::binary::{
-    Lines, Server, Shared, WAIT, capture, loopback_command, poll, text, wait_with_deadline,
+    Lines, Server, WAIT, capture, loopback_command, poll, text, wait_with_deadline,
 };
 use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
 use crate::common::post_signed_blocking;
+use crate::common::receiver::Receiver;
 use serde_json::Value;
 
 /// The signing secret of every config here.
@@ -219,144 +219,6 @@ fn post(server: &Server, event_type: &str, id: &str) -> Answer {
 }
 
 // ---------------------------------------------------------------------------
-// The `forward` target: a real HTTP server on a port reserved up front. Until
-// `open`, the port is bound but not listening, so connecting is refused and no
-// one else can take it; then every request is recorded and answered with the
-// status its `Answerer` picks.
-
-/// Picks the status for a request: gets the Idempotency-Key and how many
-/// requests with that key came before.
-type Answerer = Box<dyn Fn(&str, usize) -> u16 + Send + Sync>;
-
-#[derive(Debug, Clone)]
-struct Hit {
-    key: String,
-    status: u16,
-    body: Value,
-}
-
-struct Target {
-    addr: SocketAddr,
-    hits: Arc<Shared<Hit>>,
-    answerer: Arc<Mutex<Answerer>>,
-    socket: Mutex<Option<tokio::net::TcpSocket>>,
-    runtime: tokio::runtime::Runtime,
-}
-
-struct TargetState {
-    hits: Arc<Shared<Hit>>,
-    answerer: Arc<Mutex<Answerer>>,
-}
-
-impl Target {
-    /// A target whose port is reserved but refuses connections.
-    fn closed(answerer: impl Fn(&str, usize) -> u16 + Send + Sync + 'static) -> Target {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime for the target");
-        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-        socket
-            .bind("127.0.0.1:0".parse().expect("an address"))
-            .expect("bind the target's port");
-        let addr = socket.local_addr().expect("the target's address");
-        let answerer: Answerer = Box::new(answerer);
-        Target {
-            addr,
-            hits: Shared::new(),
-            answerer: Arc::new(Mutex::new(answerer)),
-            socket: Mutex::new(Some(socket)),
-            runtime,
-        }
-    }
-
-    /// A target that answers at once.
-    fn open(answerer: impl Fn(&str, usize) -> u16 + Send + Sync + 'static) -> Target {
-        let target = Target::closed(answerer);
-        target.listen();
-        target
-    }
-
-    /// Starts answering on the reserved port.
-    fn listen(&self) {
-        use axum::body::Bytes;
-        use axum::extract::State;
-        use axum::http::{HeaderMap, StatusCode};
-
-        async fn record(
-            State(state): State<Arc<TargetState>>,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> StatusCode {
-            let key = headers
-                .get("idempotency-key")
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default();
-            let before = state
-                .hits
-                .snapshot()
-                .iter()
-                .filter(|h| h.key == key)
-                .count();
-            let status = (state.answerer.lock().unwrap_or_else(|p| p.into_inner()))(&key, before);
-            let body = serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-            state.hits.push(Hit { key, status, body });
-            StatusCode::from_u16(status).expect("a valid status")
-        }
-
-        let socket = self
-            .socket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .expect("the target listens only once");
-        let _entered = self.runtime.enter();
-        let listener = socket.listen(128).expect("listen on the reserved port");
-        let state = Arc::new(TargetState {
-            hits: self.hits.clone(),
-            answerer: self.answerer.clone(),
-        });
-        let app = axum::Router::new().fallback(record).with_state(state);
-        self.runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-    }
-
-    /// Changes how requests are answered from now on.
-    fn answer_with(&self, answerer: impl Fn(&str, usize) -> u16 + Send + Sync + 'static) {
-        *self.answerer.lock().unwrap_or_else(|p| p.into_inner()) = Box::new(answerer);
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    /// How many requests each key got answered 2xx.
-    fn delivered(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for hit in self.hits.snapshot() {
-            if (200..300).contains(&hit.status) {
-                *counts.entry(hit.key).or_insert(0) += 1;
-            }
-        }
-        counts
-    }
-
-    /// Waits until every key of `keys` was answered 2xx at least once.
-    fn wait_delivered(&self, keys: &[String]) -> Vec<Hit> {
-        self.hits
-            .wait_until(&format!("deliveries of {keys:?}"), |hits| {
-                keys.iter().all(|key| {
-                    hits.iter()
-                        .any(|h| &h.key == key && (200..300).contains(&h.status))
-                })
-            })
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Assistants: tests/scripts/fault_assistant.sh records into a directory.
 
 fn assistant_script() -> PathBuf {
@@ -465,7 +327,7 @@ fn wait_no_stored_claims(data: &Path) {
 fn events_answered_before_a_kill_9_are_forwarded_after_the_restart() {
     let dir = TempDir::new("kill9");
     let data = dir.data();
-    let target = Target::closed(|_, _| 200);
+    let target = Receiver::closed();
     let config = dir.config(&format!(
         "\n[[trigger]]\nname = \"relay\"\non = [\"room.client.joined\"]\nforward = {{ url = {}, timeout = \"2s\" }}\n",
         q(target.url())
@@ -525,11 +387,12 @@ fn events_answered_before_a_kill_9_are_forwarded_after_the_restart() {
         expected,
         "only the answered triggering events are delivered: {hits:#?}"
     );
-    for hit in &target.hits.snapshot() {
-        let id = hit.key.strip_prefix("relay:").expect("the trigger's key");
-        assert_eq!(hit.body["action"], "start", "{hit:?}");
-        assert_eq!(hit.body["trigger"], "relay", "{hit:?}");
-        assert_eq!(hit.body["triggerWebhook"]["id"], id, "{hit:?}");
+    for hit in &target.received() {
+        let id = hit.key().strip_prefix("relay:").expect("the trigger's key");
+        let body = hit.json();
+        assert_eq!(body["action"], "start", "{hit:?}");
+        assert_eq!(body["trigger"], "relay", "{hit:?}");
+        assert_eq!(body["triggerWebhook"]["id"], id, "{hit:?}");
     }
     let duplicates: usize = delivered.values().map(|n| n - 1).sum();
     eprintln!("kill -9: deliveries per Idempotency-Key {delivered:?} ({duplicates} duplicate(s))");
@@ -560,7 +423,8 @@ fn a_target_down_then_failing_then_back_gets_everything_with_backoff() {
     let dir = TempDir::new("flaky-target");
     let data = dir.data();
     // Two 500s for every key once it listens; then 200.
-    let target = Target::closed(|_, before| if before < 2 { 500 } else { 200 });
+    let target = Receiver::closed();
+    target.answer_with(|_, before| if before < 2 { (500, None) } else { (200, None) });
     let config = dir.config(&format!(
         "\n[[trigger]]\nname = \"relay\"\non = [\"room.client.joined\"]\nforward = {{ url = {}, timeout = \"2s\" }}\n",
         q(target.url())
@@ -611,7 +475,7 @@ fn a_target_down_then_failing_then_back_gets_everything_with_backoff() {
     for key in &keys {
         let statuses: Vec<u16> = hits
             .iter()
-            .filter(|h| &h.key == key)
+            .filter(|h| h.key() == key)
             .map(|h| h.status)
             .collect();
         assert_eq!(&statuses[..3], [500, 500, 200], "{key}: {statuses:?}");
@@ -695,7 +559,7 @@ impl WriteLock {
 }
 
 /// A trigger that forwards to `target` and prints every event.
-fn locked_config(dir: &TempDir, target: &Target) -> PathBuf {
+fn locked_config(dir: &TempDir, target: &Receiver) -> PathBuf {
     dir.config(&format!(
         "\n[[trigger]]\nname = \"locked\"\non = [\"room.client.joined\"]\nforward = {{ url = {}, timeout = \"2s\" }}\nstdout = true\n",
         q(target.url())
@@ -704,7 +568,7 @@ fn locked_config(dir: &TempDir, target: &Target) -> PathBuf {
 
 /// Starts the server, fires one event through it and waits until that
 /// delivery has left the store, so that nothing is waiting to be written.
-fn serve_settled(config: &Path, data: &Path, target: &Target, id: &str) -> Server {
+fn serve_settled(config: &Path, data: &Path, target: &Receiver, id: &str) -> Server {
     let server = serve(config, data);
     post(&server, "room.client.joined", id).assert_outcome("triggered");
     target.wait_delivered(&[format!("locked:{id}")]);
@@ -718,7 +582,7 @@ fn serve_settled(config: &Path, data: &Path, target: &Target, id: &str) -> Serve
 fn a_store_that_cannot_be_written_answers_503_and_fires_nothing() {
     let dir = TempDir::new("locked-store");
     let data = dir.data();
-    let target = Target::open(|_, _| 200);
+    let target = Receiver::start();
     let config = locked_config(&dir, &target);
     let server = serve_settled(&config, &data, &target, "lock-0");
 
@@ -743,10 +607,10 @@ fn a_store_that_cannot_be_written_answers_503_and_fires_nothing() {
         l.contains("store commit failed")
     });
     assert_eq!(
-        target.hits.len(),
+        target.received().len(),
         1,
         "an action ran for a 503: {:#?}",
-        target.hits.snapshot()
+        target.received()
     );
     assert_eq!(server.stdout.len(), 1, "{:#?}", server.stdout.snapshot());
 
@@ -787,7 +651,7 @@ fn a_store_that_cannot_be_written_answers_503_and_fires_nothing() {
 fn a_retry_while_the_failed_commit_still_waits_is_not_answered_2xx_for_nothing() {
     let dir = TempDir::new("locked-retry");
     let data = dir.data();
-    let target = Target::open(|_, _| 200);
+    let target = Receiver::start();
     let config = locked_config(&dir, &target);
     let server = serve_settled(&config, &data, &target, "race-0");
 
@@ -1115,7 +979,8 @@ fn a_restart_keeps_the_claim_and_runs_its_assistant_again() {
 fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     let dir = TempDir::new("outbox");
     let data = dir.data();
-    let target = Target::open(|_, _| 400);
+    let target = Receiver::start();
+    target.always((400, None));
     let config = dir.config(&format!(
         "\n[[trigger]]\nname = \"notify\"\non = [\"room.client.joined\"]\nforward = {{ url = {}, timeout = \"2s\" }}\n",
         q(target.url())
@@ -1137,10 +1002,10 @@ fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     assert!(line.contains("trigger=notify"), "{line}");
     assert!(line.contains("kind=forward"), "{line}");
     let id = delivery_id(&line);
-    assert_eq!(target.hits.len(), 1);
+    assert_eq!(target.received().len(), 1);
 
     // The target is fixed; `outbox retry ID` while the server runs.
-    target.answer_with(|_, _| 200);
+    target.always((200, None));
     let retried = Instant::now();
     let said = outbox_ok(&data, &["retry", &id]);
     assert!(said.contains("pending again"), "{said}");
@@ -1151,7 +1016,7 @@ fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     });
 
     // Another dead letter, dropped: gone for good.
-    target.answer_with(|_, _| 400);
+    target.always((400, None));
     post(&server, "room.client.joined", "ob-2").assert_outcome("triggered");
     let id2 = delivery_id(&dead_line("ob-2"));
     let said = outbox_ok(&data, &["drop", &id2]);
@@ -1171,7 +1036,7 @@ fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     // `retry --all` brings every dead letter back.
     post(&server, "room.client.joined", "ob-3").assert_outcome("triggered");
     dead_line("ob-3");
-    target.answer_with(|_, _| 200);
+    target.always((200, None));
     let retried = Instant::now();
     let said = outbox_ok(&data, &["retry", "--all"]);
     assert!(said.starts_with("1 "), "{said}");
@@ -1187,10 +1052,9 @@ fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     let stopped = server.stop();
     let statuses = |key: &str| -> Vec<u16> {
         target
-            .hits
-            .snapshot()
+            .received()
             .iter()
-            .filter(|h| h.key == key)
+            .filter(|h| h.key() == key)
             .map(|h| h.status)
             .collect()
     };

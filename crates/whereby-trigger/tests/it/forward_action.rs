@@ -6,23 +6,15 @@
 //! `common::TIMEOUT`. The tests run on the current-thread runtime, so the log
 //! subscriber each installs sees the delivery tasks too.
 
-use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::common::{TIMEOUT, sample, within};
-use axum::Router;
+use crate::common::receiver::Receiver;
+use crate::common::{TIMEOUT, sample, until_notified, within};
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tracing::subscriber::DefaultGuard;
 use whereby_trigger::actions::forward::{ForwardAction, ForwardSpec, RetryPolicy};
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
@@ -38,23 +30,6 @@ const ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Waits until `done` holds, re-checking each time `notify` fires.
-async fn wait_until(what: &str, notify: &Notify, mut done: impl FnMut() -> bool) {
-    within(what, async {
-        loop {
-            let woken = notify.notified();
-            tokio::pin!(woken);
-            // Registered before checking, so a wake-up in between is not lost.
-            woken.as_mut().enable();
-            if done() {
-                return;
-            }
-            woken.await;
-        }
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -95,9 +70,9 @@ fn fast_retry(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-fn spec(addr: SocketAddr, max_attempts: u32) -> ForwardSpec {
+fn spec(receiver: &Receiver, max_attempts: u32) -> ForwardSpec {
     ForwardSpec {
-        url: format!("http://{addr}/assistants"),
+        url: receiver.url(),
         timeout: Duration::from_secs(5),
         headers: vec![
             ("Authorization".into(), TOKEN.into()),
@@ -175,9 +150,12 @@ impl Logs {
 
     async fn wait_for(&self, parts: &[&str], count: usize) {
         let what = format!("{count} log line(s) with {parts:?}");
-        wait_until(&what, &self.0.grew, || {
-            self.lines_with(parts).len() >= count
-        })
+        within(
+            &what,
+            until_notified(&self.0.grew, || {
+                (self.lines_with(parts).len() >= count).then_some(())
+            }),
+        )
         .await;
     }
 
@@ -189,159 +167,14 @@ impl Logs {
 }
 
 // ---------------------------------------------------------------------------
-// The receiver
-// ---------------------------------------------------------------------------
-
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("no {name} header"))
-            .to_str()
-            .expect("visible ASCII")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).expect("body is JSON")
-    }
-}
-
-/// An answer: a status and an optional `Retry-After`.
-type Reply = (u16, Option<&'static str>);
-
-#[derive(Default)]
-struct Script {
-    /// Answers, in order; then `then` forever.
-    replies: Mutex<VecDeque<Reply>>,
-    then: Mutex<Option<Reply>>,
-    received: Mutex<Vec<Received>>,
-    arrived: Notify,
-    /// When set, a request is answered only once a permit is added.
-    gate: Option<Semaphore>,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    addr: SocketAddr,
-    script: Arc<Script>,
-}
-
-impl Receiver {
-    /// Answers `replies` in order, then 200.
-    async fn start(replies: &[Reply]) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        Receiver::serve(listener, Receiver::script(replies, None))
-    }
-
-    fn script(replies: &[Reply], gate: Option<Semaphore>) -> Arc<Script> {
-        Arc::new(Script {
-            replies: Mutex::new(replies.iter().copied().collect()),
-            then: Mutex::new(Some((200, None))),
-            gate,
-            ..Script::default()
-        })
-    }
-
-    fn serve<L>(listener: L, script: Arc<Script>) -> Receiver
-    where
-        L: axum::serve::Listener<Addr = SocketAddr>,
-    {
-        let addr = listener.local_addr().expect("local addr");
-        let app = Router::new()
-            .route("/assistants", post(answer))
-            .with_state(script.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Receiver { addr, script }
-    }
-
-    /// Answers `status` to every request.
-    fn always(&self, reply: Reply) {
-        *lock(&self.script.then) = Some(reply);
-    }
-
-    fn received(&self) -> Vec<Received> {
-        lock(&self.script.received).clone()
-    }
-
-    async fn wait_for_requests(&self, count: usize) {
-        let what = format!("{count} request(s) at the receiver");
-        wait_until(&what, &self.script.arrived, || {
-            lock(&self.script.received).len() >= count
-        })
-        .await;
-    }
-
-    fn open_gate(&self, permits: usize) {
-        self.script
-            .gate
-            .as_ref()
-            .expect("a gated receiver")
-            .add_permits(permits);
-    }
-}
-
-async fn answer(State(script): State<Arc<Script>>, headers: HeaderMap, body: Bytes) -> Response {
-    lock(&script.received).push(Received { headers, body });
-    script.arrived.notify_waiters();
-    if let Some(gate) = &script.gate {
-        gate.acquire().await.expect("gate open").forget();
-    }
-    let next = lock(&script.replies).pop_front();
-    let (status, retry_after) = next.or(*lock(&script.then)).expect("a reply is scripted");
-    let status = StatusCode::from_u16(status).expect("status");
-    match retry_after {
-        Some(seconds) => (status, [("retry-after", seconds)]).into_response(),
-        None => status.into_response(),
-    }
-}
-
-/// A listener that drops its first `drop_first` connections unanswered, like
-/// a receiver that is restarting.
-struct Dropping {
-    inner: TcpListener,
-    drop_first: usize,
-    dropped: Arc<AtomicUsize>,
-}
-
-impl axum::serve::Listener for Dropping {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let Ok((stream, addr)) = self.inner.accept().await else {
-                continue;
-            };
-            if self.dropped.load(Ordering::SeqCst) < self.drop_first {
-                self.dropped.fetch_add(1, Ordering::SeqCst);
-                drop(stream);
-                continue;
-            }
-            return (stream, addr);
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-}
-
-// ---------------------------------------------------------------------------
 // What arrives
 // ---------------------------------------------------------------------------
 
 #[tokio::test]
 async fn the_event_arrives_as_json_with_headers_and_idempotency_key() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[]).await;
-    let forward = action(spec(receiver.addr, 3));
+    let receiver = Receiver::start();
+    let forward = action(spec(&receiver, 3));
     assert_eq!(forward.kind(), "forward");
     let event = start_event();
 
@@ -377,8 +210,8 @@ async fn the_event_arrives_as_json_with_headers_and_idempotency_key() {
 #[tokio::test]
 async fn a_stop_sends_action_stop_with_the_stop_key() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[]).await;
-    let forward = action(spec(receiver.addr, 3));
+    let receiver = Receiver::start();
+    let forward = action(spec(&receiver, 3));
     let stop = event(ActionKind::Stop, "room.session.ended");
 
     forward.stop(stop.clone());
@@ -404,8 +237,8 @@ async fn a_stop_sends_action_stop_with_the_stop_key() {
 #[tokio::test]
 async fn server_errors_are_retried_until_delivered() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[(500, None), (503, Some("0"))]).await;
-    let forward = action(spec(receiver.addr, 5));
+    let receiver = Receiver::start().replies(&[(500, None), (503, Some("0"))]);
+    let forward = action(spec(&receiver, 5));
     let event = start_event();
 
     forward.start(event.clone());
@@ -440,8 +273,8 @@ async fn server_errors_are_retried_until_delivered() {
 #[tokio::test]
 async fn too_many_requests_is_retried() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[(429, Some("0")), (408, None)]).await;
-    let forward = action(spec(receiver.addr, 5));
+    let receiver = Receiver::start().replies(&[(429, Some("0")), (408, None)]);
+    let forward = action(spec(&receiver, 5));
 
     forward.start(start_event());
     drained(&forward).await;
@@ -457,21 +290,14 @@ async fn too_many_requests_is_retried() {
 async fn a_receiver_that_is_down_at_first_gets_the_event_when_it_is_up() {
     let (logs, _guard) = Logs::capture();
     // A port nobody listens on, for now.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let receiver = Receiver::closed();
     // Patient enough to outlast any scheduling delay.
-    let forward = action(spec(addr, 10_000));
+    let forward = action(spec(&receiver, 10_000));
 
     forward.start(start_event());
     logs.wait_for(&["retrying", "attempt=2"], 1).await;
     assert_eq!(forward.in_flight(), 1);
-    let receiver = Receiver::serve(
-        TcpListener::bind(addr).await.expect("rebind the port"),
-        Receiver::script(&[], None),
-    );
+    receiver.listen();
     drained(&forward).await;
 
     assert_eq!(receiver.received().len(), 1);
@@ -483,19 +309,14 @@ async fn a_receiver_that_is_down_at_first_gets_the_event_when_it_is_up() {
 #[tokio::test]
 async fn connections_closed_unanswered_are_retried() {
     let (logs, _guard) = Logs::capture();
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let listener = Dropping {
-        inner: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        drop_first: 2,
-        dropped: dropped.clone(),
-    };
-    let receiver = Receiver::serve(listener, Receiver::script(&[], None));
-    let forward = action(spec(receiver.addr, 10));
+    let receiver = Receiver::start();
+    receiver.drop_connections(2);
+    let forward = action(spec(&receiver, 10));
 
     forward.start(start_event());
     drained(&forward).await;
 
-    assert_eq!(dropped.load(Ordering::SeqCst), 2);
+    assert_eq!(receiver.dropped(), 2);
     assert_eq!(receiver.received().len(), 1);
     assert_eq!(logs.lines_with(&["forward delivered"]).len(), 1);
     assert!(logs.lines_with(&["retrying"]).len() >= 2, "{}", logs.text());
@@ -505,11 +326,8 @@ async fn connections_closed_unanswered_are_retried() {
 async fn an_attempt_past_the_timeout_is_retried() {
     let (logs, _guard) = Logs::capture();
     // Never answers until the gate opens, which it does not.
-    let receiver = Receiver::serve(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Receiver::script(&[], Some(Semaphore::new(0))),
-    );
-    let mut spec = spec(receiver.addr, 2);
+    let receiver = Receiver::start().holding();
+    let mut spec = spec(&receiver, 2);
     spec.timeout = Duration::from_millis(100);
     let forward = action(spec);
 
@@ -534,8 +352,8 @@ async fn an_attempt_past_the_timeout_is_retried() {
 #[tokio::test]
 async fn a_client_error_is_final() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[(400, None)]).await;
-    let forward = action(spec(receiver.addr, 5));
+    let receiver = Receiver::start().replies(&[(400, None)]);
+    let forward = action(spec(&receiver, 5));
 
     forward.start(start_event());
     drained(&forward).await;
@@ -551,9 +369,9 @@ async fn a_client_error_is_final() {
 #[tokio::test]
 async fn gives_up_after_max_attempts() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[]).await;
+    let receiver = Receiver::start();
     receiver.always((503, None));
-    let forward = action(spec(receiver.addr, 4));
+    let forward = action(spec(&receiver, 4));
 
     forward.start(start_event());
     drained(&forward).await;
@@ -589,8 +407,8 @@ fn resumed(event: Arc<ActionEvent>, age: Duration, attempts: u32) -> Arc<ActionE
 #[tokio::test]
 async fn a_delivery_queued_longer_ago_than_max_age_is_not_forwarded() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[(200, None)]).await;
-    let mut spec = spec(receiver.addr, 5);
+    let receiver = Receiver::start().replies(&[(200, None)]);
+    let mut spec = spec(&receiver, 5);
     spec.retry.max_age = Duration::from_secs(3600);
     let forward = action(spec);
 
@@ -614,9 +432,9 @@ async fn a_delivery_queued_longer_ago_than_max_age_is_not_forwarded() {
 #[tokio::test]
 async fn a_resumed_delivery_continues_its_attempt_count() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[]).await;
+    let receiver = Receiver::start();
     receiver.always((503, None));
-    let forward = action(spec(receiver.addr, 4));
+    let forward = action(spec(&receiver, 4));
 
     // Two attempts were made before a restart: two are left of max_attempts 4.
     forward.start(resumed(start_event(), Duration::ZERO, 2));
@@ -644,11 +462,8 @@ async fn a_resumed_delivery_continues_its_attempt_count() {
 #[tokio::test]
 async fn drain_waits_for_deliveries_in_flight() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::serve(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Receiver::script(&[], Some(Semaphore::new(0))),
-    );
-    let forward = action(spec(receiver.addr, 3));
+    let receiver = Receiver::start().holding();
+    let forward = action(spec(&receiver, 3));
 
     forward.start(start_event());
     forward.start(event(ActionKind::Start, "room.session.started"));
@@ -663,7 +478,7 @@ async fn drain_waits_for_deliveries_in_flight() {
         _ = &mut drain => panic!("drain returned with deliveries in flight"),
         () = tokio::task::yield_now() => {}
     }
-    receiver.open_gate(2);
+    receiver.release(2);
     assert_eq!(within("the drain", drain).await, 0);
     assert_eq!(forward.in_flight(), 0);
     assert_eq!(logs.lines_with(&["forward delivered"]).len(), 2);
@@ -671,11 +486,8 @@ async fn drain_waits_for_deliveries_in_flight() {
 
 #[tokio::test]
 async fn drain_gives_up_at_its_deadline() {
-    let receiver = Receiver::serve(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        Receiver::script(&[], Some(Semaphore::new(0))),
-    );
-    let forward = action(spec(receiver.addr, 3));
+    let receiver = Receiver::start().holding();
+    let forward = action(spec(&receiver, 3));
 
     forward.start(start_event());
     receiver.wait_for_requests(1).await;
@@ -684,7 +496,7 @@ async fn drain_gives_up_at_its_deadline() {
 
     // Draining did not close the action: a later drain still waits, and a later
     // event is still delivered.
-    receiver.open_gate(2);
+    receiver.release(2);
     forward.start(start_event());
     drained(&forward).await;
     assert_eq!(receiver.received().len(), 2);
@@ -693,10 +505,10 @@ async fn drain_gives_up_at_its_deadline() {
 #[tokio::test]
 async fn drain_leaves_a_stored_delivery_waiting_for_its_retry_pending() {
     let (logs, _guard) = Logs::capture();
-    let receiver = Receiver::start(&[]).await;
+    let receiver = Receiver::start();
     // An hour until the next attempt: only a drain that stops the wait returns.
     receiver.always((503, Some("3600")));
-    let mut patient = spec(receiver.addr, 5);
+    let mut patient = spec(&receiver, 5);
     patient.retry.max_backoff = Duration::from_secs(3600);
     let forward = action(patient);
 
@@ -717,8 +529,8 @@ async fn drain_leaves_a_stored_delivery_waiting_for_its_retry_pending() {
 
     // A delivery kept only in memory has no next start: the drain waits out
     // its backoff (a second here) and the retry is made.
-    let receiver = Receiver::start(&[(503, Some("1"))]).await;
-    let mut in_memory = spec(receiver.addr, 5);
+    let receiver = Receiver::start().replies(&[(503, Some("1"))]);
+    let mut in_memory = spec(&receiver, 5);
     in_memory.retry.max_backoff = Duration::from_secs(10);
     let forward = action(in_memory);
     forward.start(start_event());

@@ -4,7 +4,7 @@
 //! `replay`, and shutdown with assistants running.
 //!
 //! Everything is on loopback: the server listens on `127.0.0.1:0`, `forward`
-//! goes to a receiver this file runs on `127.0.0.1:0`, and the `run` action
+//! goes to `common::receiver` on `127.0.0.1:0`, and the `run` action
 //! starts `tests/scripts/e2e_assistant.py`, which writes what it got into a
 //! temporary directory of the test's own. No test sleeps to synchronise: every
 //! wait is for a log line, a file, a request or an exit, polled and bounded by
@@ -13,16 +13,16 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use crate::common::binary::{
-    Delivery, Server, Shared, deliveries, loopback_command, poll, send_from, send_signed, text,
+    Delivery, Server, deliveries, loopback_command, poll, send_from, send_signed, text,
     wait_with_deadline,
 };
 use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
+use crate::common::receiver::{Receiver, Request};
 use serde_json::Value;
 
 /// The signing secret, given to the config as `${E2E_SECRET}`.
@@ -306,98 +306,6 @@ const MEETING: [&str; 8] = [
 ];
 
 // ---------------------------------------------------------------------------
-// The `forward` receiver: a real HTTP server on 127.0.0.1:0 that answers 200
-// and records every request.
-
-#[derive(Debug, Clone)]
-struct Request {
-    method: String,
-    path: String,
-    /// Header names in lower case.
-    headers: BTreeMap<String, String>,
-    body: Value,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
-struct Receiver {
-    addr: SocketAddr,
-    requests: Arc<Shared<Request>>,
-    /// Serves the receiver; dropping it stops the server.
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        use axum::body::Bytes;
-        use axum::extract::State;
-        use axum::http::{HeaderMap, Method, StatusCode, Uri};
-
-        async fn record(
-            State(requests): State<Arc<Shared<Request>>>,
-            method: Method,
-            uri: Uri,
-            headers: HeaderMap,
-            body: Bytes,
-        ) -> StatusCode {
-            let headers = headers
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        name.as_str().to_ascii_lowercase(),
-                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                    )
-                })
-                .collect();
-            let body = serde_json::from_slice(&body)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-            requests.push(Request {
-                method: method.to_string(),
-                path: uri.path().to_owned(),
-                headers,
-                body,
-            });
-            StatusCode::OK
-        }
-
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime for the receiver");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("receiver address");
-        let requests = Shared::new();
-        let app = axum::Router::new()
-            .fallback(record)
-            .with_state(requests.clone());
-        runtime.spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver {
-            addr,
-            requests,
-            _runtime: runtime,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/assistants", self.addr)
-    }
-
-    fn wait_for(&self, n: usize) -> Vec<Request> {
-        self.requests
-            .wait_until(&format!("{n} forward request(s)"), |r| r.len() >= n)
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Configs.
 
 /// The [`note_taker`] config in `dir`, forwarding to a fresh receiver, and
@@ -634,7 +542,7 @@ fn assert_forwarded(request: &Request, action: &str, event_type: &str, id: &str)
             .starts_with("application/json"),
         "{request:#?}"
     );
-    let body = &request.body;
+    let body = &request.json();
     assert_eq!(body["action"], action, "{body}");
     assert_eq!(body["trigger"], "note-taker", "{body}");
     assert_eq!(body["roomUrl"], ROOM_URL, "{body}");
@@ -799,11 +707,11 @@ fn the_meeting_scenario_gets_one_assistant_for_its_session() {
 
     // forward: one start and one stop, whatever order the two deliveries
     // (concurrent tasks) arrived in.
-    let requests = receiver.requests.snapshot();
+    let requests = receiver.received();
     let by_action = |action: &str| {
         let found: Vec<&Request> = requests
             .iter()
-            .filter(|r| r.body["action"] == action)
+            .filter(|r| r.json()["action"] == action)
             .collect();
         assert_eq!(found.len(), 1, "one {action} forwarded: {requests:#?}");
         found[0]
@@ -1279,12 +1187,7 @@ fn a_recorded_meeting_replays_through_the_rules_without_running_actions() {
         0,
         "replay started something"
     );
-    assert_eq!(
-        receiver.requests.len(),
-        0,
-        "{:#?}",
-        receiver.requests.snapshot()
-    );
+    assert_eq!(receiver.received().len(), 0, "{:#?}", receiver.received());
 }
 
 // ===========================================================================

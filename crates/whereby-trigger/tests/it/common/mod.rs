@@ -2,11 +2,14 @@
 //! `127.0.0.1:0`, build (signed) deliveries from the sample payloads, and talk
 //! HTTP to the server with every wait bounded. [`binary`] runs the real
 //! `whereby-trigger` binary instead, for the end-to-end tests; [`fixture`]
-//! gives each test a directory of its own.
+//! gives each test a directory of its own, and [`receiver`] is the fake
+//! `forward` target.
 
 #[cfg(feature = "cli")]
 pub(crate) mod binary;
 pub(crate) mod fixture;
+#[cfg(feature = "forward")]
+pub(crate) mod receiver;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -34,6 +37,26 @@ pub(crate) async fn within<F: Future>(what: &str, future: F) -> F::Output {
     match tokio::time::timeout(TIMEOUT, future).await {
         Ok(output) => output,
         Err(_) => panic!("timed out after {TIMEOUT:?} waiting for {what}"),
+    }
+}
+
+/// Returns what `check` gives once it gives something, checking first and then
+/// again each time `notify` wakes its waiters. Not bounded itself: bound it
+/// with [`within`] or a timeout.
+#[cfg(feature = "forward")]
+pub(crate) async fn until_notified<T>(
+    notify: &tokio::sync::Notify,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    loop {
+        let woken = notify.notified();
+        tokio::pin!(woken);
+        // Registered before checking, so a wake-up in between is not lost.
+        woken.as_mut().enable();
+        if let Some(value) = check() {
+            return value;
+        }
+        woken.await;
     }
 }
 
