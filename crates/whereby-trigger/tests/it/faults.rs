@@ -20,7 +20,7 @@ use whereby_trigger::webhook::time::format_rfc3339_millis;
 use crate::common::binary::{
     Lines, Server, WAIT, capture, loopback_command, poll, text, wait_with_deadline,
 };
-use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
+use crate::common::fixture::{Script, TempDir, term_marker, toml_str as q};
 use crate::common::post_signed_blocking;
 use crate::common::receiver::Receiver;
 use serde_json::Value;
@@ -221,15 +221,14 @@ fn post(server: &Server, event_type: &str, id: &str) -> Answer {
 // ---------------------------------------------------------------------------
 // Assistants: tests/scripts/fault_assistant.sh records into a directory.
 
-fn assistant_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/fault_assistant.sh")
-}
+/// The assistant script of these tests.
+const ASSISTANT: Script = Script::new("fault_assistant.sh");
 
 /// A `run = { ... }` table starting the script in `mode`; `extra` adds keys.
 fn run_table(procs: &Path, mode: &str, extra: &str) -> String {
     format!(
         "run = {{ command = [\"sh\", {}, {}, {}], stdin = \"none\"{extra} }}",
-        q(path_str(&assistant_script())),
+        q(ASSISTANT.path()),
         q(path_str(procs)),
         q(mode)
     )
@@ -283,27 +282,12 @@ fn wait_starts(procs: &Path, n: usize) -> Vec<(u32, String)> {
     )
 }
 
-/// The assistant script of these tests.
-const ASSISTANT: &str = "fault_assistant.sh";
-
-fn alive(pid: u32) -> bool {
-    script_alive(pid, ASSISTANT)
-}
-
-fn wait_gone(pid: u32) {
-    wait_script_gone(pid, ASSISTANT);
-}
-
 /// The live holding assistants.
 fn alive_holders(procs: &Path) -> Vec<(u32, String)> {
     holders(procs)
         .into_iter()
-        .filter(|(pid, _)| alive(*pid))
+        .filter(|(pid, _)| ASSISTANT.alive(*pid))
         .collect()
-}
-
-fn term_marker(procs: &Path, pid: u32) -> PathBuf {
-    procs.join(format!("term-{pid}"))
 }
 
 /// How many claims the store holds, read as another process would.
@@ -756,7 +740,7 @@ fn a_crashed_assistant_is_restarted_on_failure() {
         "{started:#?}"
     );
     let (pid, _) = held[0];
-    assert!(alive(pid));
+    assert!(ASSISTANT.alive(pid));
     let restarting = log_lines(&server.stderr, &["the assistant ended; restarting it"]);
     assert_eq!(restarting.len(), 1, "{restarting:#?}");
     assert_eq!(
@@ -776,10 +760,7 @@ fn a_crashed_assistant_is_restarted_on_failure() {
 
     // Its stop event ends it for good, and frees the session.
     assert_eq!(post(&server, "room.session.ended", "crash-e1").status, 200);
-    poll("the SIGTERM marker", || {
-        term_marker(&procs, pid).exists().then_some(())
-    });
-    wait_gone(pid);
+    ASSISTANT.wait_terminated(&procs, pid);
     wait_no_stored_claims(&data);
     post(&server, "assistant.requested", "crash-r2").assert_outcome("triggered");
     let held = wait_holders(&procs, 2);
@@ -899,7 +880,7 @@ fn a_restart_keeps_the_claim_and_runs_its_assistant_again() {
 
     // kill -9: the kernel takes the assistant along (PDEATHSIG).
     kill9(server);
-    wait_gone(first);
+    ASSISTANT.wait_gone(first);
     assert!(!term_marker(&procs, first).exists());
 
     // The next start runs the assistant again, for the same event: its claim
@@ -934,7 +915,7 @@ fn a_restart_keeps_the_claim_and_runs_its_assistant_again() {
         "{:#?}",
         stopped.stderr
     );
-    wait_gone(second);
+    ASSISTANT.wait_gone(second);
     assert_eq!(stored_claims(&data), 1);
     let lines = outbox_list(&data);
     assert!(
@@ -956,10 +937,7 @@ fn a_restart_keeps_the_claim_and_runs_its_assistant_again() {
 
     // The session ends: the assistant is stopped and the claim released.
     assert_eq!(post(&server, "room.session.ended", "claim-e1").status, 200);
-    poll("the SIGTERM marker", || {
-        term_marker(&procs, third).exists().then_some(())
-    });
-    wait_gone(third);
+    ASSISTANT.wait_terminated(&procs, third);
     wait_no_stored_claims(&data);
     post(&server, "assistant.requested", "claim-r3").assert_outcome("triggered");
     let held = wait_holders(&procs, 4);

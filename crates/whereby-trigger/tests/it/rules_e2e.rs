@@ -21,7 +21,7 @@ use crate::common::binary::{
     Delivery, Server, deliveries, loopback_command, poll, send_from, send_signed, text,
     wait_with_deadline,
 };
-use crate::common::fixture::{TempDir, script_alive, toml_str as q, wait_script_gone};
+use crate::common::fixture::{Script, TempDir, term_marker, toml_str as q};
 use crate::common::receiver::{Receiver, Request};
 use serde_json::Value;
 
@@ -37,9 +37,8 @@ const SESSION: &str = "c1b5e7a0-8d2f-4b6e-9a41-2f7d3e5c9b10";
 // ---------------------------------------------------------------------------
 // Temporary directories, config files, the assistant script.
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/e2e_assistant.py")
-}
+/// The assistant script of these tests.
+const ASSISTANT: Script = Script::new("e2e_assistant.py");
 
 /// The real interpreter behind `python3`, so that the child the server spawns
 /// is the Python process itself, not a version manager's wrapper.
@@ -62,7 +61,7 @@ fn python() -> &'static str {
 fn run_table(procs: &Path, mode: &str, extra: &str) -> String {
     let command = [
         q(python()),
-        q(script().to_str().expect("a UTF-8 path")),
+        q(ASSISTANT.path()),
         q(procs.to_str().expect("a UTF-8 path")),
         q(mode),
         q("--room"),
@@ -127,29 +126,6 @@ fn wait_started(procs: &Path, n: usize) -> Vec<Started> {
             (started.len() >= n).then_some(started)
         },
     )
-}
-
-fn term_marker(procs: &Path, pid: u32) -> PathBuf {
-    procs.join(format!("term-{pid}"))
-}
-
-/// The assistant script of these tests.
-const ASSISTANT: &str = "e2e_assistant.py";
-
-fn assistant_alive(pid: u32) -> bool {
-    script_alive(pid, ASSISTANT)
-}
-
-fn wait_gone(pid: u32) {
-    wait_script_gone(pid, ASSISTANT);
-}
-
-/// Waits for assistant `pid` to record the SIGTERM it got, then to be gone.
-fn wait_terminated(procs: &Path, pid: u32) {
-    poll("the assistant's SIGTERM marker", || {
-        term_marker(procs, pid).exists().then_some(())
-    });
-    wait_gone(pid);
 }
 
 // ---------------------------------------------------------------------------
@@ -594,7 +570,7 @@ fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
     assert_eq!(stdin["trigger"], "note-taker");
     assert_eq!(stdin["roomUrl"], ROOM_URL);
     assert_eq!(stdin["triggerWebhook"]["id"], "e2e-started-1");
-    assert!(assistant_alive(first.pid));
+    assert!(ASSISTANT.alive(first.pid));
 
     // While it runs the session is claimed: no second assistant.
     assert_eq!(
@@ -618,7 +594,7 @@ fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
 
     // The session ends: the assistant gets SIGTERM, the receiver a stop.
     server.send("room.session.ended", "e2e-ended-1", &[]);
-    wait_terminated(&procs, first.pid);
+    ASSISTANT.wait_terminated(&procs, first.pid);
     let requests = receiver.wait_for(2);
     assert_forwarded(&requests[1], "stop", "room.session.ended", "e2e-ended-1");
     let lines = server.stdout.wait_until("the stop line", |l| l.len() >= 2);
@@ -651,7 +627,7 @@ fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
     let stopped = server.stop();
     // Shutdown stopped the second assistant the same way.
     assert!(term_marker(&procs, second.pid).exists());
-    wait_gone(second.pid);
+    ASSISTANT.wait_gone(second.pid);
     assert_eq!(started_in(&procs).len(), 2);
 
     let out = stopped.events();
@@ -737,7 +713,7 @@ fn the_meeting_scenario_gets_one_assistant_for_its_session() {
             term_marker(&procs, assistant.pid).exists(),
             "{assistant:#?}"
         );
-        wait_gone(assistant.pid);
+        ASSISTANT.wait_gone(assistant.pid);
     }
 }
 
@@ -909,12 +885,12 @@ fn a_reload_keeps_running_assistants_and_their_claims() {
     dir.write("whereby-trigger.toml", &trigger("stdout = true\n"));
     server.reload("config reloaded");
     assert_eq!(server.send("assistant.requested", "r1", &[]), "not_matched");
-    assert!(assistant_alive(first.pid));
+    assert!(ASSISTANT.alive(first.pid));
     assert!(!term_marker(&procs, first.pid).exists());
 
     // The new config's stop_on still stops the assistant started before it.
     server.send("room.session.ended", "e1", &[]);
-    wait_terminated(&procs, first.pid);
+    ASSISTANT.wait_terminated(&procs, first.pid);
     assert_eq!(server.send("assistant.requested", "r2", &[]), "triggered");
     let second = wait_started(&procs, 2);
     assert_eq!(second.len(), 2);
@@ -1012,7 +988,7 @@ fn a_reload_that_removes_a_run_trigger_stops_its_assistants_and_frees_their_room
     dir.write("whereby-trigger.toml", &without);
     let (reloaded, _) = server.reload("config reloaded");
     assert!(reloaded.contains("triggers=1"), "{reloaded}");
-    wait_terminated(&procs, first.pid);
+    ASSISTANT.wait_terminated(&procs, first.pid);
     let log = server.stderr.snapshot().join("\n");
     assert!(
         log.contains("trigger removed from the config") && log.contains("stopped=1"),
@@ -1223,7 +1199,7 @@ fn sigterm_stops_every_assistant_and_exits_0() {
     let started = wait_started(&procs, 3);
     assert_eq!(started.len(), 3, "{started:#?}");
     for assistant in &started {
-        assert!(assistant_alive(assistant.pid), "{assistant:#?}");
+        assert!(ASSISTANT.alive(assistant.pid), "{assistant:#?}");
     }
 
     let stopped = server.terminate();
@@ -1232,7 +1208,7 @@ fn sigterm_stops_every_assistant_and_exits_0() {
         let trigger = assistant.env.get("WHEREBY_TRIGGER").map(String::as_str);
         // Gone, not orphaned: serve reaped its children before exiting.
         assert!(
-            !assistant_alive(assistant.pid),
+            !ASSISTANT.alive(assistant.pid),
             "{trigger:?} assistant {} outlived serve",
             assistant.pid
         );
@@ -1266,12 +1242,12 @@ fn assistants_die_with_a_killed_server() {
     let mut server = serve(&config, &[]);
     assert_eq!(server.send("room.client.joined", "j-1", &[]), "triggered");
     let assistant = wait_started(&procs, 1)[0].clone();
-    assert!(assistant_alive(assistant.pid));
+    assert!(ASSISTANT.alive(assistant.pid));
 
     server.signal("KILL");
     let status = wait_with_deadline(&mut server.child);
     assert!(!status.success());
     // No chance to clean up: the kernel must take the child along.
-    wait_gone(assistant.pid);
+    ASSISTANT.wait_gone(assistant.pid);
     assert!(!term_marker(&procs, assistant.pid).exists());
 }

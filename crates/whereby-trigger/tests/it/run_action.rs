@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::fixture::TempDir;
+use crate::common::fixture::{Script, TempDir};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tracing_subscriber::filter::filter_fn;
@@ -139,9 +139,11 @@ impl HoldDir for TempDir {
     }
 }
 
-fn script(name: &str) -> String {
-    format!("{}/tests/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
-}
+/// Records how it was started (`record.py OUT ARG...`).
+const RECORD: Script = Script::new("record.py");
+
+/// Runs until told to go (`hold.sh DIR NAME [term|ignore]`); see [`HoldDir`].
+const HOLD: Script = Script::new("hold.sh");
 
 /// A spec for `command` (arguments are templates) with generous limits.
 fn spec(command: &[&str]) -> RunSpec {
@@ -165,7 +167,7 @@ fn spec(command: &[&str]) -> RunSpec {
 fn hold(dir: &TempDir) -> RunSpec {
     spec(&[
         "sh",
-        &script("hold.sh"),
+        &HOLD.path(),
         dir.path_str(),
         "{data.displayName}",
         "{data.externalId}",
@@ -270,17 +272,6 @@ fn held(claim: &ClaimHandle) -> bool {
     claim.is_held(Instant::now())
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    !matches!(state, Some('Z' | 'X') | None)
-}
-
 fn record(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("the record")).expect("JSON")
 }
@@ -300,7 +291,7 @@ async fn the_child_gets_its_arguments_environment_and_the_event_on_stdin() {
         T.into(),
         spec(&[
             "python3",
-            &script("record.py"),
+            &RECORD.path(),
             out.to_str().unwrap(),
             "--room={roomUrl}",
             "{id}",
@@ -393,7 +384,7 @@ async fn stdin_none_gives_the_child_dev_null() {
     captured();
     let dir = TempDir::new(T);
     let out = dir.join("record.json");
-    let mut spec = spec(&["python3", &script("record.py"), out.to_str().unwrap()]);
+    let mut spec = spec(&["python3", &RECORD.path(), out.to_str().unwrap()]);
     spec.stdin = StdinMode::None;
     let action = RunAction::new(T.into(), spec);
     let claims = Claims::new();
@@ -536,7 +527,7 @@ async fn a_stop_ends_the_child_of_its_room_and_no_other() {
     assert!(logged(T, &["room=acme/a", "exited", "code=0"]).is_some());
     assert!(held(&claim_b));
     assert!(!dir.exists("b.term"));
-    assert!(alive(dir.pid("b")));
+    assert!(HOLD.alive(dir.pid("b")));
 
     // b runs on to its own end.
     dir.go("b");
@@ -567,7 +558,7 @@ async fn a_stopped_child_that_ignores_sigterm_gets_sigkill_after_stop_grace() {
     assert!(logged(T, &["stopping (stop event): SIGTERM"]).is_some());
     assert!(logged(T, &["WARN", "still running after stop_grace: SIGKILL"]).is_some());
     assert!(logged(T, &["killed by SIGKILL", "signal=9"]).is_some());
-    assert!(!alive(pid));
+    assert!(!HOLD.alive(pid));
 }
 
 // ---------------------------------------------------------------------------
@@ -673,12 +664,7 @@ async fn reconfigure_applies_to_new_starts_and_leaves_running_ones_alone() {
 
     // Less room, and another command: it applies as children end, and to c,
     // which has not started yet.
-    let mut renamed = spec(&[
-        "sh",
-        &script("hold.sh"),
-        dir.path_str(),
-        "new-{data.displayName}",
-    ]);
+    let mut renamed = spec(&["sh", &HOLD.path(), dir.path_str(), "new-{data.displayName}"]);
     renamed.max_running = 1;
     action.reconfigure(renamed);
     assert_eq!((action.running(), action.waiting()), (2, 1));
@@ -738,7 +724,7 @@ async fn shutdown_stops_every_child_and_drops_waiting_starts() {
     }
     assert!(!held(&claim_waiting), "{}", claim_waiting.key());
     for pid in pids {
-        assert!(!alive(pid), "{pid} survived shutdown");
+        assert!(!HOLD.alive(pid), "{pid} survived shutdown");
     }
     assert!(logged(T, &["room=acme/stubborn", "killed by SIGKILL"]).is_some());
 
@@ -764,10 +750,7 @@ async fn crash_helper() {
         return;
     };
     let dir = dir.to_str().unwrap().to_owned();
-    let action = RunAction::new(
-        "crash".into(),
-        spec(&["sh", &script("hold.sh"), &dir, "orphan"]),
-    );
+    let action = RunAction::new("crash".into(), spec(&["sh", &HOLD.path(), &dir, "orphan"]));
     let claims = Claims::new();
     let (event, _claim) = start(&claims, "crash", "orphan", |_| {});
     action.start(event);
@@ -808,13 +791,13 @@ async fn children_die_when_the_server_is_killed() {
         panic!("the helper's child did not start within {TIMEOUT:?}");
     }
     let pid = dir.pid("orphan");
-    assert!(alive(pid));
+    assert!(HOLD.alive(pid));
 
     // SIGKILL: no destructor, no kill_on_drop, only the kernel's death signal.
     server.kill().expect("kill the helper");
     server.wait().expect("reap the helper");
     let died = tokio::time::timeout(TIMEOUT, async {
-        while alive(pid) {
+        while HOLD.alive(pid) {
             tokio::time::sleep(POLL).await;
         }
     })

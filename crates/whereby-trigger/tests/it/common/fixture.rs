@@ -1,5 +1,6 @@
 //! Files and processes of the tests: a directory of each test's own, TOML
-//! strings for configs, and the assistant scripts the server starts. Built
+//! strings for configs, and the assistant scripts of `tests/scripts/` that
+//! the `run` action starts. Built
 //! whatever the features; what only the end-to-end tests use needs `cli`.
 
 use std::path::{Path, PathBuf};
@@ -82,29 +83,61 @@ pub(crate) fn toml_str(s: impl AsRef<str>) -> String {
     serde_json::to_string(s.as_ref()).expect("a string serialises")
 }
 
-/// Whether `pid` is a live (not zombie) process running `script`, a name its
-/// command line contains: a pid reused by an unrelated process does not count.
-#[cfg(feature = "cli")]
-pub(crate) fn script_alive(pid: u32, script: &str) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // The state follows the command name, which is in parentheses.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.trim_start().chars().next());
-    if matches!(state, Some('Z' | 'X') | None) {
-        return false;
+/// An assistant script of `tests/scripts/`, by its file name: its path, and
+/// whether a process that runs it is alive.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Script(&'static str);
+
+impl Script {
+    pub(crate) const fn new(name: &'static str) -> Script {
+        Script(name)
     }
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(script))
-        .unwrap_or(false)
+
+    /// The script's full path, for a command line.
+    pub(crate) fn path(self) -> String {
+        format!("{}/tests/scripts/{}", env!("CARGO_MANIFEST_DIR"), self.0)
+    }
+
+    /// Whether `pid` is a live (not zombie) process running the script (its
+    /// command line names it): a pid reused by an unrelated process does not
+    /// count.
+    pub(crate) fn alive(self, pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // The state follows the command name, which is in parentheses.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('Z' | 'X') | None) {
+            return false;
+        }
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|cmdline| String::from_utf8_lossy(&cmdline).contains(self.0))
+            .unwrap_or(false)
+    }
+
+    /// Polls (bounded) until process `pid` of the script is gone.
+    #[cfg(feature = "cli")]
+    pub(crate) fn wait_gone(self, pid: u32) {
+        poll(&format!("{} {pid} to be gone", self.0), || {
+            (!self.alive(pid)).then_some(())
+        });
+    }
+
+    /// Waits (bounded) for process `pid` of the script to record in `procs`
+    /// the SIGTERM it got ([`term_marker`]), then to be gone.
+    #[cfg(feature = "cli")]
+    pub(crate) fn wait_terminated(self, procs: &Path, pid: u32) {
+        poll(&format!("the SIGTERM marker of {} {pid}", self.0), || {
+            term_marker(procs, pid).exists().then_some(())
+        });
+        self.wait_gone(pid);
+    }
 }
 
-/// Polls (bounded) until process `pid` of `script` is gone.
+/// `procs/term-PID`: where the end-to-end tests' assistants record a SIGTERM.
 #[cfg(feature = "cli")]
-pub(crate) fn wait_script_gone(pid: u32, script: &str) {
-    poll(&format!("{script} {pid} to be gone"), || {
-        (!script_alive(pid, script)).then_some(())
-    });
+pub(crate) fn term_marker(procs: &Path, pid: u32) -> PathBuf {
+    procs.join(format!("term-{pid}"))
 }
