@@ -18,24 +18,10 @@ use crate::parse::ParseFailure;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// The Content-Type is not `application/json`.
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
-    /// The body is larger than the configured limit.
-    #[error("the body is larger than the limit of {limit} bytes")]
-    PayloadTooLarge {
-        /// The limit, in bytes.
-        limit: usize,
-    },
-    /// The body could not be read (the client went away, or sent a broken stream).
-    #[error("the body could not be read: {0}")]
-    BodyUnreadable(String),
-    /// The signature was missing, malformed, stale or did not match.
+    /// The request is not a usable webhook: its Content-Type, its body, its
+    /// signature or its payload.
     #[error(transparent)]
-    Signature(#[from] SignatureError),
-    /// The body is not a usable webhook.
-    #[error(transparent)]
-    Parse(#[from] ParseFailure),
+    Request(#[from] ExtractError),
     /// The predicate failed, panicked, or did not finish in time.
     #[error(transparent)]
     Evaluate(#[from] EvaluateError),
@@ -71,18 +57,6 @@ pub enum Rejection {
     },
 }
 
-impl From<ExtractError> for Rejection {
-    fn from(err: ExtractError) -> Self {
-        match err {
-            ExtractError::UnsupportedMediaType => Rejection::UnsupportedMediaType,
-            ExtractError::PayloadTooLarge { limit } => Rejection::PayloadTooLarge { limit },
-            ExtractError::BodyUnreadable(reason) => Rejection::BodyUnreadable(reason),
-            ExtractError::Signature(err) => Rejection::Signature(err),
-            ExtractError::Parse(err) => Rejection::Parse(err),
-        }
-    }
-}
-
 impl Rejection {
     /// The status code this rejection is answered with.
     ///
@@ -92,10 +66,12 @@ impl Rejection {
     /// itself (a body too slow included) is a 4xx that Whereby will not retry.
     pub fn status(&self) -> StatusCode {
         match self {
-            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Rejection::BodyUnreadable(_) | Rejection::Parse(_) => StatusCode::BAD_REQUEST,
-            Rejection::Signature(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Request(request) => match request {
+                ExtractError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ExtractError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ExtractError::BodyUnreadable(_) | ExtractError::Parse(_) => StatusCode::BAD_REQUEST,
+                ExtractError::Signature(_) => StatusCode::UNAUTHORIZED,
+            },
             Rejection::Evaluate(EvaluateError::TimedOut { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Evaluate(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -110,17 +86,19 @@ impl Rejection {
     /// A stable, machine-readable name for the failure.
     pub fn code(&self) -> &'static str {
         match self {
-            Rejection::UnsupportedMediaType => "unsupported_media_type",
-            Rejection::PayloadTooLarge { .. } => "payload_too_large",
-            Rejection::BodyUnreadable(_) => "body_unreadable",
-            Rejection::Signature(SignatureError::Missing) => "signature_missing",
-            Rejection::Signature(SignatureError::Malformed(_)) => "signature_malformed",
-            Rejection::Signature(SignatureError::Stale { .. }) => "signature_stale",
-            Rejection::Signature(SignatureError::NoMatch) => "signature_mismatch",
-            // A kind of signature failure added to whereby-webhook later.
-            Rejection::Signature(_) => "signature_invalid",
-            Rejection::Parse(ParseFailure::RoomUrl(_)) => "invalid_room",
-            Rejection::Parse(ParseFailure::Body(_)) => "invalid_webhook",
+            Rejection::Request(request) => match request {
+                ExtractError::UnsupportedMediaType => "unsupported_media_type",
+                ExtractError::PayloadTooLarge { .. } => "payload_too_large",
+                ExtractError::BodyUnreadable(_) => "body_unreadable",
+                ExtractError::Signature(SignatureError::Missing) => "signature_missing",
+                ExtractError::Signature(SignatureError::Malformed(_)) => "signature_malformed",
+                ExtractError::Signature(SignatureError::Stale { .. }) => "signature_stale",
+                ExtractError::Signature(SignatureError::NoMatch) => "signature_mismatch",
+                // A kind of signature failure added to whereby-webhook later.
+                ExtractError::Signature(_) => "signature_invalid",
+                ExtractError::Parse(ParseFailure::RoomUrl(_)) => "invalid_room",
+                ExtractError::Parse(ParseFailure::Body(_)) => "invalid_webhook",
+            },
             Rejection::Evaluate(EvaluateError::TimedOut { .. }) => "predicate_timeout",
             Rejection::Evaluate(_) => "predicate_failed",
             Rejection::MethodNotAllowed => "method_not_allowed",
@@ -144,7 +122,9 @@ impl Rejection {
                 "the server failed while handling the webhook; see the server log".to_owned()
             }
             // Payloads from before 2025 have no subdomain: say how to give one.
-            Rejection::Parse(ParseFailure::Body(whereby_webhook::ParseError::NoSubdomain)) => {
+            Rejection::Request(ExtractError::Parse(ParseFailure::Body(
+                whereby_webhook::ParseError::NoSubdomain,
+            ))) => {
                 format!(
                     "{self} (set `[server] subdomain` or `serve --subdomain` for webhooks \
                      that carry none)"
@@ -173,7 +153,7 @@ impl IntoResponse for Rejection {
         }
         let message = self.client_message();
         let field = match &self {
-            Rejection::Parse(failure) => failure.field(),
+            Rejection::Request(ExtractError::Parse(failure)) => failure.field(),
             _ => None,
         };
         let body = serde_json::to_vec(&ErrorBody {
@@ -195,7 +175,9 @@ impl IntoResponse for Rejection {
         // request, so say it will close rather than let the client find out.
         if matches!(
             self,
-            Rejection::UnsupportedMediaType | Rejection::PayloadTooLarge { .. }
+            Rejection::Request(
+                ExtractError::UnsupportedMediaType | ExtractError::PayloadTooLarge { .. }
+            )
         ) {
             response
                 .headers_mut()

@@ -32,7 +32,7 @@ pub(crate) struct Extract {
 /// Why a request is not a usable webhook.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ExtractError {
+pub enum ExtractError {
     /// The Content-Type is not `application/json`.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,

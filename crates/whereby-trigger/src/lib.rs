@@ -44,7 +44,7 @@
 //!
 //! # What happens to a delivery
 //!
-//! Each step is a module: [`receive`] (calls the steps, answers) → extract
+//! Each step is a module: [`receive`] (calls the steps, answers) → [`extract`]
 //! (Content-Type, body limit, then [`verify`]: `Whereby-Signature`, and
 //! [`parse`]: typed webhook, room URL) → [`deduplicate`]
 //! (one evaluation per event id) → [`evaluate`] (your predicate) → [`record`] (the id
@@ -93,7 +93,7 @@ pub mod deduplicate;
 pub mod dispatch;
 pub mod error;
 pub mod evaluate;
-mod extract;
+pub mod extract;
 pub mod limits;
 pub mod parse;
 pub mod receive;

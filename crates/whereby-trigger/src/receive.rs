@@ -40,8 +40,6 @@ pub(crate) struct App {
     pub(crate) durable: Option<Durable>,
 }
 
-pub use crate::extract::WebhookObserver;
-
 /// The answer to a delivery that was handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
