@@ -39,7 +39,7 @@ use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::cel::{When, WhenInput};
 use whereby_trigger::rules::engine::{Engine, Verdict};
 use whereby_trigger::state::room::RoomView;
-use whereby_trigger::store::{Change, SqliteStore, Store, now_ms};
+use whereby_trigger::store::{Change, SqliteStore, Store};
 use whereby_trigger::webhook::sample::sample;
 use whereby_trigger::webhook::{BaseDomain, WebhookEvent, parse};
 use whereby_trigger::{DedupLimits, Deduplicate, MemoryDedup, Reservation};
@@ -233,7 +233,9 @@ impl Drop for TempDir {
 }
 
 fn remember_ids(count: usize, next: &mut u64) -> Vec<Change> {
-    let at_ms = now_ms();
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     (0..count)
         .map(|_| {
             *next += 1;

@@ -58,8 +58,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 use whereby_trigger::config::DEFAULT_LEASE;
-use whereby_trigger::record::Durable;
-use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::store::{
     Change, Delivery, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,
 };
@@ -272,7 +270,7 @@ enum Server {
     Trigger {
         handle: TriggerHandle,
         fired: Arc<AtomicU64>,
-        durable: Option<(Durable, TempDir, Arc<CommitStats>)>,
+        durable: Option<(TempDir, Arc<CommitStats>)>,
     },
     External {
         addr: SocketAddr,
@@ -326,9 +324,8 @@ impl Server {
             } => {
                 handle.shutdown().await.map_err(|e| e.to_string())?;
                 let mut commits = None;
-                if let Some((durable, dir, stats)) = durable {
-                    durable.flush().await;
-                    drop(durable);
+                // The shutdown flushed the store.
+                if let Some((dir, stats)) = durable {
                     drop(dir);
                     commits = Some(stats.snapshot());
                 }
@@ -476,7 +473,7 @@ async fn trigger(store: Option<(Arc<Counted>, TempDir)>) -> Result<Server, Strin
         .on_trigger(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         })
-        .dedup_store(dedup.clone());
+        .dedup_store(dedup);
     let durable = match store {
         Some((store, dir)) => {
             let limits = DedupLimits::default();
@@ -484,12 +481,9 @@ async fn trigger(store: Option<(Arc<Counted>, TempDir)>) -> Result<Server, Strin
                 id_max_age_ms: i64::try_from(limits.max_age.as_millis()).unwrap_or(i64::MAX),
                 room_idle_ms: i64::try_from(DEFAULT_LEASE.as_millis()).unwrap_or(i64::MAX),
             };
-            let engine = Engine::new(Vec::new());
             let stats = store.stats.clone();
-            let (durable, _restored) =
-                Durable::open(store, &dedup, &engine, retention).map_err(|e| e.to_string())?;
-            builder = builder.durable(durable.clone());
-            Some((durable, dir, stats))
+            builder = builder.store(store, retention);
+            Some((dir, stats))
         }
         None => None,
     };

@@ -44,11 +44,14 @@
 //!
 //! # What happens to a delivery
 //!
-//! Each step is a module: [`receive`] (calls the steps, answers) → [`extract`]
+//! Each step is a module: `receive` (calls the steps, answers) → [`extract`]
 //! (Content-Type, body limit, then [`verify`]: `Whereby-Signature`, and
 //! [`parse`]: typed webhook, room URL) → [`deduplicate`]
-//! (one evaluation per event id) → [`evaluate`] (your predicate) → [`record`] (the id
-//! is remembered) → [`dispatch`] (streams and callbacks). The answers:
+//! (one evaluation per event id) → `evaluate` (your predicate) → `record` (the
+//! id is remembered) → `dispatch` (streams and callbacks). The steps whose
+//! types you meet are public; the others are private, and what they give you
+//! ([`Outcome`], [`EvaluateError`], [`TriggerEvent`], [`Restored`],
+//! [`Rejection`]) is at the crate's root. The answers:
 //!
 //! | case | answer |
 //! | --- | --- |
@@ -69,9 +72,9 @@
 //! # Layout
 //!
 //! - [`trigger`]: [`TriggerBuilder`], [`Trigger`], [`TriggerHandle`].
-//! - [`receive`], [`verify`], [`parse`], [`deduplicate`], [`evaluate`],
-//!   [`record`], [`dispatch`]: the pipeline, one module per step.
-//! - [`error`]: [`Rejection`], the one place failures become HTTP answers.
+//! - [`extract`], [`verify`], [`parse`], [`deduplicate`]: the pipeline's
+//!   public steps (the verified body as a type, the parser, a custom id store).
+//! - [`Rejection`]: the one place failures become HTTP answers.
 //! - [`config`]: the TOML file (`[server]`, `[verify]`, `[store]`, `[[trigger]]`).
 //! - [`rules`]: CEL `when`, the engine that decides.
 //! - [`actions`]: the [`Action`](actions::Action) trait and its delivery
@@ -90,14 +93,14 @@
 pub mod actions;
 pub mod config;
 pub mod deduplicate;
-pub mod dispatch;
-pub mod error;
-pub mod evaluate;
+mod dispatch;
+mod error;
+mod evaluate;
 pub mod extract;
 pub mod limits;
 pub mod parse;
-pub mod receive;
-pub mod record;
+mod receive;
+mod record;
 pub mod registry;
 pub mod replay;
 pub mod rules;
@@ -115,7 +118,8 @@ pub use deduplicate::{DedupLimits, Deduplicate, IdStatus, MemoryDedup, Reservati
 pub use dispatch::{TriggerEvent, TriggerEvents};
 pub use error::Rejection;
 pub use evaluate::EvaluateError;
-pub use receive::Outcome;
+pub use receive::{HEALTH_PATH, Outcome};
+pub use record::Restored;
 pub use trigger::{ConfigError, ServeError, Trigger, TriggerBuilder, TriggerHandle};
 pub use util::BoxError;
 

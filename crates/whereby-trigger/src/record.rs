@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use whereby_webhook::ParseOptions;
 
-use crate::deduplicate::{Deduplicate, MemoryDedup};
+use crate::deduplicate::Deduplicate;
 use crate::rules::engine::Decision;
 use crate::rules::engine::Engine;
 use crate::state::claims::ClaimKey;
@@ -24,13 +24,14 @@ use crate::state::room::RoomKey;
 use crate::store::outbox::{Missing, Outbox, POLL_EVERY, delivery_of};
 use crate::store::{
     Change, Committer, DeliveryStatus, Journal, PendingCommit, Retention, Store, StoreError,
-    StoredClaim, now_ms,
+    StoredClaim,
 };
+use crate::util::now_ms;
 
 /// The durable half of a Trigger: where changes are committed before a webhook
 /// is answered, and the queue of action deliveries.
 #[derive(Clone)]
-pub struct Durable {
+pub(crate) struct Durable {
     /// Where changes are committed (group commit into the store).
     pub(crate) journal: Arc<dyn Journal>,
     /// The deliveries being carried out.
@@ -65,33 +66,13 @@ pub struct Restored {
 }
 
 impl Durable {
-    /// Reads `store` back — remembered ids into `dedup`, claims and room state
-    /// into `engine` — and starts recording through it. Claims released by their
-    /// holders (an assistant ended) are recorded from now on.
+    /// Reads `store` back — remembered ids into `dedup`, and with an engine its
+    /// claims and room state — and starts recording through it. Claims released
+    /// by their holders (an assistant ended) are recorded from now on.
     ///
-    /// Pending deliveries are not resumed here: a Trigger built with this
-    /// `Durable` resumes them once it serves (so that resumed actions find their
-    /// rules), then every [`POLL_EVERY`], and flushes the store when it stops.
-    ///
-    /// # Errors
-    /// [`StoreError::Read`] when the store cannot be read.
-    pub fn open(
-        store: Arc<dyn Store>,
-        dedup: &MemoryDedup,
-        engine: &Engine,
-        retention: Retention,
-    ) -> Result<(Durable, Restored), StoreError> {
-        Durable::restore(store, dedup, Some(engine), retention)
-    }
-
-    /// Waits until everything committed so far, and what the actions reported
-    /// meanwhile, is on disk. A Trigger does this when it stops.
-    pub async fn flush(&self) {
-        self.journal.flush().await;
-    }
-
-    /// [`Durable::open`] for any id store, and without rules (then only ids
-    /// are restored).
+    /// Pending deliveries are not resumed here: the Trigger resumes them once it
+    /// serves (so that resumed actions find their rules), then every
+    /// `POLL_EVERY`, and flushes the store when it stops.
     pub(crate) fn restore(
         store: Arc<dyn Store>,
         dedup: &dyn Deduplicate,

@@ -24,7 +24,7 @@ pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
 
 /// Milliseconds since the Unix epoch: what the store records times in, so that
 /// a restart (a new `Instant` origin) can still tell what has expired.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -17,7 +17,7 @@ mod server;
 mod trigger;
 mod verify;
 
-pub use env::expand;
+pub(crate) use env::expand;
 pub use server::ServerConfig;
 pub use trigger::TriggerConfig;
 pub use verify::VerifyConfig;

@@ -15,7 +15,7 @@ use cel::{Context, Env, Program, Value};
 use crate::state::room::RoomView;
 
 /// The names an expression may use.
-pub const NAMES: [&str; 6] = ["type", "id", "createdAt", "apiVersion", "data", "room"];
+pub(crate) const NAMES: [&str; 6] = ["type", "id", "createdAt", "apiVersion", "data", "room"];
 
 /// The standard CEL environment, built once: building it per event would
 /// dominate the cost of evaluating a short expression.

@@ -91,7 +91,7 @@ struct StoredRoom {
 /// The state of every room seen recently. Rooms idle for longer than `idle` are
 /// forgotten.
 #[derive(Debug)]
-pub struct Rooms {
+pub(crate) struct Rooms {
     inner: Mutex<Inner>,
     idle: Duration,
 }
@@ -109,7 +109,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 impl Rooms {
     /// An empty set of rooms that forgets a room after `idle` without events.
-    pub fn new(idle: Duration) -> Self {
+    pub(crate) fn new(idle: Duration) -> Self {
         Rooms {
             inner: Mutex::new(Inner {
                 rooms: HashMap::new(),
@@ -121,7 +121,7 @@ impl Rooms {
 
     /// Folds `event` into its room's state and returns the state after it.
     /// Returns `None` for events that are not about a room.
-    pub fn fold(&self, event: &WebhookEvent, now: Instant) -> Option<RoomView> {
+    pub(crate) fn fold(&self, event: &WebhookEvent, now: Instant) -> Option<RoomView> {
         let room = event.in_room()?;
         let at = event.created_at_millis();
         let key = RoomKey::of(room);
@@ -188,7 +188,7 @@ impl Rooms {
     }
 
     /// The state of `room` as JSON, for the store.
-    pub fn export(&self, room: &RoomKey) -> Option<String> {
+    pub(crate) fn export(&self, room: &RoomKey) -> Option<String> {
         let inner = self.lock();
         let state = inner.rooms.get(room)?;
         serde_json::to_string(&StoredRoom {
@@ -201,7 +201,13 @@ impl Rooms {
 
     /// Puts back a room read from the store, last seen `idle_for` ago. Returns
     /// `false` (and changes nothing) when `json` is not a stored room.
-    pub fn import(&self, room: RoomKey, json: &str, idle_for: Duration, now: Instant) -> bool {
+    pub(crate) fn import(
+        &self,
+        room: RoomKey,
+        json: &str,
+        idle_for: Duration,
+        now: Instant,
+    ) -> bool {
         let Ok(stored) = serde_json::from_str::<StoredRoom>(json) else {
             return false;
         };
@@ -218,22 +224,17 @@ impl Rooms {
     }
 
     /// The current state of `room`, if it is known.
-    pub fn get(&self, room: &RoomKey) -> Option<RoomView> {
+    pub(crate) fn get(&self, room: &RoomKey) -> Option<RoomView> {
         self.lock().rooms.get(room).map(|state| state.view.clone())
     }
 
     /// How many rooms are remembered.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().rooms.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether no room is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::{Change, Store, StoreError, now_ms};
+use super::{Change, Store, StoreError};
+use crate::util::now_ms;
 
 /// Most changes-lists folded into one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 256;
@@ -49,9 +50,12 @@ pub struct Retention {
 /// The handle requests commit through. Cloning is cheap; the threads stop when
 /// every handle is dropped, after committing and syncing what was queued.
 #[derive(Clone)]
-pub struct Committer {
+pub(crate) struct Committer {
     tx: mpsc::Sender<Job>,
-    /// The writer, then the sync thread: joined in that order.
+    /// The writer, then the sync thread: joined in that order by `close`, which
+    /// only tests need (a server flushes, and the threads end with the last
+    /// handle).
+    #[cfg_attr(not(test), allow(dead_code))]
     threads: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     /// Set for good when a flush fails.
     failed: Arc<AtomicBool>,
@@ -65,7 +69,7 @@ impl std::fmt::Debug for Committer {
 
 impl Committer {
     /// Starts the writer and sync threads for `store`.
-    pub fn start(store: Arc<dyn Store>, retention: Retention) -> Committer {
+    pub(crate) fn start(store: Arc<dyn Store>, retention: Retention) -> Committer {
         let (tx, rx) = mpsc::channel::<Job>();
         let (to_sync, synced) = mpsc::channel::<Vec<Reply>>();
         let failed = Arc::new(AtomicBool::new(false));
@@ -99,7 +103,7 @@ impl Committer {
 
     /// Whether a flush to disk has failed: then every commit is refused until
     /// the process restarts (see the module docs).
-    pub fn has_failed(&self) -> bool {
+    pub(crate) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
 
@@ -107,14 +111,15 @@ impl Committer {
     ///
     /// # Errors
     /// The store's error; then none of `changes` applies.
-    pub async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn commit(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.submit(changes).await
     }
 
     /// Queues `changes` for the next group commit at once, and returns the
     /// commit's outcome as a future. The changes are committed (or fail) whether
     /// or not the future is awaited: dropping it only gives up the answer.
-    pub fn submit(&self, changes: Vec<Change>) -> PendingCommit {
+    pub(crate) fn submit(&self, changes: Vec<Change>) -> PendingCommit {
         if changes.is_empty() {
             return PendingCommit(Waiting::Done(Some(Ok(()))));
         }
@@ -130,7 +135,7 @@ impl Committer {
     }
 
     /// Waits until everything queued before this call is committed.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (reply, answer) = oneshot::channel();
         if self
             .tx
@@ -146,7 +151,7 @@ impl Committer {
 
     /// Queues `changes` without waiting: for progress that a crash may lose
     /// without harm (it is redone at-least-once), such as a delivery's attempts.
-    pub fn commit_later(&self, changes: Vec<Change>) {
+    pub(crate) fn commit_later(&self, changes: Vec<Change>) {
         if !changes.is_empty()
             && self
                 .tx
@@ -162,7 +167,8 @@ impl Committer {
 
     /// Waits for the threads to commit and sync everything queued and stop. Only
     /// the last handle's call waits; other handles keep them running.
-    pub fn close(self) {
+    #[cfg(test)]
+    pub(crate) fn close(self) {
         let Committer { tx, threads, .. } = self;
         drop(tx);
         if Arc::strong_count(&threads) == 1 {
@@ -185,7 +191,7 @@ impl Committer {
 /// of its own); a store shared by several receivers implements the same with
 /// its own transactions, answering [`StoreError::AlreadyRecorded`] for an
 /// event id another receiver recorded first.
-pub trait Journal: Send + Sync + 'static {
+pub(crate) trait Journal: Send + Sync + 'static {
     /// Records `changes` as one unit; the answer says whether they were (and,
     /// once it is `Ok`, that they are durable).
     fn submit(&self, changes: Vec<Change>) -> PendingCommit;
@@ -220,7 +226,7 @@ impl Journal for Committer {
 /// committed (or failed to be).
 #[derive(Debug)]
 #[must_use = "the changes are committed anyway; awaiting tells whether they were"]
-pub struct PendingCommit(Waiting);
+pub(crate) struct PendingCommit(Waiting);
 
 #[derive(Debug)]
 enum Waiting {
@@ -233,16 +239,6 @@ impl PendingCommit {
     /// was moved out.
     pub(crate) fn closed() -> PendingCommit {
         PendingCommit(Waiting::Done(Some(Err(StoreError::Closed))))
-    }
-
-    /// The answer that `answer` will carry, for a [`Journal`] of another kind.
-    pub fn from_answer(answer: oneshot::Receiver<Result<(), StoreError>>) -> PendingCommit {
-        PendingCommit(Waiting::Answer(answer))
-    }
-
-    /// An answer known already.
-    pub fn ready(result: Result<(), StoreError>) -> PendingCommit {
-        PendingCommit(Waiting::Done(Some(result)))
     }
 }
 

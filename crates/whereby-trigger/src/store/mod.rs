@@ -5,23 +5,22 @@
 //! committed and synced. The [`Store`] trait is that commit and sync;
 //! [`SqliteStore`] keeps it on disk (WAL, flushed before any answer),
 //! [`MemoryStore`] keeps nothing (`--ephemeral` and the library default).
-//! [`Committer`] groups concurrent commits into one transaction and the
+//! The committer groups concurrent commits into one transaction and the
 //! transactions made during one flush into the next flush, so durability costs
 //! one flush per batch, not per webhook.
 
 use std::fmt;
 
 mod commit;
-pub mod outbox;
+pub(crate) mod outbox;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use commit::Retention;
 pub(crate) use commit::sync_failed;
-pub use commit::{Committer, Journal, PendingCommit, Retention};
+pub(crate) use commit::{Committer, Journal, PendingCommit};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{BUSY_TIMEOUT, DB_FILE, SqliteStore};
-
-pub use crate::util::now_ms;
+pub use sqlite::{DB_FILE, SqliteStore};
 
 /// State of a queued action delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

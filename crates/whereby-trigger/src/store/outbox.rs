@@ -17,12 +17,13 @@ use whereby_webhook::ParseOptions;
 use crate::actions::{Action, ActionEvent, ActionKind, DeliveryLedger, DeliveryTicket};
 use crate::state::claims::{ClaimKey, Claims};
 use crate::state::room::RoomKey;
-use crate::store::{Change, Delivery, DeliveryStatus, Journal, now_ms};
+use crate::store::{Change, Delivery, DeliveryStatus, Journal};
+use crate::util::now_ms;
 
 /// Why a stored delivery has no action to carry it out (see [`Outbox::resume`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Missing {
+pub(crate) enum Missing {
     /// No trigger of that name is configured.
     Trigger,
     /// The trigger has no action of that kind.
@@ -30,13 +31,13 @@ pub enum Missing {
 }
 
 /// Finds the action of a stored delivery by its trigger's name and its kind.
-pub type FindAction<'a> = &'a dyn Fn(&str, &str) -> Result<Arc<dyn Action>, Missing>;
+pub(crate) type FindAction<'a> = &'a dyn Fn(&str, &str) -> Result<Arc<dyn Action>, Missing>;
 
 /// How often the store is read for deliveries to resume or retry.
-pub const POLL_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
 
 /// The deliveries of this process, and the journal that records their fate.
-pub struct Outbox {
+pub(crate) struct Outbox {
     journal: Arc<dyn Journal>,
     in_flight: Mutex<HashSet<String>>,
     /// Deliveries finished here whose `Done`/`Dead` may not be committed yet: a
@@ -94,7 +95,7 @@ impl DeliveryLedger for Outbox {
 
 impl Outbox {
     /// An outbox recording through `journal`.
-    pub fn new(journal: Arc<dyn Journal>) -> Arc<Outbox> {
+    pub(crate) fn new(journal: Arc<dyn Journal>) -> Arc<Outbox> {
         Arc::new(Outbox {
             journal,
             in_flight: Mutex::new(HashSet::new()),
@@ -102,25 +103,20 @@ impl Outbox {
         })
     }
 
-    /// The journal deliveries are recorded through.
-    pub fn journal(&self) -> &Arc<dyn Journal> {
-        &self.journal
-    }
-
     /// How many deliveries are being carried out by this process.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.lock().map_or(0, |set| set.len())
     }
 
     /// A ticket for delivery `id`, queued now, or `None` when this process
     /// already carries it out (so a poll never starts a second copy).
-    pub fn ticket(self: &Arc<Self>, id: String) -> Option<DeliveryTicket> {
+    pub(crate) fn ticket(self: &Arc<Self>, id: String) -> Option<DeliveryTicket> {
         self.issue(id, 0, now_ms())
     }
 
     /// A ticket for a stored delivery taken up again, with the attempts it has
     /// had and its queueing time; `None` when this process already carries it.
-    pub fn resumed(self: &Arc<Self>, delivery: &Delivery) -> Option<DeliveryTicket> {
+    pub(crate) fn resumed(self: &Arc<Self>, delivery: &Delivery) -> Option<DeliveryTicket> {
         self.issue(delivery.id.clone(), delivery.attempts, delivery.created_ms)
     }
 
@@ -156,7 +152,7 @@ impl Outbox {
     /// (the rules in force); `claims` gives a resumed start its claim back.
     /// Stored webhooks are read with `options`, the server's (its default
     /// subdomain).
-    pub fn resume(
+    pub(crate) fn resume(
         self: &Arc<Self>,
         pending: Vec<Delivery>,
         find: FindAction<'_>,
@@ -247,7 +243,7 @@ fn rebuild(
 }
 
 /// The stored form of an action call about to be made.
-pub fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delivery {
+pub(crate) fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delivery {
     Delivery {
         id,
         trigger: event.trigger.to_string(),

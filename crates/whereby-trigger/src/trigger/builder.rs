@@ -53,9 +53,6 @@ pub enum ConfigError {
     /// A limit is zero.
     #[error("`{0}` must be greater than zero")]
     Zero(&'static str),
-    /// Both [`TriggerBuilder::store`] and [`TriggerBuilder::durable`] were given.
-    #[error("a Trigger has one store: set either `store` or `durable`, not both")]
-    TwoStores,
     /// The store given to [`TriggerBuilder::store`] could not be read back.
     #[error("the store cannot be read: {0}")]
     Store(StoreError),
@@ -81,7 +78,6 @@ pub struct TriggerBuilder {
     dispatcher: Dispatcher,
     engine: Option<Arc<Engine>>,
     observers: Vec<WebhookObserver>,
-    durable: Option<Durable>,
     store: Option<(Arc<dyn Store>, Retention)>,
     shutdown_hooks: Vec<ShutdownHook>,
 }
@@ -105,7 +101,6 @@ impl Default for TriggerBuilder {
             dispatcher: Dispatcher::default(),
             engine: None,
             observers: Vec::new(),
-            durable: None,
             store: None,
             shutdown_hooks: Vec::new(),
         }
@@ -384,15 +379,6 @@ impl TriggerBuilder {
         self
     }
 
-    /// Makes the Trigger durable: a webhook is answered 2xx only after its id, the
-    /// claims it took, its room's state and the deliveries it queued are
-    /// committed; a failed commit is answered 503 and nothing fires. Build it
-    /// with [`Durable::open`].
-    pub fn durable(mut self, durable: Durable) -> Self {
-        self.durable = Some(durable);
-        self
-    }
-
     /// Makes the Trigger durable on `store`: what it holds (remembered ids, and
     /// with [`rules`](Self::rules) claims and room state) is read back by
     /// [`build`](Self::build), every webhook is answered 2xx only once what it
@@ -467,16 +453,14 @@ impl TriggerBuilder {
         let dedup = self
             .dedup
             .unwrap_or_else(|| Arc::new(MemoryDedup::new(self.dedup_limits)));
-        let (durable, restored) = match (self.durable, self.store) {
-            (Some(_), Some(_)) => return Err(ConfigError::TwoStores),
-            (Some(durable), None) => (Some(durable), None),
-            (None, Some((store, retention))) => {
+        let (durable, restored) = match self.store {
+            Some((store, retention)) => {
                 let (durable, restored) =
                     Durable::restore(store, dedup.as_ref(), self.engine.as_deref(), retention)
                         .map_err(ConfigError::Store)?;
                 (Some(durable), Some(restored))
             }
-            (None, None) => (None, None),
+            None => (None, None),
         };
         let dispatcher = Arc::new(self.dispatcher);
         Ok(Trigger {

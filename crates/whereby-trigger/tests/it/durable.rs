@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use crate::common::fixture::TempDir;
 use crate::common::{SECRET, builder, client, post_signed, send};
+use whereby_trigger::TriggerHandle;
 use whereby_trigger::actions::{Action, ActionEvent};
 use whereby_trigger::limits::DEFAULT_REQUEST_DEADLINE;
-use whereby_trigger::record::Durable;
 use whereby_trigger::rules::engine::{Engine, Rule};
 use whereby_trigger::state::claims::OncePer;
 use whereby_trigger::store::{
     Change, MemoryStore, Retention, Snapshot, SqliteStore, Store, StoreError,
 };
 use whereby_trigger::webhook::{EventType, RoomSessionStarted, sample};
-use whereby_trigger::{MemoryDedup, TriggerHandle};
 
 const RETENTION: Retention = Retention {
     id_max_age_ms: 3_600_000,
@@ -132,7 +131,7 @@ fn session_started(id: &str, session: &str) -> String {
     v.to_string()
 }
 
-async fn start(store: Arc<dyn Store>, recorder: Arc<Recorder>) -> (TriggerHandle, Durable) {
+async fn start(store: Arc<dyn Store>, recorder: Arc<Recorder>) -> TriggerHandle {
     start_with(store, recorder, DEFAULT_REQUEST_DEADLINE).await
 }
 
@@ -140,27 +139,23 @@ async fn start_with(
     store: Arc<dyn Store>,
     recorder: Arc<Recorder>,
     deadline: Duration,
-) -> (TriggerHandle, Durable) {
+) -> TriggerHandle {
     let engine = Arc::new(Engine::new(vec![
         Rule::new("note-taker", [EventType::RoomSessionStarted])
             .once_per(OncePer::Room)
             .action(recorder),
     ]));
-    let dedup = Arc::new(MemoryDedup::default());
-    let (durable, _) = Durable::open(store, &dedup, &engine, RETENTION).unwrap();
-    let handle = builder()
+    builder()
         .secret(SECRET)
-        .dedup_store(dedup)
         .rules(engine)
         .on(|_: &RoomSessionStarted| true)
-        .durable(durable.clone())
+        .store(store, RETENTION)
         .request_deadline(deadline)
         .build()
         .unwrap()
         .start()
         .await
-        .unwrap();
-    (handle, durable)
+        .unwrap()
 }
 
 /// POSTs `body`, signed; the status and the body of the answer.
@@ -173,7 +168,7 @@ async fn post(handle: &TriggerHandle, body: &str) -> (u16, String) {
 async fn a_failed_commit_is_503_and_nothing_fires() {
     let store = Arc::new(Switchable::default());
     let recorder = Arc::new(Recorder::default());
-    let (handle, _durable) = start(store.clone(), recorder.clone()).await;
+    let handle = start(store.clone(), recorder.clone()).await;
     let mut events = handle.subscribe();
     let body = session_started("s1", "sess-1");
 
@@ -202,7 +197,7 @@ async fn a_failed_commit_is_503_and_nothing_fires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_another_receiver_recorded_is_a_duplicate_here() {
     let recorder = Arc::new(Recorder::default());
-    let (handle, _durable) = start(Arc::new(Shared), recorder.clone()).await;
+    let handle = start(Arc::new(Shared), recorder.clone()).await;
     let mut events = handle.subscribe();
 
     let theirs = session_started("elsewhere-1", "sess-1");
@@ -233,17 +228,16 @@ async fn ids_and_claims_survive_a_restart() {
 
     let recorder = Arc::new(Recorder::default());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
-    let (handle, durable) = start(store, recorder.clone()).await;
+    let handle = start(store, recorder.clone()).await;
     let first = session_started("r1", "sess-1");
     assert_eq!(post(&handle, &first).await.1, r#"{"outcome":"triggered"}"#);
+    // Shutting down flushes the store.
     handle.shutdown().await.unwrap();
-    durable.flush().await;
-    drop(durable);
 
     // A new process on the same directory.
     let recorder = Arc::new(Recorder::default());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
-    let (handle, _durable) = start(store, recorder.clone()).await;
+    let handle = start(store, recorder.clone()).await;
     assert_eq!(post(&handle, &first).await.1, r#"{"outcome":"duplicate"}"#);
     // Another event in the same room: the room is still claimed.
     let second = session_started("r2", "sess-2");
@@ -259,8 +253,7 @@ async fn ids_and_claims_survive_a_restart() {
 async fn an_event_committed_after_its_request_gave_up_still_fires() {
     let store = Arc::new(Gated::default());
     let recorder = Arc::new(Recorder::default());
-    let (handle, _durable) =
-        start_with(store.clone(), recorder.clone(), Duration::from_millis(300)).await;
+    let handle = start_with(store.clone(), recorder.clone(), Duration::from_millis(300)).await;
     let mut events = handle.subscribe();
     let body = session_started("late", "sess-late");
 
@@ -300,7 +293,7 @@ async fn an_event_committed_after_its_request_gave_up_still_fires() {
 async fn after_a_failed_flush_every_webhook_is_503_and_healthz_says_so() {
     let store = Arc::new(Switchable::default());
     let recorder = Arc::new(Recorder::default());
-    let (handle, _durable) = start(store.clone(), recorder.clone()).await;
+    let handle = start(store.clone(), recorder.clone()).await;
     let health = |handle: &TriggerHandle| {
         let url = format!("http://{}/healthz", handle.local_addr());
         async move {

@@ -17,10 +17,8 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tracing::subscriber::DefaultGuard;
 use whereby_trigger::actions::forward::{ForwardAction, ForwardSpec, RetryPolicy};
-use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
+use whereby_trigger::actions::{Action, ActionEvent, ActionKind, DeliveryLedger, DeliveryTicket};
 use whereby_trigger::state::room::RoomKey;
-use whereby_trigger::store::outbox::{Outbox, delivery_of};
-use whereby_trigger::store::{Committer, MemoryStore, Retention};
 
 /// The configured `Authorization` value: it must reach the receiver and never
 /// the log.
@@ -384,23 +382,31 @@ async fn gives_up_after_max_attempts() {
     logs.assert_no_secret();
 }
 
+/// A ledger that keeps nothing: the tests read the receiver, not the queue.
+struct NoLedger;
+
+impl DeliveryLedger for NoLedger {
+    fn done(&self, _: &str) {}
+    fn attempted(&self, _: &str, _: u32, _: &str) {}
+    fn dead(&self, _: &str, _: &str) {}
+    fn released(&self, _: &str, _: bool) {}
+}
+
 /// `event` as a delivery taken up from the store: queued `age` ago, with
-/// `attempts` already made. The outbox's changes go to a store in memory.
+/// `attempts` already made.
 fn resumed(event: Arc<ActionEvent>, age: Duration, attempts: u32) -> Arc<ActionEvent> {
-    let committer = Committer::start(
-        Arc::new(MemoryStore),
-        Retention {
-            id_max_age_ms: 60_000,
-            room_idle_ms: 60_000,
-        },
-    );
-    let outbox = Outbox::new(Arc::new(committer));
-    let mut stored = delivery_of(&event, "forward", "d1".into());
-    stored.attempts = attempts;
-    stored.created_ms -= i64::try_from(age.as_millis()).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let queued_ms = i64::try_from(now_ms - age.as_millis()).unwrap();
     let mut event = Arc::unwrap_or_clone(event);
-    event.delivery = outbox.resumed(&stored);
-    assert!(event.delivery.is_some());
+    event.delivery = Some(DeliveryTicket::new(
+        "d1".to_owned(),
+        attempts,
+        queued_ms,
+        Arc::new(NoLedger),
+    ));
     Arc::new(event)
 }
 

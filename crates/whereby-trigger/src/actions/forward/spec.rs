@@ -175,7 +175,7 @@ impl RetryPolicy {
 
 /// Parses a `Retry-After` value in seconds. An HTTP date is not understood
 /// and gives `None`, so the usual backoff applies.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -2,7 +2,7 @@
 //! says which actions to start or stop.
 //!
 //! [`Engine::decide`] is synchronous and does no I/O, so the server, `replay`
-//! and tests all run exactly the same logic; [`Decision::dispatch`] then hands
+//! and tests all run exactly the same logic; the server then hands
 //! the work to the actions.
 
 use std::fmt;
@@ -223,9 +223,9 @@ impl Decision {
             .any(|v| matches!(v, Verdict::Fired { .. }))
     }
 
-    /// Undoes the claims of a decision whose commit failed: nothing fired, and
-    /// the claims a stop released are held again, so Whereby's retry finds the
-    /// state as it was.
+    /// Undoes the claims of a decision that will not be carried out (its commit
+    /// failed, or it was only a dry run): nothing fired, and the claims a stop
+    /// released are held again, so Whereby's retry finds the state as it was.
     pub fn abandon(self, claims: &Arc<Claims>) {
         for call in &self.calls {
             if let Some(claim) = &call.event.claim {
@@ -239,7 +239,7 @@ impl Decision {
 
     /// Starts and stops the actions. Returns at once: actions do slow work on
     /// tasks of their own.
-    pub fn dispatch(self) {
+    pub(crate) fn dispatch(self) {
         for Call { action, event, .. } in self.calls {
             let tracked = action.tracks_delivery();
             let ticket = event.delivery.clone();
@@ -303,7 +303,7 @@ impl Engine {
     }
 
     /// The room states, e.g. to restore them from a store.
-    pub fn rooms(&self) -> &Rooms {
+    pub(crate) fn rooms(&self) -> &Rooms {
         &self.rooms
     }
 

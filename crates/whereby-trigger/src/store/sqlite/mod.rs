@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim, now_ms};
+use super::{Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim};
+use crate::util::now_ms;
 
 /// How long a commit waits for a lock held by another process (`outbox`).
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "whereby-trigger.sqlite3";

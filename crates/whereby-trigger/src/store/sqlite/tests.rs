@@ -20,7 +20,7 @@ fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "whereby-trigger-store-{name}-{}-{}",
         std::process::id(),
-        super::super::now_ms()
+        crate::util::now_ms()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
