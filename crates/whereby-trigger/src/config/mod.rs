@@ -166,6 +166,16 @@ impl Lines<'_> {
 }
 
 impl Config {
+    /// The longest `lease` of the triggers ([`DEFAULT_LEASE`] without any): how
+    /// long an idle room's state must be kept.
+    pub fn longest_lease(&self) -> std::time::Duration {
+        self.triggers
+            .iter()
+            .map(|t| t.lease)
+            .max()
+            .unwrap_or(DEFAULT_LEASE)
+    }
+
     /// Reads and validates the file at `path`, expanding `${NAME}` from the
     /// process environment.
     ///

@@ -47,6 +47,18 @@ pub struct Retention {
     pub room_idle_ms: i64,
 }
 
+impl Retention {
+    /// Ids kept for `id_max_age` (the duplicate window), rooms for `room_idle`
+    /// (at least the longest claim lease, so a claimed room keeps its state).
+    pub fn new(id_max_age: std::time::Duration, room_idle: std::time::Duration) -> Retention {
+        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Retention {
+            id_max_age_ms: ms(id_max_age),
+            room_idle_ms: ms(room_idle),
+        }
+    }
+}
+
 /// The handle requests commit through. Cloning is cheap; the threads stop when
 /// every handle is dropped, after committing and syncing what was queued.
 #[derive(Clone)]

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use whereby_webhook::{
-    BaseDomain, DEFAULT_TOLERANCE, InvalidBaseDomain, ParseOptions, RoomUrlError, SigningSecret,
-    TypedWebhook, Verifier,
+    AssistantRequested, BaseDomain, DEFAULT_TOLERANCE, EventType, InvalidBaseDomain, ParseOptions,
+    RoomClientJoined, RoomClientLeft, RoomSessionEnded, RoomSessionStarted, RoomUrlError,
+    SigningSecret, TypedWebhook, Verifier,
 };
 
+use crate::actions::stdout::LineSink;
 use crate::config::ServerConfig;
 use crate::deduplicate::{DedupLimits, Deduplicate, MemoryDedup};
 use crate::dispatch::{Dispatcher, TriggerEvent};
@@ -80,6 +82,8 @@ pub struct TriggerBuilder {
     observers: Vec<WebhookObserver>,
     store: Option<(Arc<dyn Store>, Retention)>,
     shutdown_hooks: Vec<ShutdownHook>,
+    /// Flushed after the shutdown hooks, which may still write to them.
+    sinks: Vec<LineSink>,
 }
 
 impl Default for TriggerBuilder {
@@ -103,6 +107,7 @@ impl Default for TriggerBuilder {
             observers: Vec::new(),
             store: None,
             shutdown_hooks: Vec::new(),
+            sinks: Vec::new(),
         }
     }
 }
@@ -360,6 +365,43 @@ impl TriggerBuilder {
         self
     }
 
+    /// Fires on every webhook of `event_type`: [`on`](Self::on) with a predicate
+    /// that is always true (what `serve --on TYPE` does).
+    pub fn on_every(self, event_type: EventType) -> Self {
+        match event_type {
+            EventType::RoomClientJoined => self.on(|_: &RoomClientJoined| true),
+            EventType::RoomClientLeft => self.on(|_: &RoomClientLeft| true),
+            EventType::RoomSessionStarted => self.on(|_: &RoomSessionStarted| true),
+            EventType::RoomSessionEnded => self.on(|_: &RoomSessionEnded| true),
+            EventType::AssistantRequested => self.on(|_: &AssistantRequested| true),
+        }
+    }
+
+    /// Writes every trigger event to `sink` as a JSON line (what `serve` prints
+    /// on stdout); the sink is flushed and closed when the server stops, after
+    /// the [shutdown hooks](Self::on_shutdown).
+    pub fn print_events(mut self, sink: LineSink) -> Self {
+        let printer = sink.clone();
+        self.dispatcher
+            .add_callback(Arc::new(move |event: &TriggerEvent| {
+                printer.write_line(event.to_json_line());
+            }));
+        self.sinks.push(sink);
+        self
+    }
+
+    /// Appends every verified webhook to `sink` as a JSON line, duplicates
+    /// included, for `replay` (what `serve --record FILE` does); flushed and
+    /// closed like [`print_events`](Self::print_events)' sink.
+    pub fn record_webhooks(mut self, sink: LineSink) -> Self {
+        let writer = sink.clone();
+        self.observers.push(Arc::new(move |parsed: &ParsedWebhook| {
+            writer.write_line(parsed.to_json_line());
+        }));
+        self.sinks.push(sink);
+        self
+    }
+
     /// Runs `callback` for every trigger event, on the request's task, before the
     /// delivery is answered. Keep it short (hand work to a task); a panic in it is
     /// logged and does not affect the answer.
@@ -463,12 +505,18 @@ impl TriggerBuilder {
             None => (None, None),
         };
         let dispatcher = Arc::new(self.dispatcher);
+        let mut shutdown_hooks = self.shutdown_hooks;
+        for sink in self.sinks {
+            shutdown_hooks.push(Box::new(move || {
+                Box::pin(sink.flush_and_close().wait_async()) as Pin<Box<_>>
+            }));
+        }
         Ok(Trigger {
             addr: SocketAddr::new(self.bind, self.port),
             path: self.path,
             limits: self.limits,
             restored,
-            shutdown_hooks: self.shutdown_hooks,
+            shutdown_hooks,
             app: Arc::new(App {
                 extract: Extract {
                     policy: Verification::new(policy),

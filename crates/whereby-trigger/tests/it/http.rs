@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 use whereby_trigger::Trigger;
+use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::webhook::{
     AssistantRequested, EventType, RoomClientJoined, RoomClientLeft, RoomSessionEnded,
     RoomSessionStarted, unix_now,
@@ -86,6 +87,61 @@ async fn predicate_true_answers_triggered_with_one_event() {
     assert_eq!(copy.trigger_webhook.id(), id_of(body));
     assert!(late.try_recv().is_none());
     server.shutdown().await;
+}
+
+/// A writer into memory that a test can read after the sink is closed.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Lines {
+    fn json(&self) -> Vec<Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn on_every_prints_events_and_records_webhooks_flushed_at_shutdown() {
+    let (printed, recorded) = (Lines::default(), Lines::default());
+    let server = Server::start(
+        builder()
+            .on_every(EventType::RoomSessionStarted)
+            .print_events(LineSink::new(printed.clone()))
+            .record_webhooks(LineSink::new(recorded.clone())),
+    )
+    .await;
+    let started = sample("room.session.started");
+    let joined = sample("room.client.joined");
+
+    server.post(started).await.assert_outcome("triggered");
+    server.post(started).await.assert_outcome("duplicate");
+    server.post(joined).await.assert_outcome("not_matched");
+    server.shutdown().await;
+
+    // One event printed, for the type asked for; every verified webhook
+    // recorded, the duplicate too.
+    let printed = printed.json();
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    assert_eq!(printed[0]["roomUrl"], SAMPLE_ROOM_URL);
+    assert_eq!(printed[0]["triggerWebhook"]["id"], id_of(started));
+    let recorded: Vec<String> = recorded
+        .json()
+        .iter()
+        .map(|line| line["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(recorded, [id_of(started), id_of(started), id_of(joined)]);
 }
 
 #[tokio::test]

@@ -11,16 +11,13 @@ use anyhow::{Context, bail};
 use clap::Args;
 use tokio::net::TcpListener;
 use whereby_trigger::actions::stdout::LineSink;
-use whereby_trigger::config::{Config, DEFAULT_LEASE};
+use whereby_trigger::config::Config;
 use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::engine::Engine;
-use whereby_trigger::store::{Retention, SqliteStore, Store};
+use whereby_trigger::store::{Retention, SqliteStore};
 use whereby_trigger::units::{parse_duration, parse_size};
-use whereby_trigger::webhook::{
-    AssistantRequested, DEFAULT_TOLERANCE, EventType, RoomClientJoined, RoomClientLeft,
-    RoomSessionEnded, RoomSessionStarted,
-};
-use whereby_trigger::{DedupLimits, Trigger, TriggerBuilder};
+use whereby_trigger::webhook::{DEFAULT_TOLERANCE, EventType};
+use whereby_trigger::{DedupLimits, Trigger};
 
 use crate::reload::shutdown_signal;
 #[cfg(unix)]
@@ -159,22 +156,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let stdout = LineSink::stdout();
     let actions = Arc::new(Registry::new(stdout.clone()));
     let engine = Arc::new(Engine::new(actions.rules(&config)?));
-    let dedup_limits = DedupLimits {
-        max_ids: args.dedup_max_ids,
-        max_age: args.dedup_max_age,
-    };
-    let store: Option<Arc<dyn Store>> = if args.ephemeral {
-        None
-    } else {
-        let dir = args
-            .data_dir
-            .clone()
-            .or(config.store.dir.clone())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let store = SqliteStore::open(&dir)?;
-        tracing::info!(path = %store.path().display(), "durable store");
-        Some(Arc::new(store))
-    };
 
     // The file's [server] settings, then the flags over them.
     let mut builder = Trigger::builder()
@@ -185,7 +166,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(DEFAULT_TOLERANCE),
         )
         .base_domain(args.base_domain.clone())
-        .dedup_limits(dedup_limits);
+        .dedup_limits(DedupLimits {
+            max_ids: args.dedup_max_ids,
+            max_age: args.dedup_max_age,
+        });
     if let Some(port) = args.port {
         builder = builder.port(port);
     }
@@ -204,19 +188,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(subdomain) = args.subdomain.clone() {
         builder = builder.default_subdomain(subdomain);
     }
-    if let Some(store) = store {
-        let retention = Retention {
-            id_max_age_ms: millis(args.dedup_max_age),
-            room_idle_ms: millis(
-                config
-                    .triggers
-                    .iter()
-                    .map(|t| t.lease)
-                    .max()
-                    .unwrap_or(DEFAULT_LEASE),
-            ),
-        };
-        builder = builder.store(store, retention);
+    if !args.ephemeral {
+        let dir = (args.data_dir.clone().or(config.store.dir.clone()))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = SqliteStore::open(&dir)?;
+        tracing::info!(path = %store.path().display(), "durable store");
+        let retention = Retention::new(args.dedup_max_age, config.longest_lease());
+        builder = builder.store(Arc::new(store), retention);
     }
     // With a config file the engine is attached even without triggers, so that
     // a reload can add some.
@@ -227,33 +205,23 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         builder = builder.secret(secret);
     }
     for event_type in &args.on {
-        builder = fire_on(builder, *event_type);
+        builder = builder.on_every(*event_type);
     }
-    let recorder = match &args.record {
-        Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open {} for recording", path.display()))?;
-            let sink = LineSink::new(file);
-            let writer = sink.clone();
-            builder = builder.observe(move |parsed| writer.write_line(parsed.to_json_line()));
-            Some(sink)
-        }
-        None => None,
-    };
-    let printer = stdout.clone();
-    builder = builder.on_trigger(move |event| printer.write_line(event.to_json_line()));
+    if let Some(path) = &args.record {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {} for recording", path.display()))?;
+        builder = builder.record_webhooks(LineSink::new(file));
+    }
     // When the server stops: assistants are stopped and deliveries in flight
-    // drained (what they report is flushed with the store, after these), then
-    // every event is on stdout and in the recording before exiting.
+    // drained, then every event is on stdout and in the recording, then what
+    // the actions reported is flushed with the store.
     let draining = actions.clone();
-    builder = builder.on_shutdown(move || async move { draining.shutdown(DRAIN).await });
-    builder = builder.on_shutdown(move || async move { stdout.flush_and_close().wait() });
-    if let Some(recorder) = recorder {
-        builder = builder.on_shutdown(move || async move { recorder.flush_and_close().wait() });
-    }
+    builder = builder
+        .on_shutdown(move || async move { draining.shutdown(DRAIN).await })
+        .print_events(stdout);
     let trigger = builder.build().context("invalid settings")?;
     if let Some(restored) = trigger.restored() {
         tracing::info!(
@@ -298,18 +266,4 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         reloader.abort();
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn fire_on(builder: TriggerBuilder, event_type: EventType) -> TriggerBuilder {
-    match event_type {
-        EventType::RoomClientJoined => builder.on(|_: &RoomClientJoined| true),
-        EventType::RoomClientLeft => builder.on(|_: &RoomClientLeft| true),
-        EventType::RoomSessionStarted => builder.on(|_: &RoomSessionStarted| true),
-        EventType::RoomSessionEnded => builder.on(|_: &RoomSessionEnded| true),
-        EventType::AssistantRequested => builder.on(|_: &AssistantRequested| true),
-    }
 }
