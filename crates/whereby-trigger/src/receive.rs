@@ -128,30 +128,52 @@ async fn receive(
     // From here on nothing awaits but the commit, and `Recording` finishes the
     // webhook even if this future is dropped: a client that goes away cannot
     // leave an event half recorded.
-    let mut rules = match (&app.engine, &parsed.room_url) {
+    let rules = decide(&app, &parsed);
+    let Some(durable) = &app.durable else {
+        return Ok(finish(&app, reservation, decision, rules, parsed));
+    };
+    let mut recorded = Recorded {
+        app: app.clone(),
+        reservation,
+        decision,
+        rules,
+        parsed,
+    };
+    let mut retries = 0;
+    loop {
+        let commit = record::submit(durable, recorded.parsed.event.id(), recorded.rules.as_mut());
+        match Recording::new(commit, recorded).finish().await {
+            Some(Settled::Answer(answer)) => return answer,
+            Some(Settled::ClaimHeld(again, err)) => {
+                // Another receiver holds a claim this decision took; it is
+                // held here too now, so deciding again suppresses that rule.
+                if retries == CLAIM_RETRIES {
+                    return Err(Rejection::Store(err));
+                }
+                retries += 1;
+                recorded = Recorded {
+                    rules: decide(&again.app, &again.parsed),
+                    ..*again
+                };
+            }
+            None => return Err(Rejection::Store(StoreError::Closed)),
+        }
+    }
+}
+
+/// How often one webhook is decided again because another receiver holds a
+/// claim it took: each round learns one more held claim, so this bounds the
+/// claims one webhook can lose to others before it is answered 503.
+const CLAIM_RETRIES: usize = 4;
+
+/// The config rules' decision for a webhook in a room, claims taken.
+fn decide(app: &App, parsed: &ParsedWebhook) -> Option<crate::rules::engine::Decision> {
+    match (&app.engine, &parsed.room_url) {
         (Some(engine), Some(room_url)) => {
             Some(engine.decide(&parsed.event, &parsed.raw, room_url, Instant::now()))
         }
         _ => None,
-    };
-    let Some(durable) = &app.durable else {
-        return Ok(finish(&app, reservation, decision, rules, parsed));
-    };
-    let commit = record::submit(durable, id, rules.as_mut());
-    let recording = Recording::new(
-        commit,
-        Recorded {
-            app: app.clone(),
-            reservation,
-            decision,
-            rules,
-            parsed,
-        },
-    );
-    recording
-        .finish()
-        .await
-        .unwrap_or(Err(Rejection::Store(StoreError::Closed)))
+    }
 }
 
 /// What a webhook needs after its commit.
@@ -163,10 +185,19 @@ struct Recorded {
     parsed: ParsedWebhook,
 }
 
-impl Settle for Recorded {
-    type Output = Result<Outcome, Rejection>;
+/// How a commit settled a webhook.
+enum Settled {
+    /// Its answer.
+    Answer(Result<Outcome, Rejection>),
+    /// Another receiver holds a claim it took: its claims were given back and
+    /// that one is held here until the other's expires; decide again.
+    ClaimHeld(Box<Recorded>, StoreError),
+}
 
-    fn settle(self, committed: Result<(), StoreError>) -> Result<Outcome, Rejection> {
+impl Settle for Recorded {
+    type Output = Settled;
+
+    fn settle(self, committed: Result<(), StoreError>) -> Settled {
         let Recorded {
             app,
             reservation,
@@ -174,7 +205,7 @@ impl Settle for Recorded {
             rules,
             parsed,
         } = self;
-        match committed {
+        let answer = match committed {
             Ok(()) => Ok(finish(&app, reservation, decision, rules, parsed)),
             Err(StoreError::AlreadyRecorded { .. }) => {
                 // Another receiver sharing the store recorded this event first:
@@ -190,6 +221,24 @@ impl Settle for Recorded {
                 );
                 Ok(Outcome::Duplicate)
             }
+            Err(StoreError::ClaimHeld { key, expires_ms }) => {
+                if let Some(engine) = &app.engine {
+                    if let Some(rules) = rules {
+                        rules.abandon(engine.claims());
+                    }
+                    record::hold_elsewhere(engine.claims(), &key, expires_ms);
+                }
+                tracing::debug!(id = parsed.event.id(), claim = %key, "claim held by another receiver; deciding again");
+                let err = StoreError::ClaimHeld { key, expires_ms };
+                let again = Recorded {
+                    app,
+                    reservation,
+                    decision,
+                    rules: None,
+                    parsed,
+                };
+                return Settled::ClaimHeld(Box::new(again), err);
+            }
             Err(err) => {
                 // Nothing fires: the claims go back as they were, and the id is
                 // released (with `reservation`) for Whereby's retry.
@@ -198,7 +247,8 @@ impl Settle for Recorded {
                 }
                 Err(Rejection::Store(err))
             }
-        }
+        };
+        Settled::Answer(answer)
     }
 }
 

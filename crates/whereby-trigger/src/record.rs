@@ -19,7 +19,7 @@ use whereby_webhook::ParseOptions;
 use crate::deduplicate::Deduplicate;
 use crate::rules::engine::Decision;
 use crate::rules::engine::Engine;
-use crate::state::claims::ClaimKey;
+use crate::state::claims::{ClaimKey, Claims};
 use crate::state::room::RoomKey;
 use crate::store::outbox::{Missing, Outbox, POLL_EVERY, delivery_of};
 use crate::store::{
@@ -194,7 +194,8 @@ pub(crate) fn changes(decision: &Decision) -> Vec<Change> {
     // The store keeps wall-clock expiries, so that a restart (a new `Instant`
     // origin) can tell which claims are still held.
     let now = now_ms();
-    for (key, lease) in &decision.taken {
+    for (claim, lease) in &decision.taken {
+        let key = claim.key();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         changes.push(Change::Claim(StoredClaim {
             key: key.to_string(),
@@ -226,6 +227,19 @@ pub(crate) fn submit(durable: &Durable, id: &str, rules: Option<&mut Decision>) 
         changes.extend(self::changes(rules));
     }
     durable.journal.submit(changes)
+}
+
+/// Takes claim `key` (as the store writes it) as held until `expires_ms`: a
+/// receiver sharing the store holds it. Held without a handle here, so nothing
+/// here releases it; it ends when its lease does, or when a `stop_on` here
+/// releases the trigger's claims in the room.
+pub(crate) fn hold_elsewhere(claims: &Arc<Claims>, key: &str, expires_ms: i64) {
+    let Some(key) = ClaimKey::parse(key) else {
+        tracing::warn!(claim = key, "the store named a claim that cannot be read");
+        return;
+    };
+    let left = u64::try_from(expires_ms.saturating_sub(now_ms())).unwrap_or(0);
+    claims.restore(key, Instant::now() + Duration::from_millis(left));
 }
 
 /// What a webhook does once its commit is known: dispatch what it decided, or

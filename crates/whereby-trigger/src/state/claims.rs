@@ -170,6 +170,14 @@ impl ClaimHandle {
         self.claims.release(&self.key, self.generation);
     }
 
+    /// Gives back a claim that was never recorded (its commit failed): like
+    /// [`release`](Self::release), without telling the release hook, so that
+    /// nothing is written about a claim the store never held — in a store
+    /// shared with other receivers that could release theirs.
+    pub(crate) fn give_back(&self) {
+        self.claims.remove(&self.key, self.generation);
+    }
+
     /// Whether the claim is still held (not released, not expired) at `now`.
     pub fn is_held(&self, now: Instant) -> bool {
         self.claims
@@ -220,17 +228,21 @@ impl Claims {
     }
 
     fn release(&self, key: &ClaimKey, generation: u64) {
-        let released = {
-            let mut held = self.lock();
-            let current = held.get(key).is_some_and(|c| c.generation == generation);
-            if current {
-                held.remove(key);
-            }
-            current
-        };
-        if released && let Some(hook) = self.on_release.get() {
+        if self.remove(key, generation)
+            && let Some(hook) = self.on_release.get()
+        {
             hook(key);
         }
+    }
+
+    /// Removes `key` if it is still claim `generation`; whether it was.
+    fn remove(&self, key: &ClaimKey, generation: u64) -> bool {
+        let mut held = self.lock();
+        let current = held.get(key).is_some_and(|c| c.generation == generation);
+        if current {
+            held.remove(key);
+        }
+        current
     }
 
     /// Sets the hook told of every claim its holder releases (once; later calls

@@ -202,7 +202,8 @@ impl Committer {
 /// [`Committer`] is the embedded one (group commit over a [`Store`] on threads
 /// of its own); a store shared by several receivers implements the same with
 /// its own transactions, answering [`StoreError::AlreadyRecorded`] for an
-/// event id another receiver recorded first.
+/// event id another receiver recorded first and [`StoreError::ClaimHeld`] for
+/// a claim another receiver holds.
 pub(crate) trait Journal: Send + Sync + 'static {
     /// Records `changes` as one unit; the answer says whether they were (and,
     /// once it is `Ok`, that they are durable).
@@ -324,7 +325,11 @@ fn write_loop(
             Err(err) => {
                 // One job's failure must not take the others with it (say, a
                 // delivery's `Done` batched with a webhook that cannot commit).
-                tracing::error!(%err, batch = replies.len(), "store commit failed; committing one by one");
+                if refused(&err) {
+                    tracing::debug!(%err, batch = replies.len(), "store commit refused; committing one by one");
+                } else {
+                    tracing::error!(%err, batch = replies.len(), "store commit failed; committing one by one");
+                }
                 let mut committed = Vec::with_capacity(replies.len());
                 for (range, reply) in ranges.into_iter().zip(replies) {
                     match store.commit(&changes[range]) {
@@ -353,13 +358,23 @@ fn write_loop(
     }
 }
 
-/// A refused commit is an error, but for a duplicate another receiver recorded
-/// first, which is how a shared store keeps one event to one evaluation.
+/// A refused commit is an error, but for a duplicate or a claim another
+/// receiver recorded first, which is how a shared store keeps one event to one
+/// evaluation and one claim to one holder.
 fn log_refused(err: &StoreError) {
-    match err {
-        StoreError::AlreadyRecorded { .. } => tracing::debug!(%err, "store commit refused"),
-        _ => tracing::error!(%err, "store commit failed"),
+    if refused(err) {
+        tracing::debug!(%err, "store commit refused");
+    } else {
+        tracing::error!(%err, "store commit failed");
     }
+}
+
+/// Whether `err` is a shared store's refusal rather than a failure.
+fn refused(err: &StoreError) -> bool {
+    matches!(
+        err,
+        StoreError::AlreadyRecorded { .. } | StoreError::ClaimHeld { .. }
+    )
 }
 
 /// Syncs, once for everything committed since the last sync, then answers

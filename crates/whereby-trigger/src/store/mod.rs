@@ -186,6 +186,18 @@ pub enum StoreError {
         /// The event id.
         id: String,
     },
+    /// A claim the changes take is held, live, by another receiver sharing the
+    /// store. Nothing of the changes applies; the receiver takes the claim as
+    /// held until `expires_ms` and decides again, so its rule is suppressed
+    /// there as it would be here. (A store of one process never says so: its
+    /// receiver's own claims come first.)
+    #[error("claim `{key}` is held by another receiver")]
+    ClaimHeld {
+        /// The claim, as [`StoredClaim::key`] writes it.
+        key: String,
+        /// When the other receiver's claim expires, in ms since the Unix epoch.
+        expires_ms: i64,
+    },
     /// The committer has stopped.
     #[error("the store is closed")]
     Closed,

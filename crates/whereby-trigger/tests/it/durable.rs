@@ -1,7 +1,7 @@
 //! The durable store through the library: nothing fires unless it is recorded,
 //! and what was recorded survives a restart.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -68,6 +68,38 @@ impl Store for Shared {
             }
         }
         MemoryStore.commit(changes)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A store shared with another receiver, which holds every `note-taker` claim
+/// for an hour; it records what it was asked to commit.
+#[derive(Default)]
+struct ClaimedElsewhere {
+    committed: Mutex<Vec<Change>>,
+    refused: AtomicUsize,
+}
+
+impl Store for ClaimedElsewhere {
+    fn load(&self, _: i64, _: i64, _: i64) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot::default())
+    }
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        for change in changes {
+            if let Change::Claim(claim) = change
+                && claim.key.starts_with("note-taker:")
+            {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::ClaimHeld {
+                    key: claim.key.clone(),
+                    expires_ms: claim.expires_ms + 3_600_000,
+                });
+            }
+        }
+        self.committed.lock().unwrap().extend_from_slice(changes);
+        Ok(())
     }
     fn sync(&self) -> Result<(), StoreError> {
         Ok(())
@@ -218,6 +250,63 @@ async fn an_event_another_receiver_recorded_is_a_duplicate_here() {
 
     // And the id is known here from now on.
     assert_eq!(post(&handle, &theirs).await.1, r#"{"outcome":"duplicate"}"#);
+    handle.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_another_receiver_holds_suppresses_the_rule_here_and_the_rest_fires() {
+    let store = Arc::new(ClaimedElsewhere::default());
+    let (note_taker, greeter) = (Arc::new(Recorder::default()), Arc::new(Recorder::default()));
+    let engine = Arc::new(Engine::new(vec![
+        Rule::new("note-taker", [EventType::RoomSessionStarted])
+            .once_per(OncePer::Room)
+            .action(note_taker.clone()),
+        Rule::new("greeter", [EventType::RoomSessionStarted]).action(greeter.clone()),
+    ]));
+    let handle = builder()
+        .secret(SECRET)
+        .rules(engine)
+        .store(store.clone(), RETENTION)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+
+    // The store refuses the note-taker's claim; decided again, the rule is
+    // suppressed and the greeter still fires, in one answer.
+    let first = session_started("s1", "sess-1");
+    assert_eq!(
+        post(&handle, &first).await,
+        (200, r#"{"outcome":"triggered"}"#.to_owned())
+    );
+    assert!(
+        note_taker.0.lock().unwrap().is_empty(),
+        "no second assistant"
+    );
+    assert_eq!(greeter.0.lock().unwrap().as_slice(), ["s1"]);
+    assert_eq!(store.refused.load(Ordering::SeqCst), 1);
+    let committed = store.committed.lock().unwrap().clone();
+    assert!(
+        committed
+            .iter()
+            .any(|c| matches!(c, Change::RememberId { id, .. } if id == "s1")),
+        "the id was committed on the second round"
+    );
+    assert!(
+        !committed
+            .iter()
+            .any(|c| matches!(c, Change::ReleaseClaim { .. })),
+        "nothing releases the other receiver's claim: {committed:?}"
+    );
+
+    // The claim is now known to be held: the next event in the room does not
+    // even ask the store for it.
+    let second = session_started("s2", "sess-2");
+    assert_eq!(post(&handle, &second).await.1, r#"{"outcome":"triggered"}"#);
+    assert_eq!(store.refused.load(Ordering::SeqCst), 1);
+    assert!(note_taker.0.lock().unwrap().is_empty());
+    assert_eq!(greeter.0.lock().unwrap().as_slice(), ["s1", "s2"]);
     handle.shutdown().await.unwrap();
 }
 

@@ -199,7 +199,7 @@ pub struct Decision {
     /// The room's state as the store keeps it.
     pub(crate) room_state: Option<String>,
     /// Claims this decision took, with their lease.
-    pub(crate) taken: Vec<(ClaimKey, Duration)>,
+    pub(crate) taken: Vec<(ClaimHandle, Duration)>,
     /// Claims a `stop_on` released, with when they would have expired.
     pub(crate) released: Vec<(ClaimKey, Instant)>,
     pub(crate) calls: Vec<Call>,
@@ -227,10 +227,8 @@ impl Decision {
     /// failed, or it was only a dry run): nothing fired, and the claims a stop
     /// released are held again, so Whereby's retry finds the state as it was.
     pub fn abandon(self, claims: &Arc<Claims>) {
-        for call in &self.calls {
-            if let Some(claim) = &call.event.claim {
-                claim.release();
-            }
+        for (claim, _) in &self.taken {
+            claim.give_back();
         }
         for (key, expires) in self.released {
             claims.restore(key, expires);
@@ -407,7 +405,7 @@ impl Engine {
             );
             match self.claims.try_claim(key.clone(), rule.lease, now) {
                 Some(handle) => {
-                    decision.taken.push((key.clone(), rule.lease));
+                    decision.taken.push((handle.clone(), rule.lease));
                     calls(&mut decision, ActionKind::Start, rule, Some(handle));
                     decision.verdicts.push(Verdict::Fired {
                         trigger: rule.name.clone(),
