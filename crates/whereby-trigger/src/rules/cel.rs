@@ -106,7 +106,7 @@ pub struct WhenError {
 }
 
 impl When {
-    /// Compiles `source`, refusing syntax errors and names other than [`NAMES`].
+    /// Compiles `source`, refusing syntax errors and names other than `type`, `id`, `createdAt`, `apiVersion`, `data` and `room`.
     ///
     /// # Errors
     /// A [`WhenError`] with the line within the expression where it can tell.
