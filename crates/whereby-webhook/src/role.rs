@@ -74,6 +74,28 @@ impl RoleName {
         }
     }
 
+    /// Whether the role is a machine rather than a person: `assistant`,
+    /// `recorder`, `streamer` or `captioner`. Every other role, unknown ones
+    /// included, counts as human.
+    ///
+    /// ```
+    /// use whereby_webhook::RoleName;
+    ///
+    /// assert!(RoleName::from("recorder").is_machine());
+    /// assert!(!RoleName::from("granted_visitor").is_machine());
+    /// ```
+    pub fn is_machine(&self) -> bool {
+        matches!(
+            self,
+            RoleName::Assistant | RoleName::Recorder | RoleName::Streamer | RoleName::Captioner
+        )
+    }
+
+    /// The documented roles' wire names.
+    pub fn documented() -> impl Iterator<Item = &'static str> {
+        KNOWN.iter().map(|(_, name)| *name)
+    }
+
     /// Whether this is one of the documented roles.
     pub fn is_known(&self) -> bool {
         !matches!(self, RoleName::Other(_))

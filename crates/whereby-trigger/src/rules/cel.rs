@@ -7,9 +7,10 @@
 
 use std::sync::{Arc, LazyLock};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::objects::Key;
 use cel::{Context, Env, Program, Value};
 
 use crate::state::room::RoomView;
@@ -200,6 +201,136 @@ impl When {
     }
 }
 
+impl When {
+    /// What can be seen wrong with the expression on `input` (a sample of one
+    /// of its types): an evaluation that fails (a missing field, an operator
+    /// between types it does not take), or `==`/`!=` between a field and a
+    /// literal of another type, which CEL answers `false` (or `true`) without
+    /// an error. Empty when nothing is seen; a rule with a problem here would
+    /// count as not matched on such a webhook.
+    pub fn lint(&self, input: &WhenInput) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(err) = self.eval(input) {
+            problems.push(format!("fails ({err}) and counts as false"));
+        }
+        mismatched_comparisons(self.program.expression(), input, &mut problems);
+        problems
+    }
+}
+
+/// [`When::lint`] on the documented sample of each of `types`, with a room in
+/// which every documented role is present and a session is active: each
+/// problem names the type it was seen on.
+pub fn lint_samples(when: &When, types: &[whereby_webhook::EventType]) -> Vec<String> {
+    let roles: std::collections::BTreeMap<String, u32> = whereby_webhook::RoleName::documented()
+        .map(|role| (role.to_owned(), 1))
+        .collect();
+    let room = RoomView {
+        num_clients: u32::try_from(roles.len()).unwrap_or(u32::MAX),
+        num_clients_by_role_name: roles,
+        session_active: true,
+    };
+    let mut problems = Vec::new();
+    for event_type in types {
+        let Some(sample) = whereby_webhook::sample::sample(event_type.as_str()) else {
+            continue;
+        };
+        let Ok(webhook) = serde_json::from_str::<serde_json::Value>(sample) else {
+            continue;
+        };
+        let input = WhenInput::new(&webhook, Some(&room));
+        for problem in when.lint(&input) {
+            problems.push(format!("on the {event_type} sample, `when` {problem}"));
+        }
+    }
+    problems
+}
+
+/// Pushes a problem for every `field == literal` (or `!=`) in `expr` whose
+/// field, as `input` has it, is of another kind than the literal.
+fn mismatched_comparisons(expr: &IdedExpr, input: &WhenInput, out: &mut Vec<String>) {
+    match &expr.expr {
+        Expr::Call(call) => {
+            if (call.func_name == "_==_" || call.func_name == "_!=_")
+                && let [left, right] = &call.args[..]
+            {
+                for (field, literal) in [(left, right), (right, left)] {
+                    let (Some(path), Expr::Literal(literal)) = (field_path(field), &literal.expr)
+                    else {
+                        continue;
+                    };
+                    let Some(value) = input.lookup(&path) else {
+                        continue;
+                    };
+                    let (seen, wanted) = (kind_of(&value), literal_kind(literal));
+                    if seen != wanted && wanted != "null" {
+                        out.push(format!(
+                            "`{}` is {seen} in the sample but is compared with {wanted}: \
+                             the comparison is never true",
+                            path.join(".")
+                        ));
+                    }
+                }
+            }
+            if let Some(target) = &call.target {
+                mismatched_comparisons(target, input, out);
+            }
+            for arg in &call.args {
+                mismatched_comparisons(arg, input, out);
+            }
+        }
+        Expr::Select(select) => mismatched_comparisons(&select.operand, input, out),
+        Expr::List(list) => {
+            for element in &list.elements {
+                mismatched_comparisons(element, input, out);
+            }
+        }
+        Expr::Comprehension(comp) => {
+            mismatched_comparisons(&comp.iter_range, input, out);
+            mismatched_comparisons(&comp.loop_step, input, out);
+        }
+        _ => {}
+    }
+}
+
+/// `data.a.b` as `["data", "a", "b"]`; `None` for anything but a field path.
+fn field_path(expr: &IdedExpr) -> Option<Vec<&str>> {
+    match &expr.expr {
+        Expr::Ident(name) => Some(vec![name.as_str()]),
+        Expr::Select(select) if !select.test => {
+            let mut path = field_path(&select.operand)?;
+            path.push(&select.field);
+            Some(path)
+        }
+        _ => None,
+    }
+}
+
+/// The kind of a value, as the lint names it; numbers are one kind, since CEL
+/// compares an int with a uint or a double by value.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Bool(_) => "a boolean",
+        Value::List(_) => "a list",
+        Value::Map(_) => "a map",
+        Value::Null => "null",
+        _ => "another kind",
+    }
+}
+
+fn literal_kind(literal: &cel::common::ast::LiteralValue) -> &'static str {
+    use cel::common::ast::LiteralValue as L;
+    match literal {
+        L::Int(_) | L::UInt(_) | L::Double(_) => "a number",
+        L::String(_) => "a string",
+        L::Boolean(_) => "a boolean",
+        L::Null => "null",
+        L::Bytes(_) => "bytes",
+    }
+}
+
 /// Collects the names `expr` uses that no enclosing comprehension binds: the
 /// crate's own reference list also counts macro variables (`x` in
 /// `list.exists(x, x > 1)`), which are not names the user must supply.
@@ -276,9 +407,9 @@ impl WhenInput {
         let mut vars = Vec::with_capacity(NAMES.len());
         for name in NAMES {
             let value = if name == "room" {
-                room.and_then(|r| cel::to_value(r).ok())
+                room.map(room_value)
             } else {
-                webhook.get(name).and_then(|v| cel::to_value(v).ok())
+                webhook.get(name).map(json_value)
             };
             if let Some(value) = value {
                 vars.push((name, value));
@@ -286,6 +417,82 @@ impl WhenInput {
         }
         WhenInput { vars }
     }
+}
+
+impl WhenInput {
+    /// The value at `path` (`["data", "roleName"]`), if the input has it.
+    fn lookup(&self, path: &[&str]) -> Option<Value> {
+        let (first, rest) = path.split_first()?;
+        let mut value = self
+            .vars
+            .iter()
+            .find(|(name, _)| name == first)
+            .map(|(_, v)| v.clone())?;
+        for field in rest {
+            let Value::Map(map) = value else {
+                return None;
+            };
+            value = map
+                .map
+                .get(&Key::String(Arc::new((*field).to_owned())))?
+                .clone();
+        }
+        Some(value)
+    }
+}
+
+/// A JSON value as CEL sees it. Whole numbers are signed `int`s (CEL's own
+/// literals are), so that `data.numClients - 1` is arithmetic between two ints
+/// rather than an error between a `uint` and an `int`; only a number above
+/// `i64::MAX` stays a `uint`.
+fn json_value(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => Value::Int(i),
+            (None, Some(u)) => Value::UInt(u),
+            (None, None) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_value).collect()))
+        }
+        serde_json::Value::Object(fields) => Value::Map(cel::objects::Map {
+            map: Arc::new(
+                fields
+                    .iter()
+                    .map(|(k, v)| (Key::String(Arc::new(k.clone())), json_value(v)))
+                    .collect(),
+            ),
+        }),
+    }
+}
+
+/// `room`: the room's state, with its counts as signed `int`s and `numHumans`.
+fn room_value(room: &RoomView) -> Value {
+    let int = |n: u32| Value::Int(i64::from(n));
+    let key = |k: &str| Key::String(Arc::new(k.to_owned()));
+    let roles = room
+        .num_clients_by_role_name
+        .iter()
+        .map(|(role, n)| (key(role), int(*n)))
+        .collect();
+    let fields: HashMap<Key, Value> = [
+        (key("numClients"), int(room.num_clients)),
+        (key("numHumans"), int(room.num_humans())),
+        (
+            key("numClientsByRoleName"),
+            Value::Map(cel::objects::Map {
+                map: Arc::new(roles),
+            }),
+        ),
+        (key("sessionActive"), Value::Bool(room.session_active)),
+    ]
+    .into();
+    Value::Map(cel::objects::Map {
+        map: Arc::new(fields),
+    })
 }
 
 #[cfg(test)]
@@ -318,6 +525,88 @@ mod tests {
         assert_eq!(eval("has(data.participantId)", &i), Ok(true));
         assert_eq!(eval("data.meetingId == 134", &i), Ok(true));
         assert!(eval(r#"data.displayName == "Ada""#, &i).is_err());
+    }
+
+    #[test]
+    fn lint_sees_failures_and_comparisons_across_types() {
+        use whereby_webhook::EventType::{AssistantRequested, RoomClientJoined};
+        let lint = |e: &str| lint_samples(&When::compile(e).unwrap(), &[RoomClientJoined]);
+        assert_eq!(
+            lint(r#"data.roleName == "host" && room.numHumans - 1 >= 0"#),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            lint("has(data.nope) && data.nope > 1"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            lint("room.numClientsByRoleName.host == 1"),
+            Vec::<String>::new()
+        );
+
+        let missing = lint("data.nope + 1 > 0");
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert!(
+            missing[0].contains("room.client.joined") && missing[0].contains("No such key: nope"),
+            "{missing:?}"
+        );
+        let compared = lint("data.displayName == 1 || 1 != data.roleName");
+        assert_eq!(compared.len(), 2, "{compared:?}");
+        assert!(
+            compared[0].contains("`data.displayName` is a string")
+                && compared[0].contains("with a number"),
+            "{compared:?}"
+        );
+        assert!(compared[1].contains("`data.roleName`"), "{compared:?}");
+        let typed = lint(r#"data.roleName > 1"#);
+        assert!(typed[0].contains("no matching overload"), "{typed:?}");
+        // Each type's own sample: a field only one of them has.
+        let both = lint_samples(
+            &When::compile("data.roleName == \"host\"").unwrap(),
+            &[RoomClientJoined, AssistantRequested],
+        );
+        assert!(
+            both.iter().all(|p| p.contains("assistant.requested")),
+            "{both:?}"
+        );
+    }
+
+    #[test]
+    fn counts_are_signed_ints_and_humans_exclude_machines() {
+        let room = RoomView {
+            num_clients: 3,
+            num_clients_by_role_name: [
+                ("host".to_owned(), 1),
+                ("assistant".to_owned(), 1),
+                ("recorder".to_owned(), 1),
+            ]
+            .into(),
+            session_active: true,
+        };
+        let i = input("room.client.joined", room);
+        // The sample's data.numClients is 1.
+        assert_eq!(eval("data.numClients - 1 == 0", &i), Ok(true));
+        assert_eq!(eval("room.numClients - 1 == 2", &i), Ok(true));
+        assert_eq!(eval("room.numClients - 4 < 0", &i), Ok(true));
+        assert_eq!(eval("room.numHumans <= 1", &i), Ok(true));
+        assert_eq!(eval("room.numHumans == 1", &i), Ok(true));
+        assert_eq!(
+            eval("room.numClientsByRoleName.host - 1 == 0", &i),
+            Ok(true)
+        );
+        assert_eq!(
+            eval("room.numClients * 2 == 6 && data.numClients + 1 == 2", &i),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn a_number_above_i64_stays_a_uint_and_fractions_are_doubles() {
+        let webhook = json!({"type": "x", "data": {"big": u64::MAX, "half": 0.5, "neg": -3}});
+        let i = WhenInput::new(&webhook, None);
+        assert_eq!(eval("data.big == 18446744073709551615u", &i), Ok(true));
+        assert_eq!(eval("data.half == 0.5", &i), Ok(true));
+        assert_eq!(eval("data.neg + 3 == 0", &i), Ok(true));
     }
 
     #[test]

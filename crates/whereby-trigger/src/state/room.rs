@@ -69,6 +69,33 @@ pub struct RoomView {
     pub session_active: bool,
 }
 
+impl RoomView {
+    /// Clients who are people: those whose role is not `assistant`, `recorder`,
+    /// `streamer` or `captioner`. Counted from `numClientsByRoleName` when the
+    /// events carry it; from `numClients` when they do not (Whereby's oldest
+    /// payloads), where no client can be told to be a machine.
+    ///
+    /// ```
+    /// use whereby_trigger::state::room::RoomView;
+    ///
+    /// let mut room = RoomView::default();
+    /// room.num_clients = 3;
+    /// assert_eq!(room.num_humans(), 3);
+    /// room.num_clients_by_role_name = [("host".into(), 1), ("assistant".into(), 1), ("recorder".into(), 1)].into();
+    /// assert_eq!(room.num_humans(), 1);
+    /// ```
+    pub fn num_humans(&self) -> u32 {
+        if self.num_clients_by_role_name.is_empty() {
+            return self.num_clients;
+        }
+        self.num_clients_by_role_name
+            .iter()
+            .filter(|(role, _)| !whereby_webhook::RoleName::from(role.as_str()).is_machine())
+            .map(|(_, n)| *n)
+            .sum()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct RoomState {
     view: RoomView,

@@ -2,6 +2,7 @@
 //! and validated as `check` would.
 
 use whereby_trigger::config::Config;
+use whereby_trigger::rules::cel::lint_samples;
 
 #[test]
 fn every_toml_block_in_the_readme_loads() {
@@ -33,5 +34,12 @@ fn every_toml_block_in_the_readme_loads() {
     for block in &blocks {
         let config = Config::from_toml(block, &env).unwrap_or_else(|e| panic!("{e}\n{block}"));
         assert!(!config.triggers.is_empty(), "{block}");
+        // And `check` sees nothing wrong with their conditions.
+        for trigger in &config.triggers {
+            if let Some(when) = &trigger.when {
+                let problems = lint_samples(when, &trigger.on);
+                assert!(problems.is_empty(), "{problems:?}\n{block}");
+            }
+        }
     }
 }

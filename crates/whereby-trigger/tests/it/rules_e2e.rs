@@ -437,6 +437,33 @@ fn check_rejects_broken_configs_naming_file_line_and_trigger() {
             needle: "subdomain",
         },
         Broken {
+            file: "cel-type-error.toml",
+            toml: one_trigger(
+                "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.roleName > 1'\n",
+            ),
+            lines: vec![3, 4],
+            trigger: Some("scribe-7"),
+            needle: "on the room.client.joined sample, `when` fails (found no matching overload",
+        },
+        Broken {
+            file: "cel-missing-field.toml",
+            toml: one_trigger(
+                "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.numGuests - 1 > 0'\n",
+            ),
+            lines: vec![3, 4],
+            trigger: Some("scribe-7"),
+            needle: "No such key: numGuests",
+        },
+        Broken {
+            file: "cel-compared-across-types.toml",
+            toml: one_trigger(
+                "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.numClients == \"1\"'\n",
+            ),
+            lines: vec![3, 4],
+            trigger: Some("scribe-7"),
+            needle: "`data.numClients` is a number in the sample but is compared with a string",
+        },
+        Broken {
             file: "placeholder.toml",
             toml: one_trigger(
                 "on = [\"room.session.started\"]\nrun = { command = [\"assistant\", \"--room\", \"{roomURL}\"] }\n",

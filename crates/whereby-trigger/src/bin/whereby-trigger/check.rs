@@ -31,6 +31,25 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
         eprintln!("{}: {err}", args.config.display());
         return ExitCode::from(1);
     }
+    // A `when` that fails, or compares a field with a value of another type,
+    // on the documented sample of one of its types would count as false there.
+    let mut problems = 0;
+    #[cfg(feature = "cel")]
+    for trigger in &config.triggers {
+        let Some(when) = &trigger.when else { continue };
+        for problem in whereby_trigger::rules::cel::lint_samples(when, &trigger.on) {
+            eprintln!(
+                "{}:{}: trigger `{}`: {problem}",
+                args.config.display(),
+                trigger.line,
+                trigger.name
+            );
+            problems += 1;
+        }
+    }
+    if problems > 0 {
+        return ExitCode::from(1);
+    }
     print!("{}: OK\n{}", args.config.display(), config.summary());
     ExitCode::SUCCESS
 }
