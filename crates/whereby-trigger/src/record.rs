@@ -26,7 +26,7 @@ use crate::store::{
     Change, Committer, DeliveryStatus, Journal, PendingCommit, Retention, Store, StoreError,
     StoredClaim,
 };
-use crate::util::now_ms;
+use crate::util::{millis, now_ms};
 
 /// The durable half of a Trigger: where changes are committed before a webhook
 /// is answered, and the queue of action deliveries.
@@ -92,14 +92,9 @@ impl Durable {
         }
         if let Some(engine) = engine {
             for claim in &snapshot.claims {
-                let Some(key) = ClaimKey::parse(&claim.key) else {
-                    tracing::warn!(key = %claim.key, "an unreadable claim in the store is ignored");
-                    continue;
-                };
-                let left =
-                    Duration::from_millis(u64::try_from(claim.expires_ms - now_ms).unwrap_or(0));
-                let _ = engine.claims().restore(key, now + left);
-                restored.claims += 1;
+                if hold_until(engine.claims(), &claim.key, claim.expires_ms, now_ms, now) {
+                    restored.claims += 1;
+                }
             }
             for (key, state, seen_ms) in &snapshot.rooms {
                 if let Some(room) = RoomKey::parse(key)
@@ -196,10 +191,9 @@ pub(crate) fn changes(decision: &Decision) -> Vec<Change> {
     let now = now_ms();
     for (claim, lease) in &decision.taken {
         let key = claim.key();
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         changes.push(Change::Claim(StoredClaim {
             key: key.to_string(),
-            expires_ms: now.saturating_add(lease_ms),
+            expires_ms: now.saturating_add(millis(*lease)),
         }));
     }
     for call in &decision.calls {
@@ -234,12 +228,20 @@ pub(crate) fn submit(durable: &Durable, id: &str, rules: Option<&mut Decision>) 
 /// here releases it; it ends when its lease does, or when a `stop_on` here
 /// releases the trigger's claims in the room.
 pub(crate) fn hold_elsewhere(claims: &Arc<Claims>, key: &str, expires_ms: i64) {
+    hold_until(claims, key, expires_ms, now_ms(), Instant::now());
+}
+
+/// Holds the stored claim `key` until `expires_ms` (wall clock), `now_ms`
+/// being `now`: a claim read back at start, or one another receiver holds.
+/// `false`, logged, when the store's key cannot be read.
+fn hold_until(claims: &Arc<Claims>, key: &str, expires_ms: i64, now_ms: i64, now: Instant) -> bool {
     let Some(key) = ClaimKey::parse(key) else {
-        tracing::warn!(claim = key, "the store named a claim that cannot be read");
-        return;
+        tracing::warn!(key, "an unreadable claim in the store is ignored");
+        return false;
     };
-    let left = u64::try_from(expires_ms.saturating_sub(now_ms())).unwrap_or(0);
-    claims.restore(key, Instant::now() + Duration::from_millis(left));
+    let left = u64::try_from(expires_ms.saturating_sub(now_ms)).unwrap_or(0);
+    claims.restore(key, now + Duration::from_millis(left));
+    true
 }
 
 /// What a webhook does once its commit is known: dispatch what it decided, or

@@ -27,7 +27,13 @@ pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, millis)
+}
+
+/// `duration` in whole milliseconds, as the store keeps times and spans;
+/// saturates (a lease of centuries is "forever").
+pub(crate) fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -263,10 +263,16 @@ fn mismatched_comparisons(expr: &IdedExpr, input: &WhenInput, out: &mut Vec<Stri
                         continue;
                     };
                     let (seen, wanted) = (kind_of(&value), literal_kind(literal));
-                    if seen != wanted && wanted != "null" {
+                    // Null stands for an absent optional field, comparable with anything.
+                    if seen != wanted && seen != "null" && wanted != "null" {
+                        let always = if call.func_name == "_==_" {
+                            "never true"
+                        } else {
+                            "always true"
+                        };
                         out.push(format!(
                             "`{}` is {seen} in the sample but is compared with {wanted}: \
-                             the comparison is never true",
+                             the comparison is {always}",
                             path.join(".")
                         ));
                     }
@@ -557,7 +563,15 @@ mod tests {
                 && compared[0].contains("with a number"),
             "{compared:?}"
         );
-        assert!(compared[1].contains("`data.roleName`"), "{compared:?}");
+        assert!(compared[0].ends_with("never true"), "{compared:?}");
+        assert!(
+            compared[1].contains("`data.roleName`") && compared[1].ends_with("always true"),
+            "{compared:?}"
+        );
+        // A field the sample sends as null is one that may be absent, not a type.
+        let nullable = WhenInput::new(&json!({"data": {"displayName": null}}), None);
+        let when = When::compile(r#"data.displayName == "Ada""#).unwrap();
+        assert_eq!(when.lint(&nullable), Vec::<String>::new());
         let typed = lint(r#"data.roleName > 1"#);
         assert!(typed[0].contains("no matching overload"), "{typed:?}");
         // Each type's own sample: a field only one of them has.
@@ -566,7 +580,7 @@ mod tests {
             &[RoomClientJoined, AssistantRequested],
         );
         assert!(
-            both.iter().all(|p| p.contains("assistant.requested")),
+            !both.is_empty() && both.iter().all(|p| p.contains("assistant.requested")),
             "{both:?}"
         );
     }

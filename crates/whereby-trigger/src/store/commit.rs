@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::{Change, Store, StoreError};
-use crate::util::now_ms;
+use crate::util::{millis, now_ms};
 
 /// Most changes-lists folded into one transaction; bounds a batch's latency.
 const MAX_BATCH: usize = 256;
@@ -51,10 +51,9 @@ impl Retention {
     /// Ids kept for `id_max_age` (the duplicate window), rooms for `room_idle`
     /// (at least the longest claim lease, so a claimed room keeps its state).
     pub fn new(id_max_age: std::time::Duration, room_idle: std::time::Duration) -> Retention {
-        let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         Retention {
-            id_max_age_ms: ms(id_max_age),
-            room_idle_ms: ms(room_idle),
+            id_max_age_ms: millis(id_max_age),
+            room_idle_ms: millis(room_idle),
         }
     }
 }

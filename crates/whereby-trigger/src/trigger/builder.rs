@@ -380,26 +380,21 @@ impl TriggerBuilder {
     /// Writes every trigger event to `sink` as a JSON line (what `serve` prints
     /// on stdout); the sink is flushed and closed when the server stops, after
     /// the [shutdown hooks](Self::on_shutdown).
-    pub fn print_events(mut self, sink: LineSink) -> Self {
+    pub fn print_events(self, sink: LineSink) -> Self {
         let printer = sink.clone();
-        self.dispatcher
-            .add_callback(Arc::new(move |event: &TriggerEvent| {
-                printer.write_line(event.to_json_line());
-            }));
-        self.sinks.push(sink);
-        self
+        let mut builder = self.on_trigger(move |event| printer.write_line(event.to_json_line()));
+        builder.sinks.push(sink);
+        builder
     }
 
     /// Appends every verified webhook to `sink` as a JSON line, duplicates
     /// included, for `replay` (what `serve --record FILE` does); flushed and
     /// closed like [`print_events`](Self::print_events)' sink.
-    pub fn record_webhooks(mut self, sink: LineSink) -> Self {
+    pub fn record_webhooks(self, sink: LineSink) -> Self {
         let writer = sink.clone();
-        self.observers.push(Arc::new(move |parsed: &ParsedWebhook| {
-            writer.write_line(parsed.to_json_line());
-        }));
-        self.sinks.push(sink);
-        self
+        let mut builder = self.observe(move |parsed| writer.write_line(parsed.to_json_line()));
+        builder.sinks.push(sink);
+        builder
     }
 
     /// Runs `callback` for every trigger event, on the request's task, before the

@@ -34,7 +34,6 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
     // A `when` that fails, or compares a field with a value of another type,
     // on the documented sample of one of its types would count as false there.
     let mut problems = 0;
-    #[cfg(feature = "cel")]
     for trigger in &config.triggers {
         let Some(when) = &trigger.when else { continue };
         for problem in whereby_trigger::rules::cel::lint_samples(when, &trigger.on) {
