@@ -170,7 +170,7 @@ fn engine(c: &mut Criterion) {
                 let decision = engine.decide(
                     black_box(&event),
                     black_box(&raw),
-                    black_box(&room_url),
+                    black_box(Some(room_url.as_str())),
                     now,
                 );
                 elapsed += start.elapsed();
@@ -182,9 +182,9 @@ fn engine(c: &mut Criterion) {
     });
 
     // A later join in the same session: `when` is true, the claim is held.
-    let first = engine.decide(&event, &raw, &room_url, Instant::now());
+    let first = engine.decide(&event, &raw, Some(&room_url), Instant::now());
     assert!(first.fired());
-    let again = engine.decide(&event, &raw, &room_url, Instant::now());
+    let again = engine.decide(&event, &raw, Some(&room_url), Instant::now());
     assert!(
         matches!(again.verdicts[..], [Verdict::Suppressed { .. }]),
         "{again:?}"
@@ -194,7 +194,7 @@ fn engine(c: &mut Criterion) {
             engine.decide(
                 black_box(&event),
                 black_box(&raw),
-                black_box(&room_url),
+                black_box(Some(room_url.as_str())),
                 Instant::now(),
             )
         })

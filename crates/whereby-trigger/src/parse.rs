@@ -108,7 +108,15 @@ impl Parser {
         }
         let event = parsed.event;
         let room_url = match event.in_room() {
-            Some(room) => Some(room.room_url(&self.base_domain)?),
+            Some(room) if event.event_type().is_some() => Some(room.room_url(&self.base_domain)?),
+            // Another type is never refused for its shape: a room it names
+            // that makes no safe URL is no room.
+            Some(room) => room
+                .room_url(&self.base_domain)
+                .inspect_err(|err| {
+                    tracing::warn!(id = event.id(), r#type = event.type_name(), %err, "the webhook's room makes no URL; it is treated as having none");
+                })
+                .ok(),
             None => None,
         };
         Ok(ParsedWebhook {

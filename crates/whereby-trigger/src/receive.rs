@@ -22,7 +22,7 @@ use crate::evaluate::{Decision, Predicates};
 use crate::extract::Extract;
 use crate::parse::ParsedWebhook;
 use crate::record::{self, Durable, Recording, Settle};
-use crate::rules::engine::Engine;
+use crate::rules::engine::{Engine, Verdict};
 use crate::store::StoreError;
 
 /// Path of the liveness probe.
@@ -166,14 +166,16 @@ async fn receive(
 /// claims one webhook can lose to others before it is answered 503.
 const CLAIM_RETRIES: usize = 4;
 
-/// The config rules' decision for a webhook in a room, claims taken.
+/// The config rules' decision for a webhook, claims taken.
 fn decide(app: &App, parsed: &ParsedWebhook) -> Option<crate::rules::engine::Decision> {
-    match (&app.engine, &parsed.room_url) {
-        (Some(engine), Some(room_url)) => {
-            Some(engine.decide(&parsed.event, &parsed.raw, room_url, Instant::now()))
-        }
-        _ => None,
-    }
+    app.engine.as_ref().map(|engine| {
+        engine.decide(
+            &parsed.event,
+            &parsed.raw,
+            parsed.room_url.as_deref(),
+            Instant::now(),
+        )
+    })
 }
 
 /// What a webhook needs after its commit.
@@ -278,6 +280,14 @@ fn finish(
         }
         if rules.fired() {
             outcome = Outcome::Triggered;
+        } else if outcome == Outcome::Ignored
+            && rules
+                .verdicts
+                .iter()
+                .any(|v| matches!(v, Verdict::NotMatched { .. } | Verdict::Suppressed { .. }))
+        {
+            // A type without a typed predicate that a rule names is evaluated.
+            outcome = Outcome::NotMatched;
         }
         rules.dispatch();
     }

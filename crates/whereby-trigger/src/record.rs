@@ -19,12 +19,12 @@ use whereby_webhook::ParseOptions;
 use crate::deduplicate::Deduplicate;
 use crate::rules::engine::Decision;
 use crate::rules::engine::Engine;
-use crate::state::claims::{ClaimKey, Claims};
+use crate::state::claims::{ClaimKey, Claims, PendingStop, StopCause};
 use crate::state::room::RoomKey;
 use crate::store::outbox::{Missing, Outbox, POLL_EVERY, delivery_of};
 use crate::store::{
     Change, Committer, DeliveryStatus, Journal, PendingCommit, Retention, Store, StoreError,
-    StoredClaim,
+    StoredClaim, StoredStop,
 };
 use crate::util::{millis, now_ms};
 
@@ -78,6 +78,7 @@ impl Durable {
         dedup: &dyn Deduplicate,
         engine: Option<&Engine>,
         retention: Retention,
+        options: &ParseOptions,
     ) -> Result<(Durable, Restored), StoreError> {
         let now_ms = now_ms();
         let now = Instant::now();
@@ -92,7 +93,7 @@ impl Durable {
         }
         if let Some(engine) = engine {
             for claim in &snapshot.claims {
-                if hold_until(engine.claims(), &claim.key, claim.expires_ms, now_ms, now) {
+                if restore_claim(engine.claims(), claim, options, now_ms, now) {
                     restored.claims += 1;
                 }
             }
@@ -170,6 +171,46 @@ impl Durable {
     }
 }
 
+/// Most time between two looks for due stops: a stop happens at most this
+/// late, and one scheduled while the timer sleeps is seen by then.
+const STOP_TICK: Duration = Duration::from_millis(500);
+
+/// Runs the stops whose `stop_after` has passed: released, recorded (with a
+/// store, committed before their actions are told, as a webhook's are), then
+/// dispatched. A failed commit puts them back, to be tried at the next tick.
+/// Stops when the task is aborted.
+pub(crate) fn spawn_stop_timer(engine: Arc<Engine>, durable: Option<Durable>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let wait = engine.next_due().map_or(STOP_TICK, |due| {
+                due.saturating_duration_since(Instant::now()).min(STOP_TICK)
+            });
+            tokio::time::sleep(wait).await;
+            let mut decision = engine.fire_due(Instant::now());
+            if decision.verdicts.is_empty() {
+                continue;
+            }
+            for verdict in &decision.verdicts {
+                tracing::info!("{verdict} (stop_after passed)");
+            }
+            let Some(durable) = &durable else {
+                decision.dispatch();
+                continue;
+            };
+            for call in &mut decision.calls {
+                call.event.delivery = durable.outbox.ticket(call.delivery_id.clone());
+            }
+            match durable.journal.submit(changes(&decision)).await {
+                Ok(()) => decision.dispatch(),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot record a due stop; it is tried again");
+                    decision.abandon(engine.claims());
+                }
+            }
+        }
+    })
+}
+
 /// What `decision` changed, for the store: the room's state, the claims taken
 /// and released, and one queued delivery per action call.
 pub(crate) fn changes(decision: &Decision) -> Vec<Change> {
@@ -181,20 +222,40 @@ pub(crate) fn changes(decision: &Decision) -> Vec<Change> {
             seen_ms: now_ms(),
         });
     }
-    for (key, _) in &decision.released {
+    for released in &decision.released {
         changes.push(Change::ReleaseClaim {
-            key: key.to_string(),
+            key: released.key.to_string(),
         });
     }
-    // The store keeps wall-clock expiries, so that a restart (a new `Instant`
-    // origin) can tell which claims are still held.
+    // The store keeps wall-clock times, so that a restart (a new `Instant`
+    // origin) can tell which claims are still held and when stops are due.
     let now = now_ms();
-    for (claim, lease) in &decision.taken {
+    for (claim, lease, holder) in &decision.taken {
         let key = claim.key();
         changes.push(Change::Claim(StoredClaim {
             key: key.to_string(),
             expires_ms: now.saturating_add(millis(*lease)),
+            holder: holder.to_string(),
+            stop: None,
         }));
+    }
+    let instant = Instant::now();
+    for (key, stop) in &decision.scheduled {
+        changes.push(Change::ScheduleStop {
+            key: key.to_string(),
+            stop: StoredStop {
+                due_ms: now.saturating_add(millis(stop.due.saturating_duration_since(instant))),
+                rule: stop.rule.to_string(),
+                cause: stop.cause.as_str().to_owned(),
+                room_url: stop.room_url.clone().unwrap_or_default(),
+                webhook: String::from_utf8_lossy(&stop.raw).into_owned(),
+            },
+        });
+    }
+    for (key, _) in &decision.cancelled {
+        changes.push(Change::CancelStop {
+            key: key.to_string(),
+        });
     }
     for call in &decision.calls {
         changes.push(Change::Enqueue(delivery_of(
@@ -232,15 +293,68 @@ pub(crate) fn hold_elsewhere(claims: &Arc<Claims>, key: &str, expires_ms: i64) {
 }
 
 /// Holds the stored claim `key` until `expires_ms` (wall clock), `now_ms`
-/// being `now`: a claim read back at start, or one another receiver holds.
-/// `false`, logged, when the store's key cannot be read.
+/// being `now`: one another receiver holds. `false`, logged, when the
+/// store's key cannot be read.
 fn hold_until(claims: &Arc<Claims>, key: &str, expires_ms: i64, now_ms: i64, now: Instant) -> bool {
     let Some(key) = ClaimKey::parse(key) else {
         tracing::warn!(key, "an unreadable claim in the store is ignored");
         return false;
     };
-    let left = u64::try_from(expires_ms.saturating_sub(now_ms)).unwrap_or(0);
-    claims.restore(key, now + Duration::from_millis(left));
+    claims.restore(key, at(expires_ms, now_ms, now));
+    true
+}
+
+/// The `Instant` of wall-clock time `ms`, `now_ms` being `now`; `now` for a
+/// time already past.
+fn at(ms: i64, now_ms: i64, now: Instant) -> Instant {
+    now + Duration::from_millis(u64::try_from(ms.saturating_sub(now_ms)).unwrap_or(0))
+}
+
+/// Holds a claim read back at start, with its holder and the stop pending on
+/// it (whose webhook is read with `options`, as the server reads them).
+/// `false`, logged, when the store's key cannot be read. A stop that cannot
+/// be read back is dropped, logged: the claim still ends with its lease.
+fn restore_claim(
+    claims: &Arc<Claims>,
+    claim: &StoredClaim,
+    options: &ParseOptions,
+    now_ms: i64,
+    now: Instant,
+) -> bool {
+    let Some(key) = ClaimKey::parse(&claim.key) else {
+        tracing::warn!(
+            key = claim.key,
+            "an unreadable claim in the store is ignored"
+        );
+        return false;
+    };
+    let holder: Arc<str> = if claim.holder.is_empty() {
+        key.trigger.clone()
+    } else {
+        Arc::from(claim.holder.as_str())
+    };
+    let stop = claim.stop.as_ref().and_then(|stop| {
+        let raw = bytes::Bytes::from(stop.webhook.clone().into_bytes());
+        let pending = whereby_webhook::parse_with(&raw, options)
+            .ok()
+            .zip(StopCause::parse(&stop.cause))
+            .map(|(parsed, cause)| PendingStop {
+                due: at(stop.due_ms, now_ms, now),
+                rule: Arc::from(stop.rule.as_str()),
+                cause,
+                webhook: parsed.event,
+                raw,
+                room_url: (!stop.room_url.is_empty()).then(|| stop.room_url.clone()),
+            });
+        if pending.is_none() {
+            tracing::warn!(
+                key = claim.key,
+                "a stored pending stop cannot be read back; the claim ends with its lease"
+            );
+        }
+        pending
+    });
+    claims.restore_held(key, holder, at(claim.expires_ms, now_ms, now), stop);
     true
 }
 

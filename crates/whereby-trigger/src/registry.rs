@@ -36,10 +36,13 @@ use crate::rules::engine::{Rule, RulePredicate};
 /// impl Action for LaunchAssistant {
 ///     fn kind(&self) -> &'static str { "launch" }
 ///     fn start(&self, event: Arc<ActionEvent>) {
-///         println!("joining {}", event.room_url);
+///         // `None` only for a type without a room, which this trigger is not on.
+///         if let Some(url) = &event.room_url {
+///             println!("joining {url}");
+///         }
 ///     }
 ///     fn stop(&self, event: Arc<ActionEvent>) {
-///         println!("leaving {}", event.room_url);
+///         println!("leaving {}", event.room_label());
 ///     }
 /// }
 ///
@@ -277,14 +280,21 @@ impl Registry {
 }
 
 fn base_rule(trigger: &TriggerConfig) -> Rule {
-    let rule = Rule::new(trigger.name.clone(), trigger.on.iter().copied())
+    let mut rule = Rule::new(trigger.name.clone(), trigger.on.iter().cloned())
         .once_per(trigger.once_per)
         .lease(trigger.lease)
-        .stop_on(trigger.stop_on.iter().copied());
+        .claim(trigger.claim.clone())
+        .stop_on(trigger.stop_on.iter().cloned());
+    if let Some(after) = trigger.stop_after {
+        rule = rule.stop_after(after);
+    }
     #[cfg(feature = "cel")]
-    let rule = match &trigger.when {
-        Some(when) => rule.when_shared(when.clone()),
-        None => rule,
-    };
+    if let Some(when) = &trigger.when {
+        rule = rule.when_shared(when.clone());
+    }
+    #[cfg(feature = "cel")]
+    if let Some(stop_when) = &trigger.stop_when {
+        rule = rule.stop_when(stop_when.clone());
+    }
     rule
 }

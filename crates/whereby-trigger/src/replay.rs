@@ -78,13 +78,14 @@ pub fn replay(
             .in_room()
             .map(|room| room.room_url(parser.base_domain()))
         {
-            Some(Err(err)) => {
+            // As on the server, only an evaluated type is refused for its room.
+            Some(Err(err)) if event.event_type().is_some() => {
                 summary.invalid += 1;
                 writeln!(out, "{head}: invalid webhook: {err}")?;
                 continue;
             }
             Some(Ok(url)) => Some(url),
-            None => None,
+            _ => None,
         };
         // The replay clock: the latest createdAt seen, so it never runs backwards
         // when events arrive out of order.
@@ -94,20 +95,22 @@ pub fn replay(
             latest = latest.max(offset);
         }
         let now = start + latest;
+        // Stops whose `stop_after` passed before this event, as the server's
+        // timer would have made them.
+        for verdict in engine.fire_due(now).verdicts {
+            writeln!(out, "{head}: before it, {verdict}")?;
+        }
         if dedup.reserve(event.id(), now) == Reservation::Duplicate {
             summary.duplicates += 1;
             writeln!(out, "{head}: duplicate id, skipped")?;
             continue;
         }
         dedup.remember(event.id(), now);
-        let Some(room_url) = room_url else {
-            writeln!(out, "{head}: ignored (not a type triggers evaluate)")?;
-            continue;
-        };
         let raw = bytes::Bytes::copy_from_slice(text.as_bytes());
-        let decision = engine.decide(&event, &raw, &room_url, now);
+        let decision = engine.decide(&event, &raw, room_url.as_deref(), now);
+        let at = room_url.as_deref().unwrap_or("(no room)");
         if decision.verdicts.is_empty() {
-            writeln!(out, "{head} {room_url}: no trigger listens for it")?;
+            writeln!(out, "{head} {at}: ignored, no trigger listens for it")?;
             continue;
         }
         let verdicts: Vec<String> = decision.verdicts.iter().map(ToString::to_string).collect();
@@ -118,7 +121,7 @@ pub fn replay(
                 _ => {}
             }
         }
-        writeln!(out, "{head} {room_url}: {}", verdicts.join("; "))?;
+        writeln!(out, "{head} {at}: {}", verdicts.join("; "))?;
     }
     writeln!(
         out,

@@ -47,6 +47,30 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
         .ok_or_else(|| err("it is too large"))
 }
 
+/// Writes a duration as [`parse_duration`] reads it, in the largest unit that
+/// divides it (`30s`, `5m`, `1500ms`).
+///
+/// ```
+/// use std::time::Duration;
+/// use whereby_trigger::units::format_duration;
+/// assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+/// assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+/// ```
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= per && ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Reads a size in bytes: a whole number with an optional unit `B`, `KB`, `KiB`,
 /// `MB`, `MiB` (`64KiB`, `1MB`, `65536`). Units are case-insensitive.
 ///

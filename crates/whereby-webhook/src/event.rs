@@ -83,6 +83,105 @@ impl FromStr for EventType {
     }
 }
 
+/// The documented webhook types a Trigger does not evaluate with a typed
+/// predicate; rules can still name them (see [`AnyEventType`]).
+pub const OTHER_TYPES: [&str; 6] = [
+    "room.client.knocked",
+    "room.client.knockCancelled",
+    "transcription.started",
+    "transcription.finished",
+    "transcription.failed",
+    "recording.finished",
+];
+
+/// Any webhook type a rule can name: one of the evaluated [`EventType`]s, or
+/// any other `word.word` name (those of [`OTHER_TYPES`], or one Whereby adds
+/// later).
+///
+/// ```
+/// use whereby_webhook::{AnyEventType, EventType};
+///
+/// let knocked: AnyEventType = "room.client.knocked".parse()?;
+/// assert!(knocked.is_documented());
+/// assert_eq!("room.client.joined".parse::<AnyEventType>()?, AnyEventType::from(EventType::RoomClientJoined));
+/// assert!(!"meeting.renamed".parse::<AnyEventType>()?.is_documented());
+/// assert!("joined".parse::<AnyEventType>().is_err());
+/// # Ok::<(), whereby_webhook::InvalidEventType>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AnyEventType {
+    /// A type with a typed webhook.
+    Evaluated(EventType),
+    /// Any other type, by name.
+    Other(Box<str>),
+}
+
+impl AnyEventType {
+    /// The type's name as it appears in a webhook's `type` field.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AnyEventType::Evaluated(t) => t.as_str(),
+            AnyEventType::Other(name) => name,
+        }
+    }
+
+    /// Whether Whereby documents the type (an evaluated one, or one of
+    /// [`OTHER_TYPES`]).
+    pub fn is_documented(&self) -> bool {
+        match self {
+            AnyEventType::Evaluated(_) => true,
+            AnyEventType::Other(name) => OTHER_TYPES.contains(&&**name),
+        }
+    }
+
+    /// Whether `event` is of this type.
+    pub fn matches(&self, event: &WebhookEvent) -> bool {
+        match self {
+            AnyEventType::Evaluated(t) => event.event_type() == Some(*t),
+            AnyEventType::Other(name) => {
+                matches!(event, WebhookEvent::Other(w) if *w.event_type == **name)
+            }
+        }
+    }
+}
+
+impl From<EventType> for AnyEventType {
+    fn from(t: EventType) -> Self {
+        AnyEventType::Evaluated(t)
+    }
+}
+
+impl fmt::Display for AnyEventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing an [`AnyEventType`] from a name that is not
+/// `word.word` (letters, digits and `_`, two parts or more).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{0}` is not an event type: expected a name such as room.client.joined or recording.finished (words of letters, digits and '_' joined by '.')"
+)]
+pub struct InvalidEventType(pub String);
+
+impl FromStr for AnyEventType {
+    type Err = InvalidEventType;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(t) = EventType::from_name(s) {
+            return Ok(AnyEventType::Evaluated(t));
+        }
+        let word =
+            |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if s.contains('.') && s.split('.').all(word) {
+            Ok(AnyEventType::Other(s.into()))
+        } else {
+            Err(InvalidEventType(s.to_owned()))
+        }
+    }
+}
+
 /// The fields of every in-room event (`WherebyWebhookInRoom`).
 ///
 /// Only what the room URL needs is required: `roomName`, and `subdomain` unless
@@ -204,7 +303,7 @@ macro_rules! impl_in_room {
         }
     )*};
 }
-impl_in_room!(RoomData, ClientData);
+impl_in_room!(RoomData, ClientData, OtherRoom);
 
 mod sealed {
     pub trait Sealed {}
@@ -331,8 +430,25 @@ pub struct OtherWebhook {
     pub api_version: Option<String>,
     /// `createdAt`, when present and a string.
     pub created_at: Option<String>,
+    /// The room, when `data` names one (`roomName`, and `subdomain` or the
+    /// parser's default): knocks do, a recording may not.
+    pub room: Option<OtherRoom>,
     /// `data`, as raw JSON, when present.
     pub data: Option<Box<RawValue>>,
+}
+
+/// The room of a webhook of another type, read leniently from its `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OtherRoom {
+    /// `data.subdomain`, or the parser's default.
+    pub subdomain: String,
+    /// `data.roomName`.
+    pub room_name: String,
+    /// `data.roomSessionId`, when a string.
+    pub room_session_id: Option<String>,
+    /// `data.meetingId`, when a string.
+    pub meeting_id: Option<String>,
 }
 
 impl PartialEq for OtherWebhook {
@@ -341,6 +457,7 @@ impl PartialEq for OtherWebhook {
             && self.event_type == other.event_type
             && self.api_version == other.api_version
             && self.created_at == other.created_at
+            && self.room == other.room
             && self.data.as_ref().map(|d| d.get()) == other.data.as_ref().map(|d| d.get())
     }
 }
@@ -414,7 +531,8 @@ impl WebhookEvent {
             .and_then(crate::time::parse_rfc3339_millis)
     }
 
-    /// The room fields of an evaluated event; `None` for [`WebhookEvent::Other`].
+    /// The event's room: always for an evaluated type; for
+    /// [`WebhookEvent::Other`], when its `data` names one.
     pub fn in_room(&self) -> Option<&dyn InRoom> {
         match self {
             WebhookEvent::RoomClientJoined(w) => Some(&w.data),
@@ -422,7 +540,7 @@ impl WebhookEvent {
             WebhookEvent::RoomSessionStarted(w) => Some(&w.data),
             WebhookEvent::RoomSessionEnded(w) => Some(&w.data),
             WebhookEvent::AssistantRequested(w) => Some(&w.data),
-            WebhookEvent::Other(_) => None,
+            WebhookEvent::Other(w) => w.room.as_ref().map(|room| room as &dyn InRoom),
         }
     }
 }

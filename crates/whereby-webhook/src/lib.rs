@@ -58,9 +58,9 @@ pub mod signature;
 pub mod time;
 
 pub use event::{
-    AssistantRequested, ClientData, EventType, InRoom, OtherWebhook, RoomClientJoined,
-    RoomClientLeft, RoomData, RoomSessionEnded, RoomSessionStarted, TypedWebhook, UnknownEventType,
-    WebhookEvent,
+    AnyEventType, AssistantRequested, ClientData, EventType, InRoom, InvalidEventType, OTHER_TYPES,
+    OtherRoom, OtherWebhook, RoomClientJoined, RoomClientLeft, RoomData, RoomSessionEnded,
+    RoomSessionStarted, TypedWebhook, UnknownEventType, WebhookEvent,
 };
 pub use parse::{
     FieldNote, JsonType, ParseError, ParseOptions, Parsed, Treatment, parse, parse_with,

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use whereby_webhook::WebhookEvent;
 
 use crate::state::claims::ClaimHandle;
-use crate::state::room::RoomKey;
+use crate::state::room::{RoomKey, RoomView};
 
 mod delivery;
 #[cfg(feature = "forward")]
@@ -25,7 +25,7 @@ pub use delivery::{DeliveryLedger, DeliveryTicket};
 pub enum ActionKind {
     /// A trigger fired: start an assistant in the room.
     Start,
-    /// A `stop_on` event arrived for a room the trigger had claimed.
+    /// A stop (`stop_on`, `stop_when`) released the room the trigger had claimed.
     Stop,
 }
 
@@ -42,23 +42,29 @@ impl ActionKind {
 /// What an action is asked to do, and for which room.
 ///
 /// Serialised (by [`ActionEvent::to_json`]) as
-/// `{"action":"start","trigger":NAME,"roomUrl":…,"triggerWebhook":{…}}`, the
-/// webhook exactly as received.
+/// `{"action":"start","trigger":NAME,"roomUrl":…,"room":{…},"triggerWebhook":{…}}`:
+/// `roomUrl` is `null` for a webhook without a room, `room` is the room's
+/// state as folded when the webhook was processed (absent without a room), and
+/// the webhook is exactly as received.
 #[derive(Debug, Clone)]
 pub struct ActionEvent {
     /// Start or stop.
     pub action: ActionKind,
     /// Name of the trigger that fired.
     pub trigger: Arc<str>,
-    /// The room an assistant should join (or leave).
-    pub room_url: String,
-    /// The room, as subdomain and room name.
-    pub room: RoomKey,
+    /// The room an assistant should join (or leave); `None` for a webhook
+    /// without a room (a recording, a transcription).
+    pub room_url: Option<String>,
+    /// The room, as subdomain and room name; `None` without a room.
+    pub room: Option<RoomKey>,
+    /// The room's state after the webhook, as the rules saw it.
+    pub state: Option<RoomView>,
     /// The webhook that fired the trigger, or that stopped it.
     pub webhook: WebhookEvent,
     /// That webhook's body as received.
     pub raw: Bytes,
-    /// The claim this start holds; `None` for a stop.
+    /// The claim this start holds; `None` for a stop, and for a start without
+    /// a room.
     pub claim: Option<ClaimHandle>,
     /// The queued delivery this call carries out, when the Trigger has a durable
     /// store; an action that [tracks deliveries](Action::tracks_delivery)
@@ -66,21 +72,54 @@ pub struct ActionEvent {
     pub delivery: Option<DeliveryTicket>,
 }
 
+/// `room` of the action event: the view's fields and `numHumans`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RoomOut<'a> {
+    num_clients: u32,
+    num_clients_by_role_name: &'a std::collections::BTreeMap<String, u32>,
+    num_humans: u32,
+    session_active: bool,
+}
+
+impl<'a> From<&'a RoomView> for RoomOut<'a> {
+    fn from(view: &'a RoomView) -> Self {
+        RoomOut {
+            num_clients: view.num_clients,
+            num_clients_by_role_name: &view.num_clients_by_role_name,
+            num_humans: view.num_humans(),
+            session_active: view.session_active,
+        }
+    }
+}
+
 impl ActionEvent {
     /// The event as one compact JSON document, without a trailing newline.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.raw.len() + self.room_url.len() + 80);
+        let url_len = self.room_url.as_ref().map_or(4, String::len);
+        let mut out = Vec::with_capacity(self.raw.len() + url_len + 160);
         out.extend_from_slice(b"{\"action\":\"");
         out.extend_from_slice(self.action.as_str().as_bytes());
         out.extend_from_slice(b"\",\"trigger\":");
-        // Writing strings into a Vec cannot fail.
+        // Writing strings and plain structs into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, &*self.trigger);
         out.extend_from_slice(b",\"roomUrl\":");
         let _ = serde_json::to_writer(&mut out, &self.room_url);
+        if let Some(state) = &self.state {
+            out.extend_from_slice(b",\"room\":");
+            let _ = serde_json::to_writer(&mut out, &RoomOut::from(state));
+        }
         out.extend_from_slice(b",\"triggerWebhook\":");
         crate::util::push_single_line(&mut out, &self.raw);
         out.push(b'}');
         out
+    }
+
+    /// The room for logs: `subdomain/roomName`, or `-` without a room.
+    pub fn room_label(&self) -> String {
+        self.room
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string)
     }
 
     /// The webhook's `id`.

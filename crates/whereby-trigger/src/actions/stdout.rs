@@ -384,8 +384,9 @@ mod tests {
         let start = ActionEvent {
             action: ActionKind::Start,
             trigger: "note-taker".into(),
-            room_url: "https://acme.whereby.com/standup-3f9a2c".into(),
-            room,
+            room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
+            room: Some(room),
+            state: None,
             webhook,
             raw: bytes::Bytes::from_static(raw.as_bytes()),
             claim: None,

@@ -100,14 +100,24 @@ impl Template {
         Ok(Template { parts })
     }
 
-    /// The argument for `event`. A missing or `null` data field renders empty; a
+    /// Whether the template inserts `{roomUrl}`, which a webhook without a
+    /// room does not have.
+    pub fn uses_room_url(&self) -> bool {
+        self.parts.contains(&Part::Value(Placeholder::RoomUrl))
+    }
+
+    /// The argument for `event`. `{roomUrl}` of a webhook without a room renders
+    /// empty (a `run` command refuses to start then: see
+    /// [`RunSpecError::NoRoomUrl`](crate::actions::run::RunSpecError::NoRoomUrl)). A missing or `null` data field renders empty; a
     /// number or boolean as JSON; an object or list as compact JSON.
     pub fn render(&self, event: &ActionEvent, data: Option<&Value>) -> String {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Literal(text) => out.push_str(text),
-                Part::Value(Placeholder::RoomUrl) => out.push_str(&event.room_url),
+                Part::Value(Placeholder::RoomUrl) => {
+                    out.push_str(event.room_url.as_deref().unwrap_or_default());
+                }
                 Part::Value(Placeholder::Id) => out.push_str(event.webhook.id()),
                 Part::Value(Placeholder::Type) => out.push_str(event.webhook.type_name()),
                 Part::Value(Placeholder::Trigger) => out.push_str(&event.trigger),
@@ -182,11 +192,12 @@ mod tests {
         let event = ActionEvent {
             action: ActionKind::Start,
             trigger: "note-taker".into(),
-            room_url: "https://acme.whereby.com/standup-3f9a2c".into(),
-            room: RoomKey {
+            room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
+            state: None,
+            room: Some(RoomKey {
                 subdomain: "acme".into(),
                 room_name: "/standup-3f9a2c".into(),
-            },
+            }),
             webhook,
             raw,
             claim: None,

@@ -37,7 +37,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 use whereby_webhook::room_url::check_subdomain;
-use whereby_webhook::{EventType, RoomUrlError};
+use whereby_webhook::{AnyEventType, RoomUrlError};
 
 #[cfg(feature = "forward")]
 use crate::actions::forward::{
@@ -258,6 +258,23 @@ impl Config {
             }));
             triggers.extend(compiled);
         }
+        // Triggers sharing a claim must claim the same thing, or "whichever
+        // fires first holds the room" would not hold.
+        for (i, trigger) in triggers.iter().enumerate() {
+            if let Some(first) = triggers[..i]
+                .iter()
+                .find(|t| t.claim == trigger.claim && t.once_per != trigger.once_per)
+            {
+                errors.push(ConfigProblem {
+                    line: Some(trigger.claim_line),
+                    trigger: Some(trigger.name.to_string()),
+                    message: format!(
+                        "claim: `{}` is shared with trigger `{}`, whose once_per is {}: triggers sharing a claim need the same once_per",
+                        trigger.claim, first.name, first.once_per
+                    ),
+                });
+            }
+        }
         if errors.is_empty() {
             Ok(Config {
                 server,
@@ -311,13 +328,27 @@ impl Config {
                 out.push_str(&format!("    when {}\n", when.source()));
             }
             out.push_str(&format!(
-                "    once per {}, lease {}s\n",
+                "    once per {}, lease {}s",
                 t.once_per,
                 t.lease.as_secs()
             ));
+            if *t.claim != *t.name {
+                out.push_str(&format!(", claim `{}`", t.claim));
+            }
+            out.push('\n');
             if !t.stop_on.is_empty() {
                 let stop: Vec<&str> = t.stop_on.iter().map(|e| e.as_str()).collect();
                 out.push_str(&format!("    stop on {}\n", stop.join(", ")));
+            }
+            #[cfg(feature = "cel")]
+            if let Some(stop_when) = &t.stop_when {
+                out.push_str(&format!("    stop when {}\n", stop_when.source()));
+            }
+            if let Some(after) = t.stop_after {
+                out.push_str(&format!(
+                    "    stop after {} (cancelled if the reason no longer holds)\n",
+                    crate::units::format_duration(after)
+                ));
             }
             if let Some(run) = &t.run {
                 let argv: Vec<String> = run.command.iter().map(ToString::to_string).collect();

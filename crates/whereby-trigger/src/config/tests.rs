@@ -1,4 +1,5 @@
 use super::*;
+use whereby_webhook::EventType;
 
 fn env(name: &str) -> Option<String> {
     match name {
@@ -57,10 +58,13 @@ fn the_full_example_loads() {
     assert_eq!(t.line, 24);
     assert_eq!(
         t.on,
-        [EventType::RoomSessionStarted, EventType::AssistantRequested]
+        [
+            EventType::RoomSessionStarted.into(),
+            EventType::AssistantRequested.into()
+        ]
     );
     assert_eq!(t.once_per, OncePer::Session);
-    assert_eq!(t.stop_on, [EventType::RoomSessionEnded]);
+    assert_eq!(t.stop_on, [EventType::RoomSessionEnded.into()]);
     let run = t.run.as_ref().unwrap();
     assert_eq!(run.command.len(), 4);
     assert_eq!(run.max_running, 50);
@@ -405,7 +409,7 @@ stdout = true
 
 [[trigger]]
 name = "b"
-on = ["room.client.knocked"]
+on = ["room knocked"]
 when = """
 data.subdomain ==
    && true"""
@@ -423,7 +427,7 @@ forward = { url = "ftp://x", headers = { X = "${NOPE}" } }
             .find(|e| e.message.contains(needle))
             .unwrap_or_else(|| panic!("no error mentions {needle}: {e:#?}"))
     };
-    let knocked = find("room.client.knocked");
+    let knocked = find("`room knocked` is not an event type");
     assert_eq!(
         (knocked.trigger.as_deref(), knocked.line),
         (Some("b"), Some(9))

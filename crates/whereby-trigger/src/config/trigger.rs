@@ -11,7 +11,7 @@ pub struct TriggerConfig {
     /// Line of the trigger's `name` in the file.
     pub line: usize,
     /// `on`: the event types that can fire it.
-    pub on: Vec<EventType>,
+    pub on: Vec<AnyEventType>,
     /// `when`, compiled.
     #[cfg(feature = "cel")]
     pub when: Option<Arc<When>>,
@@ -19,8 +19,17 @@ pub struct TriggerConfig {
     pub once_per: OncePer,
     /// `lease`
     pub lease: Duration,
+    /// `claim`: the name its claims are held under; its own name by default.
+    pub claim: Arc<str>,
+    /// Line of `claim` in the file, or of the trigger's `name` without one.
+    pub claim_line: usize,
     /// `stop_on`
-    pub stop_on: Vec<EventType>,
+    pub stop_on: Vec<AnyEventType>,
+    /// `stop_when`, compiled.
+    #[cfg(feature = "cel")]
+    pub stop_when: Option<Arc<When>>,
+    /// `stop_after`
+    pub stop_after: Option<Duration>,
     /// `run`
     pub run: Option<RunSpec>,
     /// `forward`
@@ -42,11 +51,7 @@ pub(super) fn trigger_config(
     let start = problems.len();
     let at = |span: std::ops::Range<usize>| lines.of(span.start);
     let name = raw.name.get_ref();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !valid_name(name) {
         problems.push((
             line,
             "name: use letters, digits, '-', '_' and '.' only".to_owned(),
@@ -62,6 +67,40 @@ pub(super) fn trigger_config(
         event_types("stop_on", stop_on.get_ref(), &mut |m| {
             problems.push((stop_line, m));
         })
+    });
+    let claim_line = raw.claim.as_ref().map_or(line, |c| at(c.span()));
+    let claim: Arc<str> = match raw.claim {
+        Some(claim) => {
+            let claim = claim.into_inner();
+            if !valid_name(&claim) {
+                problems.push((
+                    claim_line,
+                    "claim: use letters, digits, '-', '_' and '.' only".to_owned(),
+                ));
+            }
+            Arc::from(claim)
+        }
+        None => Arc::from(name.as_str()),
+    };
+    let once_per = raw.once_per.unwrap_or_default();
+    if claim_line != line && once_per == OncePer::Event {
+        // Two events never share an event's claim: naming one would share nothing.
+        problems.push((
+            claim_line,
+            "claim: needs once_per = \"room\" or \"session\" (an event's claim is never shared)"
+                .to_owned(),
+        ));
+    }
+    let stop_after = raw.stop_after.as_ref().map(|after| {
+        let after_line = at(after.span());
+        duration(
+            "stop_after",
+            Some(after.get_ref()),
+            DEFAULT_LEASE,
+            &mut |m| {
+                problems.push((after_line, m));
+            },
+        )
     });
     let lease = match &raw.lease {
         Some(lease) => {
@@ -100,26 +139,19 @@ pub(super) fn trigger_config(
     }
 
     #[cfg(not(feature = "cel"))]
-    if let Some(when) = &raw.when {
-        problems.push((lines.of(when.span().start), missing_feature("when", "cel")));
+    for (key, when) in [("when", &raw.when), ("stop_when", &raw.stop_when)] {
+        if let Some(when) = when {
+            problems.push((lines.of(when.span().start), missing_feature(key, "cel")));
+        }
     }
     #[cfg(feature = "cel")]
-    let when = raw.when.and_then(|when| {
-        // A multi-line string drops the line break right after its opening
-        // quotes, so its first line is the next one in the file.
-        let opening = lines.0.get(when.span().start..).unwrap_or_default();
-        let skipped = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
-            .iter()
-            .any(|quote| opening.starts_with(quote));
-        let when_line = lines.of(when.span().start) + usize::from(skipped);
-        When::compile(when.get_ref())
-            .map(Arc::new)
-            .map_err(|err| {
-                let line = when_line + err.line.map_or(0, |l| l.saturating_sub(1));
-                problems.push((line, format!("when: {}", err.message)));
-            })
-            .ok()
-    });
+    let when = raw
+        .when
+        .and_then(|when| compile_when("when", &when, lines, problems));
+    #[cfg(feature = "cel")]
+    let stop_when = raw
+        .stop_when
+        .and_then(|when| compile_when("stop_when", &when, lines, problems));
 
     (problems.len() == start).then(|| TriggerConfig {
         name: Arc::from(raw.name.into_inner()),
@@ -127,9 +159,14 @@ pub(super) fn trigger_config(
         on,
         #[cfg(feature = "cel")]
         when,
-        once_per: raw.once_per.unwrap_or_default(),
+        once_per,
         lease,
+        claim,
+        claim_line,
         stop_on,
+        #[cfg(feature = "cel")]
+        stop_when,
+        stop_after,
         run,
         #[cfg(feature = "forward")]
         forward,
@@ -137,10 +174,43 @@ pub(super) fn trigger_config(
     })
 }
 
+/// Whether `name` is a usable trigger or claim name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The error of a key whose cargo feature this build lacks.
 #[cfg(not(all(feature = "cel", feature = "forward")))]
 fn missing_feature(key: &str, feature: &str) -> String {
     format!("{key}: needs whereby-trigger built with the `{feature}` feature")
+}
+
+/// Compiles a CEL condition; a problem is reported on the line of the
+/// expression where it is.
+#[cfg(feature = "cel")]
+fn compile_when(
+    key: &str,
+    when: &Spanned<String>,
+    lines: &Lines<'_>,
+    problems: &mut Vec<(usize, String)>,
+) -> Option<Arc<When>> {
+    // A multi-line string drops the line break right after its opening
+    // quotes, so its first line is the next one in the file.
+    let opening = lines.0.get(when.span().start..).unwrap_or_default();
+    let skipped = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
+        .iter()
+        .any(|quote| opening.starts_with(quote));
+    let when_line = lines.of(when.span().start) + usize::from(skipped);
+    When::compile(when.get_ref())
+        .map(Arc::new)
+        .map_err(|err| {
+            let line = when_line + err.line.map_or(0, |l| l.saturating_sub(1));
+            problems.push((line, format!("{key}: {}", err.message)));
+        })
+        .ok()
 }
 
 fn run_spec(
@@ -230,11 +300,11 @@ fn forward_spec(
     Some(spec)
 }
 
-fn event_types(key: &str, names: &[String], fail: &mut dyn FnMut(String)) -> Vec<EventType> {
+fn event_types(key: &str, names: &[String], fail: &mut dyn FnMut(String)) -> Vec<AnyEventType> {
     names
         .iter()
         .filter_map(|name| {
-            name.parse::<EventType>()
+            name.parse::<AnyEventType>()
                 .map_err(|e| fail(format!("{key}: {e}")))
                 .ok()
         })

@@ -218,10 +218,15 @@ impl When {
     }
 }
 
-/// [`When::lint`] on the documented sample of each of `types`, with a room in
-/// which every documented role is present and a session is active: each
-/// problem names the type it was seen on.
-pub fn lint_samples(when: &When, types: &[whereby_webhook::EventType]) -> Vec<String> {
+/// [`When::lint`] on the documented sample of each of `types` (those that
+/// have one), with a room in which every documented role is present and a
+/// session is active: each problem names the type it was seen on and `key`,
+/// the condition's name (`when`, `stop_when`).
+pub fn lint_samples(
+    when: &When,
+    key: &str,
+    types: &[whereby_webhook::AnyEventType],
+) -> Vec<String> {
     let roles: std::collections::BTreeMap<String, u32> = whereby_webhook::RoleName::documented()
         .map(|role| (role.to_owned(), 1))
         .collect();
@@ -240,7 +245,7 @@ pub fn lint_samples(when: &When, types: &[whereby_webhook::EventType]) -> Vec<St
         };
         let input = WhenInput::new(&webhook, Some(&room));
         for problem in when.lint(&input) {
-            problems.push(format!("on the {event_type} sample, `when` {problem}"));
+            problems.push(format!("on the {event_type} sample, `{key}` {problem}"));
         }
     }
     problems
@@ -536,7 +541,13 @@ mod tests {
     #[test]
     fn lint_sees_failures_and_comparisons_across_types() {
         use whereby_webhook::EventType::{AssistantRequested, RoomClientJoined};
-        let lint = |e: &str| lint_samples(&When::compile(e).unwrap(), &[RoomClientJoined]);
+        let lint = |e: &str| {
+            lint_samples(
+                &When::compile(e).unwrap(),
+                "when",
+                &[RoomClientJoined.into()],
+            )
+        };
         assert_eq!(
             lint(r#"data.roleName == "host" && room.numHumans - 1 >= 0"#),
             Vec::<String>::new()
@@ -577,10 +588,14 @@ mod tests {
         // Each type's own sample: a field only one of them has.
         let both = lint_samples(
             &When::compile("data.roleName == \"host\"").unwrap(),
-            &[RoomClientJoined, AssistantRequested],
+            "stop_when",
+            &[RoomClientJoined.into(), AssistantRequested.into()],
         );
         assert!(
-            !both.is_empty() && both.iter().all(|p| p.contains("assistant.requested")),
+            !both.is_empty()
+                && both
+                    .iter()
+                    .all(|p| p.contains("assistant.requested") && p.contains("`stop_when`")),
             "{both:?}"
         );
     }

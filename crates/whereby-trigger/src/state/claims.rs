@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::Deserialize;
+use whereby_webhook::WebhookEvent;
 
 use crate::state::room::RoomKey;
 
@@ -55,10 +57,11 @@ pub enum ClaimScope {
     Session(Arc<str>),
 }
 
-/// A claimed key: trigger + room (+ session or event).
+/// A claimed key: claim name + room (+ session or event).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ClaimKey {
-    /// The trigger's name.
+    /// The claim's name: its trigger's name, or the trigger's `claim`, which
+    /// several triggers can share.
     pub trigger: Arc<str>,
     /// The room.
     pub room: RoomKey,
@@ -122,22 +125,95 @@ impl fmt::Display for ClaimKey {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Claim {
     expires: Instant,
     /// Tells this claim from a later one of the same key, so that a process that
     /// outlived its claim cannot release its successor's.
     generation: u64,
+    /// The trigger that took it: the one whose actions a stop goes to.
+    holder: Arc<str>,
+    /// A stop waiting out its `stop_after`.
+    stop: Option<PendingStop>,
+}
+
+/// Why a stop is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StopCause {
+    /// A `stop_on` event arrived; an event of the trigger's `on` types that
+    /// matches it cancels the stop.
+    StopOn,
+    /// `stop_when` became true; an event after which it is false cancels the stop.
+    StopWhen,
+}
+
+impl StopCause {
+    /// `stop_on` or `stop_when`, as stored and logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopCause::StopOn => "stop_on",
+            StopCause::StopWhen => "stop_when",
+        }
+    }
+
+    /// Reads back [`as_str`](Self::as_str).
+    pub fn parse(text: &str) -> Option<StopCause> {
+        match text {
+            "stop_on" => Some(StopCause::StopOn),
+            "stop_when" => Some(StopCause::StopWhen),
+            _ => None,
+        }
+    }
+}
+
+/// A stop that waits until `due` (a trigger's `stop_after`) and happens then
+/// unless a later event cancels it.
+#[derive(Debug, Clone)]
+pub struct PendingStop {
+    /// When the claim is released and its assistant stopped.
+    pub due: Instant,
+    /// The trigger whose `stop_on`/`stop_when` asked for it.
+    pub rule: Arc<str>,
+    /// Which of the two.
+    pub cause: StopCause,
+    /// The webhook that asked for it: the stop's actions get it.
+    pub webhook: WebhookEvent,
+    /// That webhook's body as received.
+    pub raw: Bytes,
+    /// Its room URL.
+    pub room_url: Option<String>,
+}
+
+/// A claim that stopped being held by a stop: enough to undo it, and to
+/// tell its holder.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// The claim.
+    pub key: ClaimKey,
+    /// When it would have expired.
+    pub expires: Instant,
+    /// The trigger that held it.
+    pub holder: Arc<str>,
+    /// The stop that was pending on it, if any.
+    pub stop: Option<PendingStop>,
 }
 
 /// Called with every claim released by its holder (an assistant ended), so the
 /// release can be recorded.
 pub(crate) type ReleaseHook = Box<dyn Fn(&ClaimKey) + Send + Sync>;
 
-/// The claims currently held.
+/// How many claims are taken between two sweeps of expired ones.
+const SWEEP_EVERY: u64 = 1024;
+
+/// The claims of one name in one room, by scope.
+type InRoom = HashMap<ClaimScope, Claim>;
+
+/// The claims currently held, by claim name and room, so that what a stop
+/// looks for (one trigger's claims in one room) is found without a scan.
 #[derive(Default)]
 pub struct Claims {
-    held: Mutex<HashMap<ClaimKey, Claim>>,
+    held: Mutex<HashMap<(Arc<str>, RoomKey), InRoom>>,
     next_generation: AtomicU64,
     on_release: std::sync::OnceLock<ReleaseHook>,
 }
@@ -145,7 +221,10 @@ pub struct Claims {
 impl fmt::Debug for Claims {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Claims")
-            .field("held", &self.lock().len())
+            .field(
+                "held",
+                &self.lock().values().map(HashMap::len).sum::<usize>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -181,9 +260,10 @@ impl ClaimHandle {
     /// Whether the claim is still held (not released, not expired) at `now`.
     pub fn is_held(&self, now: Instant) -> bool {
         self.claims
-            .lock()
-            .get(&self.key)
-            .is_some_and(|c| c.generation == self.generation && c.expires > now)
+            .get(&self.key, |c| {
+                c.generation == self.generation && c.expires > now
+            })
+            .unwrap_or(false)
     }
 }
 
@@ -193,26 +273,56 @@ impl Claims {
         Arc::new(Claims::default())
     }
 
-    /// Claims `key` for `lease` unless a live claim holds it.
+    /// Claims `key` for `lease` unless a live claim holds it; the holder is
+    /// the trigger the key names.
     pub fn try_claim(
         self: &Arc<Self>,
         key: ClaimKey,
         lease: Duration,
         now: Instant,
     ) -> Option<ClaimHandle> {
+        let holder = key.trigger.clone();
+        self.try_claim_for(key, holder, lease, now)
+    }
+
+    /// Claims `key` for `lease` for trigger `holder` (which may share the
+    /// claim's name with others) unless a live claim holds it.
+    pub(crate) fn try_claim_for(
+        self: &Arc<Self>,
+        key: ClaimKey,
+        holder: Arc<str>,
+        lease: Duration,
+        now: Instant,
+    ) -> Option<ClaimHandle> {
         let mut held = self.lock();
-        if held.get(&key).is_some_and(|claim| claim.expires > now) {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        // Expired claims of a room are dropped whenever one is taken there, and
+        // those of every room once every SWEEP_EVERY claims, so the map holds
+        // live claims plus a bounded number that expired: memory stays bounded
+        // at an amortised constant cost per claim.
+        if generation % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            held.retain(|_, claims| {
+                claims.retain(|_, claim| claim.expires > now);
+                !claims.is_empty()
+            });
+        }
+        let room = held
+            .entry((key.trigger.clone(), key.room.clone()))
+            .or_default();
+        if room
+            .get(&key.scope)
+            .is_some_and(|claim| claim.expires > now)
+        {
             return None;
         }
-        // Expired claims are dropped whenever a new one is taken, so the map holds
-        // live claims plus at most those that expired since the last claim.
-        held.retain(|_, claim| claim.expires > now);
-        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        held.insert(
-            key.clone(),
+        room.retain(|_, claim| claim.expires > now);
+        room.insert(
+            key.scope.clone(),
             Claim {
                 expires: now + lease,
                 generation,
+                holder,
+                stop: None,
             },
         );
         Some(ClaimHandle {
@@ -224,7 +334,13 @@ impl Claims {
 
     /// Whether `key` is claimed at `now`.
     pub fn is_claimed(&self, key: &ClaimKey, now: Instant) -> bool {
-        self.lock().get(key).is_some_and(|c| c.expires > now)
+        self.get(key, |c| c.expires > now).unwrap_or(false)
+    }
+
+    fn get<T>(&self, key: &ClaimKey, f: impl FnOnce(&Claim) -> T) -> Option<T> {
+        let held = self.lock();
+        let room = held.get(&(key.trigger.clone(), key.room.clone()))?;
+        room.get(&key.scope).map(f)
     }
 
     fn release(&self, key: &ClaimKey, generation: u64) {
@@ -238,9 +354,18 @@ impl Claims {
     /// Removes `key` if it is still claim `generation`; whether it was.
     fn remove(&self, key: &ClaimKey, generation: u64) -> bool {
         let mut held = self.lock();
-        let current = held.get(key).is_some_and(|c| c.generation == generation);
+        let room_key = (key.trigger.clone(), key.room.clone());
+        let Some(room) = held.get_mut(&room_key) else {
+            return false;
+        };
+        let current = room
+            .get(&key.scope)
+            .is_some_and(|c| c.generation == generation);
         if current {
-            held.remove(key);
+            room.remove(&key.scope);
+            if room.is_empty() {
+                held.remove(&room_key);
+            }
         }
         current
     }
@@ -254,14 +379,32 @@ impl Claims {
     /// Holds `key` until `expires` without a holder's handle: a claim read back
     /// from the store, or one a failed commit must put back.
     pub fn restore(self: &Arc<Self>, key: ClaimKey, expires: Instant) -> ClaimHandle {
+        let holder = key.trigger.clone();
+        self.restore_held(key, holder, expires, None)
+    }
+
+    /// [`restore`](Self::restore), with the trigger that holds it and the stop
+    /// pending on it.
+    pub(crate) fn restore_held(
+        self: &Arc<Self>,
+        key: ClaimKey,
+        holder: Arc<str>,
+        expires: Instant,
+        stop: Option<PendingStop>,
+    ) -> ClaimHandle {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(
-            key.clone(),
-            Claim {
-                expires,
-                generation,
-            },
-        );
+        self.lock()
+            .entry((key.trigger.clone(), key.room.clone()))
+            .or_default()
+            .insert(
+                key.scope.clone(),
+                Claim {
+                    expires,
+                    generation,
+                    holder,
+                    stop,
+                },
+            );
         ClaimHandle {
             claims: self.clone(),
             key,
@@ -271,46 +414,181 @@ impl Claims {
 
     /// The handle of a live claim, e.g. to give a resumed assistant its claim.
     pub fn handle(self: &Arc<Self>, key: &ClaimKey, now: Instant) -> Option<ClaimHandle> {
-        let held = self.lock();
-        let claim = held.get(key).filter(|c| c.expires > now)?;
+        let generation = self.get(key, |c| (c.expires > now).then_some(c.generation))??;
         Some(ClaimHandle {
             claims: self.clone(),
             key: key.clone(),
-            generation: claim.generation,
+            generation,
         })
     }
 
     /// When `key` expires, if held.
     pub fn expiry(&self, key: &ClaimKey) -> Option<Instant> {
-        self.lock().get(key).map(|c| c.expires)
+        self.get(key, |c| c.expires)
     }
 
-    /// Releases every claim of `trigger` in `room` (a `stop_on` event) and
-    /// returns those that were live at `now`, with when they would have expired.
-    pub fn release_room(
+    /// The trigger holding `key` and the stop pending on it, if held.
+    pub fn holder(&self, key: &ClaimKey) -> Option<(Arc<str>, Option<PendingStop>)> {
+        self.get(key, |c| (c.holder.clone(), c.stop.clone()))
+    }
+
+    /// Whether claim `name` is live in `room` at `now`.
+    pub fn held_in(&self, name: &Arc<str>, room: &RoomKey, now: Instant) -> bool {
+        self.lock()
+            .get(&(name.clone(), room.clone()))
+            .is_some_and(|r| r.values().any(|c| c.expires > now))
+    }
+
+    /// Releases every claim named `name` in `room` (a stop) and returns those
+    /// that were live at `now`.
+    pub fn release_room(&self, name: &str, room: &RoomKey, now: Instant) -> Vec<Released> {
+        let Some(claims) = self.lock().remove(&(Arc::from(name), room.clone())) else {
+            return Vec::new();
+        };
+        claims
+            .into_iter()
+            .filter(|(_, c)| c.expires > now)
+            .map(|(scope, c)| Released {
+                key: ClaimKey {
+                    trigger: Arc::from(name),
+                    room: room.clone(),
+                    scope,
+                },
+                expires: c.expires,
+                holder: c.holder,
+                stop: c.stop,
+            })
+            .collect()
+    }
+
+    /// Puts back what [`release_room`](Self::release_room) or
+    /// [`take_due`](Self::take_due) released, for a decision that will not be
+    /// carried out.
+    pub(crate) fn put_back(self: &Arc<Self>, released: Released) {
+        self.restore_held(
+            released.key,
+            released.holder,
+            released.expires,
+            released.stop,
+        );
+    }
+
+    /// Sets `stop` on every live claim named `name` in `room` that has none
+    /// pending; returns the claims it was set on.
+    pub(crate) fn schedule_stop(
         &self,
-        trigger: &str,
+        name: &Arc<str>,
         room: &RoomKey,
+        stop: &PendingStop,
         now: Instant,
-    ) -> Vec<(ClaimKey, Instant)> {
+    ) -> Vec<ClaimKey> {
         let mut held = self.lock();
-        let mut released = Vec::new();
-        held.retain(|key, claim| {
-            let hit = &*key.trigger == trigger && &key.room == room;
-            if hit && claim.expires > now {
-                released.push((key.clone(), claim.expires));
+        let Some(claims) = held.get_mut(&(name.clone(), room.clone())) else {
+            return Vec::new();
+        };
+        let mut scheduled = Vec::new();
+        for (scope, claim) in claims.iter_mut() {
+            if claim.expires > now && claim.stop.is_none() {
+                claim.stop = Some(stop.clone());
+                scheduled.push(ClaimKey {
+                    trigger: name.clone(),
+                    room: room.clone(),
+                    scope: scope.clone(),
+                });
             }
-            !hit
+        }
+        scheduled
+    }
+
+    /// Cancels the stops `rule` set for `cause` on claims named `name` in
+    /// `room`; returns them, with their claim.
+    pub(crate) fn cancel_stops(
+        &self,
+        name: &Arc<str>,
+        room: &RoomKey,
+        rule: &str,
+        cause: StopCause,
+    ) -> Vec<(ClaimKey, PendingStop)> {
+        let mut held = self.lock();
+        let Some(claims) = held.get_mut(&(name.clone(), room.clone())) else {
+            return Vec::new();
+        };
+        let mut cancelled = Vec::new();
+        for (scope, claim) in claims.iter_mut() {
+            if claim
+                .stop
+                .as_ref()
+                .is_some_and(|s| &*s.rule == rule && s.cause == cause)
+                && let Some(stop) = claim.stop.take()
+            {
+                let key = ClaimKey {
+                    trigger: name.clone(),
+                    room: room.clone(),
+                    scope: scope.clone(),
+                };
+                cancelled.push((key, stop));
+            }
+        }
+        cancelled
+    }
+
+    /// Sets (or, with `None`, clears) the stop pending on `key`, if held: to
+    /// undo a schedule or a cancel that will not be carried out.
+    pub(crate) fn set_stop(&self, key: &ClaimKey, stop: Option<PendingStop>) {
+        if let Some(claim) = self
+            .lock()
+            .get_mut(&(key.trigger.clone(), key.room.clone()))
+            .and_then(|room| room.get_mut(&key.scope))
+        {
+            claim.stop = stop;
+        }
+    }
+
+    /// Removes and returns the live claims whose pending stop is due at `now`.
+    pub(crate) fn take_due(&self, now: Instant) -> Vec<Released> {
+        let mut held = self.lock();
+        let mut due = Vec::new();
+        held.retain(|(name, room), claims| {
+            claims.retain(|scope, c| {
+                let fire = c.stop.as_ref().is_some_and(|s| s.due <= now);
+                if fire && c.expires > now {
+                    due.push(Released {
+                        key: ClaimKey {
+                            trigger: name.clone(),
+                            room: room.clone(),
+                            scope: scope.clone(),
+                        },
+                        expires: c.expires,
+                        holder: c.holder.clone(),
+                        stop: c.stop.clone(),
+                    });
+                }
+                !fire
+            });
+            !claims.is_empty()
         });
-        released
+        due
+    }
+
+    /// When the earliest pending stop is due, if any.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.lock()
+            .values()
+            .flat_map(HashMap::values)
+            .filter_map(|c| c.stop.as_ref().map(|s| s.due))
+            .min()
     }
 
     /// How many claims are live at `now`.
     pub fn live(&self, now: Instant) -> usize {
-        self.lock().values().filter(|c| c.expires > now).count()
+        self.lock()
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|c| c.expires > now)
+            .count()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClaimKey, Claim>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, RoomKey), InRoom>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -402,6 +680,7 @@ mod tests {
         let other = ClaimKey::new("u".into(), OncePer::Room, room("/r"), "e", None);
         claims.try_claim(other.clone(), lease, now).unwrap();
         let released = claims.release_room("t", &room("/r"), now);
+        assert!(released.iter().all(|r| &*r.holder == "t"));
         assert_eq!(released.len(), 2);
         assert_eq!(claims.live(now), 2);
         assert!(claims.is_claimed(&other, now));

@@ -103,6 +103,9 @@ struct RoomState {
     clients_at: Option<i64>,
     /// `createdAt` (ms) of the session start/end the flag comes from.
     session_at: Option<i64>,
+    /// The newest `createdAt` (ms) seen per event type, so that a start
+    /// delivered after a newer stop event can be told (see [`Rooms::newest`]).
+    newest: BTreeMap<String, i64>,
     last_seen: Instant,
 }
 
@@ -113,6 +116,9 @@ struct StoredRoom {
     view: RoomView,
     clients_at: Option<i64>,
     session_at: Option<i64>,
+    /// Absent in rooms stored before it existed.
+    #[serde(default)]
+    newest: BTreeMap<String, i64>,
 }
 
 /// The state of every room seen recently. Rooms idle for longer than `idle` are
@@ -164,9 +170,19 @@ impl Rooms {
             view: RoomView::default(),
             clients_at: None,
             session_at: None,
+            newest: BTreeMap::new(),
             last_seen: now,
         });
         state.last_seen = now;
+        if let Some(at) = at {
+            // Looked up before inserting, so that the common case allocates nothing.
+            match state.newest.get_mut(event.type_name()) {
+                Some(newest) => *newest = (*newest).max(at),
+                None => {
+                    state.newest.insert(event.type_name().to_owned(), at);
+                }
+            }
+        }
         let newer = |seen: Option<i64>| match (at, seen) {
             (Some(at), Some(seen)) => at >= seen,
             (_, None) => true,
@@ -222,6 +238,7 @@ impl Rooms {
             view: state.view.clone(),
             clients_at: state.clients_at,
             session_at: state.session_at,
+            newest: state.newest.clone(),
         })
         .ok()
     }
@@ -244,6 +261,7 @@ impl Rooms {
                 view: stored.view,
                 clients_at: stored.clients_at,
                 session_at: stored.session_at,
+                newest: stored.newest,
                 last_seen: now.checked_sub(idle_for).unwrap_or(now),
             },
         );
@@ -253,6 +271,12 @@ impl Rooms {
     /// The current state of `room`, if it is known.
     pub(crate) fn get(&self, room: &RoomKey) -> Option<RoomView> {
         self.lock().rooms.get(room).map(|state| state.view.clone())
+    }
+
+    /// The newest `createdAt` (ms since the epoch) of an event of type
+    /// `event_type` seen in `room`, if any.
+    pub(crate) fn newest(&self, room: &RoomKey, event_type: &str) -> Option<i64> {
+        self.lock().rooms.get(room)?.newest.get(event_type).copied()
     }
 
     /// How many rooms are remembered.

@@ -54,8 +54,12 @@ pub struct Delivery {
     pub action: String,
     /// The claim a start holds, as its stored key; empty for a stop.
     pub claim: String,
-    /// The room URL.
+    /// The room URL; empty for a webhook without a room.
     pub room_url: String,
+    /// The room's state when the webhook was processed, as the action event's
+    /// `room` (JSON); `None` without a room, and in deliveries stored before
+    /// it was kept.
+    pub room: Option<String>,
     /// The webhook as received.
     pub webhook: String,
     /// Attempts made so far.
@@ -89,6 +93,27 @@ pub struct StoredClaim {
     pub key: String,
     /// When it expires (ms since the epoch).
     pub expires_ms: i64,
+    /// The trigger that took it (several can share a claim); empty when
+    /// stored before it was kept, and then the key's name.
+    pub holder: String,
+    /// The stop pending on it.
+    pub stop: Option<StoredStop>,
+}
+
+/// A stop waiting out a trigger's `stop_after`, as stored with its claim.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredStop {
+    /// When it is due (ms since the epoch).
+    pub due_ms: i64,
+    /// The trigger whose `stop_on` or `stop_when` asked for it.
+    pub rule: String,
+    /// `stop_on` or `stop_when`.
+    pub cause: String,
+    /// The room URL of the webhook that asked for it; empty without one.
+    pub room_url: String,
+    /// That webhook as received.
+    pub webhook: String,
 }
 
 /// One change a webhook (or an action's progress) makes.
@@ -104,8 +129,20 @@ pub enum Change {
     },
     /// A claim taken.
     Claim(StoredClaim),
-    /// A claim released.
+    /// A claim released (with the stop pending on it).
     ReleaseClaim {
+        /// The claim key.
+        key: String,
+    },
+    /// A stop set on a held claim, to happen when it is due.
+    ScheduleStop {
+        /// The claim key.
+        key: String,
+        /// The stop.
+        stop: StoredStop,
+    },
+    /// The stop pending on a claim cancelled; the claim stays held.
+    CancelStop {
         /// The claim key.
         key: String,
     },

@@ -223,7 +223,7 @@ fn rebuild(
 ) -> Option<ActionEvent> {
     let raw = Bytes::from(delivery.webhook.clone().into_bytes());
     let webhook = whereby_webhook::parse_with(&raw, options).ok()?.event;
-    let room = RoomKey::of(webhook.in_room()?);
+    let room = webhook.in_room().map(RoomKey::of);
     let action = match delivery.action.as_str() {
         "start" => ActionKind::Start,
         "stop" => ActionKind::Stop,
@@ -233,8 +233,13 @@ fn rebuild(
     Some(ActionEvent {
         action,
         trigger: Arc::from(delivery.trigger.as_str()),
-        room_url: delivery.room_url.clone(),
+        room_url: (!delivery.room_url.is_empty()).then(|| delivery.room_url.clone()),
         room,
+        // A room state that cannot be read back is left out, not the delivery.
+        state: delivery
+            .room
+            .as_deref()
+            .and_then(|json| serde_json::from_str(json).ok()),
         webhook,
         raw,
         claim,
@@ -254,7 +259,11 @@ pub(crate) fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delive
             .as_ref()
             .map(|c| c.key().to_string())
             .unwrap_or_default(),
-        room_url: event.room_url.clone(),
+        room_url: event.room_url.clone().unwrap_or_default(),
+        room: event
+            .state
+            .as_ref()
+            .and_then(|state| serde_json::to_string(state).ok()),
         webhook: String::from_utf8_lossy(&event.raw).into_owned(),
         attempts: 0,
         created_ms: now_ms(),
@@ -277,7 +286,7 @@ mod tests {
             "rooms"
         }
         fn start(&self, event: Arc<ActionEvent>) {
-            self.0.lock().unwrap().push(event.room.to_string());
+            self.0.lock().unwrap().push(event.room_label());
         }
         fn stop(&self, _: Arc<ActionEvent>) {}
     }
@@ -303,6 +312,7 @@ mod tests {
             action: "start".into(),
             claim: String::new(),
             room_url: "https://acme.whereby.com/standup-3f9a2c".into(),
+            room: None,
             webhook: webhook.to_string(),
             attempts: 0,
             created_ms: now_ms(),

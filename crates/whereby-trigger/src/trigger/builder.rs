@@ -492,9 +492,14 @@ impl TriggerBuilder {
             .unwrap_or_else(|| Arc::new(MemoryDedup::new(self.dedup_limits)));
         let (durable, restored) = match self.store {
             Some((store, retention)) => {
-                let (durable, restored) =
-                    Durable::restore(store, dedup.as_ref(), self.engine.as_deref(), retention)
-                        .map_err(ConfigError::Store)?;
+                let (durable, restored) = Durable::restore(
+                    store,
+                    dedup.as_ref(),
+                    self.engine.as_deref(),
+                    retention,
+                    &options,
+                )
+                .map_err(ConfigError::Store)?;
                 (Some(durable), Some(restored))
             }
             None => (None, None),

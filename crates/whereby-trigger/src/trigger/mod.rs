@@ -177,7 +177,8 @@ impl Trigger {
     ///
     /// The whole server's life is here: with a [store](TriggerBuilder::store)
     /// and rules, queued deliveries are resumed as it starts (and polled for
-    /// every second); when it stops, the [shutdown hooks](TriggerBuilder::on_shutdown)
+    /// every second); with rules, stops whose `stop_after` has passed are
+    /// carried out (a router mounted elsewhere has no timer for them); when it stops, the [shutdown hooks](TriggerBuilder::on_shutdown)
     /// run in order and the store is flushed, so that what was answered 2xx and
     /// what the actions reported is on disk when this returns.
     ///
@@ -204,6 +205,9 @@ impl Trigger {
             ),
             _ => None,
         };
+        let stop_timer = self.app.engine.as_ref().map(|engine| {
+            crate::record::spawn_stop_timer(engine.clone(), self.app.durable.clone())
+        });
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
         }
@@ -213,6 +217,9 @@ impl Trigger {
         dispatcher.close();
         if let Some(poller) = poller {
             poller.abort();
+        }
+        if let Some(timer) = stop_timer {
+            timer.abort();
         }
         for hook in self.shutdown_hooks {
             hook().await;

@@ -45,8 +45,9 @@ fn event(action: ActionKind, event_type: &str) -> Arc<ActionEvent> {
     Arc::new(ActionEvent {
         action,
         trigger: TRIGGER.into(),
-        room_url: ROOM_URL.into(),
-        room,
+        room_url: Some(ROOM_URL.into()),
+        room: Some(room),
+        state: None,
         webhook,
         raw: Bytes::from_static(raw.as_bytes()),
         claim: None,

@@ -37,7 +37,15 @@ fn every_toml_block_in_the_readme_loads() {
         // And `check` sees nothing wrong with their conditions.
         for trigger in &config.triggers {
             if let Some(when) = &trigger.when {
-                let problems = lint_samples(when, &trigger.on);
+                let problems = lint_samples(when, "when", &trigger.on);
+                assert!(problems.is_empty(), "{problems:?}\n{block}");
+            }
+            if let Some(stop_when) = &trigger.stop_when {
+                let evaluated: Vec<_> = whereby_trigger::webhook::EventType::ALL
+                    .into_iter()
+                    .map(Into::into)
+                    .collect();
+                let problems = lint_samples(stop_when, "stop_when", &evaluated);
                 assert!(problems.is_empty(), "{problems:?}\n{block}");
             }
         }

@@ -207,8 +207,12 @@ fn action_event(
     Arc::new(ActionEvent {
         action: kind,
         trigger: trigger.into(),
-        room_url: format!("https://{}.whereby.com{}", room.subdomain, room.room_name),
-        room,
+        room_url: Some(format!(
+            "https://{}.whereby.com{}",
+            room.subdomain, room.room_name
+        )),
+        room: Some(room),
+        state: None,
         webhook: parsed,
         raw,
         claim,

@@ -21,8 +21,8 @@ use serde_json::value::RawValue;
 
 use crate::RoleName;
 use crate::event::{
-    AssistantRequested, ClientData, EventType, OtherWebhook, RoomClientJoined, RoomClientLeft,
-    RoomData, RoomSessionEnded, RoomSessionStarted, WebhookEvent,
+    AssistantRequested, ClientData, EventType, OtherRoom, OtherWebhook, RoomClientJoined,
+    RoomClientLeft, RoomData, RoomSessionEnded, RoomSessionStarted, WebhookEvent,
 };
 use crate::room_url::{RoomUrlError, check_subdomain};
 use fields::*;
@@ -364,6 +364,7 @@ pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Parsed, ParseEr
                 event_type: type_name.into_owned(),
                 api_version: lenient_string(envelope.api_version),
                 created_at: lenient_string(envelope.created_at),
+                room: envelope.data.and_then(|data| other_room(data, options)),
                 data: envelope.data.map(RawValue::to_owned),
             }),
             notes: fields.notes,
@@ -464,6 +465,23 @@ fn duplicated_field(err: &serde_json::Error) -> Option<String> {
 /// because a type we do not evaluate must never be refused for its shape.
 fn lenient_string(raw: Option<&RawValue>) -> Option<String> {
     raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
+}
+
+/// The room of a type the Trigger does not evaluate, when its `data` names
+/// one (`roomName`, and `subdomain` or the default); `None`, never an error,
+/// otherwise: such a type must never be refused for its shape.
+fn other_room(data: &RawValue, options: &ParseOptions) -> Option<OtherRoom> {
+    let raw: RawData<'_> = serde_json::from_str(data.get()).ok()?;
+    let room_name = lenient_string(raw.room_name).filter(|name| !name.is_empty())?;
+    let subdomain = lenient_string(raw.subdomain)
+        .filter(|s| !s.is_empty())
+        .or_else(|| options.default_subdomain().map(str::to_owned))?;
+    Some(OtherRoom {
+        subdomain,
+        room_name,
+        room_session_id: lenient_string(raw.room_session_id),
+        meeting_id: lenient_string(raw.meeting_id),
+    })
 }
 
 /// serde_json appends " at line L column C"; positions inside `data` would be

@@ -57,6 +57,48 @@ fn other_types_keep_raw_data() {
 }
 
 #[test]
+fn other_types_have_a_room_when_their_data_names_one() {
+    let options = ParseOptions::new()
+        .with_default_subdomain("fallback")
+        .unwrap();
+    let room_of = |body: &str| {
+        let event = parse_with(body.as_bytes(), &options).unwrap().event;
+        event.in_room().map(|r| {
+            (
+                r.subdomain().to_owned(),
+                r.room_name().to_owned(),
+                r.room_session_id().map(str::to_owned),
+            )
+        })
+    };
+    assert_eq!(
+        room_of(
+            r#"{"id":"k","type":"room.client.knocked","data":{"roomName":"/r","subdomain":"acme","roomSessionId":"s1"}}"#
+        ),
+        Some(("acme".into(), "/r".into(), Some("s1".into())))
+    );
+    // The default subdomain stands in, as for the evaluated types.
+    assert_eq!(
+        room_of(r#"{"id":"k","type":"transcription.started","data":{"roomName":"/r"}}"#),
+        Some(("fallback".into(), "/r".into(), None))
+    );
+    // No room, or a room name of another type: no room, and never an error.
+    for body in [
+        r#"{"id":"k","type":"recording.finished","data":{"recordingId":"x"}}"#,
+        r#"{"id":"k","type":"recording.finished","data":{"roomName":7}}"#,
+        r#"{"id":"k","type":"recording.finished","data":{"roomName":""}}"#,
+        r#"{"id":"k","type":"recording.finished","data":[1]}"#,
+        r#"{"id":"k","type":"recording.finished","data":{"roomName":"/a","roomName":"/b"}}"#,
+        r#"{"id":"k","type":"recording.finished"}"#,
+    ] {
+        assert_eq!(room_of(body), None, "{body}");
+    }
+    let without_default =
+        parse(br#"{"id":"k","type":"room.client.knocked","data":{"roomName":"/r"}}"#).unwrap();
+    assert!(without_default.in_room().is_none());
+}
+
+#[test]
 fn unknown_type_and_fields_are_tolerated() {
     let event = parse(br#"{"id":"x","type":"room.future","data":[1,2],"apiVersion":2}"#).unwrap();
     assert_eq!(event.type_name(), "room.future");

@@ -345,7 +345,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
         // Only a delivery resumed with a lower max_attempts than it had.
         tracing::error!(
             trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-            room = %event.room, attempts = attempt - 1,
+            room = %event.room_label(), attempts = attempt - 1,
             "forward gave up: max_attempts were made before the restart"
         );
         if let Some(ticket) = ticket {
@@ -360,7 +360,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
         if age > inner.retry.max_age {
             tracing::error!(
                 trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                room = %event.room, age_s = age.as_secs(), attempts = attempt - 1,
+                room = %event.room_label(), age_s = age.as_secs(), attempts = attempt - 1,
                 "forward gave up: the delivery is older than max_age"
             );
             if let Some(ticket) = ticket {
@@ -375,7 +375,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
             Attempt::Delivered(status) => {
                 tracing::info!(
                     trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                    room = %event.room, status = status.as_u16(), attempts = attempt,
+                    room = %event.room_label(), status = status.as_u16(), attempts = attempt,
                     "forward delivered"
                 );
                 if let Some(ticket) = &event.delivery {
@@ -386,7 +386,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
             Attempt::Final(reason) => {
                 tracing::error!(
                     trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                    room = %event.room, error = %reason, attempts = attempt,
+                    room = %event.room_label(), error = %reason, attempts = attempt,
                     "forward rejected; not retried"
                 );
                 if let Some(ticket) = &event.delivery {
@@ -401,7 +401,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                 if attempt >= max_attempts {
                     tracing::error!(
                         trigger = %inner.trigger, action, idempotency_key = %key,
-                        url = %inner.log_url, room = %event.room, error = %reason,
+                        url = %inner.log_url, room = %event.room_label(), error = %reason,
                         attempts = attempt, "forward gave up after the last attempt"
                     );
                     if let Some(ticket) = &event.delivery {
@@ -412,7 +412,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                 let delay = inner.retry.delay(attempt, retry_after, inner.jitter());
                 tracing::warn!(
                     trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                    room = %event.room, error = %reason, attempt, max_attempts,
+                    room = %event.room_label(), error = %reason, attempt, max_attempts,
                     delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     retry_after = retry_after.is_some(),
                     "forward attempt failed; retrying"

@@ -38,14 +38,14 @@ pub(super) enum Settle {
 #[derive(Clone)]
 pub(super) struct Tags {
     trigger: Arc<str>,
-    room: RoomKey,
+    room: String,
     pid: u32,
 }
 
 impl Job {
     pub(super) async fn run(mut self) {
         let trigger = self.inner.trigger.clone();
-        let room = self.event.room.clone();
+        let room = self.event.room_label();
         if let Ok(reason) = self.stop.try_recv() {
             tracing::info!(%trigger, %room, "not started: {reason}");
             return self.settle(if reason == StopReason::Shutdown {
@@ -112,7 +112,7 @@ impl Job {
     async fn run_once(
         &mut self,
         trigger: &Arc<str>,
-        room: &RoomKey,
+        room: &str,
     ) -> Option<(io::Result<ExitStatus>, Option<StopReason>)> {
         let (program, mut command) = match command(&self.spec, &self.event) {
             Ok(command) => command,
@@ -131,7 +131,7 @@ impl Job {
         };
         let tags = Tags {
             trigger: trigger.clone(),
-            room: room.clone(),
+            room: room.to_owned(),
             pid: child.id().unwrap_or_default(),
         };
         tracing::info!(trigger = %tags.trigger, room = %tags.room, pid = tags.pid,
@@ -220,6 +220,11 @@ pub(super) fn command(
     spec: &RunSpec,
     event: &ActionEvent,
 ) -> Result<(String, Command), RunSpecError> {
+    if event.room_url.is_none() && spec.command.iter().any(Template::uses_room_url) {
+        return Err(RunSpecError::NoRoomUrl {
+            event_type: event.webhook.type_name().to_owned(),
+        });
+    }
     let data = webhook_data(event);
     let mut args = spec
         .command
@@ -251,7 +256,7 @@ pub(super) fn webhook_data(event: &ActionEvent) -> Option<Value> {
     match serde_json::from_slice::<Value>(&event.raw) {
         Ok(mut body) => body.get_mut("data").map(Value::take),
         Err(error) => {
-            tracing::warn!(trigger = %event.trigger, room = %event.room, %error,
+            tracing::warn!(trigger = %event.trigger, room = %event.room_label(), %error,
                 "webhook body is not JSON: {{data.*}} placeholders render empty");
             None
         }
@@ -266,12 +271,29 @@ pub(super) fn environment(event: &ActionEvent) -> [(&'static str, String); 7] {
         .and_then(|room| room.room_session_id())
         .unwrap_or_default();
     [
-        ("WHEREBY_ROOM_URL", event.room_url.clone()),
+        (
+            "WHEREBY_ROOM_URL",
+            event.room_url.clone().unwrap_or_default(),
+        ),
         ("WHEREBY_EVENT_ID", event.webhook.id().to_owned()),
         ("WHEREBY_EVENT_TYPE", event.webhook.type_name().to_owned()),
         ("WHEREBY_TRIGGER", event.trigger.to_string()),
-        ("WHEREBY_SUBDOMAIN", event.room.subdomain.to_string()),
-        ("WHEREBY_ROOM_NAME", event.room.room_name.to_string()),
+        (
+            "WHEREBY_SUBDOMAIN",
+            event
+                .room
+                .as_ref()
+                .map(|r| r.subdomain.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "WHEREBY_ROOM_NAME",
+            event
+                .room
+                .as_ref()
+                .map(|r| r.room_name.to_string())
+                .unwrap_or_default(),
+        ),
         ("WHEREBY_ROOM_SESSION_ID", session.to_owned()),
     ]
 }

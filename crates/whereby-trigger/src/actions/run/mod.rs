@@ -103,7 +103,7 @@ struct State {
 }
 
 struct Active {
-    room: RoomKey,
+    room: Option<RoomKey>,
     /// Taken when a stop is sent, so that a child is told at most once.
     stop: Option<oneshot::Sender<StopReason>>,
 }
@@ -235,7 +235,7 @@ impl Action for RunAction {
 
     fn start(&self, event: Arc<ActionEvent>) {
         if let Err(error) = tokio::runtime::Handle::try_current() {
-            tracing::error!(trigger = %self.inner.trigger, room = %event.room, %error,
+            tracing::error!(trigger = %self.inner.trigger, room = %event.room_label(), %error,
                 "cannot run: not called within a Tokio runtime");
             release(&event);
             return;
@@ -250,7 +250,7 @@ impl Action for RunAction {
             state.queue.push_back(event.clone());
             let jobs = self.inner.admit(&mut state);
             if state.queue.back().is_some_and(|e| Arc::ptr_eq(e, &event)) {
-                tracing::info!(trigger = %self.inner.trigger, room = %event.room,
+                tracing::info!(trigger = %self.inner.trigger, room = %event.room_label(),
                     running = state.active.len(), waiting = state.queue.len(),
                     "max_running reached: start waits for a slot");
             }
@@ -260,10 +260,15 @@ impl Action for RunAction {
     }
 
     fn stop(&self, event: Arc<ActionEvent>) {
-        let (cancelled, stopped) =
-            self.inner
-                .stop_rooms(Some(&event.room), StopReason::StopEvent, false);
-        tracing::info!(trigger = %self.inner.trigger, room = %event.room, stopped,
+        // A stop always names a room (only claims in a room are stopped); one
+        // without has nothing to stop.
+        let (cancelled, stopped) = match &event.room {
+            Some(room) => self
+                .inner
+                .stop_rooms(Some(room), StopReason::StopEvent, false),
+            None => (VecDeque::new(), 0),
+        };
+        tracing::info!(trigger = %self.inner.trigger, room = %event.room_label(), stopped,
             cancelled = cancelled.len(), id = event.event_id(), "stop event");
         self.inner.drop_waiting(cancelled, "stop event");
         // The stop itself is carried out once the children are told.
@@ -290,7 +295,7 @@ impl Inner {
     ) -> (VecDeque<Arc<ActionEvent>>, usize) {
         let mut state = self.lock();
         state.closed |= close;
-        let in_room = |r: &RoomKey| room.is_none_or(|room| room == r);
+        let in_room = |r: &Option<RoomKey>| room.is_none_or(|room| r.as_ref() == Some(room));
         let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut state.queue)
             .into_iter()
             .partition(|waiting| in_room(&waiting.room));
@@ -366,7 +371,7 @@ impl Inner {
     }
 
     fn cancel_waiting(&self, event: &ActionEvent, why: &str) {
-        tracing::info!(trigger = %self.trigger, room = %event.room, id = event.event_id(),
+        tracing::info!(trigger = %self.trigger, room = %event.room_label(), id = event.event_id(),
             "start cancelled before it ran: {why}");
         release(event);
     }
@@ -383,7 +388,7 @@ fn launch(jobs: Vec<Job>) {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn(job.run())),
             Err(error) => {
-                tracing::error!(trigger = %job.inner.trigger, room = %job.event.room, %error,
+                tracing::error!(trigger = %job.inner.trigger, room = %job.event.room_label(), %error,
                     "cannot run: no Tokio runtime");
             }
         }

@@ -72,6 +72,13 @@ pub enum RunSpecError {
     /// `max_running` is zero: nothing would ever start.
     #[error("`max_running` must be at least 1")]
     ZeroMaxRunning,
+    /// The command uses `{roomUrl}` and the webhook has no room (a
+    /// `recording.finished`, say): it is not started with an empty URL.
+    #[error("the command uses {{roomUrl}}, and this `{event_type}` webhook has no room")]
+    NoRoomUrl {
+        /// The webhook's type.
+        event_type: String,
+    },
 }
 
 impl RunSpec {

@@ -12,8 +12,9 @@ fn event(edit: impl FnOnce(&mut Value)) -> ActionEvent {
     ActionEvent {
         action: ActionKind::Start,
         trigger: "note-taker".into(),
-        room_url: "https://acme.whereby.com/standup-3f9a2c".into(),
-        room: RoomKey::of(webhook.in_room().unwrap()),
+        room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
+        state: None,
+        room: Some(RoomKey::of(webhook.in_room().unwrap())),
         webhook,
         raw,
         claim: None,
@@ -142,7 +143,7 @@ async fn a_stop_before_the_spawn_cancels_it_and_the_waiting_starts() {
     let key = crate::state::claims::ClaimKey::new(
         "t".into(),
         crate::state::claims::OncePer::Room,
-        e.room.clone(),
+        e.room.clone().unwrap(),
         "id",
         None,
     );

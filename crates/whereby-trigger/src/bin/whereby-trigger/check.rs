@@ -7,6 +7,7 @@ use clap::Args;
 use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::config::Config;
 use whereby_trigger::registry::Registry;
+use whereby_webhook::{AnyEventType, EventType, OTHER_TYPES};
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckArgs {
@@ -32,18 +33,44 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     // A `when` that fails, or compares a field with a value of another type,
-    // on the documented sample of one of its types would count as false there.
+    // on the documented sample of one of its types would count as false
+    // there; a `stop_when` is checked after an event of any evaluated type.
     let mut problems = 0;
+    let evaluated: Vec<AnyEventType> = EventType::ALL.into_iter().map(Into::into).collect();
     for trigger in &config.triggers {
-        let Some(when) = &trigger.when else { continue };
-        for problem in whereby_trigger::rules::cel::lint_samples(when, &trigger.on) {
-            eprintln!(
-                "{}:{}: trigger `{}`: {problem}",
-                args.config.display(),
-                trigger.line,
-                trigger.name
-            );
-            problems += 1;
+        let conditions = [
+            ("when", trigger.when.as_ref(), &trigger.on[..]),
+            ("stop_when", trigger.stop_when.as_ref(), &evaluated[..]),
+        ];
+        for (key, when, types) in conditions {
+            let Some(when) = when else { continue };
+            for problem in whereby_trigger::rules::cel::lint_samples(when, key, types) {
+                eprintln!(
+                    "{}:{}: trigger `{}`: {problem}",
+                    args.config.display(),
+                    trigger.line,
+                    trigger.name
+                );
+                problems += 1;
+            }
+        }
+        // A type Whereby does not document may be a typo: it is accepted (a
+        // new type may come), and said.
+        for event_type in trigger.on.iter().chain(&trigger.stop_on) {
+            if !event_type.is_documented() {
+                eprintln!(
+                    "{}:{}: trigger `{}`: warning: `{event_type}` is not a type Whereby documents (known: {}); check its spelling",
+                    args.config.display(),
+                    trigger.line,
+                    trigger.name,
+                    EventType::ALL
+                        .iter()
+                        .map(|t| t.as_str())
+                        .chain(OTHER_TYPES)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
         }
     }
     if problems > 0 {

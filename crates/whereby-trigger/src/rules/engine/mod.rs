@@ -3,19 +3,22 @@
 //!
 //! [`Engine::decide`] is synchronous and does no I/O, so the server, `replay`
 //! and tests all run exactly the same logic; the server then hands
-//! the work to the actions.
+//! the work to the actions. [`Engine::fire_due`] does the same for stops whose
+//! `stop_after` has passed.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use whereby_webhook::{EventType, WebhookEvent};
+use whereby_webhook::{AnyEventType, WebhookEvent};
 
 use crate::actions::{Action, ActionEvent, ActionKind};
 #[cfg(feature = "cel")]
 use crate::rules::cel::{When, WhenInput};
-use crate::state::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
+use crate::state::claims::{
+    ClaimHandle, ClaimKey, Claims, OncePer, PendingStop, Released, StopCause,
+};
 use crate::state::room::{RoomKey, RoomView, Rooms};
 
 /// A Rust condition added to a rule, ANDed with its `when`.
@@ -25,13 +28,17 @@ pub type RulePredicate = Arc<dyn Fn(&WebhookEvent) -> bool + Send + Sync>;
 #[derive(Clone)]
 pub struct Rule {
     name: Arc<str>,
-    on: Vec<EventType>,
+    on: Vec<AnyEventType>,
     #[cfg(feature = "cel")]
     when: Option<Arc<When>>,
     predicate: Option<RulePredicate>,
     once_per: OncePer,
     lease: Duration,
-    stop_on: Vec<EventType>,
+    claim: Arc<str>,
+    stop_on: Vec<AnyEventType>,
+    #[cfg(feature = "cel")]
+    stop_when: Option<Arc<When>>,
+    stop_after: Option<Duration>,
     actions: Vec<Arc<dyn Action>>,
 }
 
@@ -43,7 +50,11 @@ impl fmt::Debug for Rule {
         d.field("when", &self.when.as_ref().map(|w| w.source()));
         d.field("once_per", &self.once_per)
             .field("lease", &self.lease)
-            .field("stop_on", &self.stop_on)
+            .field("claim", &self.claim)
+            .field("stop_on", &self.stop_on);
+        #[cfg(feature = "cel")]
+        d.field("stop_when", &self.stop_when.as_ref().map(|w| w.source()));
+        d.field("stop_after", &self.stop_after)
             .field(
                 "actions",
                 &self.actions.iter().map(|a| a.kind()).collect::<Vec<_>>(),
@@ -53,18 +64,26 @@ impl fmt::Debug for Rule {
 }
 
 impl Rule {
-    /// A rule named `name` that fires on `on`, once per event, with the default
-    /// lease and no action yet.
-    pub fn new(name: impl Into<Arc<str>>, on: impl IntoIterator<Item = EventType>) -> Rule {
+    /// A rule named `name` that fires on `on` (evaluated types, or any other
+    /// type by name), once per event, with the default lease and no action yet.
+    pub fn new<T: Into<AnyEventType>>(
+        name: impl Into<Arc<str>>,
+        on: impl IntoIterator<Item = T>,
+    ) -> Rule {
+        let name = name.into();
         Rule {
-            name: name.into(),
-            on: on.into_iter().collect(),
+            claim: name.clone(),
+            name,
+            on: on.into_iter().map(Into::into).collect(),
             #[cfg(feature = "cel")]
             when: None,
             predicate: None,
             once_per: OncePer::Event,
             lease: crate::state::claims::DEFAULT_LEASE,
             stop_on: Vec::new(),
+            #[cfg(feature = "cel")]
+            stop_when: None,
+            stop_after: None,
             actions: Vec::new(),
         }
     }
@@ -72,6 +91,12 @@ impl Rule {
     /// The rule's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// The name its claims are held under: its own, or the one it shares
+    /// ([`claim`](Self::claim)).
+    pub fn claim_name(&self) -> &Arc<str> {
+        &self.claim
     }
 
     /// Sets the CEL condition.
@@ -109,10 +134,41 @@ impl Rule {
         self
     }
 
-    /// Sets the event types that stop the rule's assistants in their room.
-    pub fn stop_on(mut self, types: impl IntoIterator<Item = EventType>) -> Rule {
-        self.stop_on = types.into_iter().collect();
+    /// Holds the rule's claims under `name`, shared with every rule that names
+    /// it too: whichever fires first holds the room (or session), and a stop
+    /// of any of them releases it.
+    pub fn claim(mut self, name: impl Into<Arc<str>>) -> Rule {
+        self.claim = name.into();
         self
+    }
+
+    /// Sets the event types that stop the assistants holding the rule's claims
+    /// in their room.
+    pub fn stop_on<T: Into<AnyEventType>>(mut self, types: impl IntoIterator<Item = T>) -> Rule {
+        self.stop_on = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets a CEL condition over the room (and the event) that stops the
+    /// assistants holding the rule's claims there, checked after every event
+    /// in the room.
+    #[cfg(feature = "cel")]
+    pub fn stop_when(mut self, when: Arc<When>) -> Rule {
+        self.stop_when = Some(when);
+        self
+    }
+
+    /// Makes a stop wait `after`: it happens only if no later event cancels it
+    /// by then (an event after which `stop_when` is false; for a `stop_on`
+    /// stop, an event that matches the rule).
+    pub fn stop_after(mut self, after: Duration) -> Rule {
+        self.stop_after = Some(after);
+        self
+    }
+
+    /// The rule's actions.
+    pub fn actions(&self) -> &[Arc<dyn Action>] {
+        &self.actions
     }
 
     /// Adds an action.
@@ -121,9 +177,12 @@ impl Rule {
         self
     }
 
-    /// The rule's actions.
-    pub fn actions(&self) -> &[Arc<dyn Action>] {
-        &self.actions
+    fn has_stops(&self) -> bool {
+        #[cfg(feature = "cel")]
+        if self.stop_when.is_some() {
+            return true;
+        }
+        !self.stop_on.is_empty()
     }
 }
 
@@ -131,12 +190,13 @@ impl Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Verdict {
-    /// The rule fired and holds `claim`.
+    /// The rule fired and holds `claim` (`None` for a webhook without a room,
+    /// which claims nothing).
     Fired {
         /// The rule.
         trigger: Arc<str>,
         /// What it claimed.
-        claim: ClaimKey,
+        claim: Option<ClaimKey>,
     },
     /// The rule matched, but `claim` is already held: no second assistant.
     Suppressed {
@@ -152,19 +212,51 @@ pub enum Verdict {
         /// Why.
         reason: String,
     },
-    /// A `stop_on` event released the rule's claims in the room.
+    /// The rule's `stop_on` or `stop_when` released its claims in the room
+    /// (at once, or when its `stop_after` passed).
     Stopped {
         /// The rule.
         trigger: Arc<str>,
         /// The claims released.
         released: Vec<ClaimKey>,
     },
+    /// The rule's `stop_on` or `stop_when` asked for a stop that waits
+    /// `after` (its `stop_after`).
+    StopScheduled {
+        /// The rule.
+        trigger: Arc<str>,
+        /// The claims that will be released.
+        claims: Vec<ClaimKey>,
+        /// How long the stop waits.
+        after: Duration,
+    },
+    /// An event cancelled the rule's pending stop.
+    StopCancelled {
+        /// The rule.
+        trigger: Arc<str>,
+        /// The claims kept.
+        claims: Vec<ClaimKey>,
+    },
+}
+
+fn keys(keys: &[ClaimKey]) -> String {
+    keys.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Verdict::Fired { trigger, claim } => write!(f, "{trigger}: fired (claimed {claim})"),
+            Verdict::Fired {
+                trigger,
+                claim: Some(claim),
+            } => write!(f, "{trigger}: fired (claimed {claim})"),
+            Verdict::Fired {
+                trigger,
+                claim: None,
+            } => write!(f, "{trigger}: fired (no room, nothing claimed)"),
             Verdict::Suppressed { trigger, claim } => {
                 write!(f, "{trigger}: suppressed ({claim} is already claimed)")
             }
@@ -172,8 +264,20 @@ impl fmt::Display for Verdict {
                 write!(f, "{trigger}: not matched ({reason})")
             }
             Verdict::Stopped { trigger, released } => {
-                let keys: Vec<String> = released.iter().map(ToString::to_string).collect();
-                write!(f, "{trigger}: stopped (released {})", keys.join(", "))
+                write!(f, "{trigger}: stopped (released {})", keys(released))
+            }
+            Verdict::StopScheduled {
+                trigger,
+                claims,
+                after,
+            } => write!(
+                f,
+                "{trigger}: stop in {} unless cancelled ({})",
+                crate::units::format_duration(*after),
+                keys(claims)
+            ),
+            Verdict::StopCancelled { trigger, claims } => {
+                write!(f, "{trigger}: pending stop cancelled ({})", keys(claims))
             }
         }
     }
@@ -198,10 +302,14 @@ pub struct Decision {
     pub(crate) room_key: Option<RoomKey>,
     /// The room's state as the store keeps it.
     pub(crate) room_state: Option<String>,
-    /// Claims this decision took, with their lease.
-    pub(crate) taken: Vec<(ClaimHandle, Duration)>,
-    /// Claims a `stop_on` released, with when they would have expired.
-    pub(crate) released: Vec<(ClaimKey, Instant)>,
+    /// Claims this decision took, with their lease and the trigger that took them.
+    pub(crate) taken: Vec<(ClaimHandle, Duration, Arc<str>)>,
+    /// Claims a stop released.
+    pub(crate) released: Vec<Released>,
+    /// Stops set on claims, to wait out their `stop_after`.
+    pub(crate) scheduled: Vec<(ClaimKey, PendingStop)>,
+    /// Pending stops this event cancelled.
+    pub(crate) cancelled: Vec<(ClaimKey, PendingStop)>,
     pub(crate) calls: Vec<Call>,
 }
 
@@ -224,14 +332,21 @@ impl Decision {
     }
 
     /// Undoes the claims of a decision that will not be carried out (its commit
-    /// failed, or it was only a dry run): nothing fired, and the claims a stop
-    /// released are held again, so Whereby's retry finds the state as it was.
+    /// failed, or it was only a dry run): nothing fired, the claims a stop
+    /// released are held again, and pending stops are as they were, so
+    /// Whereby's retry finds the state as it was.
     pub fn abandon(self, claims: &Arc<Claims>) {
-        for (claim, _) in &self.taken {
+        for (claim, _, _) in &self.taken {
             claim.give_back();
         }
-        for (key, expires) in self.released {
-            claims.restore(key, expires);
+        for released in self.released {
+            claims.put_back(released);
+        }
+        for (key, _) in &self.scheduled {
+            claims.set_stop(key, None);
+        }
+        for (key, stop) in self.cancelled {
+            claims.set_stop(&key, Some(stop));
         }
     }
 
@@ -251,6 +366,87 @@ impl Decision {
             }
         }
     }
+
+    /// Adds one call per action of `rule`.
+    fn push_calls(
+        &mut self,
+        kind: ActionKind,
+        rule: &Rule,
+        claim: Option<ClaimHandle>,
+        on: &On<'_>,
+    ) {
+        let mut seen: Vec<&str> = Vec::new();
+        for action in &rule.actions {
+            // Two actions of one kind on a rule get distinct delivery ids.
+            let n = seen.iter().filter(|k| **k == action.kind()).count();
+            seen.push(action.kind());
+            let stop = if kind == ActionKind::Stop {
+                ":stop"
+            } else {
+                ""
+            };
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!("#{}", n + 1)
+            };
+            self.calls.push(Call {
+                action: action.clone(),
+                event: ActionEvent {
+                    action: kind,
+                    trigger: rule.name.clone(),
+                    room_url: on.room_url.map(str::to_owned),
+                    room: on.room.cloned(),
+                    state: on.state.cloned(),
+                    webhook: on.event.clone(),
+                    raw: on.raw.clone(),
+                    claim: claim.clone(),
+                    delivery: None,
+                },
+                delivery_id: format!(
+                    "{}:{}{stop}:{}{suffix}",
+                    rule.name,
+                    on.event.id(),
+                    action.kind()
+                ),
+            });
+        }
+    }
+
+    /// Stops the assistants of `released` claims: one stop per holder, sent to
+    /// its actions, and one verdict for `trigger`, the rule that stopped them.
+    fn stop(&mut self, trigger: &Arc<str>, released: Vec<Released>, rules: &[Rule], on: &On<'_>) {
+        if released.is_empty() {
+            return;
+        }
+        let mut holders: Vec<&Arc<str>> = Vec::new();
+        for claim in &released {
+            if holders.contains(&&claim.holder) {
+                continue;
+            }
+            holders.push(&claim.holder);
+            match rules.iter().find(|r| r.name == claim.holder) {
+                Some(holder) => self.push_calls(ActionKind::Stop, holder, None, on),
+                None => {
+                    tracing::debug!(holder = %claim.holder, "a released claim's trigger is no longer configured; nothing to stop")
+                }
+            }
+        }
+        self.verdicts.push(Verdict::Stopped {
+            trigger: trigger.clone(),
+            released: released.iter().map(|r| r.key.clone()).collect(),
+        });
+        self.released.extend(released);
+    }
+}
+
+/// What action calls are about: the webhook, its room and the room's state.
+struct On<'a> {
+    event: &'a WebhookEvent,
+    raw: &'a Bytes,
+    room_url: Option<&'a str>,
+    room: Option<&'a RoomKey>,
+    state: Option<&'a RoomView>,
 }
 
 /// Rules, room state and claims. Rules can be replaced while running (config
@@ -310,106 +506,98 @@ impl Engine {
         self.rooms.get(room)
     }
 
-    /// Decides what `event` (whose body was `raw` and whose room is `room_url`)
-    /// starts and stops, taking and releasing claims as it goes.
+    /// Decides what `event` (whose body was `raw` and whose room is at
+    /// `room_url`, if it has one) starts and stops, taking and releasing
+    /// claims as it goes.
     pub fn decide(
         &self,
         event: &WebhookEvent,
         raw: &Bytes,
-        room_url: &str,
+        room_url: Option<&str>,
         now: Instant,
     ) -> Decision {
-        let Some(event_type) = event.event_type() else {
-            return Decision::default();
-        };
-        let Some(in_room) = event.in_room() else {
-            return Decision::default();
-        };
-        let room_key = RoomKey::of(in_room);
+        let room_key = event.in_room().map(RoomKey::of);
         let view = self.rooms.fold(event, now);
         let rules = self.rules();
         let mut decision = Decision {
             room: view.clone(),
-            room_state: self.rooms.export(&room_key),
-            room_key: Some(room_key.clone()),
+            room_state: room_key.as_ref().and_then(|k| self.rooms.export(k)),
+            room_key: room_key.clone(),
             ..Decision::default()
         };
-        let calls =
-            |decision: &mut Decision, kind: ActionKind, rule: &Rule, claim: Option<ClaimHandle>| {
-                let mut seen: Vec<&str> = Vec::new();
-                for action in &rule.actions {
-                    // Two actions of one kind on a rule get distinct delivery ids.
-                    let n = seen.iter().filter(|k| **k == action.kind()).count();
-                    seen.push(action.kind());
-                    let stop = if kind == ActionKind::Stop {
-                        ":stop"
-                    } else {
-                        ""
-                    };
-                    let suffix = if n == 0 {
-                        String::new()
-                    } else {
-                        format!("#{}", n + 1)
-                    };
-                    decision.calls.push(Call {
-                        action: action.clone(),
-                        event: ActionEvent {
-                            action: kind,
-                            trigger: rule.name.clone(),
-                            room_url: room_url.to_owned(),
-                            room: room_key.clone(),
-                            webhook: event.clone(),
-                            raw: raw.clone(),
-                            claim: claim.clone(),
-                            delivery: None,
-                        },
-                        delivery_id: format!(
-                            "{}:{}{stop}:{}{suffix}",
-                            rule.name,
-                            event.id(),
-                            action.kind()
-                        ),
-                    });
-                }
-            };
+        let on = On {
+            event,
+            raw,
+            room_url,
+            room: room_key.as_ref(),
+            state: view.as_ref(),
+        };
+        let mut input = WhenCache::default();
 
         // Stops first, so a rule that both stops and starts on one type restarts.
-        for rule in rules.iter().filter(|r| r.stop_on.contains(&event_type)) {
-            let released = self.claims.release_room(&rule.name, &room_key, now);
-            if released.is_empty() {
-                continue;
+        if let Some(room) = &room_key {
+            for rule in rules.iter().filter(|r| r.has_stops()) {
+                if !self.claims.held_in(&rule.claim, room, now) {
+                    continue;
+                }
+                self.stops(rule, &rules, &on, room, &mut input, now, &mut decision);
             }
-            calls(&mut decision, ActionKind::Stop, rule, None);
-            decision.verdicts.push(Verdict::Stopped {
-                trigger: rule.name.clone(),
-                released: released.iter().map(|(k, _)| k.clone()).collect(),
-            });
-            decision.released.extend(released);
         }
 
-        let mut input = WhenCache::default();
-        for rule in rules.iter().filter(|r| r.on.contains(&event_type)) {
-            if let Some(reason) = self.mismatch(rule, event, raw, view.as_ref(), &mut input) {
+        for rule in rules
+            .iter()
+            .filter(|r| r.on.iter().any(|t| t.matches(event)))
+        {
+            let reason = self
+                .mismatch(rule, event, raw, view.as_ref(), &mut input)
+                .or_else(|| self.stale(rule, event, room_key.as_ref()));
+            if let Some(reason) = reason {
                 decision.verdicts.push(Verdict::NotMatched {
                     trigger: rule.name.clone(),
                     reason,
                 });
                 continue;
             }
+            let Some(room) = &room_key else {
+                decision.push_calls(ActionKind::Start, rule, None, &on);
+                decision.verdicts.push(Verdict::Fired {
+                    trigger: rule.name.clone(),
+                    claim: None,
+                });
+                continue;
+            };
+            if !rule.stop_on.is_empty() {
+                // The rule matched again: its pending `stop_on` stops no longer hold.
+                let cancelled =
+                    self.claims
+                        .cancel_stops(&rule.claim, room, &rule.name, StopCause::StopOn);
+                if !cancelled.is_empty() {
+                    decision.verdicts.push(Verdict::StopCancelled {
+                        trigger: rule.name.clone(),
+                        claims: cancelled.iter().map(|(k, _)| k.clone()).collect(),
+                    });
+                    decision.cancelled.extend(cancelled);
+                }
+            }
             let key = ClaimKey::new(
-                rule.name.clone(),
+                rule.claim.clone(),
                 rule.once_per,
-                room_key.clone(),
+                room.clone(),
                 event.id(),
-                in_room.room_session_id(),
+                event.in_room().and_then(|r| r.room_session_id()),
             );
-            match self.claims.try_claim(key.clone(), rule.lease, now) {
+            match self
+                .claims
+                .try_claim_for(key.clone(), rule.name.clone(), rule.lease, now)
+            {
                 Some(handle) => {
-                    decision.taken.push((handle.clone(), rule.lease));
-                    calls(&mut decision, ActionKind::Start, rule, Some(handle));
+                    decision
+                        .taken
+                        .push((handle.clone(), rule.lease, rule.name.clone()));
+                    decision.push_calls(ActionKind::Start, rule, Some(handle), &on);
                     decision.verdicts.push(Verdict::Fired {
                         trigger: rule.name.clone(),
-                        claim: key,
+                        claim: Some(key),
                     });
                 }
                 None => decision.verdicts.push(Verdict::Suppressed {
@@ -419,6 +607,155 @@ impl Engine {
             }
         }
         decision
+    }
+
+    /// `rule`'s stops for an event in `room`, where its claims are held: at
+    /// once, scheduled (`stop_after`), or a pending `stop_when` stop cancelled.
+    #[allow(clippy::too_many_arguments)]
+    fn stops(
+        &self,
+        rule: &Rule,
+        rules: &[Rule],
+        on: &On<'_>,
+        room: &RoomKey,
+        input: &mut WhenCache,
+        now: Instant,
+        decision: &mut Decision,
+    ) {
+        let by_event = rule.stop_on.iter().any(|t| t.matches(on.event));
+        let condition = self.stop_condition(rule, on, input);
+        let cause = if by_event {
+            Some(StopCause::StopOn)
+        } else if condition == Some(true) {
+            Some(StopCause::StopWhen)
+        } else {
+            None
+        };
+        match (cause, rule.stop_after) {
+            (Some(_), None) => {
+                let released = self.claims.release_room(&rule.claim, room, now);
+                decision.stop(&rule.name, released, rules, on);
+            }
+            (Some(cause), Some(after)) => {
+                let stop = PendingStop {
+                    due: now + after,
+                    rule: rule.name.clone(),
+                    cause,
+                    webhook: on.event.clone(),
+                    raw: on.raw.clone(),
+                    room_url: on.room_url.map(str::to_owned),
+                };
+                let scheduled = self.claims.schedule_stop(&rule.claim, room, &stop, now);
+                if !scheduled.is_empty() {
+                    decision.verdicts.push(Verdict::StopScheduled {
+                        trigger: rule.name.clone(),
+                        claims: scheduled.clone(),
+                        after,
+                    });
+                    decision
+                        .scheduled
+                        .extend(scheduled.into_iter().map(|k| (k, stop.clone())));
+                }
+            }
+            (None, _) if condition == Some(false) => {
+                let cancelled =
+                    self.claims
+                        .cancel_stops(&rule.claim, room, &rule.name, StopCause::StopWhen);
+                if !cancelled.is_empty() {
+                    decision.verdicts.push(Verdict::StopCancelled {
+                        trigger: rule.name.clone(),
+                        claims: cancelled.iter().map(|(k, _)| k.clone()).collect(),
+                    });
+                    decision.cancelled.extend(cancelled);
+                }
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Whether `rule`'s `stop_when` holds after `on`; `None` without one. A
+    /// failing condition counts as false, logged.
+    fn stop_condition(&self, rule: &Rule, on: &On<'_>, input: &mut WhenCache) -> Option<bool> {
+        #[cfg(not(feature = "cel"))]
+        {
+            let _ = (rule, on, input);
+            None
+        }
+        #[cfg(feature = "cel")]
+        {
+            let when = rule.stop_when.as_ref()?;
+            match when.eval(input.get(on.raw, on.state)) {
+                Ok(holds) => Some(holds),
+                Err(err) => {
+                    tracing::warn!(trigger = %rule.name, id = on.event.id(), error = %err, "`stop_when` failed; counted as false");
+                    Some(false)
+                }
+            }
+        }
+    }
+
+    /// Why a start that matched must not fire because it was delivered late:
+    /// an event of the rule's `stop_on` types newer than it was seen in the
+    /// room already, so delivered in order its assistant would have been
+    /// stopped (and, started now, nothing would stop it).
+    fn stale(&self, rule: &Rule, event: &WebhookEvent, room: Option<&RoomKey>) -> Option<String> {
+        if rule.stop_on.is_empty() {
+            return None;
+        }
+        let (room, at) = (room?, event.created_at_millis()?);
+        rule.stop_on.iter().find_map(|stop| {
+            let newest = self.rooms.newest(room, stop.as_str())?;
+            (at < newest).then(|| {
+                format!("delivered after a newer `{stop}` in the room: its assistant would already be stopped")
+            })
+        })
+    }
+
+    /// Releases the claims whose `stop_after` has passed at `now` and stops
+    /// their assistants: what [`decide`](Self::decide) does for a stop, when
+    /// its time comes.
+    pub fn fire_due(&self, now: Instant) -> Decision {
+        let due = self.claims.take_due(now);
+        let mut decision = Decision::default();
+        if due.is_empty() {
+            return decision;
+        }
+        let rules = self.rules();
+        // One stop per webhook that asked for it (and rule), as `decide` would
+        // have made at once.
+        let mut groups: Vec<(Arc<str>, String, Vec<Released>)> = Vec::new();
+        for released in due {
+            let Some(stop) = &released.stop else { continue };
+            let id = stop.webhook.id().to_owned();
+            match groups
+                .iter_mut()
+                .find(|(rule, event, _)| *rule == stop.rule && *event == id)
+            {
+                Some((_, _, group)) => group.push(released),
+                None => groups.push((stop.rule.clone(), id, vec![released])),
+            }
+        }
+        for (rule, _, released) in groups {
+            let Some(stop) = released[0].stop.clone() else {
+                continue;
+            };
+            let room = released[0].key.room.clone();
+            let state = self.rooms.get(&room);
+            let on = On {
+                event: &stop.webhook,
+                raw: &stop.raw,
+                room_url: stop.room_url.as_deref(),
+                room: Some(&room),
+                state: state.as_ref(),
+            };
+            decision.stop(&rule, released, &rules, &on);
+        }
+        decision
+    }
+
+    /// When the earliest pending stop is due, if any.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.claims.next_due()
     }
 
     /// Why `rule` does not match, or `None` when it does.
@@ -450,11 +787,7 @@ impl Engine {
         #[cfg(feature = "cel")]
         {
             let when = rule.when.as_ref()?;
-            let input = input.input.get_or_insert_with(|| {
-                let json = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
-                WhenInput::new(&json, room)
-            });
-            match when.eval(input) {
+            match when.eval(input.get(raw, room)) {
                 Ok(true) => None,
                 Ok(false) => Some("`when` is false".to_owned()),
                 Err(err) => {
@@ -466,12 +799,23 @@ impl Engine {
     }
 }
 
-/// What `when` sees of one event: the webhook as JSON is only needed there, so
-/// it is converted at most once, for the first rule that has a `when`.
+/// What `when` and `stop_when` see of one event: the webhook as JSON is only
+/// needed there, so it is converted at most once, for the first rule that
+/// has a condition.
 #[derive(Default)]
 struct WhenCache {
     #[cfg(feature = "cel")]
     input: Option<WhenInput>,
+}
+
+#[cfg(feature = "cel")]
+impl WhenCache {
+    fn get(&mut self, raw: &Bytes, room: Option<&RoomView>) -> &WhenInput {
+        self.input.get_or_insert_with(|| {
+            let json = serde_json::from_slice(raw).unwrap_or(serde_json::Value::Null);
+            WhenInput::new(&json, room)
+        })
+    }
 }
 
 #[cfg(test)]

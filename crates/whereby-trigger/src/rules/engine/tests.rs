@@ -1,6 +1,7 @@
 use super::*;
 use serde_json::json;
 use std::sync::Mutex;
+use whereby_webhook::EventType;
 
 /// An action that records what it is asked to do.
 #[derive(Default)]
@@ -42,7 +43,7 @@ fn decide(engine: &Engine, e: &(WebhookEvent, Bytes)) -> Decision {
     engine.decide(
         &e.0,
         &e.1,
-        "https://acme.whereby.com/standup-3f9a2c",
+        Some("https://acme.whereby.com/standup-3f9a2c"),
         Instant::now(),
     )
 }
@@ -192,7 +193,7 @@ fn a_released_claim_lets_the_rule_fire_again() {
     assert!(d.fired());
     // The assistant ended: its action releases the claim.
     let key = match &d.verdicts[0] {
-        Verdict::Fired { claim, .. } => claim.clone(),
+        Verdict::Fired { claim, .. } => claim.clone().unwrap(),
         other => panic!("{other:?}"),
     };
     assert!(!decide(&engine, &b).fired());

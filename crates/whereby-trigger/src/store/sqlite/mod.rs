@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim};
+use super::{
+    Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim, StoredStop,
+};
 use crate::util::now_ms;
 
 /// How long a commit waits for a lock held by another process (`outbox`).
@@ -33,7 +35,12 @@ pub const DB_FILE: &str = "whereby-trigger.sqlite3";
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS event_log (id TEXT NOT NULL, at_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS event_log_at ON event_log (at_ms);
-CREATE TABLE IF NOT EXISTS claims (key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    expires_ms INTEGER NOT NULL,
+    holder TEXT NOT NULL DEFAULT '',
+    stop TEXT
+);
 CREATE TABLE IF NOT EXISTS rooms (key TEXT PRIMARY KEY, state TEXT NOT NULL, seen_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
@@ -42,6 +49,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     action TEXT NOT NULL,
     claim TEXT NOT NULL,
     room_url TEXT NOT NULL,
+    room TEXT,
     webhook TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
@@ -206,10 +214,19 @@ impl SqliteStore {
 }
 
 /// The schema version `PRAGMA user_version` holds once [`migrate`] has run.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Columns added after a table was first created, with their definition:
+/// version 2 keeps a claim's holder and pending stop, and a delivery's room.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("claims", "holder", "TEXT NOT NULL DEFAULT ''"),
+    ("claims", "stop", "TEXT"),
+    ("deliveries", "room", "TEXT"),
+];
 
 /// Brings a database written by an earlier version up to [`SCHEMA`], in one
-/// transaction: version 0 kept ids in `event_ids`, keyed by id.
+/// transaction: version 0 kept ids in `event_ids`, keyed by id; before
+/// version 2 the tables lacked [`ADDED_COLUMNS`].
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     if version >= SCHEMA_VERSION {
@@ -221,6 +238,18 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         |row| row.get(0),
     )?;
     let mut upgrade = String::from("BEGIN IMMEDIATE;");
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            params![table, column],
+            |row| row.get(0),
+        )?;
+        if !present {
+            upgrade.push_str(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition};"
+            ));
+        }
+    }
     if old_ids {
         upgrade.push_str(
             "INSERT INTO event_log (id, at_ms) SELECT id, at_ms FROM event_ids ORDER BY at_ms;
@@ -259,7 +288,7 @@ fn read_deliveries(conn: &Connection) -> Result<Vec<Delivery>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT id, trigger, kind, action, claim, room_url, webhook, attempts, created_ms, \
-             status, last_error FROM deliveries ORDER BY created_ms, id",
+             status, last_error, room FROM deliveries ORDER BY created_ms, id",
         )
         .map_err(read_error)?;
     let rows = stmt
@@ -281,6 +310,7 @@ fn read_deliveries(conn: &Connection) -> Result<Vec<Delivery>, StoreError> {
                     DeliveryStatus::Pending
                 },
                 last_error: row.get(10)?,
+                room: row.get(11)?,
             })
         })
         .map_err(read_error)?;
@@ -305,12 +335,17 @@ impl Store for SqliteStore {
             })
             .map_err(read_error)?;
         let claims = conn
-            .prepare("SELECT key, expires_ms FROM claims")
+            .prepare("SELECT key, expires_ms, holder, stop FROM claims")
             .and_then(|mut stmt| {
                 stmt.query_map([], |row| {
+                    let stop: Option<String> = row.get(3)?;
                     Ok(StoredClaim {
                         key: row.get(0)?,
                         expires_ms: row.get(1)?,
+                        holder: row.get(2)?,
+                        // An unreadable stop is no stop: the claim still ends
+                        // with its lease.
+                        stop: stop.and_then(|json| serde_json::from_str(&json).ok()),
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()
@@ -388,6 +423,11 @@ impl Store for SqliteStore {
     }
 }
 
+fn stop_json(stop: &StoredStop) -> String {
+    // A struct of strings and integers always serialises.
+    serde_json::to_string(stop).unwrap_or_default()
+}
+
 /// Statements are cached on the connection: parsing SQL for every row was a
 /// visible part of a group commit's time.
 fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<usize> {
@@ -396,8 +436,21 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
             .prepare_cached("INSERT INTO event_log (id, at_ms) VALUES (?1, ?2)")?
             .execute(params![id, at_ms]),
         Change::Claim(claim) => tx
-            .prepare_cached("INSERT OR REPLACE INTO claims (key, expires_ms) VALUES (?1, ?2)")?
-            .execute(params![claim.key, claim.expires_ms]),
+            .prepare_cached(
+                "INSERT OR REPLACE INTO claims (key, expires_ms, holder, stop) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                claim.key,
+                claim.expires_ms,
+                claim.holder,
+                claim.stop.as_ref().map(stop_json)
+            ]),
+        Change::ScheduleStop { key, stop } => tx
+            .prepare_cached("UPDATE claims SET stop = ?2 WHERE key = ?1")?
+            .execute(params![key, stop_json(stop)]),
+        Change::CancelStop { key } => tx
+            .prepare_cached("UPDATE claims SET stop = NULL WHERE key = ?1")?
+            .execute(params![key]),
         Change::ReleaseClaim { key } => tx
             .prepare_cached("DELETE FROM claims WHERE key = ?1")?
             .execute(params![key]),
@@ -413,8 +466,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
         Change::Enqueue(d) => tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO deliveries (id, trigger, kind, action, claim, room_url, \
-             webhook, attempts, created_ms, status, last_error) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+             webhook, attempts, created_ms, status, last_error, room) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 d.id,
@@ -427,7 +480,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
                 d.attempts,
                 d.created_ms,
                 d.status.as_str(),
-                d.last_error
+                d.last_error,
+                d.room
             ]),
         Change::Done { id } => tx
             .prepare_cached("DELETE FROM deliveries WHERE id = ?1")?

@@ -8,6 +8,7 @@ fn delivery(id: &str, created_ms: i64) -> Delivery {
         action: "start".into(),
         claim: "t:acme/r".into(),
         room_url: "https://acme.whereby.com/r".into(),
+        room: None,
         webhook: "{}".into(),
         attempts: 0,
         created_ms,
@@ -40,6 +41,8 @@ fn state_survives_reopening() {
                 Change::Claim(StoredClaim {
                     key: "t:acme/r".into(),
                     expires_ms: 10_000,
+                    holder: "t".into(),
+                    stop: None,
                 }),
                 Change::Room {
                     key: "acme/r".into(),
