@@ -43,7 +43,7 @@ use whereby_webhook::{AnyEventType, RoomUrlError};
 use crate::actions::forward::{
     DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_AGE, ForwardSpec, RetryPolicy,
 };
-use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode};
+use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode, WhenFull};
 use crate::actions::template::Template;
 use crate::limits::Limits;
 #[cfg(feature = "cel")]
@@ -353,10 +353,14 @@ impl Config {
             if let Some(run) = &t.run {
                 let argv: Vec<String> = run.command.iter().map(ToString::to_string).collect();
                 out.push_str(&format!(
-                    "    run {:?} (timeout {}s, at most {} at once)\n",
+                    "    run {:?} (timeout {}s, at most {} at once, {})\n",
                     argv,
                     run.timeout.as_secs(),
-                    run.max_running
+                    run.max_running,
+                    match run.when_full {
+                        WhenFull::Wait => "further starts wait",
+                        WhenFull::Drop => "further starts dropped",
+                    }
                 ));
             }
             #[cfg(feature = "forward")]

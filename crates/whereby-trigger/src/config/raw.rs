@@ -72,6 +72,8 @@ pub(super) struct RawRun {
     pub(super) timeout: Option<String>,
     pub(super) stop_grace: Option<String>,
     pub(super) max_running: Option<usize>,
+    // Read as any value, so that an unknown one is an error that names its key.
+    pub(super) when_full: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]

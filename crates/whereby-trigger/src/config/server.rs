@@ -201,7 +201,7 @@ fn positive_duration(value: &toml::Value) -> Result<Duration, String> {
 }
 
 /// The complaint about a value of the wrong TOML type.
-fn wrong_type(value: &toml::Value, expected: &str) -> String {
+pub(super) fn wrong_type(value: &toml::Value, expected: &str) -> String {
     let found = match value {
         toml::Value::Integer(n) => format!("integer `{n}`"),
         toml::Value::Float(x) => format!("float `{x}`"),

@@ -39,7 +39,7 @@ when = 'data.subdomain == "acme" && room.numClients >= 2'
 once_per = "session"
 lease = "12h"
 stop_on = ["room.session.ended"]
-run = { command = ["python3", "assistant.py", "--room", "{roomUrl}"], stdin = "event", timeout = "4h", stop_grace = "10s", max_running = 50, restart = "always", max_restarts = 3 }
+run = { command = ["python3", "assistant.py", "--room", "{roomUrl}"], stdin = "event", timeout = "4h", stop_grace = "10s", max_running = 50, when_full = "drop", restart = "always", max_restarts = 3 }
 forward = { url = "http://127.0.0.1:9000/assistants", timeout = "5s", headers = { Authorization = "Bearer ${ASSISTANT_API_TOKEN}" }, max_attempts = 12, max_age = "30m" }
 stdout = true
 "#;
@@ -68,6 +68,7 @@ fn the_full_example_loads() {
     let run = t.run.as_ref().unwrap();
     assert_eq!(run.command.len(), 4);
     assert_eq!(run.max_running, 50);
+    assert_eq!(run.when_full, WhenFull::Drop);
     assert_eq!(run.restart, crate::actions::run::RestartPolicy::Always);
     assert_eq!(run.max_restarts, 3);
     assert_eq!(
@@ -479,6 +480,45 @@ fn expansion() {
     assert!(expand("${UNSET_X}", &env).unwrap_err().contains("UNSET_X"));
     assert!(expand("${A", &env).is_err());
     assert!(expand("${A-B}", &env).is_err());
+}
+
+#[test]
+fn run_when_full_defaults_to_wait_and_refuses_other_values_naming_the_key() {
+    let run = |extra: &str| {
+        format!(
+            "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\n\
+             run = {{ command = [\"x\"]{extra} }}\n"
+        )
+    };
+    let when_full = |toml: &str| {
+        let config = Config::from_toml(toml, &env).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        config.triggers[0].run.as_ref().unwrap().when_full
+    };
+    assert_eq!(when_full(&run("")), WhenFull::Wait);
+    assert_eq!(when_full(&run(", when_full = \"wait\"")), WhenFull::Wait);
+    assert_eq!(when_full(&run(", when_full = \"drop\"")), WhenFull::Drop);
+    for (value, says) in [
+        (
+            "\"sometimes\"",
+            "unknown variant `sometimes`, expected `wait` or `drop`",
+        ),
+        // As `stdin` and `restart`: lowercase only.
+        ("\"Drop\"", "unknown variant `Drop`"),
+        ("\"\"", "unknown variant ``"),
+        (
+            "true",
+            "expected \"wait\" or \"drop\", found boolean `true`",
+        ),
+        ("1", "found integer `1`"),
+    ] {
+        let toml = run(&format!(", when_full = {value}"));
+        let e = errors(&toml);
+        assert_eq!(e.len(), 1, "{toml}: {e:?}");
+        assert_eq!(e[0].line, Some(4), "{toml}: {e:?}");
+        assert_eq!(e[0].trigger.as_deref(), Some("t"), "{toml}: {e:?}");
+        assert!(e[0].message.starts_with("run.when_full: "), "{toml}: {e:?}");
+        assert!(e[0].message.contains(says), "{toml}: {e:?}");
+    }
 }
 
 #[test]

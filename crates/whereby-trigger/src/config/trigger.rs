@@ -1,5 +1,6 @@
 //! `[[trigger]]`: events, `when`, `once_per`, `stop_on` and the actions.
 
+use super::server::wrong_type;
 use super::*;
 
 /// One `[[trigger]]`, validated and compiled.
@@ -246,6 +247,7 @@ fn run_spec(
             fail,
         ),
         max_running: run.max_running.unwrap_or(DEFAULT_MAX_RUNNING),
+        when_full: when_full(run.when_full, fail),
         restart: run.restart.unwrap_or_default(),
         max_restarts: run.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS),
     };
@@ -253,6 +255,23 @@ fn run_spec(
         fail(format!("run: {err}"));
     }
     spec
+}
+
+/// `run.when_full`, read by [`WhenFull`]'s own `Deserialize` so that the file
+/// takes exactly what a user of the library can write.
+fn when_full(value: Option<toml::Value>, fail: &mut dyn FnMut(String)) -> WhenFull {
+    use serde::de::value::{Error, StrDeserializer};
+    let read = match value {
+        None => return WhenFull::default(),
+        Some(toml::Value::String(text)) => {
+            WhenFull::deserialize(StrDeserializer::<Error>::new(&text)).map_err(|e| e.to_string())
+        }
+        Some(other) => Err(wrong_type(&other, "\"wait\" or \"drop\"")),
+    };
+    read.unwrap_or_else(|message| {
+        fail(format!("run.when_full: {message}"));
+        WhenFull::default()
+    })
 }
 
 #[cfg(feature = "forward")]

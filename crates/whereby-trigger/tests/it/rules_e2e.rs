@@ -1,7 +1,7 @@
 //! End-to-end: config-driven rules and actions against the real
 //! `whereby-trigger` binary — `check`, `serve --config` with `run`, `forward`
 //! and `stdout`, room state in `when`, SIGHUP reload, `serve --record` and
-//! `replay`, and shutdown with assistants running.
+//! `replay`, shutdown with assistants running, and `run.when_full = "drop"`.
 //!
 //! Everything is on loopback: the server listens on `127.0.0.1:0`, `forward`
 //! goes to `common::receiver` on `127.0.0.1:0`, and the `run` action
@@ -1277,4 +1277,117 @@ fn assistants_die_with_a_killed_server() {
     // No chance to clean up: the kernel must take the child along.
     ASSISTANT.wait_gone(assistant.pid);
     assert!(!term_marker(&procs, assistant.pid).exists());
+}
+
+// ===========================================================================
+// 7. max_running with when_full = "drop"
+
+/// Whether a log line has the field `name` with the string `value`.
+fn has_field(line: &str, name: &str, value: &str) -> bool {
+    let field = format!("{name}={value:?}");
+    line.split_whitespace().any(|word| word == field)
+}
+
+/// `outbox list --data-dir data`'s lines (exit 0 asserted).
+fn outbox_list(data: &Path) -> Vec<String> {
+    let out = command()
+        .args(["outbox", "list", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("run outbox list");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    stdout.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn past_max_running_when_full_drop_refuses_a_start_and_frees_its_room() {
+    let dir = TempDir::new("when-full-drop");
+    let procs = dir.sub("procs");
+    let data = dir.sub("data");
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!(
+            "{VERIFY}\n[[trigger]]\nname = \"solo\"\non = [\"room.client.joined\"]\nonce_per = \"room\"\nstop_on = [\"room.session.ended\"]\n{}\n",
+            run_table(&procs, "term", ", max_running = 1, when_full = \"drop\"")
+        ),
+    );
+    let server = serve(
+        &config,
+        &["--data-dir", data.to_str().expect("a UTF-8 path")],
+    );
+    let join = |id: &str, room: &str| server.send("room.client.joined", id, &["--room-name", room]);
+    // The drop is logged before the webhook is answered, and nothing of a
+    // dropped start runs later: its log line is the sign that it is over.
+    let dropped = |id: &str| {
+        server
+            .stderr
+            .wait_line(&format!("the drop of {id}"), 0, |l| {
+                l.contains("start dropped") && has_field(l, "id", id)
+            })
+    };
+
+    // Room A takes the only slot.
+    assert_eq!(join("j-a", "/room-a"), "triggered");
+    let a = wait_started(&procs, 1)[0].clone();
+
+    // Room B fires (its claim was free) but its start is dropped.
+    assert_eq!(join("j-b1", "/room-b"), "triggered");
+    let line = dropped("j-b1");
+    for needle in ["WARN", "trigger=solo", "room=acme/room-b"] {
+        assert!(line.contains(needle), "{needle} not in {line}");
+    }
+    assert_eq!(started_in(&procs).len(), 1, "no assistant for room B");
+    assert!(ASSISTANT.alive(a.pid));
+    assert!(!term_marker(&procs, a.pid).exists());
+
+    // Its claim was released: another join in B fires again (and is dropped
+    // again), where a held claim would have suppressed it. A stays claimed.
+    assert_eq!(join("j-b2", "/room-b"), "triggered");
+    dropped("j-b2");
+    assert_eq!(join("j-a2", "/room-a"), "not_matched");
+
+    // The dropped deliveries are done: they leave the outbox, neither dead nor
+    // pending, while A's (running) stays pending.
+    let list = poll("the dropped deliveries to leave the outbox", || {
+        let list = outbox_list(&data);
+        (!list.iter().any(|l| l.starts_with("solo:j-b"))).then_some(list)
+    });
+    assert!(
+        list.iter()
+            .any(|l| l.starts_with("solo:j-a:") && l.contains("\tpending\t")),
+        "{list:#?}"
+    );
+    assert_eq!(started_in(&procs).len(), 1);
+
+    // A's session ends. Its slot frees just after its process is reaped, so a
+    // join in between is still dropped: join B again until one is admitted.
+    server.send("room.session.ended", "e-a", &["--room-name", "/room-a"]);
+    ASSISTANT.wait_terminated(&procs, a.pid);
+    let mut attempt = 0;
+    let admitted = poll("a join in room B to start an assistant", || {
+        attempt += 1;
+        let id = format!("j-b-again-{attempt}");
+        assert_eq!(join(&id, "/room-b"), "triggered");
+        let line = server
+            .stderr
+            .wait_line(&format!("the fate of {id}"), 0, |l| {
+                has_field(l, "id", &id) && (l.contains("start dropped") || l.contains(" started "))
+            });
+        (!line.contains("start dropped")).then_some(id)
+    });
+    let both = wait_started(&procs, 2);
+    let b = both
+        .iter()
+        .find(|s| s.pid != a.pid)
+        .expect("an assistant for room B");
+    assert_eq!(
+        b.env.get("WHEREBY_EVENT_ID").map(String::as_str),
+        Some(admitted.as_str())
+    );
+    assert_eq!(
+        b.env.get("WHEREBY_ROOM_NAME").map(String::as_str),
+        Some("/room-b")
+    );
+    drop(server.stop());
 }

@@ -1,6 +1,7 @@
 //! The `run` action with real child processes: what the child gets (argv,
 //! environment, stdin), what reaches the log, how it is stopped (timeout, stop
-//! event, shutdown, a crashed server), and the `max_running` queue.
+//! event, shutdown, a crashed server), and the `max_running` queue (or, with
+//! `when_full = "drop"`, the refusal).
 //!
 //! The children are `tests/scripts/record.py`, which records how it was started,
 //! and `tests/scripts/hold.sh`, which runs until told to go, handling or ignoring
@@ -18,9 +19,9 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
-use whereby_trigger::actions::run::{RestartPolicy, RunAction, RunSpec, StdinMode};
+use whereby_trigger::actions::run::{RestartPolicy, RunAction, RunSpec, StdinMode, WhenFull};
 use whereby_trigger::actions::template::Template;
-use whereby_trigger::actions::{Action, ActionEvent, ActionKind};
+use whereby_trigger::actions::{Action, ActionEvent, ActionKind, DeliveryLedger, DeliveryTicket};
 use whereby_trigger::state::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
 use whereby_trigger::state::room::RoomKey;
 
@@ -156,6 +157,7 @@ fn spec(command: &[&str]) -> RunSpec {
         timeout: Duration::from_secs(60),
         stop_grace: Duration::from_secs(5),
         max_running: 8,
+        when_full: WhenFull::Wait,
         // These tests are about one run of a child; restarts have their own.
         restart: RestartPolicy::No,
         max_restarts: 0,
@@ -270,6 +272,45 @@ fn start_all<const N: usize>(
 fn stop(trigger: &str, name: &str) -> Arc<ActionEvent> {
     let webhook = webhook("room.session.ended", name, |_| {});
     action_event(ActionKind::Stop, trigger, &webhook, None)
+}
+
+/// What became of deliveries, in order: `done ID`, `dead ID`, `released ID
+/// finished|pending`.
+#[derive(Default)]
+struct Ledger(Mutex<Vec<String>>);
+
+impl Ledger {
+    fn push(&self, entry: String) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(entry);
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl DeliveryLedger for Ledger {
+    fn done(&self, id: &str) {
+        self.push(format!("done {id}"));
+    }
+    fn attempted(&self, id: &str, attempts: u32, _: &str) {
+        self.push(format!("attempted {id} {attempts}"));
+    }
+    fn dead(&self, id: &str, _: &str) {
+        self.push(format!("dead {id}"));
+    }
+    fn released(&self, id: &str, finished: bool) {
+        let how = if finished { "finished" } else { "pending" };
+        self.push(format!("released {id} {how}"));
+    }
+}
+
+/// `event` carrying delivery `id`, whose fate goes to `ledger`.
+fn delivered(event: Arc<ActionEvent>, id: &str, ledger: &Arc<Ledger>) -> Arc<ActionEvent> {
+    let mut event = Arc::unwrap_or_clone(event);
+    let ledger: Arc<dyn DeliveryLedger> = ledger.clone();
+    event.delivery = Some(DeliveryTicket::new(id.to_owned(), 0, 0, ledger));
+    Arc::new(event)
 }
 
 fn held(claim: &ClaimHandle) -> bool {
@@ -599,6 +640,94 @@ async fn past_max_running_starts_wait_in_order() {
     eventually(T, "the last slot to be freed", || action.running() == 0).await;
     assert_eq!(dir.read("order"), "a\nb\nc\n");
     assert!(!held(&claim_b));
+}
+
+#[tokio::test]
+async fn past_max_running_when_full_drop_refuses_a_start_at_once() {
+    const T: &str = "when-full-drop";
+    captured();
+    let dir = TempDir::new(T);
+    let action = hold_action(T, &dir, |spec| {
+        spec.max_running = 1;
+        spec.when_full = WhenFull::Drop;
+    });
+    let claims = Claims::new();
+    let [claim_a] = start_all(&action, &claims, T, ["a"]);
+    eventually(T, "a to start", || dir.exists("a.started")).await;
+
+    let ledger = Arc::new(Ledger::default());
+    let (b, claim_b) = start(&claims, T, "b", |_| {});
+    action.start(delivered(b, "delivery-b", &ledger));
+    // Refused before `start` returned: nothing waits, the claim is free for a
+    // later event, and the delivery is done (not dead, not left pending).
+    assert!(!held(&claim_b));
+    assert_eq!(
+        (action.running(), action.waiting(), action.dropped()),
+        (1, 0, 1)
+    );
+    assert_eq!(
+        ledger.entries(),
+        ["done delivery-b", "released delivery-b finished"]
+    );
+    let line = logged(T, &["start dropped", "room=acme/b"]);
+    let line = line.unwrap_or_else(|| panic!("no drop in the log: {:#?}", logs(T)));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("id=\"b-room.client.joined-"), "{line}");
+    // a runs on, untouched.
+    assert!(held(&claim_a));
+    assert!(HOLD.alive(dir.pid("a")));
+    assert!(!dir.exists("a.term"));
+
+    // Once a's slot is free, the next start runs.
+    dir.go("a");
+    eventually(T, "a's claim to be released", || !held(&claim_a)).await;
+    eventually(T, "a's slot to be freed", || action.running() == 0).await;
+    let [claim_c] = start_all(&action, &claims, T, ["c"]);
+    eventually(T, "c to start", || dir.exists("c.started")).await;
+    dir.go("c");
+    eventually(T, "c's claim to be released", || !held(&claim_c)).await;
+    assert_eq!(dir.read("order"), "a\nc\n");
+    assert_eq!(action.dropped(), 1);
+}
+
+#[tokio::test]
+async fn a_reconfigured_when_full_applies_to_later_starts() {
+    const T: &str = "when-full-reconfigure";
+    captured();
+    let dir = TempDir::new(T);
+    let action = hold_action(T, &dir, |spec| spec.max_running = 1);
+    let claims = Claims::new();
+    let [claim_a, claim_b] = start_all(&action, &claims, T, ["a", "b"]);
+    eventually(T, "a to start", || dir.exists("a.started")).await;
+    assert_eq!(action.waiting(), 1);
+
+    // To `drop`: b, which already waits, keeps its place; c is refused.
+    let mut dropping = hold(&dir);
+    dropping.max_running = 1;
+    dropping.when_full = WhenFull::Drop;
+    action.reconfigure(dropping);
+    let [claim_c] = start_all(&action, &claims, T, ["c"]);
+    assert!(!held(&claim_c));
+    assert!(held(&claim_b));
+    assert_eq!((action.waiting(), action.dropped()), (1, 1));
+
+    // Back to `wait`: d waits behind b.
+    let mut waiting = hold(&dir);
+    waiting.max_running = 1;
+    action.reconfigure(waiting);
+    let [claim_d] = start_all(&action, &claims, T, ["d"]);
+    assert!(held(&claim_d));
+    assert_eq!((action.waiting(), action.dropped()), (2, 1));
+
+    dir.go("a");
+    eventually(T, "b to start", || dir.exists("b.started")).await;
+    dir.go("b");
+    eventually(T, "d to start", || dir.exists("d.started")).await;
+    dir.go("d");
+    eventually(T, "d's claim to be released", || !held(&claim_d)).await;
+    eventually(T, "the last slot to be freed", || action.running() == 0).await;
+    assert_eq!(dir.read("order"), "a\nb\nd\n");
+    assert!(!held(&claim_a) && !held(&claim_b));
 }
 
 #[tokio::test]

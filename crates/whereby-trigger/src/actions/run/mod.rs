@@ -9,8 +9,11 @@
 //!
 //! # Lifetime of a child
 //!
-//! - At most `max_running` children of a trigger run at once; further starts wait
-//!   in order, in a queue.
+//! - At most `max_running` children of a trigger run at once. Further starts
+//!   wait in order, in a queue (`when_full = "wait"`, the default), or are
+//!   dropped at once (`"drop"`): claim released, delivery done, counted by
+//!   [`RunAction::dropped`]. A dropped start never runs, not even after a
+//!   restart of the server.
 //! - Past `timeout`, on a `stop_on` event for its room ([`Action::stop`]), or on
 //!   [`RunAction::shutdown`], the child's process group gets SIGTERM, then
 //!   SIGKILL after `stop_grace`. A group of its own, so that a wrapper script
@@ -40,6 +43,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -63,9 +67,9 @@ pub use spec::*;
 /// (as `Arc<dyn Action>`) and by whoever reloads the config and stops the server
 /// ([`reconfigure`](RunAction::reconfigure), [`shutdown`](RunAction::shutdown)).
 /// Keep one action per trigger across reloads, so that its running children, its
-/// queue and its `max_running` carry over. The children are supervised by tasks
-/// that keep what they need alive, so dropping the action does not stop them;
-/// [`shutdown`](RunAction::shutdown) does.
+/// queue, its `max_running` and its count of dropped starts carry over. The
+/// children are supervised by tasks that keep what they need alive, so dropping
+/// the action does not stop them; [`shutdown`](RunAction::shutdown) does.
 ///
 /// [`Action::start`] must be called within a Tokio runtime (it spawns the task
 /// that supervises the child); outside one, the start is refused and logged.
@@ -79,6 +83,7 @@ impl fmt::Debug for RunAction {
             .field("trigger", &self.inner.trigger)
             .field("running", &self.running())
             .field("waiting", &self.waiting())
+            .field("dropped", &self.dropped())
             .finish()
     }
 }
@@ -88,6 +93,8 @@ struct Inner {
     state: Mutex<State>,
     /// Pinged whenever a slot frees, so that `shutdown` can wait for the last.
     freed: watch::Sender<()>,
+    /// Starts refused by `when_full = "drop"`, for metrics.
+    dropped: AtomicU64,
 }
 
 struct State {
@@ -153,6 +160,7 @@ impl RunAction {
                     closed: false,
                 }),
                 freed,
+                dropped: AtomicU64::new(0),
             }),
         })
     }
@@ -160,7 +168,8 @@ impl RunAction {
     /// Applies a reloaded config. Children that are running keep the spec they
     /// started with; starts still waiting have not started and use the new one.
     /// A higher `max_running` starts waiting ones at once; a lower one applies as
-    /// running children end.
+    /// running children end. A changed `when_full` applies to later starts:
+    /// those already waiting keep their place.
     pub fn reconfigure(&self, spec: RunSpec) {
         let jobs = {
             let mut state = self.inner.lock();
@@ -178,6 +187,12 @@ impl RunAction {
     /// Starts waiting for a slot (behind `max_running`).
     pub fn waiting(&self) -> usize {
         self.inner.lock().queue.len()
+    }
+
+    /// Starts refused because `max_running` children held a slot and
+    /// `when_full` was `drop`, since the action was made.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Stops everything for a server that is stopping: waiting starts are
@@ -226,9 +241,10 @@ impl Action for RunAction {
         "run"
     }
 
-    /// A start's delivery is done when its assistant has ended for good; one
-    /// stopped by the server's shutdown stays pending, so that the next start of
-    /// the server starts it again while its claim holds.
+    /// A start's delivery is done when its assistant has ended for good, or at
+    /// once when `when_full = "drop"` refuses it; one stopped by the server's
+    /// shutdown stays pending, so that the next start of the server starts it
+    /// again while its claim holds.
     fn tracks_delivery(&self) -> bool {
         true
     }
@@ -245,6 +261,13 @@ impl Action for RunAction {
             if state.closed {
                 drop(state);
                 self.inner.cancel_waiting(&event, "server shutting down");
+                return;
+            }
+            let limit = state.spec.max_running.max(1);
+            if state.spec.when_full == WhenFull::Drop && state.active.len() >= limit {
+                let running = state.active.len();
+                drop(state);
+                self.inner.drop_full(&event, running, limit);
                 return;
             }
             state.queue.push_back(event.clone());
@@ -368,6 +391,18 @@ impl Inner {
         };
         self.freed.send_replace(());
         launch(jobs);
+    }
+
+    /// Refuses a start for `when_full = "drop"`. Its delivery is done, not
+    /// dead: dropping it was the decision, and a restart must not undo it.
+    fn drop_full(&self, event: &ActionEvent, running: usize, max_running: usize) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(trigger = %self.trigger, room = %event.room, id = event.event_id(),
+            running, max_running, "max_running reached: start dropped (when_full = \"drop\")");
+        release(event);
+        if let Some(ticket) = &event.delivery {
+            ticket.done();
+        }
     }
 
     fn cancel_waiting(&self, event: &ActionEvent, why: &str) {

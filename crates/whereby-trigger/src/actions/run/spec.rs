@@ -1,5 +1,5 @@
 //! What a `run` action is configured with: the command, its stdin, time-out,
-//! grace, concurrency and restart policy.
+//! grace, concurrency (and what a start past it does) and restart policy.
 
 use super::*;
 
@@ -31,6 +31,21 @@ pub enum RestartPolicy {
     Always,
 }
 
+/// What a start does when `max_running` children of its trigger already hold a
+/// slot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Waits in the trigger's queue, in order, until a slot frees (the default).
+    #[default]
+    Wait,
+    /// Is refused at once: its claim is released, so that a later event can
+    /// start the room's assistant, and its delivery is done, so that a restart
+    /// does not start it after all.
+    Drop,
+}
+
 /// Default `run.max_restarts`.
 pub const DEFAULT_MAX_RESTARTS: u32 = 5;
 
@@ -55,6 +70,8 @@ pub struct RunSpec {
     /// [`RunSpec::validate`] and treated as `1` at run time, so that a queue can
     /// never be stuck for good.
     pub max_running: usize,
+    /// What a start past `max_running` does.
+    pub when_full: WhenFull,
     /// When a child that ended on its own is started again.
     pub restart: RestartPolicy,
     /// Most restarts of one start; past it the claim is released and the

@@ -32,6 +32,7 @@ fn spec(command: &[&str]) -> RunSpec {
         timeout: Duration::from_secs(60),
         stop_grace: Duration::from_secs(1),
         max_running: 1,
+        when_full: WhenFull::Wait,
         restart: RestartPolicy::No,
         max_restarts: 0,
     }
@@ -49,6 +50,20 @@ fn stdin_mode_reads_lowercase_and_defaults_to_event() {
     );
     assert!(serde_json::from_str::<StdinMode>(r#""None""#).is_err());
     assert_eq!(StdinMode::default(), StdinMode::Event);
+}
+
+#[test]
+fn when_full_reads_lowercase_and_defaults_to_wait() {
+    assert_eq!(
+        serde_json::from_str::<WhenFull>(r#""wait""#).unwrap(),
+        WhenFull::Wait
+    );
+    assert_eq!(
+        serde_json::from_str::<WhenFull>(r#""drop""#).unwrap(),
+        WhenFull::Drop
+    );
+    assert!(serde_json::from_str::<WhenFull>(r#""Drop""#).is_err());
+    assert_eq!(WhenFull::default(), WhenFull::Wait);
 }
 
 #[test]
