@@ -397,7 +397,7 @@ impl Inner {
     /// dead: dropping it was the decision, and a restart must not undo it.
     fn drop_full(&self, event: &ActionEvent, running: usize, max_running: usize) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(trigger = %self.trigger, room = %event.room, id = event.event_id(),
+        tracing::warn!(trigger = %self.trigger, room = %event.room_label(), id = event.event_id(),
             running, max_running, "max_running reached: start dropped (when_full = \"drop\")");
         release(event);
         if let Some(ticket) = &event.delivery {

@@ -219,3 +219,99 @@ fn a_failed_batch_applies_nothing() {
     assert!(store.load(2, 1_000, 1_000).unwrap().ids.is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_claim_keeps_its_holder_and_pending_stop_until_cancelled_or_released() {
+    let dir = temp_dir("stops");
+    let stop = StoredStop {
+        due_ms: 5_000,
+        rule: "leave".into(),
+        cause: "stop_when".into(),
+        room_url: "https://acme.whereby.com/r".into(),
+        webhook: r#"{"id":"l1"}"#.into(),
+    };
+    {
+        let store = SqliteStore::open(&dir).unwrap();
+        store
+            .commit(&[
+                Change::Claim(StoredClaim {
+                    key: "assistant:acme/r".into(),
+                    expires_ms: 10_000,
+                    holder: "on-invite".into(),
+                    stop: None,
+                }),
+                Change::ScheduleStop {
+                    key: "assistant:acme/r".into(),
+                    stop: stop.clone(),
+                },
+                Change::Enqueue(Delivery {
+                    room: Some(r#"{"numClients":2}"#.into()),
+                    ..delivery("d1", 1_000)
+                }),
+            ])
+            .unwrap();
+    }
+    let store = SqliteStore::open(&dir).unwrap();
+    let snap = store.load(2_000, 60_000, 60_000).unwrap();
+    assert_eq!(
+        snap.claims,
+        [StoredClaim {
+            key: "assistant:acme/r".into(),
+            expires_ms: 10_000,
+            holder: "on-invite".into(),
+            stop: Some(stop),
+        }]
+    );
+    assert_eq!(
+        snap.deliveries[0].room.as_deref(),
+        Some(r#"{"numClients":2}"#)
+    );
+    store
+        .commit(&[Change::CancelStop {
+            key: "assistant:acme/r".into(),
+        }])
+        .unwrap();
+    assert_eq!(
+        store.load(2_000, 60_000, 60_000).unwrap().claims[0].stop,
+        None
+    );
+    store
+        .commit(&[Change::ReleaseClaim {
+            key: "assistant:acme/r".into(),
+        }])
+        .unwrap();
+    assert!(store.load(2_000, 60_000, 60_000).unwrap().claims.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_database_of_schema_one_gains_holders_stops_and_rooms() {
+    let dir = temp_dir("upgrade-v1");
+    std::fs::create_dir_all(&dir).unwrap();
+    {
+        let old = Connection::open(dir.join(DB_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE claims (key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+             INSERT INTO claims VALUES ('t:acme/r', 9000);
+             CREATE TABLE deliveries (id TEXT PRIMARY KEY, trigger TEXT NOT NULL,
+                 kind TEXT NOT NULL, action TEXT NOT NULL, claim TEXT NOT NULL,
+                 room_url TEXT NOT NULL, webhook TEXT NOT NULL, attempts INTEGER NOT NULL,
+                 created_ms INTEGER NOT NULL, status TEXT NOT NULL, last_error TEXT);
+             INSERT INTO deliveries VALUES ('d1', 't', 'run', 'start', '', 'u', '{}', 0, 1000, 'pending', NULL);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&dir).unwrap();
+    let snap = store.load(3_000, 60_000, 60_000).unwrap();
+    assert_eq!(
+        (snap.claims[0].holder.as_str(), &snap.claims[0].stop),
+        ("", &None)
+    );
+    assert_eq!(snap.deliveries[0].room, None);
+    drop(store);
+    // Opening it again finds it upgraded already.
+    let store = SqliteStore::open(&dir).unwrap();
+    assert_eq!(store.load(3_000, 60_000, 60_000).unwrap().claims.len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
