@@ -531,3 +531,129 @@ fn environment_values_cannot_inject_placeholders() {
     assert_eq!(command[1].to_string(), "{{roomUrl}}");
     assert_eq!(command[2].to_string(), "{roomUrl}");
 }
+
+#[test]
+fn claims_stops_and_any_type_are_read_and_checked() {
+    let config = Config::from_toml(
+        r#"
+[[trigger]]
+name = "invited"
+on = ["assistant.requested"]
+once_per = "room"
+claim = "visit"
+stop_when = 'room.numHumans == 0'
+stop_after = "30s"
+stdout = true
+
+[[trigger]]
+name = "joined"
+on = ["room.client.joined", "room.client.knocked", "meeting.renamed"]
+once_per = "room"
+claim = "visit"
+stop_on = ["recording.finished"]
+stdout = true
+"#,
+        &env,
+    )
+    .unwrap();
+    let [invited, joined] = &config.triggers[..] else {
+        panic!("two triggers")
+    };
+    assert_eq!((&*invited.claim, &*joined.claim), ("visit", "visit"));
+    assert_eq!(invited.stop_after, Some(Duration::from_secs(30)));
+    assert_eq!(
+        invited.stop_when.as_ref().map(|w| w.source()),
+        Some("room.numHumans == 0")
+    );
+    assert_eq!(
+        joined
+            .on
+            .iter()
+            .map(AnyEventType::as_str)
+            .collect::<Vec<_>>(),
+        [
+            "room.client.joined",
+            "room.client.knocked",
+            "meeting.renamed"
+        ]
+    );
+    assert_eq!(joined.stop_on[0].as_str(), "recording.finished");
+    let summary = config.summary();
+    for needle in [
+        "claim `visit`",
+        "stop when room.numHumans == 0",
+        "stop after 30s",
+    ] {
+        assert!(summary.contains(needle), "{needle}: {summary}");
+    }
+
+    let problems = |toml: &str| {
+        let errors = Config::from_toml(toml, &env).unwrap_err().errors;
+        errors
+            .into_iter()
+            .map(|e| (e.line, e.trigger.unwrap_or_default(), e.message))
+            .collect::<Vec<_>>()
+    };
+    let shared = problems(
+        r#"
+[[trigger]]
+name = "a"
+on = ["assistant.requested"]
+once_per = "room"
+claim = "x"
+stdout = true
+
+[[trigger]]
+name = "b"
+on = ["room.client.joined"]
+once_per = "session"
+claim = "x"
+stdout = true
+"#,
+    );
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert_eq!((shared[0].0, shared[0].1.as_str()), (Some(13), "b"));
+    assert!(
+        shared[0]
+            .2
+            .contains("shared with trigger `a`, whose once_per is room"),
+        "{shared:?}"
+    );
+    let lone = problems(
+        r#"
+[[trigger]]
+name = "a"
+on = ["assistant.requested"]
+claim = "bad name"
+stop_after = "30s"
+stop_when = 'room.numHumans <'
+stdout = true
+"#,
+    );
+    let messages: Vec<&str> = lone.iter().map(|p| p.2.as_str()).collect();
+    assert!(
+        messages.iter().any(|m| m.starts_with("claim: use letters")),
+        "{lone:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("claim: needs once_per")),
+        "{lone:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("stop_when:")),
+        "{lone:?}"
+    );
+    let waiting = problems(
+        "[[trigger]]\nname = \"a\"\non = [\"assistant.requested\"]\nstop_after = \"1m\"\nstdout = true\n",
+    );
+    assert_eq!(
+        waiting,
+        [(
+            Some(4),
+            "a".to_owned(),
+            "stop_after: there is no stop to wait for: add stop_on or stop_when".to_owned()
+        )]
+    );
+}

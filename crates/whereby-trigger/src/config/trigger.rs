@@ -92,6 +92,15 @@ pub(super) fn trigger_config(
                 .to_owned(),
         ));
     }
+    if let Some(after) = &raw.stop_after
+        && stop_on.is_empty()
+        && raw.stop_when.is_none()
+    {
+        problems.push((
+            at(after.span()),
+            "stop_after: there is no stop to wait for: add stop_on or stop_when".to_owned(),
+        ));
+    }
     let stop_after = raw.stop_after.as_ref().map(|after| {
         let after_line = at(after.span());
         duration(
