@@ -200,6 +200,33 @@ mod tests {
     }
 
     #[test]
+    fn a_stop_after_fires_on_event_time_before_the_next_event() {
+        let rules = vec![
+            Rule::new("r", [EventType::RoomSessionStarted])
+                .once_per(OncePer::Room)
+                .stop_on([EventType::RoomSessionEnded])
+                .stop_after(Duration::from_secs(300)),
+        ];
+        let input = [
+            line("room.session.started", "a", "2026-11-02T09:00:00Z", "s1"),
+            line("room.session.ended", "b", "2026-11-02T10:00:00Z", "s1"),
+            line("room.session.started", "c", "2026-11-02T10:06:00Z", "s2"),
+        ]
+        .join("\n");
+        let mut out = Vec::new();
+        let summary = replay(rules, &parser(), input.as_bytes(), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[1].contains("r: stop in 5m unless cancelled"), "{out}");
+        assert!(
+            lines[2].contains("before it, r: stopped (released r:acme/standup-3f9a2c)"),
+            "{out}"
+        );
+        assert!(lines[3].contains("r: fired"), "{out}");
+        assert_eq!(summary.fired, 2, "{out}");
+    }
+
+    #[test]
     fn leases_run_on_event_time() {
         let rules = vec![
             Rule::new("r", [EventType::AssistantRequested])
