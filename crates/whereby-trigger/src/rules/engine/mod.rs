@@ -550,7 +550,14 @@ impl Engine {
         {
             let reason = self
                 .mismatch(rule, event, raw, view.as_ref(), &mut input)
-                .or_else(|| self.stale(rule, event, room_key.as_ref()));
+                .or_else(|| self.stale(rule, event, room_key.as_ref()))
+                .or_else(|| {
+                    // Started now, it would be stopped at the next event (or
+                    // never, if none comes): a join delivered after the leave
+                    // that emptied the room, say.
+                    (room_key.is_some() && self.stop_condition(rule, &on, &mut input) == Some(true))
+                        .then(|| "`stop_when` already holds".to_owned())
+                });
             if let Some(reason) = reason {
                 decision.verdicts.push(Verdict::NotMatched {
                     trigger: rule.name.clone(),

@@ -623,3 +623,24 @@ fn the_action_event_carries_the_room_as_folded() {
     );
     assert_eq!(json["roomUrl"], "https://acme.whereby.com/standup-3f9a2c");
 }
+
+#[cfg(feature = "cel")]
+#[test]
+fn a_start_whose_stop_when_already_holds_does_not_fire() {
+    let rule = Rule::new("r", [EventType::RoomClientJoined])
+        .once_per(OncePer::Room)
+        .stop_when(Arc::new(When::compile("room.numHumans == 0").unwrap()))
+        .action(Arc::new(Recorder::default()));
+    let engine = Engine::new(vec![rule]);
+    // The leave that emptied the room came first; the join it followed is late.
+    let left = counted("room.client.left", "l1", "2026-11-02T09:00:10Z", 0);
+    let late_join = counted("room.client.joined", "j1", "2026-11-02T09:00:00Z", 1);
+    assert!(decide(&engine, &left).verdicts.is_empty());
+    let d = decide(&engine, &late_join);
+    assert_eq!(names(&d), ["r: not matched (`stop_when` already holds)"]);
+    let d = decide(
+        &engine,
+        &counted("room.client.joined", "j2", "2026-11-02T09:00:20Z", 1),
+    );
+    assert!(d.fired(), "{:?}", names(&d));
+}
