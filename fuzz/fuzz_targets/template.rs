@@ -52,11 +52,12 @@ fn event(text: &str) -> (ActionEvent, serde_json::Value) {
     let event = ActionEvent {
         action: ActionKind::Start,
         trigger: text.into(),
-        room_url: "https://acme.whereby.com/standup-3f9a2c".into(),
-        room: RoomKey {
+        room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
+        room: Some(RoomKey {
             subdomain: "acme".into(),
             room_name: "/standup-3f9a2c".into(),
-        },
+        }),
+        state: None,
         webhook: parsed,
         raw,
         claim: None,
