@@ -593,3 +593,60 @@ impl Serialize for WebhookEvent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn documented_and_evaluated_types_parse_as_themselves() {
+        for t in EventType::ALL {
+            assert_eq!(
+                t.as_str().parse::<AnyEventType>(),
+                Ok(AnyEventType::Evaluated(t))
+            );
+        }
+        for name in OTHER_TYPES {
+            let parsed: AnyEventType = name.parse().unwrap();
+            assert!(parsed.is_documented() && parsed.as_str() == name, "{name}");
+        }
+        for bad in [
+            "",
+            ".",
+            "room.",
+            ".joined",
+            "room..joined",
+            "room joined",
+            "room.jöined",
+            "room",
+        ] {
+            assert!(bad.parse::<AnyEventType>().is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        /// Any text either parses to a type that writes back as it was read
+        /// and matches a webhook of that type, or is refused naming it; never a
+        /// panic.
+        #[test]
+        fn any_name_round_trips_or_is_refused(name in "\\PC{0,40}") {
+            match name.parse::<AnyEventType>() {
+                Ok(parsed) => {
+                    prop_assert_eq!(parsed.as_str(), name.as_str());
+                    let body = serde_json::json!({"id": "e", "type": name, "data": {}}).to_string();
+                    if let Ok(event) = crate::parse(body.as_bytes()) {
+                        prop_assert!(parsed.matches(&event));
+                    }
+                }
+                Err(InvalidEventType(text)) => prop_assert_eq!(text, name),
+            }
+        }
+
+        #[test]
+        fn dotted_words_are_types(words in proptest::collection::vec("[A-Za-z0-9_]{1,8}", 2..5)) {
+            let name = words.join(".");
+            prop_assert_eq!(name.parse::<AnyEventType>().map(|t| t.as_str().to_owned()), Ok(name));
+        }
+    }
+}
