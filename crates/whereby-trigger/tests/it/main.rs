@@ -22,6 +22,8 @@ mod common;
 // `cargo test --no-default-features` runs what the bare library can do.
 // `cli` (the binary) brings `sqlite`, `cel` and `forward` with it.
 #[cfg(feature = "cli")]
+mod assistants_e2e;
+#[cfg(feature = "cli")]
 mod cli;
 #[cfg(feature = "sqlite")]
 mod durable;

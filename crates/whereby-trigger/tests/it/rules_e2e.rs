@@ -10,18 +10,19 @@
 //! wait is for a log line, a file, a request or an exit, polled and bounded by
 //! `common::binary::WAIT`.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use crate::common::binary::{
     Delivery, Server, deliveries, loopback_command, poll, send_from, send_signed, text,
     wait_with_deadline,
 };
-use crate::common::fixture::{Script, TempDir, term_marker, toml_str as q};
+use crate::common::fixture::{
+    E2E_ASSISTANT as ASSISTANT, TempDir, run_table, started_in, term_marker, toml_str as q,
+    wait_started,
+};
 use crate::common::receiver::{Receiver, Request};
 use serde_json::Value;
 
@@ -33,100 +34,6 @@ const TOKEN: &str = "tok-e2e-rules-5be0d13f99";
 const ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
 /// `roomSessionId` of the samples.
 const SESSION: &str = "c1b5e7a0-8d2f-4b6e-9a41-2f7d3e5c9b10";
-
-// ---------------------------------------------------------------------------
-// Temporary directories, config files, the assistant script.
-
-/// The assistant script of these tests.
-const ASSISTANT: Script = Script::new("e2e_assistant.py");
-
-/// The real interpreter behind `python3`, so that the child the server spawns
-/// is the Python process itself, not a version manager's wrapper.
-fn python() -> &'static str {
-    static PYTHON: OnceLock<String> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .output()
-            .expect("these tests need python3 on PATH");
-        let exe = String::from_utf8(out.stdout).expect("a UTF-8 path");
-        let exe = exe.trim();
-        assert!(!exe.is_empty(), "python3 did not name its executable");
-        exe.to_owned()
-    })
-}
-
-/// A `run = { ... }` table starting the assistant script, which records into
-/// `procs`; `mode` is `term` or `ignore`; `extra` adds keys (`, stop_grace = "1s"`).
-fn run_table(procs: &Path, mode: &str, extra: &str) -> String {
-    let command = [
-        q(python()),
-        q(ASSISTANT.path()),
-        q(procs.to_str().expect("a UTF-8 path")),
-        q(mode),
-        q("--room"),
-        q("{roomUrl}"),
-        q("--session"),
-        q("{data.roomSessionId}"),
-        q("{trigger}/{type}"),
-    ]
-    .join(", ");
-    format!("run = {{ command = [{command}]{extra} }}")
-}
-
-/// One assistant as the script recorded it.
-#[derive(Debug, Clone)]
-struct Started {
-    pid: u32,
-    argv: Vec<String>,
-    env: BTreeMap<String, String>,
-    stdin: String,
-}
-
-fn started_in(procs: &Path) -> Vec<Started> {
-    let mut started: Vec<Started> = std::fs::read_dir(procs)
-        .expect("read the procs dir")
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            name.starts_with("started-") && name.ends_with(".json")
-        })
-        .map(|entry| {
-            let text = std::fs::read_to_string(entry.path()).expect("read a started file");
-            let v: Value = serde_json::from_str(&text).expect("a started file is JSON");
-            Started {
-                pid: u32::try_from(v["pid"].as_u64().expect("pid")).expect("a pid"),
-                argv: v["argv"]
-                    .as_array()
-                    .expect("argv")
-                    .iter()
-                    .map(|a| a.as_str().expect("a string").to_owned())
-                    .collect(),
-                env: v["env"]
-                    .as_object()
-                    .expect("env")
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect(),
-                stdin: v["stdin"].as_str().expect("stdin").to_owned(),
-            }
-        })
-        .collect();
-    started.sort_by_key(|s| s.pid);
-    started
-}
-
-/// Polls (bounded) until at least `n` assistants have started; returns them all.
-fn wait_started(procs: &Path, n: usize) -> Vec<Started> {
-    poll(
-        &format!("{n} assistant(s) to start in {}", procs.display()),
-        || {
-            let started = started_in(procs);
-            (started.len() >= n).then_some(started)
-        },
-    )
-}
 
 // ---------------------------------------------------------------------------
 // The binary.

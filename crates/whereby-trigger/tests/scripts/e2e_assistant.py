@@ -1,4 +1,5 @@
-"""A long-running assistant for tests/rules_e2e.rs.
+"""A long-running assistant for the end-to-end tests (tests/it/rules_e2e.rs,
+tests/it/assistants_e2e.rs).
 
 Usage: e2e_assistant.py DIR MODE [ARG...]
 

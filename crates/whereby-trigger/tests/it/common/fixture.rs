@@ -141,3 +141,122 @@ impl Script {
 pub(crate) fn term_marker(procs: &Path, pid: u32) -> PathBuf {
     procs.join(format!("term-{pid}"))
 }
+
+// ---------------------------------------------------------------------------
+// The end-to-end tests' assistant: `tests/scripts/e2e_assistant.py`, started
+// by the binary's `run` action, recording what it got into a directory.
+
+/// The assistant script of the end-to-end tests of the binary.
+#[cfg(feature = "cli")]
+pub(crate) const E2E_ASSISTANT: Script = Script::new("e2e_assistant.py");
+
+/// The real interpreter behind `python3`, so that the child the server spawns
+/// is the Python process itself, not a version manager's wrapper.
+#[cfg(feature = "cli")]
+pub(crate) fn python() -> &'static str {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("these tests need python3 on PATH");
+        let exe = String::from_utf8(out.stdout).expect("a UTF-8 path");
+        let exe = exe.trim();
+        assert!(!exe.is_empty(), "python3 did not name its executable");
+        exe.to_owned()
+    })
+}
+
+/// A `run = { ... }` table starting [`E2E_ASSISTANT`], which records into
+/// `procs`; `mode` is `term` or `ignore`; `extra` adds keys (`, stop_grace = "1s"`).
+/// The assistant's arguments are `--room {roomUrl} --session
+/// {data.roomSessionId} {trigger}/{type}`.
+#[cfg(feature = "cli")]
+pub(crate) fn run_table(procs: &Path, mode: &str, extra: &str) -> String {
+    run_table_with(
+        procs,
+        mode,
+        &[
+            "--room",
+            "{roomUrl}",
+            "--session",
+            "{data.roomSessionId}",
+            "{trigger}/{type}",
+        ],
+        extra,
+    )
+}
+
+/// Like [`run_table`], with the assistant's arguments `args` (templates).
+#[cfg(feature = "cli")]
+pub(crate) fn run_table_with(procs: &Path, mode: &str, args: &[&str], extra: &str) -> String {
+    let command = [
+        toml_str(python()),
+        toml_str(E2E_ASSISTANT.path()),
+        toml_str(procs.to_str().expect("a UTF-8 path")),
+        toml_str(mode),
+    ]
+    .into_iter()
+    .chain(args.iter().map(toml_str))
+    .collect::<Vec<_>>()
+    .join(", ");
+    format!("run = {{ command = [{command}]{extra} }}")
+}
+
+/// One assistant as [`E2E_ASSISTANT`] recorded it.
+#[cfg(feature = "cli")]
+#[derive(Debug, Clone)]
+pub(crate) struct Started {
+    pub(crate) pid: u32,
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: std::collections::BTreeMap<String, String>,
+    pub(crate) stdin: String,
+}
+
+/// The assistants that started and recorded into `procs`, by pid.
+#[cfg(feature = "cli")]
+pub(crate) fn started_in(procs: &Path) -> Vec<Started> {
+    let mut started: Vec<Started> = std::fs::read_dir(procs)
+        .expect("read the procs dir")
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("started-") && name.ends_with(".json")
+        })
+        .map(|entry| {
+            let text = std::fs::read_to_string(entry.path()).expect("read a started file");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("a started file is JSON");
+            Started {
+                pid: u32::try_from(v["pid"].as_u64().expect("pid")).expect("a pid"),
+                argv: v["argv"]
+                    .as_array()
+                    .expect("argv")
+                    .iter()
+                    .map(|a| a.as_str().expect("a string").to_owned())
+                    .collect(),
+                env: v["env"]
+                    .as_object()
+                    .expect("env")
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect(),
+                stdin: v["stdin"].as_str().expect("stdin").to_owned(),
+            }
+        })
+        .collect();
+    started.sort_by_key(|s| s.pid);
+    started
+}
+
+/// Polls (bounded) until at least `n` assistants have started; returns them all.
+#[cfg(feature = "cli")]
+pub(crate) fn wait_started(procs: &Path, n: usize) -> Vec<Started> {
+    poll(
+        &format!("{n} assistant(s) to start in {}", procs.display()),
+        || {
+            let started = started_in(procs);
+            (started.len() >= n).then_some(started)
+        },
+    )
+}
