@@ -279,6 +279,14 @@ impl Rooms {
         self.lock().rooms.get(room)?.newest.get(event_type).copied()
     }
 
+    /// The `createdAt` (ms) of the newest event `room`'s counts or session flag
+    /// come from, if any: an event older than that was delivered late.
+    pub(crate) fn state_at(&self, room: &RoomKey) -> Option<i64> {
+        let inner = self.lock();
+        let state = inner.rooms.get(room)?;
+        state.clients_at.max(state.session_at)
+    }
+
     /// How many rooms are remembered.
     pub(crate) fn len(&self) -> usize {
         self.lock().rooms.len()

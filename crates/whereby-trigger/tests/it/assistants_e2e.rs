@@ -497,6 +497,9 @@ stop_after = "30s"
     drop(server.stop());
 }
 
+/// `stop_after` is 6 s: a margin of a thousand times the time a stop and a
+/// restart take here (about 60 ms), so that the stop is still pending when the
+/// second server starts; the asserts below say so if it ever was not.
 #[test]
 fn a_pending_stop_survives_a_restart_and_stops_the_resumed_assistant() {
     let dir = TempDir::new("stop-after-restart");
@@ -505,7 +508,7 @@ fn a_pending_stop_survives_a_restart_and_stops_the_resumed_assistant() {
     let data = data.to_str().expect("a UTF-8 path");
     let config = dir.write(
         "whereby-trigger.toml",
-        &notes_config(&procs, Some("3s"), ""),
+        &notes_config(&procs, Some("6s"), ""),
     );
 
     let first = serve(&config, &["--data-dir", data]);
@@ -526,7 +529,7 @@ fn a_pending_stop_survives_a_restart_and_stops_the_resumed_assistant() {
         &first,
         0,
         &[&format!(
-            "notes: stop in 3s unless cancelled ({NOTES_CLAIM})"
+            "notes: stop in 6s unless cancelled ({NOTES_CLAIM})"
         )],
     );
 
@@ -559,7 +562,7 @@ fn a_pending_stop_survives_a_restart_and_stops_the_resumed_assistant() {
         assert!(
             !log.iter().any(|l| l.contains(&fired)),
             "the stop fired before the start was resumed: the restart took {:?} of \
-             stop_after's 3 s, too long to see the resume:\n{}",
+             stop_after's 6 s, too long to see the resume:\n{}",
             left_at.elapsed(),
             log.join("\n")
         );
@@ -1034,7 +1037,7 @@ fn a_join_delivered_after_the_leave_that_emptied_the_room_does_not_fire() {
     );
     assert_eq!(outcome(&server, &late), "not_matched");
     let (_, line) = log_line(&server, 0, &["notes: not matched", "j-late"]);
-    assert!(line.contains("`stop_when` already holds"), "{line}");
+    assert!(line.contains("on which `stop_when` holds"), "{line}");
 
     // The host's next join, after the leave, fires.
     let again = client(
@@ -1200,7 +1203,6 @@ stop_after = {stop_after}
 /// invitation is the first webhook of the room the server sees (the host's
 /// join may be delivered after it, or not subscribed to at all).
 #[test]
-#[ignore = "bug: a start in a room whose client counts were never seen counts as `stop_when` already holding (numHumans 0), so the README's invitation does not fire"]
 fn the_readme_visit_example_starts_on_an_invitation_in_a_room_not_yet_seen() {
     let dir = TempDir::new("readme-visit");
     let procs = dir.sub("procs");

@@ -552,11 +552,20 @@ impl Engine {
                 .mismatch(rule, event, raw, view.as_ref(), &mut input)
                 .or_else(|| self.stale(rule, event, room_key.as_ref()))
                 .or_else(|| {
-                    // Started now, it would be stopped at the next event (or
-                    // never, if none comes): a join delivered after the leave
-                    // that emptied the room, say.
-                    (room_key.is_some() && self.stop_condition(rule, &on, &mut input) == Some(true))
-                        .then(|| "`stop_when` already holds".to_owned())
+                    // A late start (a join delivered after the leave that
+                    // emptied the room) on which `stop_when` holds would be
+                    // stopped at the next event, or never if none comes. Only
+                    // a late one: a room not seen yet counts no one, and an
+                    // invitation there must still start.
+                    let late = match (&room_key, event.created_at_millis()) {
+                        (Some(room), Some(at)) => {
+                            self.rooms.state_at(room).is_some_and(|state| at < state)
+                        }
+                        _ => false,
+                    };
+                    (late && self.stop_condition(rule, &on, &mut input) == Some(true)).then(|| {
+                        "delivered after newer room state, on which `stop_when` holds".to_owned()
+                    })
                 });
             if let Some(reason) = reason {
                 decision.verdicts.push(Verdict::NotMatched {
