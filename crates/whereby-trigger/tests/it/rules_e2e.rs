@@ -787,6 +787,18 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
     assert_eq!(joined("b3", "Beta"), "triggered");
     assert_eq!(server.send("room.client.left", "l3", &[]), "triggered");
 
+    // A file left without a trigger (emptied, or cut short while written) is
+    // refused too: the rules stay.
+    for empty in ["", "[verify]\nallow_unsigned = true\n"] {
+        dir.write("whereby-trigger.toml", empty);
+        let (refused, _) = server.reload("not reloaded");
+        assert!(
+            refused.contains("no [[trigger]] left, and no --on"),
+            "{refused}"
+        );
+    }
+    assert_eq!(joined("b4", "Beta"), "triggered");
+
     let events = server.stop().events();
     assert_eq!(
         fields(&events, "/trigger", "/triggerWebhook/id"),
@@ -796,6 +808,7 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
             ("farewell", "l2"),
             ("greeter", "b3"),
             ("farewell", "l3"),
+            ("greeter", "b4"),
         ]
     );
 }

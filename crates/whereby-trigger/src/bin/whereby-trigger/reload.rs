@@ -68,7 +68,8 @@ impl VerifyReload {
 /// Server settings (`[server]`: address, path, limits) need a restart: a change
 /// to them (from `started`, the file's at start) is logged.
 /// The signal handler is installed by the caller before the server reports
-/// readiness, so an early SIGHUP reloads instead of killing the process.
+/// readiness, so an early SIGHUP reloads instead of killing the process. A
+/// file with no trigger is refused unless `--on` (`on_flags`) still fires.
 #[cfg(unix)]
 pub(crate) async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
@@ -80,12 +81,22 @@ pub(crate) async fn reload_on_sighup(
     verify: VerifyReload,
     actions: Arc<Registry>,
     engine: Arc<Engine>,
+    on_flags: bool,
 ) {
     let (started_server, mut current_verify) = started;
     while hup.recv().await.is_some() {
         match Config::load(&path)
             .map_err(|e| e.to_string())
             .and_then(|config| {
+                // An emptied file (or one cut short while being written) would
+                // answer every later webhook `not_matched`, which Whereby never
+                // retries: refused like an invalid one.
+                if config.triggers.is_empty() && !on_flags {
+                    return Err(format!(
+                        "{}: no [[trigger]] left, and no --on: every webhook would be answered not_matched",
+                        path.display()
+                    ));
+                }
                 let rules = actions.rules(&config).map_err(|e| e.to_string())?;
                 Ok((rules, config.server, config.verify))
             }) {

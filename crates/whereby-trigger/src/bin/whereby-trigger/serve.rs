@@ -255,6 +255,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 },
                 actions.clone(),
                 engine.clone(),
+                !args.on.is_empty(),
             )))
         }
         None => None,
