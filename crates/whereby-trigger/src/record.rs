@@ -132,6 +132,12 @@ impl Durable {
         ))
     }
 
+    /// Lets the store go once the server has stopped and flushed it (see
+    /// [`Store::release`]).
+    pub(crate) fn release(&self) {
+        self.store.release();
+    }
+
     /// Resumes pending deliveries now, then every second picks up those that
     /// `outbox retry` made pending again. Stops when the task is aborted.
     /// Stored webhooks are read with `options`, those the server parses with.

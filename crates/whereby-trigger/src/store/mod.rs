@@ -20,7 +20,7 @@ pub use commit::Retention;
 pub(crate) use commit::sync_failed;
 pub(crate) use commit::{Committer, Journal, PendingCommit};
 #[cfg(feature = "sqlite")]
-pub use sqlite::{DB_FILE, SqliteStore};
+pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
 
 /// State of a queued action delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +205,15 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The data directory is held by another server (or another store of this
+    /// one): two servers on one directory would each fire every event.
+    #[error("the data directory {path} is in use by another whereby-trigger{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    InUse {
+        /// The directory.
+        path: String,
+        /// The process holding it, when it could be read.
+        pid: Option<u32>,
+    },
     /// A commit failed (disk full, read-only, locked …); nothing of it applies.
     #[error("cannot commit to the store: {0}")]
     Commit(String),
@@ -282,6 +291,12 @@ pub trait Store: Send + Sync + 'static {
     fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// Called once the server using the store has stopped and flushed it: a
+    /// store that holds something for its server lets it go, so that a new
+    /// server (in this process too) can open it at once. The SQLite store
+    /// releases its data directory. Does nothing by default.
+    fn release(&self) {}
 
     /// Deletes what expired before `now_ms`, as [`load`](Store::load) does, so a
     /// long-running server's database stays bounded.

@@ -228,6 +228,7 @@ impl Trigger {
             // What the actions reported while stopping is on disk before this
             // returns.
             durable.journal.flush().await;
+            durable.release();
         }
         tracing::info!("stopped");
         Ok(())

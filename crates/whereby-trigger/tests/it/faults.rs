@@ -1040,3 +1040,45 @@ fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     assert_eq!(statuses("notify:ob-2"), [400], "{:#?}", stopped.stderr);
     assert_eq!(statuses("notify:ob-3"), [400, 200], "{:#?}", stopped.stderr);
 }
+
+#[test]
+fn a_second_server_on_a_data_directory_exits_2_and_the_first_fires_alone() {
+    let dir = TempDir::new("faults-two-servers");
+    let target = Receiver::start();
+    let config = locked_config(&dir, &target);
+    let data = dir.data();
+    let first = serve_settled(&config, &data, &target, "e1");
+
+    // A rolling update on one volume: the second server must not run.
+    let mut second = loopback_command()
+        .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a second serve");
+    let stderr = capture(second.stderr.take().expect("stderr"));
+    let status = wait_with_deadline(&mut second);
+    stderr.wait_closed("the second server's stderr");
+    let said = stderr.snapshot().join("\n");
+    assert_eq!(status.code(), Some(2), "{said}");
+    let pid = first.child.id();
+    assert!(
+        said.contains(&format!("is in use by another whereby-trigger (pid {pid})")),
+        "{said}"
+    );
+
+    // The operator's commands still work beside the running server, and the
+    // first server is unharmed.
+    assert_eq!(outbox_list(&data), ["the outbox is empty"]);
+    post(&first, "room.client.joined", "e2").assert_outcome("triggered");
+    target.wait_delivered(&["locked:e2".to_owned()]);
+    drop(first.stop());
+
+    // Once it has stopped, the directory is free.
+    let again = serve(&config, &data);
+    post(&again, "room.client.joined", "e1").assert_outcome("duplicate");
+    drop(again.stop());
+}

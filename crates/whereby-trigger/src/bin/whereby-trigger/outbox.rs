@@ -50,7 +50,8 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    let store = SqliteStore::open(&dir)?;
+    // Beside a running server: the directory's lock is the server's.
+    let store = SqliteStore::open_shared(&dir)?;
     match args.command {
         OutboxCommand::List => {
             let deliveries = store.deliveries()?;

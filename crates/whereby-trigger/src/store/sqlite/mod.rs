@@ -26,6 +26,10 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "whereby-trigger.sqlite3";
 
+/// The lock file inside the data directory: held (`flock`) by the one server
+/// that uses it, with that server's pid inside.
+pub const LOCK_FILE: &str = "whereby-trigger.lock";
+
 /// The schema. Answered ids go to an append-only log in arrival order, not to a
 /// table keyed by id: ids are random, so keying by them made every id of a
 /// group commit dirty a page of its own (one 4 KiB WAL frame per webhook), while
@@ -70,6 +74,9 @@ pub struct SqliteStore {
     wal: PathBuf,
     /// Whether the directory entry of the log has been flushed once.
     wal_entry_synced: AtomicBool,
+    /// The data directory's lock, held while the store lives (`None` for
+    /// [`SqliteStore::open_shared`]).
+    dir_lock: Mutex<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -81,12 +88,34 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in directory `dir`.
+    /// Opens (creating if needed) the store in directory `dir` for a server,
+    /// holding the directory for as long as the store lives: a second server
+    /// on it would fire every event a second time, so it is refused.
+    ///
+    /// # Errors
+    /// [`StoreError::InUse`] when another store holds the directory;
+    /// [`StoreError::Open`] when the directory or database cannot be created or
+    /// opened.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |reason: String| StoreError::Open {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        let lock = lock_dir(dir)?;
+        let store = SqliteStore::open_shared(dir)?;
+        *store.dir_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
+        Ok(store)
+    }
+
+    /// Opens the store in `dir` beside the server that holds it, for the
+    /// operator's commands (`outbox`): SQLite's own locking keeps their writes
+    /// and the server's apart.
     ///
     /// # Errors
     /// [`StoreError::Open`] when the directory or database cannot be created or
     /// opened.
-    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+    pub fn open_shared(dir: &Path) -> Result<SqliteStore, StoreError> {
         let fail = |reason: String| StoreError::Open {
             path: dir.display().to_string(),
             reason,
@@ -122,6 +151,7 @@ impl SqliteStore {
             path,
             wal: PathBuf::from(wal),
             wal_entry_synced: AtomicBool::new(false),
+            dir_lock: Mutex::new(None),
         })
     }
 
@@ -276,6 +306,59 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Takes the data directory's lock, or says who holds it. The lock is the
+/// kernel's (`flock`): it goes with the process, however it ends, so a crash
+/// never leaves the directory locked.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let fail = |e: std::io::Error| StoreError::Open {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(fail)?;
+    #[cfg(unix)]
+    {
+        if let Err(err) = try_flock(&file) {
+            if err.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(fail(err));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(StoreError::InUse {
+                path: dir.display().to_string(),
+                pid: text.trim().parse().ok(),
+            });
+        }
+    }
+    file.set_len(0).map_err(fail)?;
+    file.rewind().map_err(fail)?;
+    write!(file, "{}", std::process::id()).map_err(fail)?;
+    Ok(file)
+}
+
+/// An exclusive `flock` on `file`, without waiting. (`File::try_lock` would
+/// do, from Rust 1.89; the crate supports 1.88.)
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn try_flock(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the
+    // duration of the call.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn commit_error(err: rusqlite::Error) -> StoreError {
     StoreError::Commit(err.to_string())
 }
@@ -411,6 +494,13 @@ impl Store for SqliteStore {
             self.wal_entry_synced.store(true, Ordering::Release);
         }
         Ok(())
+    }
+
+    fn release(&self) {
+        self.dir_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {

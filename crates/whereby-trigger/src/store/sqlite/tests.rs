@@ -315,3 +315,23 @@ fn a_database_of_schema_one_gains_holders_stops_and_rooms() {
     assert_eq!(store.load(3_000, 60_000, 60_000).unwrap().claims.len(), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_data_directory_is_held_by_one_store_and_freed_with_it() {
+    let dir = temp_dir("lock");
+    let first = SqliteStore::open(&dir).unwrap();
+    match SqliteStore::open(&dir) {
+        Err(StoreError::InUse { path, pid }) => {
+            assert_eq!(path, dir.display().to_string());
+            assert_eq!(pid, Some(std::process::id()));
+        }
+        other => panic!("a second store opened the directory: {other:?}"),
+    }
+    // The operator's commands work beside it.
+    let shared = SqliteStore::open_shared(&dir).unwrap();
+    assert!(shared.deliveries().unwrap().is_empty());
+    drop(first);
+    let again = SqliteStore::open(&dir).unwrap();
+    drop(again);
+    let _ = std::fs::remove_dir_all(dir);
+}
