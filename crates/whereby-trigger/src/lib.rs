@@ -118,7 +118,7 @@ pub use deduplicate::{DedupLimits, Deduplicate, IdStatus, MemoryDedup, Reservati
 pub use dispatch::{TriggerEvent, TriggerEvents};
 pub use error::Rejection;
 pub use evaluate::EvaluateError;
-pub use receive::{HEALTH_PATH, Outcome};
+pub use receive::{HEALTH_PATH, Outcome, READY_PATH};
 pub use record::Restored;
 pub use trigger::{ConfigError, ServeError, Trigger, TriggerBuilder, TriggerHandle};
 pub use util::BoxError;

@@ -28,6 +28,9 @@ use crate::store::StoreError;
 /// Path of the liveness probe.
 pub const HEALTH_PATH: &str = "/healthz";
 
+/// Path of the readiness probe.
+pub const READY_PATH: &str = "/readyz";
+
 /// Everything a request needs, shared by all requests. Nothing in it is locked
 /// as a whole: the dedup store shards its own state, and the rest is read-only.
 pub(crate) struct App {
@@ -87,6 +90,7 @@ pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
     Router::new()
         .route(path, webhook)
         .route(HEALTH_PATH, get(health))
+        .route(READY_PATH, get(ready))
         .fallback(|| async { Rejection::NotFound })
         .with_state(app)
 }
@@ -101,6 +105,32 @@ async fn health(State(app): State<Arc<App>>) -> Result<StatusCode, Rejection> {
         }
         _ => Ok(StatusCode::OK),
     }
+}
+
+/// 200 while a webhook would be committed; 503 `store_unavailable` while the
+/// store cannot commit (failed for good, or its last commit failed and no
+/// later one succeeded), so that an orchestrator sends webhooks elsewhere
+/// meanwhile. Taken out of rotation, a server gets no webhooks to learn from
+/// that its store is back, so while commits fail the probe tries one of its
+/// own. (The rules are loaded before the server answers at all.)
+async fn ready(State(app): State<Arc<App>>) -> Result<StatusCode, Rejection> {
+    let Some(durable) = &app.durable else {
+        return Ok(StatusCode::OK);
+    };
+    if durable.journal.has_failed() {
+        return Err(Rejection::Store(crate::store::sync_failed()));
+    }
+    if durable.journal.is_failing() {
+        let probe = vec![crate::store::Change::Probe {
+            at_ms: crate::util::now_ms(),
+        }];
+        durable
+            .journal
+            .submit(probe)
+            .await
+            .map_err(Rejection::Store)?;
+    }
+    Ok(StatusCode::OK)
 }
 
 async fn receive(

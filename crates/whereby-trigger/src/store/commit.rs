@@ -70,6 +70,9 @@ pub(crate) struct Committer {
     threads: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
     /// Set for good when a flush fails.
     failed: Arc<AtomicBool>,
+    /// Whether the last commit failed (and no later one succeeded): the
+    /// store cannot take webhooks now, though it may again.
+    failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Committer {
@@ -90,6 +93,8 @@ impl Committer {
             .name("store-sync".into())
             .spawn(move || sync_loop(syncing.as_ref(), &synced, &sync_failed));
         let write_failed = failed.clone();
+        let failing = Arc::new(AtomicBool::new(false));
+        let write_failing = failing.clone();
         // Without a sync thread nothing can be made durable: the writer then
         // fails every commit rather than answer for changes that are not.
         let sync_started = sync.is_ok();
@@ -97,7 +102,11 @@ impl Committer {
             .name("store-commit".into())
             .spawn(move || {
                 if sync_started {
-                    write_loop(store.as_ref(), &rx, &to_sync, &write_failed, retention);
+                    let flags = Flags {
+                        failed: &write_failed,
+                        failing: &write_failing,
+                    };
+                    write_loop(store.as_ref(), &rx, &to_sync, flags, retention);
                 }
             });
         if !sync_started || writer.is_err() {
@@ -109,6 +118,7 @@ impl Committer {
                 [writer.ok(), sync.ok()].into_iter().flatten().collect(),
             )),
             failed,
+            failing,
         }
     }
 
@@ -116,6 +126,12 @@ impl Committer {
     /// the process restarts (see the module docs).
     pub(crate) fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Whether the store cannot commit now: it has failed for good, or its
+    /// last commit failed and no later one succeeded.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.has_failed() || self.failing.load(Ordering::Acquire)
     }
 
     /// Commits `changes` durably, together with whatever else is waiting.
@@ -214,6 +230,10 @@ pub(crate) trait Journal: Send + Sync + 'static {
     /// Whether the journal has failed for good (a failed flush): from then on
     /// every commit is refused.
     fn has_failed(&self) -> bool;
+    /// Whether the journal cannot commit now: failed for good, or its last
+    /// commit failed (a refusal by a shared store is not a failure) and no
+    /// later one succeeded.
+    fn is_failing(&self) -> bool;
 }
 
 impl Journal for Committer {
@@ -231,6 +251,10 @@ impl Journal for Committer {
 
     fn has_failed(&self) -> bool {
         Committer::has_failed(self)
+    }
+
+    fn is_failing(&self) -> bool {
+        Committer::is_failing(self)
     }
 }
 
@@ -270,13 +294,31 @@ impl Future for PendingCommit {
     }
 }
 
+/// The committer's state, as the writer sets it.
+#[derive(Clone, Copy)]
+struct Flags<'a> {
+    /// A flush failed: for good.
+    failed: &'a AtomicBool,
+    /// The last commit failed.
+    failing: &'a AtomicBool,
+}
+
+impl Flags<'_> {
+    /// Notes the result of one commit.
+    fn committed(&self, result: &Result<(), StoreError>) {
+        let failing = matches!(result, Err(err) if !refused(err));
+        self.failing.store(failing, Ordering::Release);
+    }
+}
+
 fn write_loop(
     store: &dyn Store,
     rx: &mpsc::Receiver<Job>,
     to_sync: &mpsc::Sender<Vec<Reply>>,
-    failed: &AtomicBool,
+    flags: Flags<'_>,
     retention: Retention,
 ) {
+    let failed = flags.failed;
     let mut last_prune = Instant::now();
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -310,6 +352,7 @@ fn write_loop(
         } else {
             store.commit(&changes)
         };
+        flags.committed(&result);
         // Committed replies wait for the sync thread; failed ones are answered
         // at once (there is nothing of theirs to sync). A batch of flushes
         // alone goes through the sync thread too, so that a flush waits for the
@@ -331,7 +374,9 @@ fn write_loop(
                 }
                 let mut committed = Vec::with_capacity(replies.len());
                 for (range, reply) in ranges.into_iter().zip(replies) {
-                    match store.commit(&changes[range]) {
+                    let result = store.commit(&changes[range]);
+                    flags.committed(&result);
+                    match result {
                         Ok(()) => committed.push(reply),
                         Err(err) => {
                             log_refused(&err);

@@ -171,6 +171,12 @@ pub enum Change {
         /// Why the last one failed.
         error: String,
     },
+    /// Nothing but a write: asked by the readiness probe while commits fail,
+    /// to learn whether the store can commit again.
+    Probe {
+        /// When (ms since the epoch).
+        at_ms: i64,
+    },
     /// A delivery was given up.
     Dead {
         /// The delivery id.

@@ -378,6 +378,43 @@ async fn an_event_committed_after_its_request_gave_up_still_fires() {
     handle.shutdown().await.unwrap();
 }
 
+/// `GET path` on `handle`: status and body.
+async fn probe(handle: &TriggerHandle, path: &str) -> (u16, String) {
+    let reply = send(client().get(format!("http://{}{path}", handle.local_addr()))).await;
+    (reply.status.as_u16(), reply.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_commits_fail_and_200_once_the_store_commits_again() {
+    let store = Arc::new(Switchable::default());
+    let recorder = Arc::new(Recorder::default());
+    let handle = start(store.clone(), recorder.clone()).await;
+    assert_eq!(probe(&handle, "/readyz").await.0, 200);
+
+    // The commit fails (before any flush): webhooks are 503, and the server
+    // is not ready, though alive.
+    store.fail.store(true, Ordering::SeqCst);
+    let (status, answer) = post(&handle, &session_started("r1", "sess-r1")).await;
+    assert_eq!(status, 503, "{answer}");
+    let (status, body) = probe(&handle, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store_unavailable"), "{body}");
+    assert_eq!(probe(&handle, "/healthz").await.0, 200);
+    // Still failing: the probe's own commit fails too.
+    assert_eq!(probe(&handle, "/readyz").await.0, 503);
+
+    // The store is back: without a webhook to tell, the probe's own commit does.
+    store.fail.store(false, Ordering::SeqCst);
+    assert_eq!(probe(&handle, "/readyz").await.0, 200);
+    let (status, answer) = post(&handle, &session_started("r1", "sess-r1")).await;
+    assert_eq!(
+        (status, answer.as_str()),
+        (200, r#"{"outcome":"triggered"}"#)
+    );
+    assert_eq!(probe(&handle, "/readyz").await.0, 200);
+    handle.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failed_flush_every_webhook_is_503_and_healthz_says_so() {
     let store = Arc::new(Switchable::default());
@@ -405,6 +442,7 @@ async fn after_a_failed_flush_every_webhook_is_503_and_healthz_says_so() {
     let (status, body) = health(&handle).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("store_unavailable"), "{body}");
+    assert_eq!(probe(&handle, "/readyz").await.0, 503);
     assert!(recorder.0.lock().unwrap().is_empty(), "nothing fired");
     handle.shutdown().await.unwrap();
 }

@@ -1082,3 +1082,59 @@ fn a_second_server_on_a_data_directory_exits_2_and_the_first_fires_alone() {
     post(&again, "room.client.joined", "e1").assert_outcome("duplicate");
     drop(again.stop());
 }
+
+/// `GET path` on `server` over a fresh connection: status and body.
+fn get(server: &Server, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn a_database_deleted_under_the_server_fails_it_as_a_failed_flush_does() {
+    let dir = TempDir::new("faults-deleted-db");
+    let target = Receiver::start();
+    let config = locked_config(&dir, &target);
+    let data = dir.data();
+    let server = serve_settled(&config, &data, &target, "d0");
+    assert_eq!(get(&server, "/healthz").0, 200);
+    assert_eq!(get(&server, "/readyz").0, 200);
+
+    // Removed by a careless clean-up: what is written now is in an unlinked
+    // file, and a restart would fire every earlier event again.
+    std::fs::remove_file(data.join(DB_FILE)).expect("delete the database");
+    let mark = server.stderr.len();
+    let answer = post(&server, "room.client.joined", "d1");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(answer.code(), "store_unavailable", "{answer:?}");
+    server.stderr.wait_line("why the store failed", mark, |l| {
+        l.contains("store sync failed") && l.contains("was deleted while the server used it")
+    });
+    let (health, body) = get(&server, "/healthz");
+    assert_eq!(health, 503, "{body}");
+    assert_eq!(get(&server, "/readyz").0, 503);
+    assert_eq!(
+        post(&server, "room.client.joined", "d2").status,
+        503,
+        "a later webhook"
+    );
+    assert_eq!(target.received().len(), 1, "{:#?}", target.received());
+    drop(server.stop());
+}

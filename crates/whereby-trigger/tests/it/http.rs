@@ -699,13 +699,15 @@ async fn other_methods_are_405_and_other_paths_404() {
 }
 
 #[tokio::test]
-async fn get_path_is_200_empty_and_healthz_is_200() {
+async fn get_path_is_200_empty_and_healthz_and_readyz_are_200() {
     let server = Server::start(builder()).await;
     let root = send(server.request(Method::GET, "/")).await;
     assert_eq!(root.status, StatusCode::OK);
     assert_eq!(root.body, "");
     let health = send(server.request(Method::GET, "/healthz")).await;
     assert_eq!(health.status, StatusCode::OK);
+    let ready = send(server.request(Method::GET, "/readyz")).await;
+    assert_eq!(ready.status, StatusCode::OK);
     server.shutdown().await;
 }
 

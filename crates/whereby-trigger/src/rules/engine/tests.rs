@@ -637,10 +637,31 @@ fn a_start_whose_stop_when_already_holds_does_not_fire() {
     let late_join = counted("room.client.joined", "j1", "2026-11-02T09:00:00Z", 1);
     assert!(decide(&engine, &left).verdicts.is_empty());
     let d = decide(&engine, &late_join);
-    assert_eq!(names(&d), ["r: not matched (`stop_when` already holds)"]);
+    assert_eq!(
+        names(&d),
+        ["r: not matched (delivered after newer room state, on which `stop_when` holds)"]
+    );
     let d = decide(
         &engine,
         &counted("room.client.joined", "j2", "2026-11-02T09:00:20Z", 1),
     );
+    assert!(d.fired(), "{:?}", names(&d));
+}
+
+#[cfg(feature = "cel")]
+#[test]
+fn an_invitation_in_a_room_not_seen_yet_fires_although_it_counts_no_one() {
+    let rule = Rule::new("invited", [EventType::AssistantRequested])
+        .once_per(OncePer::Room)
+        .stop_when(Arc::new(When::compile("room.numHumans == 0").unwrap()))
+        .action(Arc::new(Recorder::default()));
+    let engine = Engine::new(vec![rule]);
+    let invite = webhook(
+        "assistant.requested",
+        "r1",
+        "2026-11-02T09:00:00Z",
+        json!({}),
+    );
+    let d = decide(&engine, &invite);
     assert!(d.fired(), "{:?}", names(&d));
 }

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS claims (
     holder TEXT NOT NULL DEFAULT '',
     stop TEXT
 );
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (key TEXT PRIMARY KEY, state TEXT NOT NULL, seen_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY,
@@ -74,6 +75,10 @@ pub struct SqliteStore {
     wal: PathBuf,
     /// Whether the directory entry of the log has been flushed once.
     wal_entry_synced: AtomicBool,
+    /// Which file the database and its log were when opened (and first
+    /// synced): a file deleted or replaced under the server is noticed at the
+    /// next flush, instead of writing on into an unlinked file.
+    files: Mutex<FileIds>,
     /// The data directory's lock, held while the store lives (`None` for
     /// [`SqliteStore::open_shared`]).
     dir_lock: Mutex<Option<std::fs::File>>,
@@ -143,12 +148,17 @@ impl SqliteStore {
         reader
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
+        let db_id = file_id(&path).map_err(|e| fail(e.to_string()))?;
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
         Ok(SqliteStore {
             conn: Mutex::new(conn),
             reader: Mutex::new(reader),
             path,
+            files: Mutex::new(FileIds {
+                db: db_id,
+                wal: None,
+            }),
             wal: PathBuf::from(wal),
             wal_entry_synced: AtomicBool::new(false),
             dir_lock: Mutex::new(None),
@@ -480,12 +490,41 @@ impl Store for SqliteStore {
     fn sync(&self) -> Result<(), StoreError> {
         let sync_error =
             |e: std::io::Error| StoreError::Sync(format!("{}: {e}", self.wal.display()));
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let gone = |what: &Path, how: &str| {
+            StoreError::Sync(format!(
+                "{} was {how} while the server used it: what it committed since is not in the file a restart would read",
+                what.display()
+            ))
+        };
+        match file_id(&self.path) {
+            Ok(id) if id == files.db => {}
+            Ok(_) => return Err(gone(&self.path, "replaced")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(gone(&self.path, "deleted"));
+            }
+            Err(e) => return Err(sync_error(e)),
+        }
         let wal = match std::fs::File::open(&self.wal) {
             Ok(wal) => wal,
             // No log yet: nothing was committed.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && files.wal.is_none() => {
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(gone(&self.wal, "deleted"));
+            }
             Err(e) => return Err(sync_error(e)),
         };
+        // SQLite keeps the log it opened until its last connection closes:
+        // another file at its path is not the one being written.
+        let id = file_id_of(&wal).map_err(sync_error)?;
+        match files.wal {
+            None => files.wal = Some(id),
+            Some(first) if first != id => return Err(gone(&self.wal, "replaced")),
+            Some(_) => {}
+        }
+        drop(files);
         wal.sync_data().map_err(sync_error)?;
         if !self.wal_entry_synced.load(Ordering::Acquire) {
             if let Some(dir) = self.wal.parent() {
@@ -510,6 +549,37 @@ impl Store for SqliteStore {
             apply(&tx, change).map_err(commit_error)?;
         }
         tx.commit().map_err(commit_error)
+    }
+}
+
+/// A file's identity: device and inode (on Unix; elsewhere, its length is
+/// all there is, and only a deletion is noticed).
+type FileId = (u64, u64);
+
+/// The identities of the database and its log.
+struct FileIds {
+    db: FileId,
+    wal: Option<FileId>,
+}
+
+fn file_id(path: &Path) -> std::io::Result<FileId> {
+    Ok(id_of(&std::fs::metadata(path)?))
+}
+
+fn file_id_of(file: &std::fs::File) -> std::io::Result<FileId> {
+    Ok(id_of(&file.metadata()?))
+}
+
+fn id_of(meta: &std::fs::Metadata) -> FileId {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        (0, 0)
     }
 }
 
@@ -583,6 +653,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
         } => tx
             .prepare_cached("UPDATE deliveries SET attempts = ?2, last_error = ?3 WHERE id = ?1")?
             .execute(params![id, attempts, error]),
+        Change::Probe { at_ms } => tx
+            .prepare_cached("INSERT OR REPLACE INTO probe (id, at_ms) VALUES (1, ?1)")?
+            .execute(params![at_ms]),
         Change::Dead { id, error } => tx
             .prepare_cached("UPDATE deliveries SET status = 'dead', last_error = ?2 WHERE id = ?1")?
             .execute(params![id, error]),

@@ -335,3 +335,57 @@ fn a_data_directory_is_held_by_one_store_and_freed_with_it() {
     drop(again);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_database_deleted_or_replaced_under_the_store_fails_its_next_sync() {
+    let commit = |store: &SqliteStore| {
+        store.commit(&[Change::RememberId {
+            id: "e".into(),
+            at_ms: 1,
+        }])
+    };
+    // Deleted.
+    let dir = temp_dir("deleted");
+    let store = SqliteStore::open(&dir).unwrap();
+    commit(&store).unwrap();
+    store.sync().unwrap();
+    std::fs::remove_file(dir.join(DB_FILE)).unwrap();
+    let _ = commit(&store);
+    match store.sync() {
+        Err(StoreError::Sync(why)) => assert!(why.contains("was deleted"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+
+    // Replaced by another file (a restore from backup, say).
+    let dir = temp_dir("replaced");
+    let store = SqliteStore::open(&dir).unwrap();
+    commit(&store).unwrap();
+    store.sync().unwrap();
+    let db = dir.join(DB_FILE);
+    std::fs::copy(&db, dir.join("copy")).unwrap();
+    std::fs::rename(dir.join("copy"), &db).unwrap();
+    let _ = commit(&store);
+    match store.sync() {
+        Err(StoreError::Sync(why)) => assert!(why.contains("was replaced"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+
+    // Its log deleted.
+    let dir = temp_dir("wal-deleted");
+    let store = SqliteStore::open(&dir).unwrap();
+    commit(&store).unwrap();
+    store.sync().unwrap();
+    let mut wal = dir.join(DB_FILE).into_os_string();
+    wal.push("-wal");
+    std::fs::remove_file(&wal).unwrap();
+    match store.sync() {
+        Err(StoreError::Sync(why)) => assert!(why.contains("was deleted"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
