@@ -112,7 +112,15 @@ impl Rejection {
 
     /// What the client is told. A predicate's own error stays in the log: it is
     /// the operator's business, not the sender's.
-    fn client_message(&self) -> String {
+    /// The field the answer names, when a payload's field is at fault.
+    pub(crate) fn field(&self) -> Option<&str> {
+        match self {
+            Rejection::Request(ExtractError::Parse(failure)) => failure.field(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn client_message(&self) -> String {
         match self {
             Rejection::Evaluate(EvaluateError::Failed { event_type, .. })
             | Rejection::Evaluate(EvaluateError::Panicked { event_type, .. }) => {
@@ -152,10 +160,7 @@ impl IntoResponse for Rejection {
             tracing::warn!(code = self.code(), error = %self, "webhook refused");
         }
         let message = self.client_message();
-        let field = match &self {
-            Rejection::Request(ExtractError::Parse(failure)) => failure.field(),
-            _ => None,
-        };
+        let field = self.field();
         let body = serde_json::to_vec(&ErrorBody {
             error: &message,
             code: self.code(),

@@ -53,6 +53,24 @@ pub enum ExtractError {
     Parse(#[from] ParseFailure),
 }
 
+/// Why a request is not a webhook, with its body when it was signed and
+/// verified but could not be parsed: Whereby does not retry a 400, so such a
+/// body is kept (quarantined) rather than lost.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) error: ExtractError,
+    pub(crate) signed_body: Option<Bytes>,
+}
+
+impl<E: Into<ExtractError>> From<E> for Refused {
+    fn from(error: E) -> Self {
+        Refused {
+            error: error.into(),
+            signed_body: None,
+        }
+    }
+}
+
 impl Extract {
     /// The webhook of a request, verified and parsed.
     ///
@@ -62,14 +80,19 @@ impl Extract {
         &self,
         headers: &HeaderMap,
         body: Body,
-    ) -> Result<ParsedWebhook, ExtractError> {
+    ) -> Result<ParsedWebhook, Refused> {
         if !is_json(headers) {
-            return Err(ExtractError::UnsupportedMediaType);
+            return Err(ExtractError::UnsupportedMediaType.into());
         }
         let body = read_body(body, headers, self.max_body).await?;
         let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
         let verified = self.policy.verify(signature, body, unix_now())?;
-        let parsed = self.parser.parse(verified)?;
+        // Cheap (a reference count): kept for the quarantine, should parsing fail.
+        let raw = verified.bytes().clone();
+        let parsed = self.parser.parse(verified).map_err(|failure| Refused {
+            error: failure.into(),
+            signed_body: (!self.policy.is_unsigned()).then_some(raw),
+        })?;
         for observe in &self.observers {
             observe(&parsed);
         }

@@ -138,7 +138,10 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Outcome, Rejection> {
-    let parsed = app.extract.webhook(&headers, body).await?;
+    let parsed = match app.extract.webhook(&headers, body).await {
+        Ok(parsed) => parsed,
+        Err(refused) => return Err(quarantine(&app, refused).await),
+    };
     let id = parsed.event.id();
     let Some(reservation) = deduplicate::reserve(&app.dedup, id, app.durable.is_some())
         .await
@@ -189,6 +192,44 @@ async fn receive(
             None => return Err(Rejection::Store(StoreError::Closed)),
         }
     }
+}
+
+/// The answer to a request that is not a webhook. A signed one that could not
+/// be parsed is answered 400, which Whereby never retries: so it is kept in
+/// the store's quarantine first (bounded), to be fed through the rules once an
+/// upgrade or a config change makes it readable (`whereby-trigger quarantine`).
+/// Without a store it is only logged.
+async fn quarantine(app: &App, refused: crate::extract::Refused) -> Rejection {
+    let rejection = Rejection::Request(refused.error);
+    let Some(body) = refused.signed_body else {
+        return rejection;
+    };
+    let kept = crate::store::Quarantined::new(
+        &body,
+        rejection.code(),
+        rejection.field(),
+        &rejection.client_message(),
+        crate::util::now_ms(),
+    );
+    let Some(durable) = &app.durable else {
+        tracing::warn!(quarantine = %kept.id, code = kept.code, error = kept.error, bytes = body.len(),
+            "a signed webhook was refused and is not kept (no store): it is lost");
+        return rejection;
+    };
+    let id = kept.id.clone();
+    match durable
+        .journal
+        .submit(vec![crate::store::Change::Quarantine(kept)])
+        .await
+    {
+        Ok(()) => {
+            tracing::warn!(quarantine = %id, code = rejection.code(), "a signed webhook was refused and quarantined: `whereby-trigger quarantine list` shows it")
+        }
+        Err(err) => {
+            tracing::error!(quarantine = %id, %err, "a signed webhook was refused and could not be quarantined: it is lost")
+        }
+    }
+    rejection
 }
 
 /// How often one webhook is decided again because another receiver holds a

@@ -116,6 +116,61 @@ pub struct StoredStop {
     pub webhook: String,
 }
 
+/// A signed webhook refused 400, kept so that it can be fed through the rules
+/// after an upgrade or a config change (`whereby-trigger quarantine`).
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Quarantined {
+    /// The first 16 hex digits of the body's SHA-256: the same body is kept once.
+    pub id: String,
+    /// When it was refused (ms since the epoch).
+    pub at_ms: i64,
+    /// The answer's `code` (`invalid_webhook`, `invalid_room`).
+    pub code: String,
+    /// The answer's `field`, when it named one.
+    pub field: Option<String>,
+    /// The answer's `error`.
+    pub error: String,
+    /// The body as received.
+    pub body: Vec<u8>,
+}
+
+impl Quarantined {
+    /// A refused `body`, named by its digest.
+    pub fn new(body: &[u8], code: &str, field: Option<&str>, error: &str, at_ms: i64) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(body);
+        let id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Quarantined {
+            id,
+            at_ms,
+            code: code.to_owned(),
+            field: field.map(str::to_owned),
+            error: error.to_owned(),
+            body: body.to_vec(),
+        }
+    }
+}
+
+impl fmt::Debug for Quarantined {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Quarantined")
+            .field("id", &self.id)
+            .field("at_ms", &self.at_ms)
+            .field("code", &self.code)
+            .field("field", &self.field)
+            .field("error", &self.error)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// Most refused webhooks kept; the oldest go first.
+pub const QUARANTINE_MAX: u32 = 1000;
+
+/// Longest a refused webhook is kept.
+pub const QUARANTINE_MAX_AGE_MS: i64 = 7 * 24 * 3600 * 1000;
+
 /// One change a webhook (or an action's progress) makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -171,6 +226,8 @@ pub enum Change {
         /// Why the last one failed.
         error: String,
     },
+    /// A signed webhook refused 400, kept (see [`Quarantined`]).
+    Quarantine(Quarantined),
     /// Nothing but a write: asked by the readiness probe while commits fail,
     /// to learn whether the store can commit again.
     Probe {
@@ -295,6 +352,14 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Read`].
     fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The refused webhooks kept, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
         Ok(Vec::new())
     }
 

@@ -1138,3 +1138,89 @@ fn a_database_deleted_under_the_server_fails_it_as_a_failed_flush_does() {
     assert_eq!(target.received().len(), 1, "{:#?}", target.received());
     drop(server.stop());
 }
+
+/// `whereby-trigger quarantine ARGS --data-dir data`, waited for (bounded).
+fn quarantine(data: &Path, args: &[&str]) -> Output {
+    let mut child = loopback_command()
+        .arg("quarantine")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("WHEREBY_WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run quarantine");
+    let stdout = capture(child.stdout.take().expect("stdout"));
+    let stderr = capture(child.stderr.take().expect("stderr"));
+    let status = wait_with_deadline(&mut child);
+    stdout.wait_closed("quarantine's stdout");
+    stderr.wait_closed("quarantine's stderr");
+    let joined = |lines: Vec<String>| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    Output {
+        status,
+        stdout: joined(stdout.snapshot()).into_bytes(),
+        stderr: joined(stderr.snapshot()).into_bytes(),
+    }
+}
+
+#[test]
+fn a_signed_webhook_refused_400_is_quarantined_and_replayed_after_a_config_change() {
+    let dir = TempDir::new("faults-quarantine");
+    let target = Receiver::start();
+    let config = locked_config(&dir, &target);
+    let data = dir.data();
+    let server = serve_settled(&config, &data, &target, "q0");
+
+    // Whereby's payloads of before 2025 have no subdomain; this server has no
+    // default: 400, final for Whereby.
+    let old_shape = crate::common::sample_with("room.client.joined", |v| {
+        v["id"] = Value::from("q1");
+        v["createdAt"] = Value::from(iso8601_now());
+        v["data"].as_object_mut().expect("data").remove("subdomain");
+    });
+    let mark = server.stderr.len();
+    let answer = post_signed_with(server.addr, &old_shape, SECRET);
+    assert_eq!(answer.status, 400, "{answer:?}");
+    server.stderr.wait_line("the quarantine", mark, |l| {
+        l.contains("a signed webhook was refused and quarantined")
+    });
+    // Not signed by us: refused 401, and not kept.
+    let forged = post_signed_with(server.addr, &old_shape.replace("q1", "q2"), "whsec_other");
+    assert_eq!(forged.status, 401, "{forged:?}");
+
+    let listed = quarantine(&data, &["list"]);
+    assert!(listed.status.success(), "{listed:?}");
+    let lines: Vec<String> = text(&listed.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("field=data.subdomain"), "{lines:?}");
+    let id = lines[0].split('\t').next().expect("an id").to_owned();
+    let shown = quarantine(&data, &["show", &id]);
+    assert_eq!(text(&shown.stdout).trim(), old_shape);
+    drop(server.stop());
+
+    // The operator gives the server a default subdomain and replays it: it
+    // fires, once, and leaves the quarantine.
+    let with_default = dir.write(
+        "whereby-trigger.toml",
+        &format!(
+            "[server]\nsubdomain = \"acme\"\n{}",
+            std::fs::read_to_string(&config).expect("the config")
+        ),
+    );
+    let server = serve(&with_default, &data);
+    let replayed = quarantine(&data, &["replay", &id, "--to", &server.url()]);
+    assert!(replayed.status.success(), "{replayed:?}");
+    assert!(
+        text(&replayed.stdout).contains(r#"{"outcome":"triggered"}"#),
+        "{replayed:?}"
+    );
+    target.wait_delivered(&["locked:q1".to_owned()]);
+    assert_eq!(
+        text(&quarantine(&data, &["list"]).stdout).trim(),
+        "the quarantine is empty"
+    );
+    let again = quarantine(&data, &["replay", &id, "--to", &server.url()]);
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    drop(server.stop());
+}

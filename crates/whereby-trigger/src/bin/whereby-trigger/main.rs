@@ -9,6 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 mod check;
 mod outbox;
+mod quarantine;
 mod reload;
 mod replay;
 mod send;
@@ -34,6 +35,8 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// List, retry or drop queued action deliveries in a data directory.
     Outbox(outbox::OutboxArgs),
+    /// List, show, replay or drop the signed webhooks the server refused (400).
+    Quarantine(quarantine::QuarantineArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Command::Check(args) => Ok(check::run(args)),
             Command::Replay(args) => replay::run(args),
             Command::Outbox(args) => outbox::run(args),
+            Command::Quarantine(args) => quarantine::run(args).await,
         }
     });
     match result {

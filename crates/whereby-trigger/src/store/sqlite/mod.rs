@@ -16,7 +16,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Change, Delivery, DeliveryStatus, Snapshot, Store, StoreError, StoredClaim, StoredStop,
+    Change, Delivery, DeliveryStatus, Quarantined, Snapshot, Store, StoreError, StoredClaim,
+    StoredStop,
 };
 use crate::util::now_ms;
 
@@ -44,6 +45,14 @@ CREATE TABLE IF NOT EXISTS claims (
     expires_ms INTEGER NOT NULL,
     holder TEXT NOT NULL DEFAULT '',
     stop TEXT
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    code TEXT NOT NULL,
+    field TEXT,
+    error TEXT NOT NULL,
+    body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (key TEXT PRIMARY KEY, state TEXT NOT NULL, seen_ms INTEGER NOT NULL);
@@ -231,6 +240,20 @@ impl SqliteStore {
         let n = self
             .lock()
             .execute("DELETE FROM deliveries WHERE id = ?1", params![id])
+            .map_err(commit_error)?;
+        self.sync()?;
+        Ok(n > 0)
+    }
+
+    /// Removes a refused webhook from the quarantine; `false` when none has
+    /// that id.
+    ///
+    /// # Errors
+    /// [`StoreError::Commit`].
+    pub fn drop_quarantined(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute("DELETE FROM quarantine WHERE id = ?1", params![id])
             .map_err(commit_error)?;
         self.sync()?;
         Ok(n > 0)
@@ -476,6 +499,11 @@ impl Store for SqliteStore {
         conn.execute("DELETE FROM claims WHERE expires_ms <= ?1", params![now_ms])
             .map_err(commit_error)?;
         conn.execute(
+            "DELETE FROM quarantine WHERE at_ms <= ?1",
+            params![now_ms.saturating_sub(super::QUARANTINE_MAX_AGE_MS)],
+        )
+        .map_err(commit_error)?;
+        conn.execute(
             "DELETE FROM rooms WHERE seen_ms <= ?1",
             params![now_ms.saturating_sub(room_idle_ms)],
         )
@@ -533,6 +561,28 @@ impl Store for SqliteStore {
             self.wal_entry_synced.store(true, Ordering::Release);
         }
         Ok(())
+    }
+
+    fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        let conn = self.read();
+        let mut stmt = conn
+            .prepare(
+                "SELECT id, at_ms, code, field, error, body FROM quarantine ORDER BY at_ms, id",
+            )
+            .map_err(read_error)?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok(Quarantined {
+                    id: row.get(0)?,
+                    at_ms: row.get(1)?,
+                    code: row.get(2)?,
+                    field: row.get(3)?,
+                    error: row.get(4)?,
+                    body: row.get(5)?,
+                })
+            })
+            .map_err(read_error)?;
+        rows.collect::<Result<_, _>>().map_err(read_error)
     }
 
     fn release(&self) {
@@ -653,6 +703,22 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
         } => tx
             .prepare_cached("UPDATE deliveries SET attempts = ?2, last_error = ?3 WHERE id = ?1")?
             .execute(params![id, attempts, error]),
+        Change::Quarantine(q) => {
+            let added = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO quarantine (id, at_ms, code, field, error, body) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![q.id, q.at_ms, q.code, q.field, q.error, q.body])?;
+            // Bounded by count as well as by age (see `prune`): a flood of
+            // refused webhooks keeps the newest.
+            tx.prepare_cached(
+                "DELETE FROM quarantine WHERE id NOT IN \
+                 (SELECT id FROM quarantine ORDER BY at_ms DESC, id LIMIT ?1)",
+            )?
+            .execute(params![super::QUARANTINE_MAX])?;
+            Ok(added)
+        }
         Change::Probe { at_ms } => tx
             .prepare_cached("INSERT OR REPLACE INTO probe (id, at_ms) VALUES (1, ?1)")?
             .execute(params![at_ms]),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::Quarantined;
 
 fn delivery(id: &str, created_ms: i64) -> Delivery {
     Delivery {
@@ -387,5 +388,48 @@ fn a_database_deleted_or_replaced_under_the_store_fails_its_next_sync() {
         other => panic!("{other:?}"),
     }
     drop(store);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_quarantine_keeps_each_body_once_and_is_bounded_by_count_and_age() {
+    let dir = temp_dir("quarantine");
+    let store = SqliteStore::open(&dir).unwrap();
+    let refused = |n: u32, at_ms: i64| {
+        Change::Quarantine(Quarantined::new(
+            format!("{{\"n\":{n}}}").as_bytes(),
+            "invalid_webhook",
+            Some("data.roomName"),
+            "no roomName",
+            at_ms,
+        ))
+    };
+    store
+        .commit(&[refused(0, 1_000), refused(0, 2_000)])
+        .unwrap();
+    let kept = store.quarantined().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].id.len(), kept[0].at_ms), (16, 1_000));
+    assert_eq!(kept[0].body, br#"{"n":0}"#);
+
+    let flood: Vec<Change> = (1..=crate::store::QUARANTINE_MAX)
+        .map(|n| refused(n, 1_000 + i64::from(n)))
+        .collect();
+    store.commit(&flood).unwrap();
+    let kept = store.quarantined().unwrap();
+    assert_eq!(kept.len(), crate::store::QUARANTINE_MAX as usize);
+    assert!(
+        !kept.iter().any(|q| q.body == br#"{"n":0}"#),
+        "the oldest went first"
+    );
+
+    let week = crate::store::QUARANTINE_MAX_AGE_MS;
+    store.prune(1_500 + week, 60_000, 60_000).unwrap();
+    assert_eq!(
+        store.quarantined().unwrap().len(),
+        crate::store::QUARANTINE_MAX as usize - 500
+    );
+    assert!(store.drop_quarantined(&kept.last().unwrap().id).unwrap());
+    assert!(!store.drop_quarantined("nope").unwrap());
     let _ = std::fs::remove_dir_all(dir);
 }
