@@ -11,7 +11,7 @@
 //! | `body_read_timeout` | a timer on the body (a router layer) | 408 `body_timeout` |
 //! | `request_deadline` | a timer on the handler (a router layer) | 503 `deadline` |
 //! | a panicking handler | `catch_unwind` around the handler (a router layer) | 500 `internal_error` |
-//! | `max_connections` | the accept loop in [`trigger`](crate::trigger) | waits in the kernel's backlog |
+//! | `max_connections` | the accept loop in [`trigger`](crate::trigger) | the connection waiting longest without a request (a head still arriving, or idle) is closed for it; with a request in progress on every one, it waits in the kernel's backlog |
 //! | `keep_alive_idle` | the connection task in [`trigger`](crate::trigger) | an idle connection is closed |
 //!
 //! The body timer, the deadline and panic containment are a layer of the router
@@ -100,9 +100,12 @@ pub struct Limits {
     /// Largest request head (request line and headers), in bytes. A larger one
     /// is answered 431 and the connection is closed. Default 16 KiB.
     pub max_header_bytes: usize,
-    /// Connections served at once. Beyond it, new connections are not accepted
-    /// but wait in the kernel's listen backlog until one ends, so they are
-    /// delayed rather than refused. Default 1024.
+    /// Connections served at once. At the cap, a new connection takes the
+    /// place of the one that has waited longest without a request in progress
+    /// (a head still arriving, or idle between requests), which is closed; when
+    /// every connection has a request in progress, new ones wait in the
+    /// kernel's listen backlog until one ends, delayed rather than refused.
+    /// Default 1024.
     pub max_connections: usize,
     /// Time to answer a request, counted from the end of its head. A request
     /// not answered by then is abandoned (its handler is dropped, which releases
@@ -345,6 +348,13 @@ impl Activity {
         }
         let since = Duration::from_millis(self.idle_since.load(Ordering::SeqCst));
         Some(self.origin + since + idle)
+    }
+
+    /// Since when the connection has had no request in progress (its
+    /// start, or the end of its last request), or `None` while one is: a
+    /// connection that may be closed to make room, the oldest first.
+    pub(crate) fn waiting_since(&self) -> Option<Instant> {
+        self.idle_deadline(Duration::ZERO)
     }
 
     fn begin(self: &Arc<Self>) -> Busy {

@@ -1,16 +1,18 @@
-//! The accept loop: connections up to `max_connections`, each served with the
+//! The accept loop: connections up to `max_connections` (at the cap, the one
+//! waiting longest without a request gives way), each served with the
 //! per-connection [`Limits`], and closed when idle or when the server stops.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -58,24 +60,32 @@ impl Server {
 
     /// Accepts connections until `shutdown` completes, serving at most
     /// `max_connections` at once.
+    ///
+    /// At the cap, a new connection takes the place of the one that has waited
+    /// longest without a request in progress (a head still arriving, or idle
+    /// between requests), which is closed: idle and slow connections, however
+    /// many, cannot keep a complete webhook out past Whereby's timeout. Only
+    /// when every connection has a request in progress does the next one wait
+    /// in the kernel's backlog until one ends (each ends within the request
+    /// deadline).
     async fn accept_until(&self, listener: &TcpListener, shutdown: impl Future<Output = ()>) {
-        // A slot is taken before accepting, not after: beyond the cap, new
-        // connections stay in the kernel's listen backlog, delayed rather than
-        // refused, at no cost to the server, and are taken in order as
-        // connections end (the header and idle timers see that they do).
-        let slots = Arc::new(Semaphore::new(
-            self.limits.max_connections.min(Semaphore::MAX_PERMITS),
-        ));
+        let live = Arc::new(Live::default());
+        let cap = self.limits.max_connections.max(1);
         tokio::pin!(shutdown);
         loop {
-            let slot = tokio::select! {
-                biased;
-                () = &mut shutdown => return,
-                slot = slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_closed) => return,
-                },
-            };
+            // A connection that no room can be made for stays in the backlog,
+            // delayed, not refused, until one ends.
+            loop {
+                let ended = live.ended.notified();
+                if live.has_room(cap) {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return,
+                    () = ended => {}
+                }
+            }
             let (stream, peer) = tokio::select! {
                 biased;
                 () = &mut shutdown => return,
@@ -96,10 +106,42 @@ impl Server {
             };
             // Answers are one small write; without Nagle they leave at once.
             let _ = stream.set_nodelay(true);
-            let connection = self.connection(stream, peer);
+            // Only now that one has come: the connection made room for is the
+            // one waiting longest at this moment. If every connection began a
+            // request since `has_room` looked, this one waits, unserved, as
+            // it would have in the backlog.
+            loop {
+                let ended = live.ended.notified();
+                if live.make_room(cap) {
+                    break;
+                }
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => return,
+                    () = ended => {}
+                }
+            }
+            let activity = Activity::new();
+            let evict = CancellationToken::new();
+            let id = live.add(activity.clone(), evict.clone());
+            let connection = self.connection(stream, peer, activity.clone());
+            let live = live.clone();
             self.connections.spawn(async move {
-                let _slot = slot;
-                connection.await;
+                tokio::pin!(connection);
+                tokio::select! {
+                    () = connection.as_mut() => {}
+                    () = evict.cancelled() => {
+                        if activity.waiting_since().is_some() {
+                            // Dropping the connection closes it.
+                            tracing::debug!(%peer, "closed to make room: no request in progress at the connection cap");
+                        } else {
+                            // A head completed since it was chosen: its request
+                            // is answered (the cap is one over meanwhile).
+                            connection.await;
+                        }
+                    }
+                }
+                live.remove(id);
             });
         }
     }
@@ -111,8 +153,8 @@ impl Server {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
+        activity: Arc<Activity>,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let activity = Activity::new();
         let service = Tracked::new(self.router.clone(), activity.clone());
         let connection = self.http.serve_connection(TokioIo::new(stream), service);
         let keep_alive = self.limits.keep_alive();
@@ -151,6 +193,75 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// The connections being served, to find one to close at the cap. Locked
+/// once per connection (opened, closed) and, at the cap, once per accept: never
+/// per request.
+#[derive(Default)]
+struct Live {
+    connections: Mutex<Connections>,
+    /// Told whenever a connection ends.
+    ended: Notify,
+}
+
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, (Arc<Activity>, CancellationToken)>,
+}
+
+impl Live {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self, activity: Arc<Activity>, evict: CancellationToken) -> u64 {
+        let mut connections = self.lock();
+        let id = connections.next_id;
+        connections.next_id += 1;
+        connections.open.insert(id, (activity, evict));
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().open.remove(&id);
+        self.ended.notify_waiters();
+    }
+
+    /// Whether a connection may be accepted: below `cap`, or with one that
+    /// could give way (no request in progress).
+    fn has_room(&self, cap: usize) -> bool {
+        let connections = self.lock();
+        connections.open.len() < cap
+            || connections
+                .open
+                .values()
+                .any(|(activity, _)| activity.waiting_since().is_some())
+    }
+
+    /// Below `cap` again, for the connection just accepted: closes the one
+    /// that has waited longest without a request in progress. `false` when
+    /// every connection has one.
+    fn make_room(&self, cap: usize) -> bool {
+        let mut connections = self.lock();
+        if connections.open.len() < cap {
+            return true;
+        }
+        let oldest = connections
+            .open
+            .iter()
+            .filter_map(|(id, (activity, _))| activity.waiting_since().map(|since| (since, *id)))
+            .min();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        // Out of the count at once; its task ends at its next poll.
+        if let Some((_, evict)) = connections.open.remove(&id) {
+            evict.cancel();
+        }
+        true
     }
 }
 

@@ -348,8 +348,8 @@ async fn a_thousand_open_connections_do_not_keep_a_delivery_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn beyond_the_connection_cap_a_client_waits_for_a_free_slot() {
-    let server = Server::start(builder().max_connections(4)).await;
+async fn at_the_connection_cap_the_oldest_connection_without_a_request_gives_way() {
+    let mut server = Server::start(yes().max_connections(4)).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = connect(&server).await;
@@ -360,20 +360,100 @@ async fn beyond_the_connection_cap_a_client_waits_for_a_free_slot() {
         held.push(stream);
     }
 
-    // The fifth connection is in the kernel's backlog, not refused.
+    // A complete webhook beyond the cap is served at once: the connection that
+    // has waited longest without a complete head is closed for it.
+    assert_served(&mut server, "beyond-the-cap").await;
+    let oldest = held.remove(0);
+    assert!(read_until_closed(oldest).await.is_empty());
+    // The others were left alone and are answered once their heads are done.
+    for stream in &mut held {
+        stream
+            .write_all(b"Host: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("the rest of the head");
+        let answer = read_until_closed(&mut *stream).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_every_connection_has_a_request_in_progress_a_new_one_waits_for_a_slot() {
+    let server = Server::start(builder().max_connections(2)).await;
+    // Two requests in progress: heads complete, bodies still arriving (within
+    // the body timeout, 3 s by default). Neither may be cut off.
+    let body = sample("room.client.joined");
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(&server).await;
+        // `Expect: 100-continue`: the server's `100 Continue` says the head
+        // was read and the handler is reading the body.
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.expect("the head");
+        let go_on = read_head(&mut stream).await;
+        assert!(go_on.starts_with("HTTP/1.1 100"), "{go_on}");
+        stream
+            .write_all(&body.as_bytes()[..10])
+            .await
+            .expect("part of the body");
+        busy.push(stream);
+    }
+
+    // The third connection is in the kernel's backlog, not refused.
     let waiting = tokio::spawn(send(server.request(Method::GET, "/healthz")));
     // With a free slot it would be answered in a millisecond; with none it
     // cannot be answered at all, however long this waits.
     tokio::time::sleep(SHORT).await;
-    assert!(!waiting.is_finished(), "served beyond the connection cap");
+    assert!(
+        !waiting.is_finished(),
+        "served beyond the cap, though every connection had a request in progress"
+    );
 
-    // One connection ends: its slot goes to the client that waited.
-    drop(held.pop());
+    // One request ends: its slot goes to the client that waited.
+    drop(busy.pop());
     let reply = within("the waiting client", waiting)
         .await
         .expect("request task");
     assert_eq!(reply.status, StatusCode::OK);
+    drop(busy);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_slow_and_idle_connections_do_not_keep_a_webhook_out() {
+    const SLOW: usize = 1500;
+    const IDLE: usize = 500;
+    ensure_open_files(2 * (SLOW + IDLE) as u64 + 256);
+    // The default limits: 1024 connections, heads within 10 s.
+    let mut server = Server::start(yes()).await;
+    let mut held = Vec::with_capacity(SLOW + IDLE);
+    for n in 0..SLOW + IDLE {
+        let mut stream = connect(&server).await;
+        if n < SLOW {
+            // A head begun and not finished.
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\n")
+                .await
+                .expect("the first line");
+        }
+        held.push(stream);
+    }
+
+    // Connected after all of them: answered well within Whereby's 5 s.
+    let begin = Instant::now();
+    assert_served(&mut server, "among-two-thousand").await;
+    let took = begin.elapsed();
+    eprintln!(
+        "answered among {} slow and idle connections in {took:?}",
+        SLOW + IDLE
+    );
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
     drop(held);
+    assert_served(&mut server, "after-two-thousand").await;
     server.shutdown().await;
 }
 
