@@ -567,6 +567,61 @@ async fn during_a_rotation_either_secret_passes() {
 }
 
 #[tokio::test]
+async fn a_matching_v1_passes_whatever_unusable_entries_surround_it() {
+    let mut server = Server::start(builder().secret(SECRET).on(|_: &RoomClientJoined| true)).await;
+    let now = unix_now();
+    let mut ids = Vec::new();
+    // Each header is refused by none of Stripe's libraries: a 401 here would be
+    // final for Whereby.
+    let crafted = |what: &str, signed: &str| match what {
+        "trailing comma" => format!("{signed},"),
+        "empty v1 first" => signed.replacen(",v1=", ",v1=,v1=", 1),
+        "short v1 after" => format!("{signed},v1=abc"),
+        "not hex" => format!("{signed},v1={}", "z".repeat(64)),
+        "empty entries" => format!(",{},, ", signed.replace(',', ",,")),
+        _ => unreachable!("{what}"),
+    };
+    let cases = [
+        "trailing comma",
+        "empty v1 first",
+        "short v1 after",
+        "not hex",
+        "empty entries",
+    ];
+    for (n, what) in cases.into_iter().enumerate() {
+        let id = format!("sig-lenient-{n}");
+        let body = sample_with_id("room.client.joined", &id);
+        let header = crafted(what, &sign_at(SECRET, now, &body));
+        let reply = server.post_with_signature(&body, &header).await;
+        assert_eq!(reply.status, StatusCode::OK, "{what}: {header}");
+        reply.assert_outcome("triggered");
+        ids.push(id);
+    }
+    for id in ids {
+        assert_eq!(server.next_event().await.trigger_webhook.id(), id);
+    }
+
+    // Skipped entries never count as signatures: with no usable `v1` left the
+    // header is malformed, and with only a wrong one it is a mismatch.
+    let body = sample_with_id("room.client.joined", "sig-lenient-refused");
+    for (header, code) in [
+        (format!("t={now},v1=,"), "signature_malformed"),
+        (format!("t={now},v1=abc,v1="), "signature_malformed"),
+        (
+            format!("{},v1=,", sign_at("whsec_other", now, &body)),
+            "signature_mismatch",
+        ),
+    ] {
+        server
+            .post_with_signature(&body, &header)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, code);
+    }
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn without_a_secret_unsigned_webhooks_are_accepted() {
     let mut server = Server::start(builder().on(|_: &RoomClientJoined| true)).await;
     let body = sample("room.client.joined");
