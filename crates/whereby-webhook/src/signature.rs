@@ -49,6 +49,15 @@ pub enum SignatureError {
     NoMatch,
 }
 
+/// Why a signing secret was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The secret is empty or only whitespace.
+    #[error("the signing secret is empty or only whitespace")]
+    Blank,
+}
+
 /// A webhook signing secret, ready to sign: the key's HMAC state is computed once so
 /// each verification only hashes the payload. Its `Debug` never shows the key.
 #[derive(Clone)]
@@ -64,6 +73,21 @@ impl SigningSecret {
         let keyed = HmacSha256::new_from_slice(secret.as_ref())
             .unwrap_or_else(|_| HmacSha256::new(&Default::default()));
         SigningSecret { keyed }
+    }
+
+    /// Like [`SigningSecret::new`], but refuses a secret that is empty or only
+    /// whitespace. No secret Whereby issues looks like that; such a value is an
+    /// unset or badly quoted variable, and anyone could sign with it.
+    ///
+    /// # Errors
+    /// [`SecretError::Blank`].
+    pub fn try_new(secret: impl AsRef<[u8]>) -> Result<Self, SecretError> {
+        let secret = secret.as_ref();
+        let blank = std::str::from_utf8(secret).is_ok_and(|text| text.trim().is_empty());
+        if blank {
+            return Err(SecretError::Blank);
+        }
+        Ok(SigningSecret::new(secret))
     }
 
     /// The raw HMAC-SHA256 of `"<timestamp>.<body>"`.
@@ -522,6 +546,24 @@ mod tests {
     fn unknown_keys_are_ignored() {
         let h = format!("t={T},v0=whatever,v1={KNOWN_V1}");
         assert!(verifier().verify(Some(h.as_bytes()), BODY, T).is_ok());
+    }
+
+    #[test]
+    fn blank_secrets_are_refused() {
+        for blank in ["", " ", "   ", "\t\r\n", "\u{a0}\u{2003}"] {
+            assert_eq!(
+                SigningSecret::try_new(blank).map(|_| ()),
+                Err(SecretError::Blank),
+                "{blank:?}"
+            );
+        }
+        // Only a blank secret: spaces around a real one are part of it.
+        for secret in [SECRET, " x ", "\0", "\u{a0}x"] {
+            assert!(SigningSecret::try_new(secret).is_ok(), "{secret:?}");
+        }
+        assert!(SigningSecret::try_new([0xff_u8, b' ']).is_ok());
+        let h = SigningSecret::try_new(SECRET).unwrap().sign(T, BODY);
+        assert_eq!(h, header(KNOWN_V1));
     }
 
     #[test]

@@ -95,6 +95,30 @@ fn secrets_never_show() {
 }
 
 #[test]
+fn blank_secrets_are_refused_naming_their_line() {
+    let env = |name: &str| match name {
+        "EMPTY" => Some(String::new()),
+        "SPACES" => Some("  \t ".to_owned()),
+        _ => None,
+    };
+    let toml = "[verify]\nsecrets = [\n  \"whsec_ok\",\n  \"   \",\n  \"\",\n  \"${SPACES}\",\n  \"${EMPTY}\",\n]\n";
+    let e = Config::from_toml(toml, &env).unwrap_err().errors;
+    let found: Vec<(Option<usize>, &str)> =
+        e.iter().map(|e| (e.line, e.message.as_str())).collect();
+    let blank = "verify.secrets: the signing secret is empty or only whitespace";
+    let expanded = format!("{blank} once its variables are expanded");
+    assert_eq!(
+        found,
+        [
+            (Some(4), blank),
+            (Some(5), blank),
+            (Some(6), expanded.as_str()),
+            (Some(7), expanded.as_str()),
+        ]
+    );
+}
+
+#[test]
 fn the_summary_shows_the_limits_in_force() {
     let c = Config::from_toml(
         "[server]\nrequest_deadline = \"3s\"\nmax_connections = 7\n",

@@ -21,12 +21,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-use whereby_trigger::Trigger;
 use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::webhook::{
     AssistantRequested, EventType, RoomClientJoined, RoomClientLeft, RoomSessionEnded,
-    RoomSessionStarted, unix_now,
+    RoomSessionStarted, SecretError, unix_now,
 };
+use whereby_trigger::{ConfigError, Trigger};
 
 /// The room URL of every sample payload.
 const SAMPLE_ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
@@ -619,6 +619,21 @@ async fn a_matching_v1_passes_whatever_unusable_entries_surround_it() {
     }
     server.assert_no_event();
     server.shutdown().await;
+}
+
+/// Anyone could sign with a blank key: a Rust program whose variable is unset
+/// or empty must not start with one.
+#[test]
+fn a_blank_secret_fails_build() {
+    for blank in ["", "   ", "\n"] {
+        let built = builder().secret(SECRET).secret(blank).build();
+        assert_eq!(
+            built.err(),
+            Some(ConfigError::Secret(SecretError::Blank)),
+            "{blank:?}"
+        );
+    }
+    assert!(builder().secret(" whsec_with_spaces ").build().is_ok());
 }
 
 #[tokio::test]
