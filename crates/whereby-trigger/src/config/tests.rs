@@ -119,6 +119,23 @@ fn blank_secrets_are_refused_naming_their_line() {
 }
 
 #[test]
+fn a_tolerance_under_a_second_is_refused_naming_its_line() {
+    for value in ["0s", "0", "0ms", "999ms"] {
+        let toml = format!("[verify]\nallow_unsigned = true\ntolerance = \"{value}\"\n");
+        let e = errors(&toml);
+        assert_eq!(e.len(), 1, "{toml}: {e:?}");
+        assert_eq!(e[0].line, Some(3), "{toml}: {e:?}");
+        assert!(
+            e[0].message
+                .starts_with("verify.tolerance: must be at least 1s"),
+            "{toml}: {e:?}"
+        );
+    }
+    let c = Config::from_toml("[verify]\ntolerance = \"1s\"\n", &env).unwrap();
+    assert_eq!(c.verify.tolerance, Some(Duration::from_secs(1)));
+}
+
+#[test]
 fn the_summary_shows_the_limits_in_force() {
     let c = Config::from_toml(
         "[server]\nrequest_deadline = \"3s\"\nmax_connections = 7\n",

@@ -42,9 +42,11 @@ pub(super) fn verify_config(
             }),
         }
     }
-    let tolerance = raw
-        .tolerance
-        .and_then(|v| match parse_duration(v.get_ref()) {
+    let tolerance = raw.tolerance.and_then(|v| {
+        let checked = parse_duration(v.get_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|d| crate::verify::check_tolerance(d).map_err(|e| e.to_string()));
+        match checked {
             Ok(d) => Some(d),
             Err(e) => {
                 errors.push(ConfigProblem {
@@ -54,7 +56,8 @@ pub(super) fn verify_config(
                 });
                 None
             }
-        });
+        }
+    });
     VerifyConfig {
         secrets,
         tolerance,

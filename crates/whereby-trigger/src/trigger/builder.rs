@@ -26,7 +26,7 @@ use crate::record::Durable;
 use crate::rules::engine::Engine;
 use crate::store::{Retention, Store, StoreError};
 use crate::util::BoxError;
-use crate::verify::{SignaturePolicy, Verification};
+use crate::verify::{SignaturePolicy, ToleranceError, Verification, check_tolerance};
 
 use super::{DEFAULT_MAX_BODY, DEFAULT_PORT, DEFAULT_PREDICATE_TIMEOUT, ShutdownHook, Trigger};
 
@@ -56,6 +56,9 @@ pub enum ConfigError {
     /// likely), which anyone could sign with.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The signature tolerance is under [`MIN_TOLERANCE`](crate::verify::MIN_TOLERANCE).
+    #[error("signature tolerance: {0}")]
+    Tolerance(#[from] ToleranceError),
     /// A limit is zero.
     #[error("`{0}` must be greater than zero")]
     Zero(&'static str),
@@ -162,7 +165,8 @@ impl TriggerBuilder {
         self
     }
 
-    /// How far a signature's timestamp may be from now (default 300 s).
+    /// How far a signature's timestamp may be from now (default 300 s; at
+    /// least 1 s, or [`TriggerBuilder::build`] fails).
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
@@ -489,6 +493,7 @@ impl TriggerBuilder {
                 .map_err(|source| ConfigError::Subdomain { subdomain, source })?;
         }
         let secrets = self.secrets.into_iter().collect::<Result<Vec<_>, _>>()?;
+        check_tolerance(self.tolerance)?;
         let policy = if secrets.is_empty() {
             SignaturePolicy::Unsigned
         } else {

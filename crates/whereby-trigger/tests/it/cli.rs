@@ -143,16 +143,29 @@ fn serve_refuses_to_start_without_a_secret() {
 }
 
 /// Runs `serve` on a free port with `args` from `base`, expecting it to refuse
-/// to start: its exit code and stderr.
+/// to start: its exit code and stderr. Bounded, and killed if it does start.
 fn refused_serve(mut base: std::process::Command, args: &[&str]) -> (Option<i32>, String) {
-    let out = base
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--ephemeral"])
-        .args(args)
-        .output()
-        .unwrap();
-    let err = text(&out.stderr);
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        base.args(["serve", "--port", "0", "--bind", "127.0.0.1", "--ephemeral"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = binary::capture(child.0.stderr.take().expect("stderr"));
+    let status = binary::wait_with_deadline(&mut child.0);
+    stderr.wait_closed("serve's stderr");
+    let err = stderr.snapshot().join("\n");
     assert!(!err.contains("addr="), "it must not listen:\n{err}");
-    (out.status.code(), err)
+    (status.code(), err)
 }
 
 #[test]
@@ -196,6 +209,28 @@ fn serve_refuses_a_blank_secret_naming_where_it_came_from() {
 }
 
 #[test]
+fn serve_refuses_a_tolerance_under_a_second() {
+    for tolerance in ["0", "0s", "500ms"] {
+        let (code, err) = refused_serve(command(), &["--secret", SECRET, "--tolerance", tolerance]);
+        assert_eq!(code, Some(2), "{tolerance}: {err}");
+        assert!(err.contains("--tolerance"), "{tolerance}: {err}");
+        assert!(err.contains("must be at least 1s"), "{tolerance}: {err}");
+    }
+    let dir = TempDir::new("cli-tolerance");
+    let file = dir.write(
+        "zero.toml",
+        &format!("[verify]\nsecrets = [\"{SECRET}\"]\ntolerance = \"0s\"\n"),
+    );
+    let file = file.to_str().unwrap();
+    let (code, err) = refused_serve(command(), &["--config", file]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{file}:3: verify.tolerance: must be at least 1s")),
+        "{err}"
+    );
+}
+
+#[test]
 fn serve_rejects_an_unknown_event_type() {
     let out = command()
         .args(["serve", "--allow-unsigned", "--on", "room.client.knocked"])
@@ -219,6 +254,7 @@ fn help_explains_every_flag_with_its_default() {
         "WHEREBY_WEBHOOK_SECRET",
         "--allow-unsigned",
         "--tolerance",
+        "at least 1s",
         "[default: 300s]",
         "--base-domain",
         "[default: whereby.com]",

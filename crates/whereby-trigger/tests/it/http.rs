@@ -22,6 +22,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::verify::ToleranceError;
 use whereby_trigger::webhook::{
     AssistantRequested, EventType, RoomClientJoined, RoomClientLeft, RoomSessionEnded,
     RoomSessionStarted, SecretError, unix_now,
@@ -634,6 +635,26 @@ fn a_blank_secret_fails_build() {
         );
     }
     assert!(builder().secret(" whsec_with_spaces ").build().is_ok());
+}
+
+/// 0 does not turn the check off (as it does in Stripe's libraries): it would
+/// refuse nearly every delivery, so it is refused at start instead.
+#[test]
+fn a_tolerance_under_a_second_fails_build() {
+    for short in [Duration::ZERO, Duration::from_millis(999)] {
+        let built = builder().secret(SECRET).tolerance(short).build();
+        assert_eq!(
+            built.err(),
+            Some(ConfigError::Tolerance(ToleranceError::TooShort(short)))
+        );
+    }
+    assert!(
+        builder()
+            .secret(SECRET)
+            .tolerance(Duration::from_secs(1))
+            .build()
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::store::{Retention, SqliteStore};
 use whereby_trigger::units::{parse_duration, parse_size};
+use whereby_trigger::verify::check_tolerance;
 use whereby_trigger::webhook::{DEFAULT_TOLERANCE, EventType, SigningSecret};
 use whereby_trigger::{DedupLimits, Trigger};
 
@@ -68,8 +69,9 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     allow_unsigned: bool,
 
-    /// How far a signature's timestamp may be from now, either way. [default: 300s]
-    #[arg(long, value_parser = parse_duration)]
+    /// How far a signature's timestamp may be from now, either way; at least 1s.
+    /// [default: 300s]
+    #[arg(long, value_parser = parse_tolerance)]
     tolerance: Option<Duration>,
 
     /// Domain room URLs are built on: https://{subdomain}.{base-domain}{roomName}.
@@ -127,6 +129,12 @@ impl ServeArgs {
         self.secrets_from_env =
             matches.value_source("secrets") == Some(clap::parser::ValueSource::EnvVariable);
     }
+}
+
+/// `--tolerance`: a duration of at least 1 s.
+fn parse_tolerance(input: &str) -> Result<Duration, String> {
+    let tolerance = parse_duration(input).map_err(|e| e.to_string())?;
+    check_tolerance(tolerance).map_err(|e| e.to_string())
 }
 
 /// The data directory when neither the flag nor the config names one.
