@@ -35,12 +35,6 @@ pub enum Rejection {
     /// No route matches the path.
     #[error("not found")]
     NotFound,
-    /// The body was still arriving when the body read timeout passed.
-    #[error("the body was not received within {timeout:?}")]
-    BodyTimeout {
-        /// The configured body read timeout.
-        timeout: Duration,
-    },
     /// The request was not answered within the request deadline; it was
     /// abandoned, and nothing it did was remembered.
     #[error("the webhook was not answered within {deadline:?}; retry it")]
@@ -70,6 +64,7 @@ impl Rejection {
                 ExtractError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 ExtractError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ExtractError::BodyUnreadable(_) | ExtractError::Parse(_) => StatusCode::BAD_REQUEST,
+                ExtractError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
                 ExtractError::Signature(_) => StatusCode::UNAUTHORIZED,
             },
             Rejection::Evaluate(EvaluateError::TimedOut { .. }) => StatusCode::SERVICE_UNAVAILABLE,
@@ -77,7 +72,6 @@ impl Rejection {
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Rejection::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::Deadline { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,6 +84,7 @@ impl Rejection {
                 ExtractError::UnsupportedMediaType => "unsupported_media_type",
                 ExtractError::PayloadTooLarge { .. } => "payload_too_large",
                 ExtractError::BodyUnreadable(_) => "body_unreadable",
+                ExtractError::BodyTimeout { .. } => "body_timeout",
                 ExtractError::Signature(SignatureError::Missing) => "signature_missing",
                 ExtractError::Signature(SignatureError::Malformed(_)) => "signature_malformed",
                 ExtractError::Signature(SignatureError::Stale { .. }) => "signature_stale",
@@ -104,7 +99,6 @@ impl Rejection {
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::NotFound => "not_found",
             Rejection::Store(_) => "store_unavailable",
-            Rejection::BodyTimeout { .. } => "body_timeout",
             Rejection::Deadline { .. } => "deadline",
             Rejection::Panicked { .. } => "internal_error",
         }

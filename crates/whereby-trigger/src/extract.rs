@@ -7,6 +7,7 @@
 //! parsed webhook is shown to the observers, duplicates included.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -45,6 +46,12 @@ pub enum ExtractError {
     /// The body could not be read (the client went away, or sent a broken stream).
     #[error("the body could not be read: {0}")]
     BodyUnreadable(String),
+    /// The body was still arriving when the body read timeout passed.
+    #[error("the body was not received within {timeout:?}")]
+    BodyTimeout {
+        /// The configured body read timeout.
+        timeout: Duration,
+    },
     /// The signature was missing, malformed, stale or did not match.
     #[error(transparent)]
     Signature(#[from] SignatureError),
@@ -123,8 +130,32 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
             Err(ExtractError::PayloadTooLarge { limit })
         }
-        Err(err) => Err(ExtractError::BodyUnreadable(err.to_string())),
+        Err(err) => match timed_out(err.as_ref()) {
+            Some(timeout) => Err(ExtractError::BodyTimeout { timeout }),
+            None => Err(ExtractError::BodyUnreadable(err.to_string())),
+        },
     }
+}
+
+/// What a body fails with when it is not complete within the body read timeout
+/// (the timer is the router's guard, in [`limits`](crate::limits)). Defined here,
+/// where the body is read, so that reading tells a late body from a broken one
+/// and the request is refused, and logged, once.
+#[derive(Debug, thiserror::Error)]
+#[error("the body was not received within {0:?}")]
+pub(crate) struct BodyTimedOut(pub(crate) Duration);
+
+/// The body timer's timeout, if `err` or one of its sources is its error (the
+/// body types in between wrap it).
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> Option<Duration> {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(BodyTimedOut(timeout)) = err.downcast_ref() {
+            return Some(*timeout);
+        }
+        cause = err.source();
+    }
+    None
 }
 
 #[cfg(test)]

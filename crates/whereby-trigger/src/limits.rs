@@ -26,7 +26,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::Rejection;
+use crate::extract::BodyTimedOut;
 use crate::util::{BoxError, panic_message};
 
 /// Default time to receive a request's head. hyper starts this timer as soon as
@@ -193,9 +194,7 @@ async fn guarded(
     timeout: Duration,
     deadline: Duration,
 ) -> Response {
-    let body_timed_out = Arc::new(AtomicBool::new(false));
-    let request = request
-        .map(|body| axum::body::Body::new(TimedBody::new(body, timeout, body_timed_out.clone())));
+    let request = request.map(|body| axum::body::Body::new(TimedBody::new(body, timeout)));
     // The handler only starts when first polled, inside `catch_unwind`; it runs
     // on this task, not a spawned one, so that the deadline drops it: an
     // abandoned request stops where it is.
@@ -206,11 +205,6 @@ async fn guarded(
             message: panic_message(panic.as_ref()),
         }
         .into_response(),
-        // The handler saw the body fail and answered for that; the cause the
-        // client should hear is the timer.
-        Ok(Ok(_)) if body_timed_out.load(Ordering::Acquire) => {
-            Rejection::BodyTimeout { timeout }.into_response()
-        }
         Ok(Ok(response)) => response,
     }
 }
@@ -255,30 +249,25 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 ///
 /// The timer is only looked at when the body has nothing ready, so a body that
 /// arrived in time is never refused for being read late; one still trickling
-/// in when the timer fires fails with [`BodyTimedOut`] and raises a flag that
-/// turns the answer into a 408.
+/// in when the timer fires fails with [`BodyTimedOut`], which the handler
+/// answers with a 408.
 struct TimedBody<B> {
     inner: B,
     timer: Pin<Box<Sleep>>,
     timeout: Duration,
-    timed_out: Arc<AtomicBool>,
+    timed_out: bool,
 }
 
 impl<B> TimedBody<B> {
-    fn new(inner: B, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
+    fn new(inner: B, timeout: Duration) -> Self {
         TimedBody {
             inner,
             timer: Box::pin(tokio::time::sleep(timeout)),
             timeout,
-            timed_out,
+            timed_out: false,
         }
     }
 }
-
-/// The error a body that was not complete in time fails with.
-#[derive(Debug, thiserror::Error)]
-#[error("the body was not received within {0:?}")]
-struct BodyTimedOut(Duration);
 
 impl<B> Body for TimedBody<B>
 where
@@ -293,14 +282,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if this.timed_out.load(Ordering::Acquire) {
+        if this.timed_out {
             return Poll::Ready(None);
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
             Poll::Pending => match this.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    this.timed_out.store(true, Ordering::Release);
+                    this.timed_out = true;
                     Poll::Ready(Some(Err(BodyTimedOut(this.timeout).into())))
                 }
                 Poll::Pending => Poll::Pending,

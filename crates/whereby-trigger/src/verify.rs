@@ -9,6 +9,34 @@ use std::time::Duration;
 use bytes::Bytes;
 use whereby_webhook::{SignatureError, SigningSecret, Verifier};
 
+/// The shortest signature tolerance accepted. Timestamps are whole seconds and
+/// clocks are never that close, so a shorter one refuses nearly every delivery
+/// (0 does not turn the check off, as it does in Stripe's libraries).
+pub const MIN_TOLERANCE: Duration = Duration::from_secs(1);
+
+/// Why a signature tolerance was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToleranceError {
+    /// Under [`MIN_TOLERANCE`].
+    #[error(
+        "must be at least 1s: a shorter tolerance refuses nearly every delivery \
+         (0 does not turn the check off)"
+    )]
+    TooShort(Duration),
+}
+
+/// `tolerance`, if it is at least [`MIN_TOLERANCE`].
+///
+/// # Errors
+/// [`ToleranceError::TooShort`].
+pub fn check_tolerance(tolerance: Duration) -> Result<Duration, ToleranceError> {
+    if tolerance < MIN_TOLERANCE {
+        return Err(ToleranceError::TooShort(tolerance));
+    }
+    Ok(tolerance)
+}
+
 /// How deliveries are authenticated.
 #[derive(Debug, Clone)]
 pub(crate) enum SignaturePolicy {
@@ -66,6 +94,9 @@ pub enum ReplaceError {
         "no signing secret given: the current secrets stay (checks are never turned off while running)"
     )]
     NoSecret,
+    /// The tolerance is too short to use.
+    #[error("signature tolerance: {0}")]
+    Tolerance(#[from] ToleranceError),
 }
 
 impl Verification {
@@ -102,7 +133,8 @@ impl Verification {
     /// rotation is under way.
     ///
     /// # Errors
-    /// [`ReplaceError::NoSecret`] for an empty list; the policy is unchanged.
+    /// [`ReplaceError::NoSecret`] for an empty list, [`ReplaceError::Tolerance`]
+    /// for a tolerance under [`MIN_TOLERANCE`]; the policy is unchanged.
     pub fn replace_secrets(
         &self,
         secrets: Vec<SigningSecret>,
@@ -111,6 +143,7 @@ impl Verification {
         if secrets.is_empty() {
             return Err(ReplaceError::NoSecret);
         }
+        check_tolerance(tolerance)?;
         let policy = SignaturePolicy::Required(Verifier::new(secrets).with_tolerance(tolerance));
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = policy;
         Ok(())
@@ -180,7 +213,33 @@ mod tests {
             verification.replace_secrets(Vec::new(), Duration::from_secs(300)),
             Err(ReplaceError::NoSecret)
         );
-        assert!(verification.verify(None, body, 10).is_err());
+        assert!(verification.verify(None, body.clone(), 10).is_err());
+        // Nor made to refuse everything: a tolerance under a second stays out.
+        for short in [Duration::ZERO, Duration::from_millis(999)] {
+            assert_eq!(
+                verification.replace_secrets(vec![SigningSecret::new("old")], short),
+                Err(ReplaceError::Tolerance(ToleranceError::TooShort(short)))
+            );
+        }
+        assert!(
+            verification
+                .verify(Some(by("new").as_bytes()), body, 10)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn tolerances_start_at_one_second() {
+        for short in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_millis(999),
+        ] {
+            assert_eq!(check_tolerance(short), Err(ToleranceError::TooShort(short)));
+        }
+        for ok in [MIN_TOLERANCE, Duration::from_millis(1500), Duration::MAX] {
+            assert_eq!(check_tolerance(ok), Ok(ok));
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@
 //!   [`FieldNote`] and [`ParseError`].
 //! - [`role`]: [`RoleName`], open to roles Whereby adds later.
 //! - [`room_url`](mod@room_url): [`room_url()`] and [`BaseDomain`].
-//! - [`signature`]: [`Verifier`], [`SigningSecret`], [`SignatureError`].
+//! - [`signature`]: [`Verifier`], [`SigningSecret`], [`SignatureError`], [`SecretError`].
 //! - [`sample`]: one realistic payload per event type.
 //! - [`time`]: reading `createdAt`.
 
@@ -68,6 +68,6 @@ pub use parse::{
 pub use role::RoleName;
 pub use room_url::{BaseDomain, DEFAULT_BASE_DOMAIN, InvalidBaseDomain, RoomUrlError, room_url};
 pub use signature::{
-    DEFAULT_TOLERANCE, SIGNATURE_HEADER, SignatureError, SignatureHeader, SigningSecret, Verified,
-    Verifier, unix_now,
+    DEFAULT_TOLERANCE, SIGNATURE_HEADER, SecretError, SignatureError, SignatureHeader,
+    SigningSecret, Verified, Verifier, unix_now,
 };

@@ -28,7 +28,7 @@ pub enum SignatureError {
     /// There is no `Whereby-Signature` header.
     #[error("the Whereby-Signature header is missing")]
     Missing,
-    /// The header is not `t=<seconds>,v1=<64 hex digits>[,v1=…]`.
+    /// The header has no `t=<seconds>`, more than one, or no `v1=<64 hex digits>`.
     #[error("the Whereby-Signature header is malformed: {0}")]
     Malformed(&'static str),
     /// The timestamp is further from now than the tolerance.
@@ -49,6 +49,15 @@ pub enum SignatureError {
     NoMatch,
 }
 
+/// Why a signing secret was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The secret is empty or only whitespace.
+    #[error("the signing secret is empty or only whitespace")]
+    Blank,
+}
+
 /// A webhook signing secret, ready to sign: the key's HMAC state is computed once so
 /// each verification only hashes the payload. Its `Debug` never shows the key.
 #[derive(Clone)]
@@ -64,6 +73,21 @@ impl SigningSecret {
         let keyed = HmacSha256::new_from_slice(secret.as_ref())
             .unwrap_or_else(|_| HmacSha256::new(&Default::default()));
         SigningSecret { keyed }
+    }
+
+    /// Like [`SigningSecret::new`], but refuses a secret that is empty or only
+    /// whitespace. No secret Whereby issues looks like that; such a value is an
+    /// unset or badly quoted variable, and anyone could sign with it.
+    ///
+    /// # Errors
+    /// [`SecretError::Blank`].
+    pub fn try_new(secret: impl AsRef<[u8]>) -> Result<Self, SecretError> {
+        let secret = secret.as_ref();
+        let blank = std::str::from_utf8(secret).is_ok_and(|text| text.trim().is_empty());
+        if blank {
+            return Err(SecretError::Blank);
+        }
+        Ok(SigningSecret::new(secret))
     }
 
     /// The raw HMAC-SHA256 of `"<timestamp>.<body>"`.
@@ -210,8 +234,13 @@ pub struct SignatureHeader<'a> {
 
 impl<'a> SignatureHeader<'a> {
     /// Parses a header value. Entries are comma-separated `key=value` pairs with
-    /// optional spaces; exactly one `t`, at least one `v1`; other keys (a future
-    /// `v2`) are ignored.
+    /// optional spaces; exactly one `t`, and at least one usable `v1` (64 hex
+    /// digits). Everything else is skipped: other keys (a future `v2`), `v1`
+    /// entries that are not 64 hex digits, empty entries (a trailing comma) and
+    /// entries without `=`, as Stripe's libraries (whose scheme this is) skip them.
+    /// A header is refused only for what it lacks, never for what it adds,
+    /// because a refusal is final for Whereby: the event would be lost although
+    /// one of its signatures matches.
     ///
     /// # Errors
     /// [`SignatureError::Malformed`] saying what is wrong.
@@ -219,14 +248,14 @@ impl<'a> SignatureHeader<'a> {
         let raw = std::str::from_utf8(header)
             .map_err(|_| SignatureError::Malformed("it is not ASCII text"))?;
         let mut timestamp = None;
-        let mut v1_count = 0usize;
+        let mut usable_v1 = false;
         for entry in raw.split(',') {
-            let (key, value) = entry
-                .trim()
-                .split_once('=')
-                .ok_or(SignatureError::Malformed("an entry is not key=value"))?;
+            let Some((key, value)) = entry.trim().split_once('=') else {
+                continue;
+            };
             match key.trim() {
                 "t" => {
+                    // Two timestamps would leave open which one was signed.
                     if timestamp.is_some() {
                         return Err(SignatureError::Malformed("`t` appears more than once"));
                     }
@@ -240,23 +269,21 @@ impl<'a> SignatureHeader<'a> {
                             .map_err(|_| SignatureError::Malformed("`t` is out of range"))?,
                     );
                 }
-                "v1" => {
-                    decode_hex32(value.trim()).ok_or(SignatureError::Malformed(
-                        "a `v1` entry is not 64 hex digits",
-                    ))?;
-                    v1_count += 1;
-                }
+                "v1" => usable_v1 |= decode_hex32(value.trim()).is_some(),
                 _ => {}
             }
         }
         let timestamp = timestamp.ok_or(SignatureError::Malformed("`t` is missing"))?;
-        if v1_count == 0 {
-            return Err(SignatureError::Malformed("no `v1` signature"));
+        if !usable_v1 {
+            return Err(SignatureError::Malformed(
+                "no `v1` signature of 64 hex digits",
+            ));
         }
         Ok(SignatureHeader { timestamp, raw })
     }
 
-    /// The decoded `v1` signatures.
+    /// The decoded `v1` signatures; entries that are not 64 hex digits are
+    /// skipped.
     pub fn signatures(&self) -> impl Iterator<Item = [u8; 32]> + 'a {
         self.raw.split(',').filter_map(|entry| {
             let (key, value) = entry.trim().split_once('=')?;
@@ -473,9 +500,70 @@ mod tests {
     }
 
     #[test]
+    fn entries_that_carry_no_signature_are_skipped() {
+        let v = verifier();
+        let other = SigningSecret::new("unrelated").sign(T, BODY);
+        let other_v1 = other.split("v1=").nth(1).unwrap();
+        for h in [
+            format!("t={T},v1=,v1={KNOWN_V1}"),
+            format!("t={T},v1={KNOWN_V1},v1=abc"),
+            format!("t={T},v1={}zz,v1={KNOWN_V1}", &KNOWN_V1[..62]),
+            format!("t={T},v1={KNOWN_V1}{KNOWN_V1},v1={KNOWN_V1}"),
+            format!("t={T},v1={KNOWN_V1},"),
+            format!("t={T},,v1={KNOWN_V1}, ,"),
+            format!(",t={T},garbage,v1={KNOWN_V1}"),
+        ] {
+            assert_eq!(
+                v.verify(Some(h.as_bytes()), BODY, T),
+                Ok(Verified { timestamp: T }),
+                "{h:?}"
+            );
+        }
+        // Skipping never turns a mismatch into a match.
+        let h = format!("t={T},v1=,v1={other_v1},");
+        assert_eq!(
+            v.verify(Some(h.as_bytes()), BODY, T),
+            Err(SignatureError::NoMatch)
+        );
+        // With nothing usable left, the header is still malformed.
+        for h in [
+            format!("t={T},v1="),
+            format!("t={T},v1=,"),
+            format!("t={T},v1=abc,v1={}", &KNOWN_V1[..63]),
+            format!("t={T},,"),
+        ] {
+            assert_eq!(
+                v.verify(Some(h.as_bytes()), BODY, T),
+                Err(SignatureError::Malformed(
+                    "no `v1` signature of 64 hex digits"
+                )),
+                "{h:?}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_ignored() {
         let h = format!("t={T},v0=whatever,v1={KNOWN_V1}");
         assert!(verifier().verify(Some(h.as_bytes()), BODY, T).is_ok());
+    }
+
+    #[test]
+    fn blank_secrets_are_refused() {
+        for blank in ["", " ", "   ", "\t\r\n", "\u{a0}\u{2003}"] {
+            assert_eq!(
+                SigningSecret::try_new(blank).map(|_| ()),
+                Err(SecretError::Blank),
+                "{blank:?}"
+            );
+        }
+        // Only a blank secret: spaces around a real one are part of it.
+        for secret in [SECRET, " x ", "\0", "\u{a0}x"] {
+            assert!(SigningSecret::try_new(secret).is_ok(), "{secret:?}");
+        }
+        assert!(SigningSecret::try_new([0xff_u8, b' ']).is_ok());
+        let h = SigningSecret::try_new(SECRET).unwrap().sign(T, BODY);
+        assert_eq!(h, header(KNOWN_V1));
     }
 
     #[test]
@@ -483,6 +571,22 @@ mod tests {
         let shown = format!("{:?}", verifier());
         assert!(!shown.contains("whsec"), "{shown}");
         assert!(shown.contains("redacted"));
+    }
+
+    /// An entry that holds no usable signature and no timestamp: empty, blank,
+    /// a `v1` that is not 64 hex digits, another key, or no `=` at all.
+    fn junk_entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(" ".to_owned()),
+            Just("v1=".to_owned()),
+            "v1=[0-9a-fA-F]{0,63}",
+            "v1=[0-9a-f]{65,80}",
+            "v1=[0-9a-f]{10}[g-zG-Z !]{1,4}[0-9a-f]{50}",
+            "x[a-z0-9]{0,4}=[a-z0-9 ]{0,12}",
+            "v0=[0-9a-f]{64}",
+            "[a-z ]{1,8}",
+        ]
     }
 
     proptest! {
@@ -494,6 +598,43 @@ mod tests {
         #[test]
         fn verify_never_panics_on_header_like_text(header in "(t=[0-9]{0,22}|v1=[0-9a-fA-F]{0,66}|[a-z0-9 =]{0,8})(,(t=[0-9]{0,12}|v1=[0-9a-f]{64}|v1=.{0,4}| )){0,4}", now in any::<u64>()) {
             let _ = verifier().verify(Some(header.as_bytes()), BODY, now);
+        }
+
+        #[test]
+        fn entries_without_a_signature_change_nothing(
+            junk in proptest::collection::vec(junk_entry(), 0..6),
+            matching in any::<bool>(),
+            trailing_comma in any::<bool>(),
+            order in any::<proptest::sample::Index>(),
+        ) {
+            let other = SigningSecret::new("unrelated").sign(T, BODY);
+            let v1 = if matching { KNOWN_V1 } else { other.split("v1=").nth(1).unwrap() };
+            let mut entries = junk;
+            entries.insert(order.index(entries.len() + 1), format!("v1={v1}"));
+            entries.insert(0, format!("t={T}"));
+            let mut h = entries.join(",");
+            if trailing_comma {
+                h.push(',');
+            }
+            let expected = if matching {
+                Ok(Verified { timestamp: T })
+            } else {
+                Err(SignatureError::NoMatch)
+            };
+            prop_assert_eq!(verifier().verify(Some(h.as_bytes()), BODY, T), expected, "{:?}", h);
+        }
+
+        #[test]
+        fn without_a_usable_v1_the_header_is_malformed(
+            junk in proptest::collection::vec(junk_entry(), 0..6),
+        ) {
+            let mut entries = junk;
+            entries.push(format!("t={T}"));
+            let h = entries.join(",");
+            prop_assert_eq!(
+                verifier().verify(Some(h.as_bytes()), BODY, T),
+                Err(SignatureError::Malformed("no `v1` signature of 64 hex digits"))
+            );
         }
 
         #[test]

@@ -5,8 +5,11 @@
 //! delivery's fate (the durable outbox) implements [`DeliveryLedger`], so that
 //! actions know nothing of the store.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::ActionKind;
 
 /// Where the fate of deliveries is recorded.
 pub trait DeliveryLedger: Send + Sync + 'static {
@@ -66,7 +69,8 @@ impl DeliveryTicket {
         }
     }
 
-    /// The delivery's id: `<trigger>:<event id>[:stop]:<action kind>`.
+    /// The delivery's id: `<trigger>:<event id>[:stop]:<action kind>`, each part
+    /// encoded as [`event_key`] says.
     pub fn id(&self) -> &str {
         &self.inner.id
     }
@@ -107,5 +111,190 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         self.ledger
             .released(&self.id, self.finished.load(Ordering::SeqCst));
+    }
+}
+
+/// `<trigger>:<event id>`, and `:stop` for a stop: what tells one start or stop
+/// from every other, as the `Idempotency-Key` of `forward` and the head of a
+/// delivery id. Each part is written by [`push_key_part`], so that the key splits
+/// back into exactly the parts it was made of: two different events never share
+/// a key, whatever their ids (`Z:stop` is not the stop of `Z`), and a receiver
+/// that drops duplicates by key never drops a real action.
+pub(crate) fn event_key(trigger: &str, event_id: &str, action: ActionKind) -> String {
+    let mut key = String::with_capacity(trigger.len() + event_id.len() + 6);
+    push_key_part(&mut key, trigger);
+    key.push(':');
+    push_key_part(&mut key, event_id);
+    if action == ActionKind::Stop {
+        key.push_str(":stop");
+    }
+    key
+}
+
+/// The id of the delivery of one action call: [`event_key`], `:`, the action's
+/// kind (encoded the same way), and `#<n>` for the `n`th action of one kind on a
+/// rule (from the second on).
+pub(crate) fn delivery_id(
+    trigger: &str,
+    event_id: &str,
+    action: ActionKind,
+    kind: &str,
+    n: usize,
+) -> String {
+    let mut id = event_key(trigger, event_id, action);
+    id.push(':');
+    push_key_part(&mut id, kind);
+    if n > 1 {
+        let _ = write!(id, "#{n}");
+    }
+    id
+}
+
+/// Appends `part` with every byte outside `[A-Za-z0-9._-]` as `%XX` (upper-case
+/// hex, the bytes of its UTF-8). `%` and `:` are among them, so an encoded part
+/// never holds the separator and decodes one way only; an id of the usual
+/// characters stays as it is, readable.
+fn push_key_part(out: &mut String, part: &str) {
+    for &b in part.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The parts of a key, decoded: what makes [`event_key`] unambiguous is that
+    /// this function exists.
+    fn decode_event_key(key: &str) -> Option<(String, String, ActionKind)> {
+        let parts: Vec<&str> = key.split(':').collect();
+        let action = match parts.as_slice() {
+            [_, _] => ActionKind::Start,
+            [_, _, "stop"] => ActionKind::Stop,
+            _ => return None,
+        };
+        Some((decode_part(parts[0])?, decode_part(parts[1])?, action))
+    }
+
+    fn decode_part(part: &str) -> Option<String> {
+        let mut bytes = Vec::new();
+        let mut rest = part.as_bytes();
+        while let Some((&b, tail)) = rest.split_first() {
+            if b == b'%' {
+                let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                rest = &tail[2..];
+            } else {
+                bytes.push(b);
+                rest = tail;
+            }
+        }
+        String::from_utf8(bytes).ok()
+    }
+
+    fn action() -> impl Strategy<Value = ActionKind> {
+        prop_oneof![Just(ActionKind::Start), Just(ActionKind::Stop)]
+    }
+
+    /// Names and ids made to collide: separators, escapes, controls, any text.
+    fn part() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[A-Za-z0-9._-]{0,8}",
+            "[a-z:%0-9A-F]{0,8}",
+            "(stop|:stop|%3A|%25|:|%|\r|\n| |#)*",
+            "\\PC{0,6}",
+            any::<String>(),
+        ]
+    }
+
+    #[test]
+    fn the_issues_collisions_are_gone() {
+        assert_ne!(
+            event_key("fwd", "k1\r", ActionKind::Start),
+            event_key("fwd", "k1%0D", ActionKind::Start)
+        );
+        assert_ne!(
+            event_key("fwd", "Z:stop", ActionKind::Start),
+            event_key("fwd", "Z", ActionKind::Stop)
+        );
+        // A trigger named by hand in Rust, not validated by a config.
+        assert_ne!(
+            event_key("a:b", "c", ActionKind::Start),
+            event_key("a", "b:c", ActionKind::Start)
+        );
+        assert_eq!(event_key("fwd", "k1\r", ActionKind::Start), "fwd:k1%0D");
+        assert_eq!(event_key("fwd", "k1%0D", ActionKind::Start), "fwd:k1%250D");
+        assert_eq!(
+            event_key("fwd", "Z:stop", ActionKind::Start),
+            "fwd:Z%3Astop"
+        );
+        assert_eq!(event_key("t", "é", ActionKind::Stop), "t:%C3%A9:stop");
+        assert_eq!(
+            delivery_id("r:1", "l2", ActionKind::Stop, "my#kind", 2),
+            "r%3A1:l2:stop:my%23kind#2"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn event_keys_decode_to_what_made_them(trigger in part(), id in part(), action in action()) {
+            let key = event_key(&trigger, &id, action);
+            prop_assert_eq!(decode_event_key(&key), Some((trigger, id, action)));
+            // A valid header value: visible ASCII only.
+            prop_assert!(key.bytes().all(|b| b.is_ascii_graphic()), "{key}");
+        }
+
+        #[test]
+        fn distinct_events_have_distinct_keys(
+            t in part(), x in part(), y in part(), other in (part(), part(), action()),
+        ) {
+            use ActionKind::{Start, Stop};
+            let start = |t: &str, id: &str| (t.to_owned(), id.to_owned(), Start);
+            // Pairs made to collide under a naive join, and one at random.
+            let pairs = [
+                (start(&t, &format!("{x}:stop")), (t.clone(), x.clone(), Stop)),
+                (start(&format!("{t}:{x}"), &y), start(&t, &format!("{x}:{y}"))),
+                (start(&t, &format!("{x}\r")), start(&t, &format!("{x}%0D"))),
+                (start(&t, &format!("{x}%")), start(&t, &format!("{x}%25"))),
+                (start(&t, &x), other),
+            ];
+            for (a, b) in pairs {
+                let (ka, kb) = (event_key(&a.0, &a.1, a.2), event_key(&b.0, &b.1, b.2));
+                prop_assert_eq!(a == b, ka == kb, "{:?} {:?}: {} {}", a, b, ka, kb);
+            }
+        }
+
+        #[test]
+        fn readable_ids_stay_readable(
+            trigger in "[A-Za-z0-9._-]{1,12}",
+            id in "[A-Za-z0-9._-]{1,40}",
+        ) {
+            prop_assert_eq!(event_key(&trigger, &id, ActionKind::Start), format!("{trigger}:{id}"));
+            prop_assert_eq!(event_key(&trigger, &id, ActionKind::Stop), format!("{trigger}:{id}:stop"));
+            prop_assert_eq!(
+                delivery_id(&trigger, &id, ActionKind::Stop, "forward", 1),
+                format!("{trigger}:{id}:stop:forward")
+            );
+        }
+
+        #[test]
+        fn delivery_ids_decode_to_the_call(
+            trigger in part(), id in part(), action in action(), kind in part(), n in 1usize..4,
+        ) {
+            let delivery = delivery_id(&trigger, &id, action, &kind, n);
+            let (rest, nth) = match delivery.rsplit_once('#') {
+                Some((rest, nth)) => (rest, nth.parse().ok()),
+                None => (delivery.as_str(), Some(1)),
+            };
+            let (key, encoded_kind) = rest.rsplit_once(':').expect("a kind");
+            prop_assert_eq!(nth, Some(n));
+            prop_assert_eq!(decode_part(encoded_kind), Some(kind));
+            prop_assert_eq!(decode_event_key(key), Some((trigger, id, action)));
+        }
     }
 }

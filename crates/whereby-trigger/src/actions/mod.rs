@@ -18,6 +18,7 @@ pub mod run;
 pub mod stdout;
 pub mod template;
 
+pub(crate) use delivery::delivery_id;
 pub use delivery::{DeliveryLedger, DeliveryTicket};
 
 /// Whether an assistant should start or stop.

@@ -95,6 +95,47 @@ fn secrets_never_show() {
 }
 
 #[test]
+fn blank_secrets_are_refused_naming_their_line() {
+    let env = |name: &str| match name {
+        "EMPTY" => Some(String::new()),
+        "SPACES" => Some("  \t ".to_owned()),
+        _ => None,
+    };
+    let toml = "[verify]\nsecrets = [\n  \"whsec_ok\",\n  \"   \",\n  \"\",\n  \"${SPACES}\",\n  \"${EMPTY}\",\n]\n";
+    let e = Config::from_toml(toml, &env).unwrap_err().errors;
+    let found: Vec<(Option<usize>, &str)> =
+        e.iter().map(|e| (e.line, e.message.as_str())).collect();
+    let blank = "verify.secrets: the signing secret is empty or only whitespace";
+    let expanded = format!("{blank} once its variables are expanded");
+    assert_eq!(
+        found,
+        [
+            (Some(4), blank),
+            (Some(5), blank),
+            (Some(6), expanded.as_str()),
+            (Some(7), expanded.as_str()),
+        ]
+    );
+}
+
+#[test]
+fn a_tolerance_under_a_second_is_refused_naming_its_line() {
+    for value in ["0s", "0", "0ms", "999ms"] {
+        let toml = format!("[verify]\nallow_unsigned = true\ntolerance = \"{value}\"\n");
+        let e = errors(&toml);
+        assert_eq!(e.len(), 1, "{toml}: {e:?}");
+        assert_eq!(e[0].line, Some(3), "{toml}: {e:?}");
+        assert!(
+            e[0].message
+                .starts_with("verify.tolerance: must be at least 1s"),
+            "{toml}: {e:?}"
+        );
+    }
+    let c = Config::from_toml("[verify]\ntolerance = \"1s\"\n", &env).unwrap();
+    assert_eq!(c.verify.tolerance, Some(Duration::from_secs(1)));
+}
+
+#[test]
 fn the_summary_shows_the_limits_in_force() {
     let c = Config::from_toml(
         "[server]\nrequest_deadline = \"3s\"\nmax_connections = 7\n",

@@ -23,12 +23,18 @@ pub(super) fn verify_config(
     let mut secrets = Vec::new();
     for secret in raw.secrets {
         match expand(secret.get_ref(), env) {
-            Ok(value) if value.is_empty() => errors.push(ConfigProblem {
-                line: Some(lines.of(secret.span().start)),
-                trigger: None,
-                message: "verify.secrets: a secret is empty".to_owned(),
-            }),
-            Ok(value) => secrets.push(Secret(value)),
+            Ok(value) => match whereby_webhook::SigningSecret::try_new(&value) {
+                Ok(_) => secrets.push(Secret(value)),
+                Err(e) => errors.push(ConfigProblem {
+                    line: Some(lines.of(secret.span().start)),
+                    trigger: None,
+                    message: if secret.get_ref().contains("${") {
+                        format!("verify.secrets: {e} once its variables are expanded")
+                    } else {
+                        format!("verify.secrets: {e}")
+                    },
+                }),
+            },
             Err(message) => errors.push(ConfigProblem {
                 line: Some(lines.of(secret.span().start)),
                 trigger: None,
@@ -36,9 +42,11 @@ pub(super) fn verify_config(
             }),
         }
     }
-    let tolerance = raw
-        .tolerance
-        .and_then(|v| match parse_duration(v.get_ref()) {
+    let tolerance = raw.tolerance.and_then(|v| {
+        let checked = parse_duration(v.get_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|d| crate::verify::check_tolerance(d).map_err(|e| e.to_string()));
+        match checked {
             Ok(d) => Some(d),
             Err(e) => {
                 errors.push(ConfigProblem {
@@ -48,7 +56,8 @@ pub(super) fn verify_config(
                 });
                 None
             }
-        });
+        }
+    });
     VerifyConfig {
         secrets,
         tolerance,

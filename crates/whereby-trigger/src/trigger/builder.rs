@@ -9,7 +9,7 @@ use std::time::Duration;
 use whereby_webhook::{
     AssistantRequested, BaseDomain, DEFAULT_TOLERANCE, EventType, InvalidBaseDomain, ParseOptions,
     RoomClientJoined, RoomClientLeft, RoomSessionEnded, RoomSessionStarted, RoomUrlError,
-    SigningSecret, TypedWebhook, Verifier,
+    SecretError, SigningSecret, TypedWebhook, Verifier,
 };
 
 use crate::actions::stdout::LineSink;
@@ -26,7 +26,7 @@ use crate::record::Durable;
 use crate::rules::engine::Engine;
 use crate::store::{Retention, Store, StoreError};
 use crate::util::BoxError;
-use crate::verify::{SignaturePolicy, Verification};
+use crate::verify::{SignaturePolicy, ToleranceError, Verification, check_tolerance};
 
 use super::{DEFAULT_MAX_BODY, DEFAULT_PORT, DEFAULT_PREDICATE_TIMEOUT, ShutdownHook, Trigger};
 
@@ -52,6 +52,13 @@ pub enum ConfigError {
         /// What is wrong with it.
         source: RoomUrlError,
     },
+    /// A signing secret is empty or only whitespace (an unset variable, most
+    /// likely), which anyone could sign with.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The signature tolerance is under [`MIN_TOLERANCE`](crate::verify::MIN_TOLERANCE).
+    #[error("signature tolerance: {0}")]
+    Tolerance(#[from] ToleranceError),
     /// A limit is zero.
     #[error("`{0}` must be greater than zero")]
     Zero(&'static str),
@@ -67,7 +74,8 @@ pub struct TriggerBuilder {
     port: u16,
     bind: IpAddr,
     path: String,
-    secrets: Vec<SigningSecret>,
+    /// A refused secret fails [`TriggerBuilder::build`], not the chain of calls.
+    secrets: Vec<Result<SigningSecret, SecretError>>,
     tolerance: Duration,
     base_domain: String,
     default_subdomain: Option<String>,
@@ -150,13 +158,15 @@ impl TriggerBuilder {
     }
 
     /// Adds a signing secret. With none, unsigned webhooks are accepted (and a
-    /// warning is logged); add two during a rotation.
+    /// warning is logged); add two during a rotation. One that is empty or only
+    /// whitespace makes [`TriggerBuilder::build`] fail.
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
-        self.secrets.push(SigningSecret::new(secret));
+        self.secrets.push(SigningSecret::try_new(secret));
         self
     }
 
-    /// How far a signature's timestamp may be from now (default 300 s).
+    /// How far a signature's timestamp may be from now (default 300 s; at
+    /// least 1 s, or [`TriggerBuilder::build`] fails).
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
@@ -482,10 +492,12 @@ impl TriggerBuilder {
                 .with_default_subdomain(&subdomain)
                 .map_err(|source| ConfigError::Subdomain { subdomain, source })?;
         }
-        let policy = if self.secrets.is_empty() {
+        let secrets = self.secrets.into_iter().collect::<Result<Vec<_>, _>>()?;
+        check_tolerance(self.tolerance)?;
+        let policy = if secrets.is_empty() {
             SignaturePolicy::Unsigned
         } else {
-            SignaturePolicy::Required(Verifier::new(self.secrets).with_tolerance(self.tolerance))
+            SignaturePolicy::Required(Verifier::new(secrets).with_tolerance(self.tolerance))
         };
         let dedup = self
             .dedup

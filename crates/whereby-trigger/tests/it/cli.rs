@@ -142,6 +142,94 @@ fn serve_refuses_to_start_without_a_secret() {
     assert!(err.contains("WHEREBY_WEBHOOK_SECRET"), "{err}");
 }
 
+/// Runs `serve` on a free port with `args` from `base`, expecting it to refuse
+/// to start: its exit code and stderr. Bounded, and killed if it does start.
+fn refused_serve(mut base: std::process::Command, args: &[&str]) -> (Option<i32>, String) {
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        base.args(["serve", "--port", "0", "--bind", "127.0.0.1", "--ephemeral"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = binary::capture(child.0.stderr.take().expect("stderr"));
+    let status = binary::wait_with_deadline(&mut child.0);
+    stderr.wait_closed("serve's stderr");
+    let err = stderr.snapshot().join("\n");
+    assert!(!err.contains("addr="), "it must not listen:\n{err}");
+    (status.code(), err)
+}
+
+#[test]
+fn serve_refuses_a_blank_secret_naming_where_it_came_from() {
+    const BLANK: &str = "the signing secret is empty or only whitespace";
+    for secret in ["   ", "", "\t"] {
+        // Beside a real secret too: a blank one is a mistake wherever it is.
+        for args in [
+            vec!["--secret", secret],
+            vec!["--secret", SECRET, "--secret", secret, "--allow-unsigned"],
+        ] {
+            let (code, err) = refused_serve(command(), &args);
+            assert_eq!(code, Some(2), "{args:?}: {err}");
+            assert!(
+                err.contains(&format!("--secret: {BLANK}")),
+                "{args:?}: {err}"
+            );
+        }
+    }
+
+    for secret in ["  ", ""] {
+        let mut from_env = command();
+        from_env.env("WHEREBY_WEBHOOK_SECRET", secret);
+        let (code, err) = refused_serve(from_env, &[]);
+        assert_eq!(code, Some(2), "{secret:?}: {err}");
+        assert!(
+            err.contains(&format!("WHEREBY_WEBHOOK_SECRET: {BLANK}")),
+            "{secret:?}: {err}"
+        );
+    }
+
+    let dir = TempDir::new("cli-blank-secret");
+    let file = dir.write("blank.toml", "[verify]\nsecrets = [\" \"]\n");
+    let file = file.to_str().unwrap();
+    let (code, err) = refused_serve(command(), &["--config", file]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{file}:2: verify.secrets: {BLANK}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_tolerance_under_a_second() {
+    for tolerance in ["0", "0s", "500ms"] {
+        let (code, err) = refused_serve(command(), &["--secret", SECRET, "--tolerance", tolerance]);
+        assert_eq!(code, Some(2), "{tolerance}: {err}");
+        assert!(err.contains("--tolerance"), "{tolerance}: {err}");
+        assert!(err.contains("must be at least 1s"), "{tolerance}: {err}");
+    }
+    let dir = TempDir::new("cli-tolerance");
+    let file = dir.write(
+        "zero.toml",
+        &format!("[verify]\nsecrets = [\"{SECRET}\"]\ntolerance = \"0s\"\n"),
+    );
+    let file = file.to_str().unwrap();
+    let (code, err) = refused_serve(command(), &["--config", file]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{file}:3: verify.tolerance: must be at least 1s")),
+        "{err}"
+    );
+}
+
 #[test]
 fn serve_rejects_an_unknown_event_type() {
     let out = command()
@@ -166,6 +254,7 @@ fn help_explains_every_flag_with_its_default() {
         "WHEREBY_WEBHOOK_SECRET",
         "--allow-unsigned",
         "--tolerance",
+        "at least 1s",
         "[default: 300s]",
         "--base-domain",
         "[default: whereby.com]",

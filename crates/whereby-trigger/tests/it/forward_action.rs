@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::common::receiver::Receiver;
-use crate::common::{TIMEOUT, sample, until_notified, within};
+use crate::common::{TIMEOUT, sample, sample_with_id, until_notified, within};
 use axum::body::Bytes;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -227,6 +227,43 @@ async fn a_stop_sends_action_stop_with_the_stop_key() {
         format!("{TRIGGER}:{}:stop", stop.event_id())
     );
     logs.assert_no_secret();
+}
+
+/// A start for an event whose id is `Z:stop` and the stop caused by event `Z`
+/// are two actions: a receiver that drops duplicates by key must see two keys.
+#[tokio::test]
+async fn events_whose_ids_look_alike_keep_distinct_keys() {
+    let receiver = Receiver::start();
+    let forward = action(spec(&receiver, 3));
+    let with_id = |action, event_type: &str, id: &str| {
+        let mut event = (*event(action, event_type)).clone();
+        let raw = sample_with_id(event_type, id);
+        event.webhook = whereby_trigger::webhook::parse(raw.as_bytes()).expect("parses");
+        event.raw = Bytes::from(raw);
+        Arc::new(event)
+    };
+
+    forward.start(with_id(ActionKind::Start, "room.client.joined", "Z:stop"));
+    forward.stop(with_id(ActionKind::Stop, "room.session.ended", "Z"));
+    forward.start(with_id(ActionKind::Start, "room.client.joined", "k1\r"));
+    forward.start(with_id(ActionKind::Start, "room.client.joined", "k1%0D"));
+    drained(&forward).await;
+
+    let mut keys: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|r| r.header("idempotency-key").to_owned())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            format!("{TRIGGER}:Z%3Astop"),
+            format!("{TRIGGER}:Z:stop"),
+            format!("{TRIGGER}:k1%0D"),
+            format!("{TRIGGER}:k1%250D"),
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -21,12 +21,13 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-use whereby_trigger::Trigger;
 use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::verify::ToleranceError;
 use whereby_trigger::webhook::{
     AssistantRequested, EventType, RoomClientJoined, RoomClientLeft, RoomSessionEnded,
-    RoomSessionStarted, unix_now,
+    RoomSessionStarted, SecretError, unix_now,
 };
+use whereby_trigger::{ConfigError, Trigger};
 
 /// The room URL of every sample payload.
 const SAMPLE_ROOM_URL: &str = "https://acme.whereby.com/standup-3f9a2c";
@@ -564,6 +565,96 @@ async fn during_a_rotation_either_secret_passes() {
     }
     server.assert_no_event();
     server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_matching_v1_passes_whatever_unusable_entries_surround_it() {
+    let mut server = Server::start(builder().secret(SECRET).on(|_: &RoomClientJoined| true)).await;
+    let now = unix_now();
+    let mut ids = Vec::new();
+    // Each header is refused by none of Stripe's libraries: a 401 here would be
+    // final for Whereby.
+    let crafted = |what: &str, signed: &str| match what {
+        "trailing comma" => format!("{signed},"),
+        "empty v1 first" => signed.replacen(",v1=", ",v1=,v1=", 1),
+        "short v1 after" => format!("{signed},v1=abc"),
+        "not hex" => format!("{signed},v1={}", "z".repeat(64)),
+        "empty entries" => format!(",{},, ", signed.replace(',', ",,")),
+        _ => unreachable!("{what}"),
+    };
+    let cases = [
+        "trailing comma",
+        "empty v1 first",
+        "short v1 after",
+        "not hex",
+        "empty entries",
+    ];
+    for (n, what) in cases.into_iter().enumerate() {
+        let id = format!("sig-lenient-{n}");
+        let body = sample_with_id("room.client.joined", &id);
+        let header = crafted(what, &sign_at(SECRET, now, &body));
+        let reply = server.post_with_signature(&body, &header).await;
+        assert_eq!(reply.status, StatusCode::OK, "{what}: {header}");
+        reply.assert_outcome("triggered");
+        ids.push(id);
+    }
+    for id in ids {
+        assert_eq!(server.next_event().await.trigger_webhook.id(), id);
+    }
+
+    // Skipped entries never count as signatures: with no usable `v1` left the
+    // header is malformed, and with only a wrong one it is a mismatch.
+    let body = sample_with_id("room.client.joined", "sig-lenient-refused");
+    for (header, code) in [
+        (format!("t={now},v1=,"), "signature_malformed"),
+        (format!("t={now},v1=abc,v1="), "signature_malformed"),
+        (
+            format!("{},v1=,", sign_at("whsec_other", now, &body)),
+            "signature_mismatch",
+        ),
+    ] {
+        server
+            .post_with_signature(&body, &header)
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED, code);
+    }
+    server.assert_no_event();
+    server.shutdown().await;
+}
+
+/// Anyone could sign with a blank key: a Rust program whose variable is unset
+/// or empty must not start with one.
+#[test]
+fn a_blank_secret_fails_build() {
+    for blank in ["", "   ", "\n"] {
+        let built = builder().secret(SECRET).secret(blank).build();
+        assert_eq!(
+            built.err(),
+            Some(ConfigError::Secret(SecretError::Blank)),
+            "{blank:?}"
+        );
+    }
+    assert!(builder().secret(" whsec_with_spaces ").build().is_ok());
+}
+
+/// 0 does not turn the check off (as it does in Stripe's libraries): it would
+/// refuse nearly every delivery, so it is refused at start instead.
+#[test]
+fn a_tolerance_under_a_second_fails_build() {
+    for short in [Duration::ZERO, Duration::from_millis(999)] {
+        let built = builder().secret(SECRET).tolerance(short).build();
+        assert_eq!(
+            built.err(),
+            Some(ConfigError::Tolerance(ToleranceError::TooShort(short)))
+        );
+    }
+    assert!(
+        builder()
+            .secret(SECRET)
+            .tolerance(Duration::from_secs(1))
+            .build()
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -221,6 +221,47 @@ fn a_head_slower_than_the_configured_header_timeout_is_cut_off() {
 }
 
 #[test]
+fn a_body_that_stalls_is_408_and_logged_once() {
+    let body_timeout = Duration::from_secs(1);
+    let config = ConfigFile::new(
+        "body-timeout",
+        &format!("body_timeout = \"{}ms\"", body_timeout.as_millis()),
+    );
+    let server = Server::start(&["--config", config.arg()]);
+
+    // Half a body that never ends: the body timer, not the client, ends it.
+    let cut = until_closed(
+        server.addr,
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"id\":",
+    );
+    assert!(cut.answer.starts_with("HTTP/1.1 408"), "{}", cut.answer);
+    assert!(
+        cut.answer.contains(r#""code":"body_timeout""#),
+        "{}",
+        cut.answer
+    );
+    assert!(
+        cut.after + SLACK >= body_timeout,
+        "408 after {:?}",
+        cut.after
+    );
+
+    let stopped = server.stop();
+    let refusals: Vec<&String> = stopped
+        .stderr
+        .iter()
+        .filter(|line| line.contains("webhook refused") || line.contains("body_"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "one request, one line: {refusals:#?}");
+    assert!(
+        refusals[0].contains(r#"code="body_timeout""#),
+        "{}",
+        refusals[0]
+    );
+}
+
+#[test]
 fn a_refused_limit_stops_serve_naming_file_line_and_key() {
     // Line 2 and line 3 of the file.
     let config = ConfigFile::new(

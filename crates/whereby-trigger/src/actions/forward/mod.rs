@@ -5,8 +5,9 @@
 //! [`RetryPolicy::max_attempts`] times: connection errors, timeouts, 5xx, 408
 //! and 429 are retried with exponential backoff and full jitter (or after the
 //! receiver's `Retry-After`); any other answer is final. Every request carries
-//! `Idempotency-Key: <trigger>:<event id>` (`…:stop` for a stop), so a receiver
-//! can drop the duplicates that at-least-once delivery implies.
+//! `Idempotency-Key: <trigger>:<event id>` (`…:stop` for a stop; bytes other
+//! than `[A-Za-z0-9._-]` in either part as `%XX`), so a receiver can drop the
+//! duplicates that at-least-once delivery implies.
 //!
 //! Header values are often secrets (`Authorization`): they are never logged,
 //! never shown in an error, and marked sensitive so that the HTTP stack's own
@@ -26,6 +27,7 @@ use reqwest::{StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::delivery::event_key;
 use super::{Action, ActionEvent, ActionKind};
 pub use spec::*;
 
@@ -227,28 +229,11 @@ fn classify_status(status: StatusCode) -> StatusClass {
     }
 }
 
-/// `<trigger>:<event id>`, plus `:stop` for a stop.
-fn idempotency_key(trigger: &str, event_id: &str, action: ActionKind) -> String {
-    let mut key = format!("{trigger}:{event_id}");
-    if action == ActionKind::Stop {
-        key.push_str(":stop");
-    }
-    key
-}
-
-/// The key as a header value. Control characters (which no real id has, but
-/// which would make the header invalid) are percent-escaped, so every event
-/// still gets a stable key.
-fn key_header(key: &str) -> HeaderValue {
-    let mut escaped = Vec::with_capacity(key.len());
-    for &b in key.as_bytes() {
-        if b < 0x20 || b == 0x7f {
-            escaped.extend_from_slice(format!("%{b:02X}").as_bytes());
-        } else {
-            escaped.push(b);
-        }
-    }
-    HeaderValue::from_bytes(&escaped).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+/// The `Idempotency-Key` of a delivery: unambiguous, and visible ASCII only, so
+/// always a valid header value.
+fn idempotency_key(trigger: &str, event_id: &str, action: ActionKind) -> HeaderValue {
+    let key = event_key(trigger, event_id, action);
+    HeaderValue::try_from(key).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 /// `url` without what may be a secret: a password, or a query that may carry
@@ -333,8 +318,9 @@ impl Inner {
 /// A delivery taken up again after a restart continues its count and its age.
 async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     let body = Bytes::from(event.to_json());
-    let key = idempotency_key(&inner.trigger, event.event_id(), event.action);
-    let key_value = key_header(&key);
+    let key_value = idempotency_key(&inner.trigger, event.event_id(), event.action);
+    // Visible ASCII, as the header value is.
+    let key = key_value.to_str().unwrap_or("invalid").to_owned();
     let action = event.action.as_str();
     let max_attempts = inner.retry.max_attempts.max(1);
     let ticket = event.delivery.as_ref();

@@ -16,7 +16,8 @@ use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::store::{Retention, SqliteStore};
 use whereby_trigger::units::{parse_duration, parse_size};
-use whereby_trigger::webhook::{DEFAULT_TOLERANCE, EventType};
+use whereby_trigger::verify::check_tolerance;
+use whereby_trigger::webhook::{DEFAULT_TOLERANCE, EventType, SigningSecret};
 use whereby_trigger::{DedupLimits, Trigger};
 
 use crate::reload::shutdown_signal;
@@ -49,7 +50,8 @@ pub(crate) struct ServeArgs {
 
     /// Webhook signing secret from the Whereby dashboard; repeat it during a
     /// rotation. Default: the WHEREBY_WEBHOOK_SECRET environment variable, then
-    /// the config file's [verify] secrets.
+    /// the config file's [verify] secrets. An empty or whitespace-only secret is
+    /// refused.
     #[arg(
         long = "secret",
         value_name = "SECRET",
@@ -58,12 +60,18 @@ pub(crate) struct ServeArgs {
     )]
     secrets: Vec<String>,
 
+    /// Whether `secrets` came from the environment rather than the flag: an
+    /// error about one must say where to look.
+    #[arg(skip)]
+    secrets_from_env: bool,
+
     /// Accept unsigned webhooks when no secret is given (local testing only).
     #[arg(long)]
     allow_unsigned: bool,
 
-    /// How far a signature's timestamp may be from now, either way. [default: 300s]
-    #[arg(long, value_parser = parse_duration)]
+    /// How far a signature's timestamp may be from now, either way; at least 1s.
+    /// [default: 300s]
+    #[arg(long, value_parser = parse_tolerance)]
     tolerance: Option<Duration>,
 
     /// Domain room URLs are built on: https://{subdomain}.{base-domain}{roomName}.
@@ -115,6 +123,20 @@ pub(crate) struct ServeArgs {
     ephemeral: bool,
 }
 
+impl ServeArgs {
+    /// Records where clap found the values that came from more than one place.
+    pub(crate) fn note_sources(&mut self, matches: &clap::ArgMatches) {
+        self.secrets_from_env =
+            matches.value_source("secrets") == Some(clap::parser::ValueSource::EnvVariable);
+    }
+}
+
+/// `--tolerance`: a duration of at least 1 s.
+fn parse_tolerance(input: &str) -> Result<Duration, String> {
+    let tolerance = parse_duration(input).map_err(|e| e.to_string())?;
+    check_tolerance(tolerance).map_err(|e| e.to_string())
+}
+
 /// The data directory when neither the flag nor the config names one.
 pub(crate) const DEFAULT_DATA_DIR: &str = "whereby-trigger-data";
 
@@ -123,12 +145,17 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?,
         None => Config::default(),
     };
-    let mut secrets: Vec<String> = args
-        .secrets
-        .iter()
-        .filter(|s| !s.is_empty())
-        .cloned()
-        .collect();
+    let source = if args.secrets_from_env {
+        "WHEREBY_WEBHOOK_SECRET"
+    } else {
+        "--secret"
+    };
+    for secret in &args.secrets {
+        if let Err(e) = SigningSecret::try_new(secret) {
+            bail!("{source}: {e}; give the secret from the Whereby dashboard");
+        }
+    }
+    let mut secrets = args.secrets.clone();
     // Secrets from the file follow it on reload; those of the flag or the
     // environment stay as given.
     let secrets_from_file = secrets.is_empty();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use whereby_webhook::{AnyEventType, WebhookEvent};
 
-use crate::actions::{Action, ActionEvent, ActionKind};
+use crate::actions::{Action, ActionEvent, ActionKind, delivery_id};
 #[cfg(feature = "cel")]
 use crate::rules::cel::{When, WhenInput};
 use crate::state::claims::{
@@ -287,8 +287,9 @@ impl fmt::Display for Verdict {
 pub(crate) struct Call {
     pub(crate) action: Arc<dyn Action>,
     pub(crate) event: ActionEvent,
-    /// `<trigger>:<event id>[:stop]:<kind>`: unique per call, stable across
-    /// restarts, so a redelivered call is recognised.
+    /// `<trigger>:<event id>[:stop]:<kind>` (`actions::delivery_id`, which
+    /// encodes each part): unique per call, stable across restarts, so a
+    /// redelivered call is recognised.
     pub(crate) delivery_id: String,
 }
 
@@ -380,16 +381,6 @@ impl Decision {
             // Two actions of one kind on a rule get distinct delivery ids.
             let n = seen.iter().filter(|k| **k == action.kind()).count();
             seen.push(action.kind());
-            let stop = if kind == ActionKind::Stop {
-                ":stop"
-            } else {
-                ""
-            };
-            let suffix = if n == 0 {
-                String::new()
-            } else {
-                format!("#{}", n + 1)
-            };
             self.calls.push(Call {
                 action: action.clone(),
                 event: ActionEvent {
@@ -403,12 +394,7 @@ impl Decision {
                     claim: claim.clone(),
                     delivery: None,
                 },
-                delivery_id: format!(
-                    "{}:{}{stop}:{}{suffix}",
-                    rule.name,
-                    on.event.id(),
-                    action.kind()
-                ),
+                delivery_id: delivery_id(&rule.name, on.event.id(), kind, action.kind(), n + 1),
             });
         }
     }
