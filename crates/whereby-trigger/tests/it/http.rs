@@ -912,10 +912,10 @@ fn fires_on_everything(default: bool) -> Trigger {
 }
 
 /// POSTs `body` (unsigned) through `router`: the status and the JSON answer.
-async fn oneshot(router: &axum::Router, body: String) -> (StatusCode, Value) {
+async fn oneshot(router: &axum::Router, body: impl Into<axum::body::Body>) -> (StatusCode, Value) {
     let request = axum::http::Request::post("/")
         .header(CONTENT_TYPE, JSON)
-        .body(axum::body::Body::from(body))
+        .body(body.into())
         .expect("a request");
     let response = within("the answer", router.clone().oneshot(request))
         .await
@@ -988,6 +988,69 @@ async fn without_a_default_only_payloads_without_subdomain_are_refused() {
             assert_eq!(status, StatusCode::OK, "{}: {answer}", shape.name);
         }
     }
+}
+
+/// What a consumer would choke on is refused, wherever in the body it hides
+/// (here in an unknown field the parser skips): bytes that are not UTF-8, and
+/// nesting deeper than the limit. Nothing reaches `--record` or a trigger.
+#[tokio::test]
+async fn bodies_consumers_cannot_read_are_400_wherever_the_bytes_are() {
+    let recorded = Lines::default();
+    let sink = LineSink::new(recorded.clone());
+    let trigger = builder()
+        .on(|_: &RoomClientJoined| true)
+        .record_webhooks(sink.clone())
+        .build()
+        .expect("valid settings");
+    let mut events = trigger.subscribe();
+    let router = trigger.router();
+    let joined = sample("room.client.joined");
+    let at = joined.find("\"data\"").expect("a data field");
+    let with_extra = |value: &[u8]| {
+        let mut body = joined.as_bytes()[..at].to_vec();
+        body.extend_from_slice(b"\"extra\":");
+        body.extend_from_slice(value);
+        body.push(b',');
+        body.extend_from_slice(&joined.as_bytes()[at..]);
+        body
+    };
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("a lone byte 0xff", with_extra(b"\"\xff\""), "UTF-8"),
+        (
+            "a UTF-16 surrogate",
+            with_extra(b"\"\xed\xa0\x80\""),
+            "UTF-8",
+        ),
+        ("10,000 nested arrays", with_extra(deep.as_bytes()), "64"),
+    ];
+    for (what, body, named) in cases {
+        let (status, answer) = oneshot(&router, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {answer}");
+        assert_eq!(answer["code"], "invalid_webhook", "{what}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(named), "{what}: {error}");
+    }
+    // The same body, readable, goes through.
+    let (status, answer) = oneshot(&router, with_extra(b"[[\"\\u00ff\"]]")).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (StatusCode::OK, &Value::from("triggered"))
+    );
+    let event = within("the trigger event", events.recv())
+        .await
+        .expect("an event");
+    assert!(
+        events.try_recv().is_none(),
+        "one event, for the readable body"
+    );
+    drop(event);
+    within("the recording", sink.flush_and_close().wait_async()).await;
+    assert_eq!(
+        recorded.json().len(),
+        1,
+        "only the readable body is recorded"
+    );
 }
 
 /// Removing any optional field of any documented payload, or replacing its

@@ -34,6 +34,18 @@ use fields::*;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
+    /// The body is not UTF-8, which JSON text must be (RFC 8259 §8.1).
+    #[error("body is not valid UTF-8 (from byte {at}); JSON text must be UTF-8")]
+    NotUtf8 {
+        /// Offset of the first byte that is not part of valid UTF-8.
+        at: usize,
+    },
+    /// The body nests arrays and objects deeper than the limit.
+    #[error("body nests arrays and objects deeper than {limit} levels")]
+    TooDeep {
+        /// The deepest nesting accepted ([`MAX_DEPTH`]).
+        limit: usize,
+    },
     /// The body is not JSON at all.
     #[error("body is not valid JSON: {0}")]
     NotJson(String),
@@ -69,10 +81,22 @@ impl ParseError {
         match self {
             ParseError::Missing { field } | ParseError::Invalid { field, .. } => Some(field),
             ParseError::NoSubdomain => Some("data.subdomain"),
-            ParseError::NotJson(_) | ParseError::NotAnObject => None,
+            ParseError::NotUtf8 { .. }
+            | ParseError::TooDeep { .. }
+            | ParseError::NotJson(_)
+            | ParseError::NotAnObject => None,
         }
     }
 }
+
+/// The deepest nesting of arrays and objects a body may have; the top-level
+/// object is level 1. Whereby's payloads reach 3 (`data.numClientsByRoleName`).
+///
+/// serde_json skips what the parser does not read (an unknown field) without a
+/// depth limit, and the body goes on as sent to every consumer (`stdout` lines,
+/// `forward` bodies), whose own parsers (Python's `json`, jq) give up on
+/// deep nesting; so the whole body is bounded.
+pub const MAX_DEPTH: usize = 64;
 
 /// How [`parse_with`] reads a body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -324,6 +348,7 @@ pub fn parse(body: &[u8]) -> Result<WebhookEvent, ParseError> {
 /// or `id`, `type`, `data.roomName` or `data.subdomain` is missing or not
 /// usable.
 pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Parsed, ParseError> {
+    check_text(body)?;
     // serde would read a JSON array positionally into the envelope; only an object
     // is a webhook.
     let starts_as_object = body
@@ -428,6 +453,59 @@ fn required_problem(raw: Option<&RawValue>, field: &str, what: &str) -> ParseErr
         None => missing(field),
         Some(_) => invalid(field, &format!("must be {what}")),
     }
+}
+
+/// Refuses what serde_json would let through unseen in the fields it skips
+/// (an unknown field, `data` of another type): bytes that are not UTF-8 and
+/// nesting deeper than [`MAX_DEPTH`]. The body reaches consumers as sent, so
+/// all of it must be JSON they can read, not just the fields read here.
+///
+/// On the hot path: two single passes over the bytes, neither allocating (the
+/// standard library's UTF-8 check, then a byte loop with three counters),
+/// cheap next to serde's pass over the same bytes.
+fn check_text(body: &[u8]) -> Result<(), ParseError> {
+    if let Err(err) = std::str::from_utf8(body) {
+        return Err(ParseError::NotUtf8 {
+            at: err.valid_up_to(),
+        });
+    }
+    if deeper_than(body, MAX_DEPTH) {
+        return Err(ParseError::TooDeep { limit: MAX_DEPTH });
+    }
+    Ok(())
+}
+
+/// Whether `json` opens more than `limit` arrays or objects at once. Brackets
+/// inside strings do not count; the text need not be valid JSON (serde tells
+/// what else is wrong), so a stray closing bracket just counts down to zero.
+fn deeper_than(json: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Explains why an object was refused; only runs on the error path.

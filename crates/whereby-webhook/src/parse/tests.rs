@@ -389,6 +389,68 @@ fn errors_name_the_field() {
     );
 }
 
+/// Invalid UTF-8 anywhere is refused, in the fields serde skips unseen too
+/// (an unknown field, an ignored type's `data`): the body reaches consumers as
+/// sent, and JSON text is UTF-8.
+#[test]
+fn a_body_that_is_not_utf8_is_refused_wherever_the_bytes_are() {
+    let ok = sample::sample("room.client.joined").unwrap();
+    let at = ok.find("\"data\"").unwrap();
+    for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf"] {
+        let mut body = ok.as_bytes()[..at].to_vec();
+        body.extend_from_slice(b"\"extra\":\"");
+        body.extend_from_slice(bad);
+        body.extend_from_slice(b"\",");
+        body.extend_from_slice(&ok.as_bytes()[at..]);
+        let err = parse(&body).unwrap_err();
+        assert_eq!(err, ParseError::NotUtf8 { at: at + 9 }, "{bad:?}");
+        assert_eq!(err.field(), None);
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+    let other = b"{\"id\":\"k\",\"type\":\"recording.finished\",\"data\":{\"name\":\"\xff\"}}";
+    assert!(matches!(parse(other), Err(ParseError::NotUtf8 { .. })));
+    // Escaped, the same characters are JSON and welcome.
+    let escaped = ok.replace("\"data\"", "\"extra\":\"\\u00ff\\ud83d\\ude00\",\"data\"");
+    assert!(parse(escaped.as_bytes()).is_ok());
+}
+
+/// Nesting is bounded in the whole body, not only in what the parser reads.
+#[test]
+fn nesting_deeper_than_the_limit_is_refused() {
+    let ok = sample::sample("room.client.joined").unwrap();
+    let at = ok.find("\"data\"").unwrap();
+    let nested = |levels: usize| {
+        // The top-level object is one level.
+        let inner = levels - 1;
+        format!(
+            "{}\"extra\":{}{},{}",
+            &ok[..at],
+            "[".repeat(inner),
+            "]".repeat(inner),
+            &ok[at..]
+        )
+    };
+    assert!(parse(nested(MAX_DEPTH).as_bytes()).is_ok());
+    let err = parse(nested(MAX_DEPTH + 1).as_bytes()).unwrap_err();
+    assert_eq!(err, ParseError::TooDeep { limit: MAX_DEPTH });
+    assert!(err.to_string().contains("64"), "{err}");
+    assert!(parse(nested(10_000).as_bytes()).is_err());
+    // Brackets inside strings, escaped quotes included, are text.
+    let text = format!("\"\\\"{}\"", "[{".repeat(100));
+    let in_a_string = ok.replace("\"data\"", &format!("\"extra\":{text},\"data\""));
+    assert!(parse(in_a_string.as_bytes()).is_ok());
+    // An ignored type's `data` counts as well.
+    let deep = format!(
+        r#"{{"id":"k","type":"recording.finished","data":{}{}}}"#,
+        "{\"a\":".repeat(MAX_DEPTH),
+        "}".repeat(MAX_DEPTH)
+    );
+    assert_eq!(
+        parse(deep.as_bytes()).unwrap_err(),
+        ParseError::TooDeep { limit: MAX_DEPTH }
+    );
+}
+
 /// Every sample and documented shape of an evaluated type, as JSON.
 fn evaluated_payloads() -> Vec<Value> {
     sample::evaluated()
@@ -526,6 +588,47 @@ mod properties {
         #[test]
         fn never_panics_on_json(value in json()) {
             let _ = parse(value.to_string().as_bytes());
+        }
+
+        /// Bytes that are not UTF-8 anywhere in a payload are refused, never
+        /// read around; and a refusal says where.
+        #[test]
+        fn invalid_utf8_is_refused_anywhere(index in 0usize..16, pick in any::<prop::sample::Index>(), bad in prop::sample::select(vec![0x80u8, 0xbf, 0xc0, 0xc1, 0xf5, 0xff])) {
+            let payloads = evaluated_payloads();
+            let body = payloads[index % payloads.len()].to_string().into_bytes();
+            let at = pick.index(body.len());
+            let mut broken = body.clone();
+            broken.insert(at, bad);
+            let err = parse(&broken).unwrap_err();
+            // Inserted inside a multi-byte character, the stray byte may complete it
+            // and the next one be the first that is not UTF-8.
+            prop_assert!(matches!(err, ParseError::NotUtf8 { at: found } if found <= at + 3), "{}", err);
+        }
+
+        /// A body is refused for its depth exactly when it nests deeper than
+        /// [`MAX_DEPTH`], however the levels are spelled; shallower, it parses.
+        #[test]
+        fn depth_is_refused_beyond_the_limit_only(
+            opens in prop::collection::vec(prop::bool::ANY, 1..(MAX_DEPTH + 8)),
+            key in "[a-z\\[\\]{}\"]{0,4}",
+        ) {
+            let ok = sample::sample("room.client.joined").unwrap();
+            let at = ok.find("\"data\"").unwrap();
+            let mut value = String::new();
+            for &array in &opens {
+                value.push_str(if array { "[" } else { "{\"k\":" });
+            }
+            value.push_str(&serde_json::to_string(&key).unwrap());
+            for &array in opens.iter().rev() {
+                value.push(if array { ']' } else { '}' });
+            }
+            let body = format!("{}\"extra\":{value},{}", &ok[..at], &ok[at..]);
+            let result = parse(body.as_bytes());
+            if opens.len() + 1 > MAX_DEPTH {
+                prop_assert_eq!(result.unwrap_err(), ParseError::TooDeep { limit: MAX_DEPTH });
+            } else {
+                prop_assert!(result.is_ok(), "{:?}", result.err());
+            }
         }
 
         /// Any documented payload, with any number of its optional fields
