@@ -637,7 +637,10 @@ fn a_start_whose_stop_when_already_holds_does_not_fire() {
     let late_join = counted("room.client.joined", "j1", "2026-11-02T09:00:00Z", 1);
     assert!(decide(&engine, &left).verdicts.is_empty());
     let d = decide(&engine, &late_join);
-    assert_eq!(names(&d), ["r: not matched (`stop_when` already holds)"]);
+    assert_eq!(
+        names(&d),
+        ["r: not matched (delivered after newer room state, on which `stop_when` holds)"]
+    );
     let d = decide(
         &engine,
         &counted("room.client.joined", "j2", "2026-11-02T09:00:20Z", 1),
