@@ -990,6 +990,51 @@ async fn without_a_default_only_payloads_without_subdomain_are_refused() {
     }
 }
 
+/// One room has one spelling: the subdomain in lower case; a roomName that
+/// another spelling of its path could stand for is refused for an evaluated
+/// type (naming `data.roomName`), and is no room for another type, never a 4xx.
+#[tokio::test]
+async fn a_room_has_one_spelling() {
+    let trigger = fires_on_everything(false);
+    let mut events = trigger.subscribe();
+    let router = trigger.router();
+    let spellings = [
+        "/./standup-3f9a2c",
+        "/x/../standup-3f9a2c",
+        "/standup-3f9a2c/",
+        "/team//standup",
+        "/team%2Fstandup",
+        "/%73tandup-3f9a2c",
+        "/team%3astandup",
+    ];
+    for room in spellings {
+        let body = sample_with("room.client.joined", |v| {
+            v["data"]["roomName"] = room.into()
+        });
+        let (status, answer) = oneshot(&router, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{room}: {answer}");
+        assert_eq!(answer["code"], "invalid_room", "{room}");
+        assert_eq!(answer["field"], "data.roomName", "{room}");
+        let knock = sample_with("room.client.knocked", |v| {
+            v["data"]["roomName"] = room.into()
+        });
+        let (status, answer) = oneshot(&router, knock).await;
+        assert_eq!(status, StatusCode::OK, "{room}: {answer}");
+    }
+    let upper = sample_with("room.client.joined", |v| {
+        v["data"]["subdomain"] = "ACME".into()
+    });
+    let (status, answer) = oneshot(&router, upper).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (StatusCode::OK, &Value::from("triggered"))
+    );
+    let event = within("the trigger event", events.recv())
+        .await
+        .expect("an event");
+    assert_eq!(event.room_url, SAMPLE_ROOM_URL);
+}
+
 /// What a consumer would choke on is refused, wherever in the body it hides
 /// (here in an unknown field the parser skips): bytes that are not UTF-8, and
 /// nesting deeper than the limit. Nothing reaches `--record` or a trigger.

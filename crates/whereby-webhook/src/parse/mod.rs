@@ -24,7 +24,7 @@ use crate::event::{
     AssistantRequested, ClientData, EventType, OtherRoom, OtherWebhook, RoomClientJoined,
     RoomClientLeft, RoomData, RoomSessionEnded, RoomSessionStarted, WebhookEvent,
 };
-use crate::room_url::{RoomUrlError, check_subdomain};
+use crate::room_url::{RoomUrlError, check_room_name, check_subdomain};
 use fields::*;
 
 /// Why a body is not a readable webhook.
@@ -112,7 +112,7 @@ impl ParseOptions {
 
     /// The subdomain of payloads that have none (Whereby's before 2025), as the
     /// first Trigger of Whereby's SDK took it as an option. A payload's own
-    /// `data.subdomain` always wins.
+    /// `data.subdomain` always wins. Kept in lower case, as every subdomain.
     ///
     /// # Errors
     /// [`RoomUrlError::Subdomain`] when `subdomain` is not one DNS label.
@@ -130,7 +130,7 @@ impl ParseOptions {
     /// ```
     pub fn with_default_subdomain(mut self, subdomain: &str) -> Result<Self, RoomUrlError> {
         check_subdomain(subdomain)?;
-        self.default_subdomain = Some(subdomain.to_owned());
+        self.default_subdomain = Some(subdomain.to_ascii_lowercase());
         Ok(self)
     }
 
@@ -178,6 +178,10 @@ impl fmt::Display for FieldNote {
                 f,
                 "`{field}` is not an RFC 3339 time; kept as sent, but it cannot order events"
             ),
+            Treatment::NoRoom => write!(
+                f,
+                "`{field}` makes no room URL; the webhook is read as having no room"
+            ),
         }
     }
 }
@@ -193,6 +197,10 @@ pub enum Treatment {
     /// Kept as sent, but its content could not be read (a `createdAt` that is
     /// not an RFC 3339 time).
     Unreadable,
+    /// The room of a type that is not evaluated, which makes no room URL (see
+    /// [`room_url`](crate::room_url())): the webhook is read as having no room
+    /// rather than refused.
+    NoRoom,
 }
 
 /// The type of a JSON value.
@@ -389,7 +397,9 @@ pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Parsed, ParseEr
                 event_type: type_name.into_owned(),
                 api_version: lenient_string(envelope.api_version),
                 created_at: lenient_string(envelope.created_at),
-                room: envelope.data.and_then(|data| other_room(data, options)),
+                room: envelope
+                    .data
+                    .and_then(|data| other_room(data, options, &mut fields)),
                 data: envelope.data.map(RawValue::to_owned),
             }),
             notes: fields.notes,
@@ -547,13 +557,20 @@ fn lenient_string(raw: Option<&RawValue>) -> Option<String> {
 
 /// The room of a type the Trigger does not evaluate, when its `data` names
 /// one (`roomName`, and `subdomain` or the default); `None`, never an error,
-/// otherwise: such a type must never be refused for its shape.
-fn other_room(data: &RawValue, options: &ParseOptions) -> Option<OtherRoom> {
+/// otherwise: such a type must never be refused for its shape. A room that
+/// makes no room URL is no room (noted), so that every room an event is in has
+/// exactly one key and one URL.
+fn other_room(data: &RawValue, options: &ParseOptions, fields: &mut Fields) -> Option<OtherRoom> {
     let raw: RawData<'_> = serde_json::from_str(data.get()).ok()?;
     let room_name = lenient_string(raw.room_name).filter(|name| !name.is_empty())?;
-    let subdomain = lenient_string(raw.subdomain)
+    let mut subdomain = lenient_string(raw.subdomain)
         .filter(|s| !s.is_empty())
         .or_else(|| options.default_subdomain().map(str::to_owned))?;
+    subdomain.make_ascii_lowercase();
+    if let Err(err) = check_subdomain(&subdomain).and_then(|()| check_room_name(&room_name)) {
+        fields.note(err.field(), JsonType::String, Treatment::NoRoom);
+        return None;
+    }
     Some(OtherRoom {
         subdomain,
         room_name,

@@ -98,6 +98,72 @@ fn other_types_have_a_room_when_their_data_names_one() {
     assert!(without_default.in_room().is_none());
 }
 
+/// One room, one spelling: the subdomain in lower case, whatever the type;
+/// and a room of a type not evaluated that makes no room URL is no room,
+/// noted, never an error (an evaluated type's is refused by the room URL).
+#[test]
+fn rooms_have_one_spelling() {
+    let options = ParseOptions::new()
+        .with_default_subdomain("FallBack")
+        .unwrap();
+    assert_eq!(options.default_subdomain(), Some("fallback"));
+    let room_of = |body: &str| {
+        let parsed = parse_with(body.as_bytes(), &options).unwrap();
+        let room = parsed
+            .event
+            .in_room()
+            .map(|r| (r.subdomain().to_owned(), r.room_name().to_owned()));
+        (room, parsed.notes)
+    };
+    for t in [
+        "room.client.joined",
+        "room.session.started",
+        "room.client.knocked",
+    ] {
+        let body = format!(
+            r#"{{"id":"k","type":"{t}","data":{{"roomName":"/Room","subdomain":"ACME"}}}}"#
+        );
+        assert_eq!(
+            room_of(&body).0,
+            Some(("acme".into(), "/Room".into())),
+            "{t}"
+        );
+        let body = format!(r#"{{"id":"k","type":"{t}","data":{{"roomName":"/Room"}}}}"#);
+        assert_eq!(
+            room_of(&body).0,
+            Some(("fallback".into(), "/Room".into())),
+            "{t}"
+        );
+    }
+    for (data, field) in [
+        (
+            r#"{"roomName":"/x/../room","subdomain":"acme"}"#,
+            "data.roomName",
+        ),
+        (
+            r#"{"roomName":"/a%2Fb","subdomain":"acme"}"#,
+            "data.roomName",
+        ),
+        (
+            r#"{"roomName":"/r","subdomain":"evil.com"}"#,
+            "data.subdomain",
+        ),
+    ] {
+        let body = format!(r#"{{"id":"k","type":"room.client.knocked","data":{data}}}"#);
+        let (room, notes) = room_of(&body);
+        assert_eq!(room, None, "{data}");
+        assert_eq!(
+            notes,
+            [FieldNote {
+                field: field.into(),
+                found: JsonType::String,
+                treatment: Treatment::NoRoom
+            }],
+            "{data}"
+        );
+    }
+}
+
 #[test]
 fn unknown_type_and_fields_are_tolerated() {
     let event = parse(br#"{"id":"x","type":"room.future","data":[1,2],"apiVersion":2}"#).unwrap();

@@ -142,6 +142,40 @@ fn when_sees_the_folded_room_and_failures_are_false() {
     assert_eq!(d.room.as_ref().unwrap().num_clients, 2);
 }
 
+/// `ACME` and `acme`, `standup` and `/standup` are one room: one claim. (The
+/// spellings of a path that are not one spelling, `/./standup`, never get
+/// here: the room URL refuses them.)
+#[test]
+fn once_per_room_holds_for_every_spelling_of_the_room() {
+    let engine = Engine::new(vec![
+        Rule::new("room", [EventType::RoomClientJoined]).once_per(OncePer::Room),
+    ]);
+    let spellings = [
+        json!({"subdomain": "acme", "roomName": "/standup"}),
+        json!({"subdomain": "ACME", "roomName": "/standup"}),
+        json!({"subdomain": "Acme", "roomName": "standup"}),
+    ];
+    let fired: Vec<bool> = spellings
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let at = format!("2026-11-02T09:00:0{i}Z");
+            decide(
+                &engine,
+                &webhook("room.client.joined", &format!("j{i}"), &at, data),
+            )
+            .fired()
+        })
+        .collect();
+    assert_eq!(fired, [true, false, false]);
+    let held = RoomKey::parse("acme/standup").unwrap();
+    assert!(
+        engine
+            .claims()
+            .held_in(&"room".into(), &held, Instant::now())
+    );
+}
+
 #[test]
 fn once_per_room_and_event() {
     let per_room = Rule::new("room", [EventType::RoomClientJoined]).once_per(OncePer::Room);
