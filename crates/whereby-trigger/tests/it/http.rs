@@ -431,6 +431,15 @@ async fn unreadable_webhooks_are_400_naming_the_field() {
             Some("data.subdomain"),
         ),
         (
+            "a data.subdomain given twice",
+            sample("room.client.joined").replace(
+                "\"subdomain\": \"acme\"",
+                "\"subdomain\": \"acme\", \"subdomain\": \"evil\"",
+            ),
+            "invalid_webhook",
+            Some("data.subdomain"),
+        ),
+        (
             "a subdomain that is another host",
             sample_with("room.client.joined", |v| {
                 v["data"]["subdomain"] = "evil.com".into()

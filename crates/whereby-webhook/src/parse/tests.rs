@@ -517,6 +517,63 @@ fn nesting_deeper_than_the_limit_is_refused() {
     );
 }
 
+/// A documented field of `data` given twice is refused naming that field
+/// (`data.subdomain`), not `data`, in every payload of an evaluated type and
+/// wherever the repeat stands; a repeated field the parser does not read is
+/// no reason to refuse.
+#[test]
+fn a_repeated_field_of_data_is_named() {
+    const DOCUMENTED: [&str; 12] = [
+        "meetingId",
+        "roomName",
+        "roomSessionId",
+        "subdomain",
+        "displayName",
+        "participantId",
+        "metadata",
+        "externalId",
+        "roleName",
+        "numClients",
+        "numClientsByRoleName",
+        "isDialIn",
+    ];
+    let options = ParseOptions::new()
+        .with_default_subdomain("fallback")
+        .unwrap();
+    for payload in evaluated_payloads() {
+        // `{"data":{…},…}`, with `…` of `data` as given.
+        let with_data = |inner: &str| {
+            let mut envelope = payload.clone();
+            envelope.as_object_mut().unwrap().remove("data");
+            format!("{{\"data\":{{{inner}}},{}", &envelope.to_string()[1..])
+        };
+        let data = payload["data"].to_string();
+        let data = &data[1..data.len() - 1];
+        for field in DOCUMENTED {
+            let repeat = format!("\"{field}\":null");
+            for inner in [format!("{repeat},{data}"), format!("{data},{repeat}")] {
+                let body = with_data(&inner);
+                let Err(err) = parse_with(body.as_bytes(), &options) else {
+                    // Only when `data` did not have it: then it is no repeat.
+                    assert!(payload["data"].get(field).is_none(), "{body}");
+                    continue;
+                };
+                assert_eq!(
+                    err.field(),
+                    Some(format!("data.{field}").as_str()),
+                    "{body}"
+                );
+                assert!(err.to_string().contains("duplicate"), "{err}");
+            }
+        }
+        let unknown = with_data(&format!("\"x\":1,\"x\":2,{data}"));
+        assert!(
+            parse_with(unknown.as_bytes(), &options).is_ok(),
+            "{unknown}"
+        );
+    }
+}
+
 /// Every sample and documented shape of an evaluated type, as JSON.
 fn evaluated_payloads() -> Vec<Value> {
     sample::evaluated()
