@@ -26,7 +26,8 @@ pub struct ParsedWebhook {
 }
 
 impl ParsedWebhook {
-    /// The body as received, on one line (line breaks between tokens dropped),
+    /// The body as received, on one line (line breaks between tokens dropped;
+    /// U+2028, U+2029 and U+0085 escaped, which some splitters cut at),
     /// newline included: the `--record` format `replay` reads.
     pub fn to_json_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(self.raw.len() + 1);

@@ -144,6 +144,45 @@ async fn on_every_prints_events_and_records_webhooks_flushed_at_shutdown() {
     assert_eq!(recorded, [id_of(started), id_of(started), id_of(joined)]);
 }
 
+/// `--print` and `--record` lines stay one line for splitters that cut at
+/// U+2028, U+2029 and U+0085 (Python's `str.splitlines`): escaped, and the
+/// JSON read back is the webhook as sent.
+#[tokio::test]
+async fn printed_and_recorded_lines_escape_every_line_separator() {
+    let (printed, recorded) = (Lines::default(), Lines::default());
+    let server = Server::start(
+        builder()
+            .on_every(EventType::RoomClientJoined)
+            .print_events(LineSink::new(printed.clone()))
+            .record_webhooks(LineSink::new(recorded.clone())),
+    )
+    .await;
+    let mut sent = sample_value("room.client.joined");
+    sent["data"]["displayName"] = "Ada\u{2028}Lovelace".into();
+    sent["note\u{2029}"] = "a\u{85}b".into();
+    let body = serde_json::to_string_pretty(&sent).unwrap();
+    assert!(body.contains('\u{2028}'), "serde_json writes them raw");
+    server.post(body).await.assert_outcome("triggered");
+    server.shutdown().await;
+
+    for (what, lines) in [("printed", &printed), ("recorded", &recorded)] {
+        let bytes = lines.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            !text.contains(['\u{2028}', '\u{2029}', '\u{85}', '\r']),
+            "{what}: {text}"
+        );
+        assert_eq!(text.matches('\n').count(), 1, "{what}: one line");
+        let line: Value = serde_json::from_str(&text).unwrap();
+        let webhook = if what == "printed" {
+            &line["triggerWebhook"]
+        } else {
+            &line
+        };
+        assert_eq!(webhook, &sent, "{what}");
+    }
+}
+
 #[tokio::test]
 async fn every_evaluated_type_can_trigger() {
     let mut server = Server::start(

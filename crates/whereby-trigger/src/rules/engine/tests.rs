@@ -658,6 +658,40 @@ fn the_action_event_carries_the_room_as_folded() {
     assert_eq!(json["roomUrl"], "https://acme.whereby.com/standup-3f9a2c");
 }
 
+/// What `stdout`, `forward` and `run` get is one line to every line
+/// splitter: U+2028, U+2029 and U+0085 from the payload (in the raw webhook
+/// and in a role name of the folded room) are escaped, the JSON unchanged.
+#[test]
+fn the_action_event_is_one_line_whatever_the_payload_holds() {
+    let rule =
+        Rule::new("r\u{2029}", [EventType::RoomClientJoined]).action(Arc::new(Recorder::default()));
+    let engine = Engine::new(vec![rule]);
+    let joined = webhook(
+        "room.client.joined",
+        "j1",
+        "2026-11-02T09:00:00Z",
+        json!({
+            "displayName": "Ada\u{2028}Lovelace\u{85}",
+            "numClients": 2,
+            "numClientsByRoleName": {"host": 1, "guest\u{2028}": 1},
+        }),
+    );
+    let d = decide(&engine, &joined);
+    let line = d.calls[0].event.to_json();
+    let text = std::str::from_utf8(&line).unwrap();
+    assert!(
+        !text.contains(['\u{2028}', '\u{2029}', '\u{85}', '\n', '\r']),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(json["trigger"], "r\u{2029}");
+    assert_eq!(
+        json["triggerWebhook"]["data"]["displayName"],
+        "Ada\u{2028}Lovelace\u{85}"
+    );
+    assert_eq!(json["room"]["numClientsByRoleName"]["guest\u{2028}"], 1);
+}
+
 #[cfg(feature = "cel")]
 #[test]
 fn a_start_whose_stop_when_already_holds_does_not_fire() {
