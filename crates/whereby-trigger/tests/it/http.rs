@@ -512,6 +512,48 @@ async fn unreadable_webhooks_are_400_naming_the_field() {
     server.shutdown().await;
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or with two, or with
+/// one that is not a host, is 400, before anything is evaluated; HTTP/1.0 may
+/// go without. The real server, then the router alone.
+#[tokio::test]
+async fn a_request_without_one_valid_host_is_400() {
+    let calls = counter();
+    let mut server = Server::start(builder().on(always_joined(&calls))).await;
+    let body = sample("room.client.joined");
+    let request = |version: &str, hosts: &str| {
+        format!(
+            "POST / {version}\r\n{hosts}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (hosts, code) in [
+        ("", "host_missing"),
+        ("Host: a.example\r\nHost: b.example\r\n", "host_invalid"),
+        ("Host: user@evil.example\r\n", "host_invalid"),
+    ] {
+        let (status, answer) =
+            raw_exchange(server.addr(), request("HTTP/1.1", hosts).as_bytes()).await;
+        assert_eq!(status, 400, "{hosts:?}: {answer}");
+        assert!(answer.contains(&format!("\"code\":\"{code}\"")), "{answer}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was evaluated");
+    let (status, answer) = raw_exchange(server.addr(), request("HTTP/1.0", "").as_bytes()).await;
+    assert_eq!(status, 200, "HTTP/1.0 needs no Host: {answer}");
+    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+
+    let router = fires_on_everything(false).router();
+    let request = axum::http::Request::post("/")
+        .header(CONTENT_TYPE, JSON)
+        .body(axum::body::Body::from(body))
+        .expect("a request");
+    let response = within("the answer", router.oneshot(request))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 400);
+    server.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------
 // 401: signatures
 // ---------------------------------------------------------------------------
@@ -962,6 +1004,7 @@ fn fires_on_everything(default: bool) -> Trigger {
 /// POSTs `body` (unsigned) through `router`: the status and the JSON answer.
 async fn oneshot(router: &axum::Router, body: impl Into<axum::body::Body>) -> (StatusCode, Value) {
     let request = axum::http::Request::post("/")
+        .header(reqwest::header::HOST, "localhost")
         .header(CONTENT_TYPE, JSON)
         .body(body.into())
         .expect("a request");
