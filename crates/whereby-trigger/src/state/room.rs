@@ -166,11 +166,17 @@ impl Rooms {
         }
     }
 
-    /// Folds `event` into its room's state and returns the state after it.
-    /// Returns `None` for events that are not about a room.
-    pub(crate) fn fold(&self, event: &WebhookEvent, now: Instant) -> Option<RoomView> {
+    /// Folds `event`, ordered at `at` (ms since the epoch: its `createdAt`, or
+    /// the time it was received when that is not to be believed), into its
+    /// room's state and returns the state after it. Returns `None` for events
+    /// that are not about a room.
+    pub(crate) fn fold_at(
+        &self,
+        event: &WebhookEvent,
+        at: Option<i64>,
+        now: Instant,
+    ) -> Option<RoomView> {
         let room = event.in_room()?;
-        let at = event.created_at_millis();
         let key = RoomKey::of(room);
         let mut inner = self.lock();
         if now.saturating_duration_since(inner.swept) >= SWEEP_EVERY {
@@ -315,6 +321,13 @@ impl Rooms {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    impl Rooms {
+        /// Folds `event` ordered by its own `createdAt`.
+        fn fold(&self, event: &WebhookEvent, now: Instant) -> Option<RoomView> {
+            self.fold_at(event, event.created_at_millis(), now)
+        }
+    }
 
     fn event(event_type: &str, created_at: &str, data: serde_json::Value) -> WebhookEvent {
         let mut v: serde_json::Value =
@@ -493,6 +506,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// An event is ordered at the time it is given: one ordered at the time
+    /// it was received instead of its far-future `createdAt` does not pin the
+    /// room, and later events update it.
+    #[test]
+    fn events_are_ordered_at_the_time_given() {
+        let rooms = Rooms::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let far = joined("9999-12-31T23:59:59.999Z", 5);
+        let received = whereby_webhook::time::parse_rfc3339_millis("2026-11-02T09:00:00Z");
+        assert_eq!(rooms.fold_at(&far, received, now).unwrap().num_clients, 5);
+        let key = RoomKey::parse("acme/standup-3f9a2c").unwrap();
+        assert_eq!(rooms.state_at(&key), received);
+        assert_eq!(rooms.newest(&key, "room.client.joined"), received);
+        let v = rooms.fold(&joined("2026-11-02T09:00:01Z", 1), now).unwrap();
+        assert_eq!(v.num_clients, 1);
     }
 
     #[test]

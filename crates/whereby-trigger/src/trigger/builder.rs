@@ -156,7 +156,10 @@ impl TriggerBuilder {
         self
     }
 
-    /// How far a signature's timestamp may be from now (default 300 s).
+    /// How far a signature's timestamp may be from now (default 300 s); and how
+    /// far ahead of this server's clock a webhook's `createdAt` is believed
+    /// when ordering a room's events (further, the time it was received is
+    /// used), signed or not.
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
@@ -523,6 +526,7 @@ impl TriggerBuilder {
                     parser: Parser::new(base_domain, options),
                     max_body: self.max_body,
                     observers: self.observers,
+                    tolerance: self.tolerance,
                 },
                 predicate_timeout: self.predicate_timeout,
                 dedup,

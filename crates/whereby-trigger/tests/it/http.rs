@@ -1126,6 +1126,78 @@ async fn a_room_has_one_spelling() {
     assert_eq!(event.room_url, SAMPLE_ROOM_URL);
 }
 
+/// A `createdAt` far in the future does not pin its room: it is ordered at
+/// the time it was received, so a real event after it is newer (here, a join
+/// after a `9999` leave is not taken for one delivered late). Within the
+/// tolerance, `createdAt` orders as sent.
+#[tokio::test]
+async fn a_created_at_far_ahead_is_ordered_at_its_receipt() {
+    use whereby_trigger::rules::engine::{Engine, Rule};
+    use whereby_trigger::state::claims::OncePer;
+    use whereby_trigger::webhook::time::format_rfc3339_millis;
+
+    let engine = Arc::new(Engine::new(vec![
+        Rule::new("visit", [EventType::RoomClientJoined])
+            .once_per(OncePer::Room)
+            .stop_on([EventType::RoomClientLeft]),
+    ]));
+    let router = builder().rules(engine).build().expect("valid").router();
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let event = |event_type: &str, id: &str, created_at: String| {
+        sample_with(event_type, |v| {
+            v["id"] = id.into();
+            v["createdAt"] = created_at.into();
+        })
+    };
+    let outcome = |answer: Value| answer["outcome"].as_str().unwrap_or_default().to_owned();
+
+    let far = event(
+        "room.client.left",
+        "far-left",
+        "9999-12-31T23:59:59.999Z".into(),
+    );
+    let (status, answer) = oneshot(&router, far).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let join = event(
+        "room.client.joined",
+        "join",
+        format_rfc3339_millis(now_ms + 1_000),
+    );
+    let (_, answer) = oneshot(&router, join).await;
+    assert_eq!(
+        outcome(answer),
+        "triggered",
+        "the far-future leave is not newer"
+    );
+
+    // 60 s ahead is within the 300 s tolerance: it orders as sent, and a join
+    // created before it is a late one, which must not start.
+    let ahead = event(
+        "room.client.left",
+        "ahead-left",
+        format_rfc3339_millis(now_ms + 60_000),
+    );
+    let (status, answer) = oneshot(&router, ahead).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the leave stops the visit: {answer}"
+    );
+    let late = event(
+        "room.client.joined",
+        "late-join",
+        format_rfc3339_millis(now_ms + 30_000),
+    );
+    let (_, answer) = oneshot(&router, late).await;
+    assert_eq!(outcome(answer), "not_matched");
+}
+
 /// What a consumer would choke on is refused, wherever in the body it hides
 /// (here in an unknown field the parser skips): bytes that are not UTF-8, and
 /// nesting deeper than the limit. Nothing reaches `--record` or a trigger.
