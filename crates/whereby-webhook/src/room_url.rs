@@ -146,7 +146,9 @@ pub fn room_url(
         8 + subdomain.len() + 1 + base_domain.0.len() + slash.len() + room_name.len(),
     );
     url.push_str("https://");
-    url.extend(subdomain.chars().map(|c| c.to_ascii_lowercase()));
+    let host = url.len();
+    url.push_str(subdomain);
+    url[host..].make_ascii_lowercase();
     url.push('.');
     url.push_str(&base_domain.0);
     url.push_str(slash);
