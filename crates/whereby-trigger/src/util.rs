@@ -24,35 +24,44 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// put them: they are written as `\u2028`, `\u2029`, `\u0085`, the same
 /// text. `json` must be valid JSON in UTF-8, as every parsed body is.
 ///
-/// One pass, copying the runs between the bytes it changes: this runs on the
-/// body of every event a consumer gets.
+/// On the path of every event a consumer gets: `memchr` finds the few bytes
+/// that start what must change (none, in a compact ASCII body, which is then
+/// one copy), and the runs between them are copied whole.
 pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
     out.reserve(json.len());
     let mut copied = 0;
-    let mut i = 0;
-    while i < json.len() {
-        let (len, replacement): (usize, &[u8]) = match json[i] {
-            b'\n' | b'\r' => (1, b""),
-            // In UTF-8, U+0085 is C2 85 and U+2028/U+2029 are E2 80 A8/A9; a
-            // lead byte is never part of another character.
-            0xC2 if json.get(i + 1) == Some(&0x85) => (2, b"\\u0085"),
-            0xE2 if json.get(i + 1) == Some(&0x80) => match json.get(i + 2) {
-                Some(0xA8) => (3, b"\\u2028"),
-                Some(0xA9) => (3, b"\\u2029"),
+    let mut from = 0;
+    // Four bytes to look for and `memchr` takes three at most: U+0085's lead
+    // is looked for apart, again only once the scan has passed it.
+    let mut next_c2 = memchr::memchr(0xC2, json);
+    loop {
+        let rest = json.get(from..).unwrap_or_default();
+        let other = memchr::memchr3(b'\n', b'\r', 0xE2, rest).map(|at| from + at);
+        if next_c2.is_some_and(|at| at < from) {
+            next_c2 = memchr::memchr(0xC2, rest).map(|at| from + at);
+        }
+        let at = match (other, next_c2) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(at), None) | (None, Some(at)) => at,
+            (None, None) => break,
+        };
+        // In UTF-8, U+0085 is C2 85 and U+2028/U+2029 are E2 80 A8/A9; a lead
+        // byte is never part of another character.
+        let (len, replacement): (usize, &[u8]) =
+            match (json[at], json.get(at + 1), json.get(at + 2)) {
+                (b'\n' | b'\r', _, _) => (1, b""),
+                (0xC2, Some(0x85), _) => (2, b"\\u0085"),
+                (0xE2, Some(0x80), Some(0xA8)) => (3, b"\\u2028"),
+                (0xE2, Some(0x80), Some(0xA9)) => (3, b"\\u2029"),
                 _ => {
-                    i += 1;
+                    from = at + 1;
                     continue;
                 }
-            },
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&json[copied..i]);
+            };
+        out.extend_from_slice(&json[copied..at]);
         out.extend_from_slice(replacement);
-        i += len;
-        copied = i;
+        from = at + len;
+        copied = from;
     }
     out.extend_from_slice(&json[copied..]);
 }
@@ -153,6 +162,28 @@ mod tests {
             serde_json::from_slice::<serde_json::Value>(&written).unwrap(),
             value
         );
+    }
+
+    #[test]
+    fn single_line_at_the_edges() {
+        let line = |json: &[u8]| {
+            let mut out = Vec::new();
+            push_single_line(&mut out, json);
+            out
+        };
+        assert_eq!(line(b""), b"");
+        assert_eq!(line(b"\n"), b"");
+        assert_eq!(line("\u{2028}".as_bytes()), b"\\u2028");
+        assert_eq!(line("\u{85}\u{85}".as_bytes()), b"\\u0085\\u0085");
+        assert_eq!(line("\"\u{2029}\"\r\n".as_bytes()), b"\"\\u2029\"");
+        assert_eq!(
+            line("é€…".as_bytes()),
+            "é€…".as_bytes(),
+            "other C2/E2 characters stay"
+        );
+        // Not UTF-8 (never given, as bodies are checked): copied, no panic.
+        assert_eq!(line(b"\xe2\x80"), b"\xe2\x80");
+        assert_eq!(line(b"x\xc2"), b"x\xc2");
     }
 
     proptest::proptest! {
