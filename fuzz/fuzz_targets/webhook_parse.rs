@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use whereby_webhook::{BaseDomain, ParseOptions, WebhookEvent, parse, parse_with};
+use whereby_webhook::{BaseDomain, ParseOptions, Treatment, WebhookEvent, parse, parse_with};
 
 fuzz_target!(|data: &[u8]| {
     let options = ParseOptions::new()
@@ -47,10 +47,12 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(&json)
         )
     });
+    // A type not evaluated keeps its `data` as sent, so a room it names that
+    // makes no URL is noted again.
     let typed_notes: Vec<_> = again
         .notes
         .iter()
-        .filter(|n| n.field != "createdAt")
+        .filter(|n| n.field != "createdAt" && n.treatment != Treatment::NoRoom)
         .collect();
     assert!(typed_notes.is_empty(), "{typed_notes:?}");
     let again: WebhookEvent = again.event;
