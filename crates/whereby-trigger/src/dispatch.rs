@@ -43,11 +43,11 @@ impl TriggerEvent {
     }
 
     /// The event as one line of JSON, newline included: the `stdout` format.
+    /// One line for every line splitter: U+2028, U+2029 and U+0085 are escaped.
     pub fn to_json_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(self.raw.len() + self.room_url.len() + 40);
         line.extend_from_slice(b"{\"roomUrl\":");
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut line, &self.room_url);
+        crate::util::write_json_line(&mut line, &self.room_url);
         line.extend_from_slice(b",\"triggerWebhook\":");
         push_single_line(&mut line, &self.raw);
         line.extend_from_slice(b"}\n");

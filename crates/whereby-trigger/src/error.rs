@@ -29,6 +29,10 @@ pub enum Rejection {
     /// Whereby retries.
     #[error("the webhook could not be recorded; retry later")]
     Store(#[source] StoreError),
+    /// The request's `Host` header is missing (HTTP/1.1), repeated or not a
+    /// host (RFC 9112 §3.2).
+    #[error(transparent)]
+    Host(#[from] HostError),
     /// The webhook path was asked with a method other than POST or GET.
     #[error("method not allowed: use POST to deliver a webhook")]
     MethodNotAllowed,
@@ -69,6 +73,7 @@ impl Rejection {
             },
             Rejection::Evaluate(EvaluateError::TimedOut { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Evaluate(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Rejection::Host(_) => StatusCode::BAD_REQUEST,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -96,6 +101,8 @@ impl Rejection {
             },
             Rejection::Evaluate(EvaluateError::TimedOut { .. }) => "predicate_timeout",
             Rejection::Evaluate(_) => "predicate_failed",
+            Rejection::Host(HostError::Missing) => "host_missing",
+            Rejection::Host(_) => "host_invalid",
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::NotFound => "not_found",
             Rejection::Store(_) => "store_unavailable",
@@ -137,6 +144,22 @@ impl Rejection {
     }
 }
 
+/// Why a request's `Host` header is refused (RFC 9112 §3.2: a server must
+/// answer 400 to such a request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// An HTTP/1.1 request without a `Host` header (HTTP/1.0 may go without).
+    #[error("an HTTP/1.1 request must have a Host header")]
+    Missing,
+    /// More than one `Host` header.
+    #[error("the request has more than one Host header")]
+    Repeated,
+    /// A `Host` that is not `host[:port]`.
+    #[error("the Host header is not a host and an optional port")]
+    Invalid,
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: &'a str,
@@ -176,7 +199,7 @@ impl IntoResponse for Rejection {
             self,
             Rejection::Request(
                 ExtractError::UnsupportedMediaType | ExtractError::PayloadTooLarge { .. }
-            )
+            ) | Rejection::Host(_)
         ) {
             response
                 .headers_mut()

@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use whereby_webhook::{SIGNATURE_HEADER, SignatureError, unix_now};
+use whereby_webhook::{SIGNATURE_HEADER, SignatureError};
 
 use crate::parse::{ParseFailure, ParsedWebhook, Parser};
 use crate::verify::Verification;
@@ -28,6 +28,9 @@ pub(crate) struct Extract {
     pub(crate) parser: Parser,
     pub(crate) max_body: usize,
     pub(crate) observers: Vec<WebhookObserver>,
+    /// How far ahead of the clock a `createdAt` is believed, when no signature
+    /// tolerance is configured (unsigned deliveries): the builder's tolerance.
+    pub(crate) tolerance: std::time::Duration,
 }
 
 /// Why a request is not a usable webhook.
@@ -93,13 +96,18 @@ impl Extract {
         }
         let body = read_body(body, headers, self.max_body).await?;
         let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
-        let verified = self.policy.verify(signature, body, unix_now())?;
+        // One reading of the clock, for the signature's age and for ordering.
+        let received_ms = crate::util::now_ms();
+        let now = u64::try_from(received_ms / 1000).unwrap_or_default();
+        let verified = self.policy.verify(signature, body, now)?;
         // Cheap (a reference count): kept for the quarantine, should parsing fail.
         let raw = verified.bytes().clone();
-        let parsed = self.parser.parse(verified).map_err(|failure| Refused {
+        let mut parsed = self.parser.parse(verified).map_err(|failure| Refused {
             error: failure.into(),
             signed_body: (!self.policy.is_unsigned()).then_some(raw),
         })?;
+        let tolerance = self.policy.tolerance().unwrap_or(self.tolerance);
+        parsed.order_by_receipt(received_ms, tolerance);
         for observe in &self.observers {
             observe(&parsed);
         }

@@ -61,6 +61,7 @@
 //! | an id already answered or being evaluated | 200 `{"outcome":"duplicate"}` |
 //! | unreadable webhook; no `id`, `type` or `data.roomName`; no `data.subdomain` and no [default](TriggerBuilder::default_subdomain); room fields that would leave the URL | 400 `{"error": …, "field": …}` |
 //! | any other field missing or of another JSON type | as if absent: evaluated as usual |
+//! | HTTP/1.1 without `Host`, two `Host`s, or one that is not `host[:port]` | 400 `host_missing` / `host_invalid` |
 //! | signature missing, malformed, stale, wrong | 401 |
 //! | body over the limit | 413 |
 //! | Content-Type not `application/json` | 415 |

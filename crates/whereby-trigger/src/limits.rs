@@ -11,11 +11,12 @@
 //! | `body_read_timeout` | a timer on the body (a router layer) | 408 `body_timeout` |
 //! | `request_deadline` | a timer on the handler (a router layer) | 503 `deadline` |
 //! | a panicking handler | `catch_unwind` around the handler (a router layer) | 500 `internal_error` |
+//! | `Host` (RFC 9112 §3.2) | a check before the handler (a router layer) | 400 `host_missing` / `host_invalid` |
 //! | `max_connections` | the accept loop in [`trigger`](crate::trigger) | the connection waiting longest without a request (a head still arriving, or idle) is closed for it; with a request in progress on every one, it waits in the kernel's backlog |
 //! | `keep_alive_idle` | the connection task in [`trigger`](crate::trigger) | an idle connection is closed |
 //!
-//! The body timer, the deadline and panic containment are a layer of the router
-//! itself, so a router mounted in another application with
+//! The `Host` check, the body timer, the deadline and panic containment are a
+//! layer of the router itself, so a router mounted in another application with
 //! [`Trigger::router`](crate::Trigger::router) keeps them; the other limits
 //! belong to the server that [`Trigger::start`](crate::Trigger::start) and
 //! [`Trigger::serve`](crate::Trigger::serve) run (an application's own server
@@ -42,6 +43,7 @@ use hyper_util::rt::TokioTimer;
 use hyper_util::service::TowerToHyperService;
 use tokio::time::{Instant, Sleep};
 
+pub use crate::error::HostError;
 use crate::error::Rejection;
 use crate::extract::BodyTimedOut;
 use crate::util::{BoxError, panic_message};
@@ -172,12 +174,61 @@ impl Limits {
 }
 
 // ---------------------------------------------------------------------------
-// The guard: body timer, deadline, panics
+// The guard: Host, body timer, deadline, panics
 // ---------------------------------------------------------------------------
 
-/// Guards every request of `router`: a body timer, a deadline, and a panic
-/// turned into a 500. A layer of the router itself, so that a router mounted in
-/// another application keeps them.
+/// The `Host` header of `request` is as RFC 9112 §3.2 wants it: one, for
+/// HTTP/1.1 (an HTTP/2 request has `:authority` instead), and a host with an
+/// optional port, or empty (RFC 9110 §7.2).
+fn check_host<B>(request: &Request<B>) -> Result<(), HostError> {
+    let mut hosts = request.headers().get_all(hyper::header::HOST).iter();
+    let Some(host) = hosts.next() else {
+        return match request.version() {
+            hyper::Version::HTTP_11 => Err(HostError::Missing),
+            _ => Ok(()),
+        };
+    };
+    if hosts.next().is_some() {
+        return Err(HostError::Repeated);
+    }
+    // The characters of `uri-host [":" port]` (a name, an IPv4 address, an IP
+    // literal in brackets): a byte check, since this runs on every request and
+    // a full parse would copy the value. No `@` (user info), `/`, `?`, `#`,
+    // space or control gets through.
+    let is_host_byte = |b: &u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    };
+    if host.as_bytes().iter().all(is_host_byte) {
+        Ok(())
+    } else {
+        Err(HostError::Invalid)
+    }
+}
+
+/// Guards every request of `router`: its `Host` checked, a body timer, a
+/// deadline, and a panic turned into a 500. A layer of the router itself, so
+/// that a router mounted in another application keeps them.
 pub(crate) fn guard(router: Router, limits: &Limits) -> Router {
     let timeout = limits.body_read_timeout;
     let deadline = limits.request_deadline;
@@ -194,6 +245,9 @@ async fn guarded(
     timeout: Duration,
     deadline: Duration,
 ) -> Response {
+    if let Err(host) = check_host(&request) {
+        return Rejection::Host(host).into_response();
+    }
     let request = request.map(|body| axum::body::Body::new(TimedBody::new(body, timeout)));
     // The handler only starts when first polled, inside `catch_unwind`; it runs
     // on this task, not a spawned one, so that the deadline drops it: an
@@ -437,6 +491,7 @@ mod tests {
 
         async fn post(app: axum::Router, body: AxumBody) -> (StatusCode, serde_json::Value) {
             let request = Request::post("/whereby/")
+                .header("host", "app.example")
                 .header("content-type", "application/json")
                 .body(body)
                 .unwrap();
@@ -516,6 +571,63 @@ mod tests {
             let request = Request::get("/").body(AxumBody::empty()).unwrap();
             let response = app(&trigger).oneshot(request).await.unwrap();
             assert_eq!(response.status(), StatusCode::OK);
+        }
+
+        /// RFC 9112 §3.2 holds in the mounted router too: `Host` is checked
+        /// by its own layer, not by the server around it.
+        #[tokio::test]
+        async fn a_mounted_router_checks_host() {
+            use axum::http::Version;
+            let trigger = Trigger::builder()
+                .on(|_: &RoomClientJoined| true)
+                .build()
+                .unwrap();
+            let request = |version: Version, hosts: &[&str]| {
+                let mut request = Request::post("/whereby/")
+                    .version(version)
+                    .header("content-type", "application/json");
+                for host in hosts {
+                    request = request.header("host", *host);
+                }
+                request.body(webhook("room.client.joined")).unwrap()
+            };
+            let answer = |request: Request<AxumBody>| async {
+                let response = app(&trigger).oneshot(request).await.unwrap();
+                let status = response.status();
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                (status, json["code"].as_str().unwrap_or_default().to_owned())
+            };
+            let refused = [
+                (request(Version::HTTP_11, &[]), "host_missing"),
+                (
+                    request(Version::HTTP_11, &["a.example", "b.example"]),
+                    "host_invalid",
+                ),
+                (
+                    request(Version::HTTP_10, &["a.example", "b.example"]),
+                    "host_invalid",
+                ),
+                (
+                    request(Version::HTTP_11, &["user@evil.example"]),
+                    "host_invalid",
+                ),
+                (request(Version::HTTP_11, &["a.example/x"]), "host_invalid"),
+                (request(Version::HTTP_11, &["a example"]), "host_invalid"),
+            ];
+            for (request, code) in refused {
+                let (status, found) = answer(request).await;
+                assert_eq!((status, found.as_str()), (StatusCode::BAD_REQUEST, code));
+            }
+            for (version, hosts) in [
+                (Version::HTTP_10, &[][..]),
+                (Version::HTTP_11, &["app.example:8080"][..]),
+                (Version::HTTP_11, &["[::1]:80"][..]),
+                (Version::HTTP_11, &[""][..]),
+            ] {
+                let (status, _) = answer(request(version, hosts)).await;
+                assert_eq!(status, StatusCode::OK, "{version:?} {hosts:?}");
+            }
         }
     }
 }

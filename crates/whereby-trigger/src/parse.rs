@@ -23,10 +23,38 @@ pub struct ParsedWebhook {
     pub room_url: Option<String>,
     /// The body exactly as received.
     pub raw: Bytes,
+    /// When the webhook happened, for ordering it among its room's events (ms
+    /// since the epoch): its `createdAt`, unless that is further ahead of the
+    /// receiving clock than the signature tolerance, when it is the time it
+    /// was received (see [`ParsedWebhook::order_by_receipt`]). `None` without
+    /// a room or a readable `createdAt`.
+    pub ordered_at: Option<i64>,
 }
 
 impl ParsedWebhook {
-    /// The body as received, on one line (line breaks between tokens dropped),
+    /// Orders the webhook at `received_ms` (when it was received, ms since
+    /// the epoch) rather than at its `createdAt` when that is more than
+    /// `tolerance` ahead, and logs it: a `createdAt` of year 9999 would
+    /// otherwise be newer than every event to come and pin its room's state.
+    /// A clock a little behind the sender's is the tolerance's business, as
+    /// for signatures.
+    pub fn order_by_receipt(&mut self, received_ms: i64, tolerance: std::time::Duration) {
+        let Some(at) = self.ordered_at else { return };
+        let limit = received_ms.saturating_add(crate::util::millis(tolerance));
+        if at > limit {
+            tracing::warn!(
+                id = self.event.id(),
+                created_at = self.event.created_at().unwrap_or_default(),
+                tolerance_s = tolerance.as_secs(),
+                "createdAt is further ahead of this server's clock than the tolerance; the \
+                 webhook is ordered by the time it was received"
+            );
+            self.ordered_at = Some(received_ms);
+        }
+    }
+
+    /// The body as received, on one line (line breaks between tokens dropped;
+    /// U+2028, U+2029 and U+0085 escaped, which some splitters cut at),
     /// newline included: the `--record` format `replay` reads.
     pub fn to_json_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(self.raw.len() + 1);
@@ -119,10 +147,13 @@ impl Parser {
                 .ok(),
             None => None,
         };
+        // Only a room orders its events.
+        let ordered_at = event.in_room().and_then(|_| event.created_at_millis());
         Ok(ParsedWebhook {
             event,
             room_url,
             raw,
+            ordered_at,
         })
     }
 
@@ -140,5 +171,53 @@ impl Parser {
                 tracing::debug!(id, field = %note.field, found = %note.found, "{note}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use whereby_webhook::time::parse_rfc3339_millis;
+
+    fn parsed(event_type: &str, created_at: &str) -> ParsedWebhook {
+        let mut v: serde_json::Value =
+            serde_json::from_str(whereby_webhook::sample::sample(event_type).unwrap()).unwrap();
+        v["createdAt"] = created_at.into();
+        let verified = crate::verify::SignaturePolicy::Unsigned
+            .verify(None, Bytes::from(v.to_string()), 0)
+            .unwrap();
+        Parser::new(BaseDomain::default(), ParseOptions::new())
+            .parse(verified)
+            .unwrap()
+    }
+
+    /// Beyond the tolerance ahead of the receiving clock, `createdAt` is not
+    /// believed for ordering; within it, and in the past, it is.
+    #[test]
+    fn created_at_orders_unless_too_far_ahead() {
+        let received = parse_rfc3339_millis("2026-12-06T12:00:00Z").unwrap();
+        let tolerance = Duration::from_secs(300);
+        let ordered = |created_at: &str| {
+            let mut webhook = parsed("room.client.joined", created_at);
+            webhook.order_by_receipt(received, tolerance);
+            webhook.ordered_at
+        };
+        for kept in [
+            "2026-11-02T09:00:00Z",
+            "2026-12-06T12:00:00Z",
+            "2026-12-06T12:05:00Z",
+        ] {
+            assert_eq!(ordered(kept), parse_rfc3339_millis(kept), "{kept}");
+        }
+        for ahead in ["2026-12-06T12:05:00.001Z", "9999-12-31T23:59:59.999Z"] {
+            assert_eq!(ordered(ahead), Some(received), "{ahead}");
+        }
+        assert_eq!(ordered("last tuesday"), None);
+        // Without a room there is nothing to order.
+        let mut recording = parsed("recording.finished", "9999-12-31T23:59:59.999Z");
+        recording.order_by_receipt(received, tolerance);
+        assert_eq!(recording.ordered_at, None);
     }
 }

@@ -240,11 +240,12 @@ const CLAIM_RETRIES: usize = 4;
 /// The config rules' decision for a webhook, claims taken.
 fn decide(app: &App, parsed: &ParsedWebhook) -> Option<crate::rules::engine::Decision> {
     app.engine.as_ref().map(|engine| {
-        engine.decide(
+        engine.decide_at(
             &parsed.event,
             &parsed.raw,
             parsed.room_url.as_deref(),
             Instant::now(),
+            parsed.ordered_at,
         )
     })
 }

@@ -226,6 +226,34 @@ mod tests {
         assert_eq!(summary.fired, 2, "{out}");
     }
 
+    /// Replay has no receive clock: events are ordered by their own
+    /// `createdAt`, however far ahead of the wall clock it is (the server's
+    /// clamp for future times is not for recordings).
+    #[test]
+    fn events_are_ordered_by_created_at_even_far_ahead() {
+        let rules = vec![
+            Rule::new("r", [EventType::RoomClientJoined])
+                .once_per(OncePer::Room)
+                .stop_on([EventType::RoomClientLeft]),
+        ];
+        let input = [
+            line("room.client.left", "a", "9999-12-31T10:00:10Z", "s"),
+            line("room.client.joined", "b", "9999-12-31T10:00:00Z", "s"),
+            line("room.client.joined", "c", "9999-12-31T10:00:20Z", "s"),
+        ]
+        .join("\n");
+        let mut out = Vec::new();
+        let summary = replay(rules, &parser(), input.as_bytes(), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(
+            lines[1].contains("r: not matched (delivered after a newer"),
+            "{out}"
+        );
+        assert!(lines[2].contains("r: fired"), "{out}");
+        assert_eq!(summary.fired, 1, "{out}");
+    }
+
     #[test]
     fn leases_run_on_event_time() {
         let rules = vec![

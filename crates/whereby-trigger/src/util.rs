@@ -15,11 +15,85 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Copies JSON without its line breaks. In valid JSON a raw CR or LF can only be
-/// whitespace between tokens (inside strings they must be escaped), so dropping
-/// them keeps the document and its meaning.
+/// Copies JSON onto one line that every line splitter reads as one line.
+///
+/// A raw CR or LF in valid JSON can only be whitespace between tokens (inside
+/// strings they must be escaped), so it is dropped. U+2028, U+2029 and U+0085
+/// are line breaks to some splitters (Python's `str.splitlines`, JavaScript
+/// before ES2019) but may stand raw in JSON strings, where nothing else can
+/// put them: they are written as `\u2028`, `\u2029`, `\u0085`, the same
+/// text. `json` must be valid JSON in UTF-8, as every parsed body is.
+///
+/// On the path of every event a consumer gets: `memchr` finds the few bytes
+/// that start what must change (none, in a compact ASCII body, which is then
+/// one copy), and the runs between them are copied whole.
 pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
-    out.extend(json.iter().copied().filter(|b| *b != b'\n' && *b != b'\r'));
+    out.reserve(json.len());
+    let mut copied = 0;
+    let mut from = 0;
+    // Four bytes to look for and `memchr` takes three at most: U+0085's lead
+    // is looked for apart, again only once the scan has passed it.
+    let mut next_c2 = memchr::memchr(0xC2, json);
+    loop {
+        let rest = json.get(from..).unwrap_or_default();
+        let other = memchr::memchr3(b'\n', b'\r', 0xE2, rest).map(|at| from + at);
+        if next_c2.is_some_and(|at| at < from) {
+            next_c2 = memchr::memchr(0xC2, rest).map(|at| from + at);
+        }
+        let at = match (other, next_c2) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(at), None) | (None, Some(at)) => at,
+            (None, None) => break,
+        };
+        // In UTF-8, U+0085 is C2 85 and U+2028/U+2029 are E2 80 A8/A9; a lead
+        // byte is never part of another character.
+        let (len, replacement): (usize, &[u8]) =
+            match (json[at], json.get(at + 1), json.get(at + 2)) {
+                (b'\n' | b'\r', _, _) => (1, b""),
+                (0xC2, Some(0x85), _) => (2, b"\\u0085"),
+                (0xE2, Some(0x80), Some(0xA8)) => (3, b"\\u2028"),
+                (0xE2, Some(0x80), Some(0xA9)) => (3, b"\\u2029"),
+                _ => {
+                    from = at + 1;
+                    continue;
+                }
+            };
+        out.extend_from_slice(&json[copied..at]);
+        out.extend_from_slice(replacement);
+        from = at + len;
+        copied = from;
+    }
+    out.extend_from_slice(&json[copied..]);
+}
+
+/// Serialises `value` as compact JSON onto `out`, with U+2028, U+2029 and
+/// U+0085 escaped as [`push_single_line`] does: for the parts of a JSON line
+/// that are not the raw body (a trigger's name, a role from the payload).
+pub(crate) fn write_json_line<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mut serializer = serde_json::Serializer::with_formatter(out, LineSafe);
+    // Serialising into a Vec fails only for a map with keys that are not
+    // strings, which none of the callers' types has.
+    let _ = value.serialize(&mut serializer);
+}
+
+/// serde_json's compact format, with the line separators escaped.
+struct LineSafe;
+
+impl serde_json::ser::Formatter for LineSafe {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some(at) = rest.find(['\u{2028}', '\u{2029}', '\u{85}']) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            let separator = rest[at..].chars().next().unwrap_or_default();
+            write!(writer, "\\u{:04x}", u32::from(separator))?;
+            rest = &rest[at + separator.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
 }
 
 /// Milliseconds since the Unix epoch: what the store records times in, so that
@@ -52,5 +126,83 @@ mod tests {
         let mut out = Vec::new();
         push_single_line(&mut out, b"{\r\n \"a\": \"x\\ny\"\n}");
         assert_eq!(out, b"{ \"a\": \"x\\ny\"}");
+    }
+
+    /// Every character a line splitter may cut at, whatever its JSON
+    /// neighbours: the line stays one line and the same JSON.
+    #[test]
+    fn single_line_escapes_every_line_separator() {
+        let value = serde_json::json!({
+            "a": "x\u{2028}y\u{2029}z\u{85}",
+            "\u{2028}key": ["\u{85}\u{85}", "é€\u{2027}\u{202a}\u{84}"],
+        });
+        let pretty = serde_json::to_vec_pretty(&value).unwrap();
+        let mut line = Vec::new();
+        push_single_line(&mut line, &pretty);
+        let text = std::str::from_utf8(&line).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(
+            !text.contains(['\u{2028}', '\u{2029}', '\u{85}', '\r', '\n']),
+            "{text}"
+        );
+        assert!(
+            text.contains("\\u2028key") && text.contains("\\u0085\\u0085"),
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&line).unwrap(),
+            value
+        );
+
+        let mut written = Vec::new();
+        write_json_line(&mut written, &value);
+        let text = std::str::from_utf8(&written).unwrap();
+        assert!(!text.contains(['\u{2028}', '\u{2029}', '\u{85}']), "{text}");
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&written).unwrap(),
+            value
+        );
+    }
+
+    #[test]
+    fn single_line_at_the_edges() {
+        let line = |json: &[u8]| {
+            let mut out = Vec::new();
+            push_single_line(&mut out, json);
+            out
+        };
+        assert_eq!(line(b""), b"");
+        assert_eq!(line(b"\n"), b"");
+        assert_eq!(line("\u{2028}".as_bytes()), b"\\u2028");
+        assert_eq!(line("\u{85}\u{85}".as_bytes()), b"\\u0085\\u0085");
+        assert_eq!(line("\"\u{2029}\"\r\n".as_bytes()), b"\"\\u2029\"");
+        assert_eq!(
+            line("é€…".as_bytes()),
+            "é€…".as_bytes(),
+            "other C2/E2 characters stay"
+        );
+        // Not UTF-8 (never given, as bodies are checked): copied, no panic.
+        assert_eq!(line(b"\xe2\x80"), b"\xe2\x80");
+        assert_eq!(line(b"x\xc2"), b"x\xc2");
+    }
+
+    proptest::proptest! {
+        /// Any JSON text: one line, no separator left raw, the same value.
+        #[test]
+        fn single_line_keeps_any_json(
+            strings in proptest::collection::vec("[a\u{80}-\u{90}\u{2026}-\u{202a}\"\\\\\n]{0,6}", 0..5),
+        ) {
+            let value = serde_json::json!({ "s": strings });
+            let pretty = serde_json::to_vec_pretty(&value).unwrap();
+            let mut line = Vec::new();
+            push_single_line(&mut line, &pretty);
+            let text = std::str::from_utf8(&line).unwrap();
+            let raw = text.contains(['\u{2028}', '\u{2029}', '\u{85}', '\r', '\n']);
+            proptest::prop_assert!(!raw, "a line break left raw: {}", text);
+            proptest::prop_assert_eq!(serde_json::from_str::<serde_json::Value>(text).unwrap(), value.clone());
+            let mut written = Vec::new();
+            write_json_line(&mut written, &value);
+            proptest::prop_assert_eq!(serde_json::from_slice::<serde_json::Value>(&written).unwrap(), value);
+        }
     }
 }

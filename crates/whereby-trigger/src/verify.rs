@@ -120,6 +120,15 @@ impl Verification {
             .verify(header, body, now)
     }
 
+    /// The tolerance signatures are checked with; `None` while deliveries are
+    /// accepted unsigned.
+    pub fn tolerance(&self) -> Option<Duration> {
+        match &*self.0.read().unwrap_or_else(|p| p.into_inner()) {
+            SignaturePolicy::Required(verifier) => Some(verifier.tolerance()),
+            SignaturePolicy::Unsigned => None,
+        }
+    }
+
     /// Whether deliveries are accepted unsigned.
     pub fn is_unsigned(&self) -> bool {
         matches!(

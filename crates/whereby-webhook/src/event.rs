@@ -202,8 +202,8 @@ pub struct RoomData {
     pub room_name: String,
     /// The room session, `None` outside a session.
     pub room_session_id: Option<String>,
-    /// The organisation's subdomain: the payload's, or the parser's default
-    /// when the payload has none.
+    /// The organisation's subdomain, in lower case: the payload's, or the
+    /// parser's default when the payload has none.
     pub subdomain: String,
 }
 
@@ -234,8 +234,8 @@ pub struct ClientData {
     pub room_name: String,
     /// The room session, `None` outside a session.
     pub room_session_id: Option<String>,
-    /// The organisation's subdomain: the payload's, or the parser's default
-    /// when the payload has none.
+    /// The organisation's subdomain, in lower case: the payload's, or the
+    /// parser's default when the payload has none.
     pub subdomain: String,
     /// Display name of the participant; `None` in older payloads and for
     /// recorders.
@@ -431,7 +431,7 @@ pub struct OtherWebhook {
     /// `createdAt`, when present and a string.
     pub created_at: Option<String>,
     /// The room, when `data` names one (`roomName`, and `subdomain` or the
-    /// parser's default): knocks do, a recording may not.
+    /// parser's default) that makes a room URL: knocks do, a recording may not.
     pub room: Option<OtherRoom>,
     /// `data`, as raw JSON, when present.
     pub data: Option<Box<RawValue>>,
@@ -441,7 +441,7 @@ pub struct OtherWebhook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OtherRoom {
-    /// `data.subdomain`, or the parser's default.
+    /// `data.subdomain`, or the parser's default, in lower case.
     pub subdomain: String,
     /// `data.roomName`.
     pub room_name: String,

@@ -108,25 +108,30 @@ impl RoomUrlError {
 
 /// Builds `https://{subdomain}.{base_domain}{room_name}`.
 ///
-/// A `room_name` without its leading `/` gets one. The result's host is always
+/// A `room_name` without its leading `/` gets one, and the subdomain is written in
+/// lower case (DNS names are case-insensitive). The result's host is always
 /// `{subdomain}.{base_domain}`; anything that could change that, or add a query or
 /// fragment, is refused.
+///
+/// One room has one URL: a room name that another spelling of the same path could
+/// stand for (dot segments, empty segments, escapes that are not needed or not in
+/// upper case, an escaped slash) is refused rather than rewritten, so two accepted
+/// room names that differ are two rooms (see [`check_room_name`]).
 ///
 /// # Errors
 /// [`RoomUrlError::Subdomain`] when `subdomain` is not a DNS label (1–63 letters,
 /// digits or hyphens, no hyphen at either end); [`RoomUrlError::RoomName`] when
-/// `room_name` is empty, too long, starts with `//`, or holds a character outside
-/// RFC 3986's path characters (`?`, `#`, `\`, spaces, controls, non-ASCII, a `%` not
-/// followed by two hex digits).
+/// `room_name` is refused by [`check_room_name`].
 ///
 /// ```
 /// use whereby_webhook::{room_url, BaseDomain};
 ///
 /// let base = BaseDomain::default();
 /// assert_eq!(room_url("acme", "/standup", &base)?, "https://acme.whereby.com/standup");
-/// assert_eq!(room_url("acme", "standup", &base)?, "https://acme.whereby.com/standup");
+/// assert_eq!(room_url("ACME", "standup", &base)?, "https://acme.whereby.com/standup");
 /// assert!(room_url("evil.com#", "/x", &base).is_err());
 /// assert!(room_url("acme", "/x?next=//evil.com", &base).is_err());
+/// assert!(room_url("acme", "/x/../standup", &base).is_err());
 /// # Ok::<(), whereby_webhook::RoomUrlError>(())
 /// ```
 pub fn room_url(
@@ -141,7 +146,9 @@ pub fn room_url(
         8 + subdomain.len() + 1 + base_domain.0.len() + slash.len() + room_name.len(),
     );
     url.push_str("https://");
+    let host = url.len();
     url.push_str(subdomain);
+    url[host..].make_ascii_lowercase();
     url.push('.');
     url.push_str(&base_domain.0);
     url.push_str(slash);
@@ -200,7 +207,32 @@ fn label_problem(label: &str) -> Option<String> {
     None
 }
 
-fn check_room_name(room_name: &str) -> Result<(), RoomUrlError> {
+/// Checks that `room_name` can be the path of a room URL, and is the only
+/// spelling of its path that can.
+///
+/// It must stay inside the path: RFC 3986 path characters only (no `?`, `#`, `\`,
+/// space, control or non-ASCII character, no `%` without two hex digits), at most
+/// [`MAX_ROOM_NAME_LEN`] bytes, not starting with `//`.
+///
+/// And it must be in normal form, because rooms are told apart (claims, room
+/// state) by their names: URL parsers and servers read `/./a`, `/x/../a`, `/a/`,
+/// `//a`, `/%61` and `/%3a` as `/a` or `/%3A`, and some read `%2F` as a `/`. So
+/// no `.` or `..` segment, no empty segment, and a `%` escape only for a
+/// character that cannot stand as itself (not a letter, digit, `-._~`), in upper
+/// case, and never of `/` or `\`. Upper and lower case letters stay apart.
+///
+/// # Errors
+/// [`RoomUrlError::RoomName`] saying what is wrong.
+///
+/// ```
+/// use whereby_webhook::room_url::check_room_name;
+/// assert!(check_room_name("/standup-3f9a2c").is_ok());
+/// assert!(check_room_name("/team%20a").is_ok());
+/// for refused in ["/./standup", "/x/../standup", "/standup/", "/a//b", "/%73tandup", "/a%2Fb", "/a%3ab"] {
+///     assert!(check_room_name(refused).is_err(), "{refused}");
+/// }
+/// ```
+pub fn check_room_name(room_name: &str) -> Result<(), RoomUrlError> {
     let fail = |why: String| Err(RoomUrlError::RoomName(why));
     let path = room_name.strip_prefix('/').unwrap_or(room_name);
     if path.is_empty() {
@@ -214,12 +246,28 @@ fn check_room_name(room_name: &str) -> Result<(), RoomUrlError> {
     }
     let bytes = path.as_bytes();
     let mut i = 0;
+    let mut segment = 0;
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
-            if !(hex(i + 1) && hex(i + 2)) {
+            let Some(escaped) = escaped_byte(bytes.get(i + 1..i + 3)) else {
                 return fail("contains '%' not followed by two hex digits".to_owned());
+            };
+            let text = &path[i..i + 3];
+            if matches!(escaped, b'/' | b'\\') {
+                return fail(format!("contains {text}, an escaped slash"));
+            }
+            if is_unreserved(escaped) {
+                return fail(format!(
+                    "contains {text}, which must be written as {:?}",
+                    char::from(escaped)
+                ));
+            }
+            if text.bytes().any(|h| h.is_ascii_lowercase()) {
+                return fail(format!(
+                    "contains {text}; escapes are written in upper case ({})",
+                    text.to_ascii_uppercase()
+                ));
             }
             i += 3;
             continue;
@@ -230,9 +278,40 @@ fn check_room_name(room_name: &str) -> Result<(), RoomUrlError> {
                 "contains {shown:?}, which cannot stand in a URL path"
             ));
         }
+        if b == b'/' {
+            check_segment(&path[segment..i])?;
+            segment = i + 1;
+        }
         i += 1;
     }
-    Ok(())
+    check_segment(&path[segment..])
+}
+
+/// A segment of a room name's path: neither empty nor a dot segment.
+fn check_segment(segment: &str) -> Result<(), RoomUrlError> {
+    match segment {
+        "" => Err(RoomUrlError::RoomName(
+            "has an empty segment ('//' or a '/' at the end)".to_owned(),
+        )),
+        "." | ".." => Err(RoomUrlError::RoomName(format!(
+            "has a {segment:?} segment, which URL parsers remove"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The byte two hex digits stand for, if they are two hex digits.
+fn escaped_byte(hex: Option<&[u8]>) -> Option<u8> {
+    let digit = |h: u8| char::from(h).to_digit(16);
+    match hex? {
+        [hi, lo] => Some(u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()?),
+        _ => None,
+    }
+}
+
+/// RFC 3986 `unreserved`: never escaped in a normalised URL (§6.2.2.2).
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// RFC 3986 `pchar` (less `%`, handled by the caller) plus `/`.
@@ -323,10 +402,87 @@ mod tests {
             "/%4",
             "\\evil",
             &format!("/{}", "r".repeat(MAX_ROOM_NAME_LEN)),
+            // Another spelling of a path: URL parsers and servers read these as
+            // `/room`, `/alias1`, `/a/b` …
+            "/./alias1",
+            "/x/../room",
+            "/x/..",
+            "/.",
+            "..",
+            "/room/",
+            "/a//b",
+            "room/",
+            "/%2e%2e/room",
+            "/%2E/room",
+            "/%72oom",
+            "/r%6Fom",
+            "/a%7Eb",
+            "/a%2Fb",
+            "/a%2fb",
+            "/a%5Cb",
+            "/a%3ab",
+            "/a%c3%a9",
         ] {
             let err = url("acme", room).unwrap_err();
             assert_eq!(err.field(), "data.roomName", "{room:?}");
         }
+    }
+
+    #[test]
+    fn one_room_has_one_url() {
+        // The subdomain in lower case, the room name as it is.
+        assert_eq!(
+            url("ACME", "/Standup").unwrap(),
+            url("acme", "Standup").unwrap()
+        );
+        assert_ne!(
+            url("acme", "/Standup").unwrap(),
+            url("acme", "/standup").unwrap()
+        );
+        // Dots within a segment, and escapes that are needed, in upper case.
+        for kept in ["/a.b", "/..a", "/a./b", "/a%3A%C3%A9", "/x/y", "/%25"] {
+            assert_eq!(
+                url("acme", kept).unwrap(),
+                format!("https://acme.whereby.com{kept}")
+            );
+        }
+    }
+
+    /// An independent reading of RFC 3986's normal form of a path (§6.2.2:
+    /// unreserved characters unescaped, escapes in upper case; §5.2.4: no dot
+    /// segments), with empty segments dropped as many servers do.
+    fn normal_form(path: &str) -> String {
+        let bytes = path.as_bytes();
+        let mut decoded = String::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(hex) = path.get(i + 1..i + 3)
+                && let Ok(b) = u8::from_str_radix(hex, 16)
+            {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    decoded.push(char::from(b));
+                } else {
+                    decoded.push('%');
+                    decoded.push_str(&hex.to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+            decoded.push(char::from(bytes[i]));
+            i += 1;
+        }
+        let mut segments: Vec<&str> = Vec::new();
+        for segment in decoded.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    segments.pop();
+                }
+                s => segments.push(s),
+            }
+        }
+        segments.join("/")
     }
 
     #[test]
@@ -385,6 +541,20 @@ mod tests {
                 prop_assert!(parsed.fragment().is_none());
                 prop_assert!(parsed.username().is_empty() && parsed.password().is_none());
                 prop_assert_eq!(parsed.port(), None);
+            }
+        }
+
+        /// One room, one URL: an accepted room name is already in normal
+        /// form, so no other accepted spelling stands for the same path; and
+        /// a WHATWG parser (what browsers and assistants use) leaves the path
+        /// exactly as built.
+        #[test]
+        fn accepted_room_names_are_in_normal_form(room in "/?([a-zA-Z.~%2-]|%[0-9a-fA-F]{2}|/){0,16}") {
+            if let Ok(built) = url("acme", &room) {
+                let path = room.strip_prefix('/').unwrap_or(&room);
+                prop_assert_eq!(normal_form(path), path);
+                let parsed = url::Url::parse(&built).expect("built URL parses");
+                prop_assert_eq!(parsed.path(), format!("/{path}"));
             }
         }
     }

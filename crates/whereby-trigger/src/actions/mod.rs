@@ -95,20 +95,22 @@ impl<'a> From<&'a RoomView> for RoomOut<'a> {
 }
 
 impl ActionEvent {
-    /// The event as one compact JSON document, without a trailing newline.
+    /// The event as one compact JSON document, without a trailing newline, on
+    /// one line for every line splitter (U+2028, U+2029 and U+0085 escaped).
     pub fn to_json(&self) -> Vec<u8> {
         let url_len = self.room_url.as_ref().map_or(4, String::len);
         let mut out = Vec::with_capacity(self.raw.len() + url_len + 160);
         out.extend_from_slice(b"{\"action\":\"");
         out.extend_from_slice(self.action.as_str().as_bytes());
         out.extend_from_slice(b"\",\"trigger\":");
-        // Writing strings and plain structs into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, &*self.trigger);
+        // A line to consumers that split lines: no raw line separator in any
+        // string (a role name comes from the payload).
+        crate::util::write_json_line(&mut out, &*self.trigger);
         out.extend_from_slice(b",\"roomUrl\":");
-        let _ = serde_json::to_writer(&mut out, &self.room_url);
+        crate::util::write_json_line(&mut out, &self.room_url);
         if let Some(state) = &self.state {
             out.extend_from_slice(b",\"room\":");
-            let _ = serde_json::to_writer(&mut out, &RoomOut::from(state));
+            crate::util::write_json_line(&mut out, &RoomOut::from(state));
         }
         out.extend_from_slice(b",\"triggerWebhook\":");
         crate::util::push_single_line(&mut out, &self.raw);

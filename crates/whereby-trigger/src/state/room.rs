@@ -13,11 +13,17 @@ use serde::{Deserialize, Serialize};
 use whereby_webhook::{InRoom, WebhookEvent};
 
 /// A room: the organisation's subdomain and the room's path.
+///
+/// One room, one key, one URL: the key is spelt as
+/// [`room_url`](whereby_webhook::room_url()) writes the room (the subdomain in
+/// lower case, the room name with its leading `/`), and `room_url` refuses
+/// every other spelling of a path (`/./a`, `/a/`, `/%61` …), so two keys
+/// differ exactly when the URLs do.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RoomKey {
-    /// `data.subdomain`.
+    /// `data.subdomain`, in lower case.
     pub subdomain: Arc<str>,
-    /// `data.roomName`.
+    /// `data.roomName`, starting with `/`.
     pub room_name: Arc<str>,
 }
 
@@ -32,8 +38,16 @@ impl RoomKey {
         } else {
             Arc::from(format!("/{name}"))
         };
+        // The parser gives subdomains in lower case already; an `InRoom` built
+        // by hand may not, and `ACME` is `acme` (DNS names are case-insensitive).
+        let subdomain = room.subdomain();
+        let subdomain: Arc<str> = if subdomain.bytes().any(|b| b.is_ascii_uppercase()) {
+            Arc::from(subdomain.to_ascii_lowercase())
+        } else {
+            Arc::from(subdomain)
+        };
         RoomKey {
-            subdomain: Arc::from(room.subdomain()),
+            subdomain,
             room_name,
         }
     }
@@ -152,11 +166,17 @@ impl Rooms {
         }
     }
 
-    /// Folds `event` into its room's state and returns the state after it.
-    /// Returns `None` for events that are not about a room.
-    pub(crate) fn fold(&self, event: &WebhookEvent, now: Instant) -> Option<RoomView> {
+    /// Folds `event`, ordered at `at` (ms since the epoch: its `createdAt`, or
+    /// the time it was received when that is not to be believed), into its
+    /// room's state and returns the state after it. Returns `None` for events
+    /// that are not about a room.
+    pub(crate) fn fold_at(
+        &self,
+        event: &WebhookEvent,
+        at: Option<i64>,
+        now: Instant,
+    ) -> Option<RoomView> {
         let room = event.in_room()?;
-        let at = event.created_at_millis();
         let key = RoomKey::of(room);
         let mut inner = self.lock();
         if now.saturating_duration_since(inner.swept) >= SWEEP_EVERY {
@@ -302,6 +322,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    impl Rooms {
+        /// Folds `event` ordered by its own `createdAt`.
+        fn fold(&self, event: &WebhookEvent, now: Instant) -> Option<RoomView> {
+            self.fold_at(event, event.created_at_millis(), now)
+        }
+    }
+
     fn event(event_type: &str, created_at: &str, data: serde_json::Value) -> WebhookEvent {
         let mut v: serde_json::Value =
             serde_json::from_str(whereby_webhook::sample::sample(event_type).unwrap()).unwrap();
@@ -422,6 +449,80 @@ mod tests {
         )
         .unwrap();
         assert!(rooms.fold(&knocked, Instant::now()).is_none());
+    }
+
+    /// One room, one key, one URL: for any room `room_url` accepts, the key
+    /// spells the URL's host and path, so keys are equal exactly when URLs are.
+    mod one_room {
+        use super::*;
+        use proptest::prelude::*;
+        use whereby_webhook::{BaseDomain, room_url};
+
+        struct Room(String, String);
+
+        impl InRoom for Room {
+            fn subdomain(&self) -> &str {
+                &self.0
+            }
+            fn room_name(&self) -> &str {
+                &self.1
+            }
+            fn room_session_id(&self) -> Option<&str> {
+                None
+            }
+            fn meeting_id(&self) -> Option<&str> {
+                None
+            }
+        }
+
+        fn key_and_url(sub: &str, name: &str) -> Option<(RoomKey, String)> {
+            let url = room_url(sub, name, &BaseDomain::default()).ok()?;
+            Some((RoomKey::of(&Room(sub.to_owned(), name.to_owned())), url))
+        }
+
+        #[test]
+        fn spellings_of_one_room_share_a_key() {
+            let (key, url) = key_and_url("ACME", "Standup").unwrap();
+            assert_eq!(key.to_string(), "acme/Standup");
+            assert_eq!(url, "https://acme.whereby.com/Standup");
+            assert_eq!(key_and_url("acme", "/Standup").unwrap(), (key, url));
+            assert!(key_and_url("acme", "/./Standup").is_none());
+        }
+
+        proptest! {
+            #[test]
+            fn keys_agree_with_urls(
+                a in ("[aA][cC]?[mM]?", "/?[a-zA-Z0-9.%/]{1,6}"),
+                b in ("[aA][cC]?[mM]?", "/?[a-zA-Z0-9.%/]{1,6}"),
+            ) {
+                if let (Some((key_a, url_a)), Some((key_b, url_b))) =
+                    (key_and_url(&a.0, &a.1), key_and_url(&b.0, &b.1))
+                {
+                    prop_assert_eq!(
+                        format!("https://{}.whereby.com{}", key_a.subdomain, key_a.room_name),
+                        url_a.clone()
+                    );
+                    prop_assert_eq!(key_a == key_b, url_a == url_b);
+                }
+            }
+        }
+    }
+
+    /// An event is ordered at the time it is given: one ordered at the time
+    /// it was received instead of its far-future `createdAt` does not pin the
+    /// room, and later events update it.
+    #[test]
+    fn events_are_ordered_at_the_time_given() {
+        let rooms = Rooms::new(Duration::from_secs(3600));
+        let now = Instant::now();
+        let far = joined("9999-12-31T23:59:59.999Z", 5);
+        let received = whereby_webhook::time::parse_rfc3339_millis("2026-11-02T09:00:00Z");
+        assert_eq!(rooms.fold_at(&far, received, now).unwrap().num_clients, 5);
+        let key = RoomKey::parse("acme/standup-3f9a2c").unwrap();
+        assert_eq!(rooms.state_at(&key), received);
+        assert_eq!(rooms.newest(&key, "room.client.joined"), received);
+        let v = rooms.fold(&joined("2026-11-02T09:00:01Z", 1), now).unwrap();
+        assert_eq!(v.num_clients, 1);
     }
 
     #[test]

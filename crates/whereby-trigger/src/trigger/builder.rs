@@ -166,7 +166,9 @@ impl TriggerBuilder {
     }
 
     /// How far a signature's timestamp may be from now (default 300 s; at
-    /// least 1 s, or [`TriggerBuilder::build`] fails).
+    /// least 1 s, or [`TriggerBuilder::build`] fails); and how far ahead of
+    /// this server's clock a webhook's `createdAt` is believed when ordering a
+    /// room's events (further, the time it was received is used), signed or not.
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = tolerance;
         self
@@ -535,6 +537,7 @@ impl TriggerBuilder {
                     parser: Parser::new(base_domain, options),
                     max_body: self.max_body,
                     observers: self.observers,
+                    tolerance: self.tolerance,
                 },
                 predicate_timeout: self.predicate_timeout,
                 dedup,

@@ -141,7 +141,9 @@ impl Trigger {
     /// (`app.nest_service("/whereby", trigger.router())` or `merge`). It serves the
     /// webhook path and `/healthz`, with the per-request [`Limits`]: a body
     /// slower than `body_read_timeout` is answered 408, a request not answered
-    /// within `request_deadline` 503, and a panic while handling one 500. The
+    /// within `request_deadline` 503, and a panic while handling one 500; and
+    /// an HTTP/1.1 request without one valid `Host` header is answered 400 (RFC
+    /// 9112 §3.2; give one to requests built by hand, e.g. for `oneshot`). The
     /// per-connection limits (head timeout and size, connections, keep-alive)
     /// belong to the server: [`Trigger::serve`]'s, or the application's own.
     pub fn router(&self) -> Router {

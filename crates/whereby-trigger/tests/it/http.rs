@@ -145,6 +145,45 @@ async fn on_every_prints_events_and_records_webhooks_flushed_at_shutdown() {
     assert_eq!(recorded, [id_of(started), id_of(started), id_of(joined)]);
 }
 
+/// `--print` and `--record` lines stay one line for splitters that cut at
+/// U+2028, U+2029 and U+0085 (Python's `str.splitlines`): escaped, and the
+/// JSON read back is the webhook as sent.
+#[tokio::test]
+async fn printed_and_recorded_lines_escape_every_line_separator() {
+    let (printed, recorded) = (Lines::default(), Lines::default());
+    let server = Server::start(
+        builder()
+            .on_every(EventType::RoomClientJoined)
+            .print_events(LineSink::new(printed.clone()))
+            .record_webhooks(LineSink::new(recorded.clone())),
+    )
+    .await;
+    let mut sent = sample_value("room.client.joined");
+    sent["data"]["displayName"] = "Ada\u{2028}Lovelace".into();
+    sent["note\u{2029}"] = "a\u{85}b".into();
+    let body = serde_json::to_string_pretty(&sent).unwrap();
+    assert!(body.contains('\u{2028}'), "serde_json writes them raw");
+    server.post(body).await.assert_outcome("triggered");
+    server.shutdown().await;
+
+    for (what, lines) in [("printed", &printed), ("recorded", &recorded)] {
+        let bytes = lines.0.lock().unwrap().clone();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            !text.contains(['\u{2028}', '\u{2029}', '\u{85}', '\r']),
+            "{what}: {text}"
+        );
+        assert_eq!(text.matches('\n').count(), 1, "{what}: one line");
+        let line: Value = serde_json::from_str(&text).unwrap();
+        let webhook = if what == "printed" {
+            &line["triggerWebhook"]
+        } else {
+            &line
+        };
+        assert_eq!(webhook, &sent, "{what}");
+    }
+}
+
 #[tokio::test]
 async fn every_evaluated_type_can_trigger() {
     let mut server = Server::start(
@@ -432,6 +471,15 @@ async fn unreadable_webhooks_are_400_naming_the_field() {
             Some("data.subdomain"),
         ),
         (
+            "a data.subdomain given twice",
+            sample("room.client.joined").replace(
+                "\"subdomain\": \"acme\"",
+                "\"subdomain\": \"acme\", \"subdomain\": \"evil\"",
+            ),
+            "invalid_webhook",
+            Some("data.subdomain"),
+        ),
+        (
             "a subdomain that is another host",
             sample_with("room.client.joined", |v| {
                 v["data"]["subdomain"] = "evil.com".into()
@@ -462,6 +510,48 @@ async fn unreadable_webhooks_are_400_naming_the_field() {
 
     assert_eq!(calls.load(Ordering::SeqCst), 0, "no predicate ran");
     server.assert_no_event();
+    server.shutdown().await;
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host`, or with two, or with
+/// one that is not a host, is 400, before anything is evaluated; HTTP/1.0 may
+/// go without. The real server, then the router alone.
+#[tokio::test]
+async fn a_request_without_one_valid_host_is_400() {
+    let calls = counter();
+    let mut server = Server::start(builder().on(always_joined(&calls))).await;
+    let body = sample("room.client.joined");
+    let request = |version: &str, hosts: &str| {
+        format!(
+            "POST / {version}\r\n{hosts}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for (hosts, code) in [
+        ("", "host_missing"),
+        ("Host: a.example\r\nHost: b.example\r\n", "host_invalid"),
+        ("Host: user@evil.example\r\n", "host_invalid"),
+    ] {
+        let (status, answer) =
+            raw_exchange(server.addr(), request("HTTP/1.1", hosts).as_bytes()).await;
+        assert_eq!(status, 400, "{hosts:?}: {answer}");
+        assert!(answer.contains(&format!("\"code\":\"{code}\"")), "{answer}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was evaluated");
+    let (status, answer) = raw_exchange(server.addr(), request("HTTP/1.0", "").as_bytes()).await;
+    assert_eq!(status, 200, "HTTP/1.0 needs no Host: {answer}");
+    assert_eq!(server.next_event().await.trigger_webhook.id(), id_of(body));
+
+    let router = fires_on_everything(false).router();
+    let request = axum::http::Request::post("/")
+        .header(CONTENT_TYPE, JSON)
+        .body(axum::body::Body::from(body))
+        .expect("a request");
+    let response = within("the answer", router.oneshot(request))
+        .await
+        .expect("infallible");
+    assert_eq!(response.status().as_u16(), 400);
     server.shutdown().await;
 }
 
@@ -1005,10 +1095,11 @@ fn fires_on_everything(default: bool) -> Trigger {
 }
 
 /// POSTs `body` (unsigned) through `router`: the status and the JSON answer.
-async fn oneshot(router: &axum::Router, body: String) -> (StatusCode, Value) {
+async fn oneshot(router: &axum::Router, body: impl Into<axum::body::Body>) -> (StatusCode, Value) {
     let request = axum::http::Request::post("/")
+        .header(reqwest::header::HOST, "localhost")
         .header(CONTENT_TYPE, JSON)
-        .body(axum::body::Body::from(body))
+        .body(body.into())
         .expect("a request");
     let response = within("the answer", router.clone().oneshot(request))
         .await
@@ -1081,6 +1172,186 @@ async fn without_a_default_only_payloads_without_subdomain_are_refused() {
             assert_eq!(status, StatusCode::OK, "{}: {answer}", shape.name);
         }
     }
+}
+
+/// One room has one spelling: the subdomain in lower case; a roomName that
+/// another spelling of its path could stand for is refused for an evaluated
+/// type (naming `data.roomName`), and is no room for another type, never a 4xx.
+#[tokio::test]
+async fn a_room_has_one_spelling() {
+    let trigger = fires_on_everything(false);
+    let mut events = trigger.subscribe();
+    let router = trigger.router();
+    let spellings = [
+        "/./standup-3f9a2c",
+        "/x/../standup-3f9a2c",
+        "/standup-3f9a2c/",
+        "/team//standup",
+        "/team%2Fstandup",
+        "/%73tandup-3f9a2c",
+        "/team%3astandup",
+    ];
+    for room in spellings {
+        let body = sample_with("room.client.joined", |v| {
+            v["data"]["roomName"] = room.into()
+        });
+        let (status, answer) = oneshot(&router, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{room}: {answer}");
+        assert_eq!(answer["code"], "invalid_room", "{room}");
+        assert_eq!(answer["field"], "data.roomName", "{room}");
+        let knock = sample_with("room.client.knocked", |v| {
+            v["data"]["roomName"] = room.into()
+        });
+        let (status, answer) = oneshot(&router, knock).await;
+        assert_eq!(status, StatusCode::OK, "{room}: {answer}");
+    }
+    let upper = sample_with("room.client.joined", |v| {
+        v["data"]["subdomain"] = "ACME".into()
+    });
+    let (status, answer) = oneshot(&router, upper).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (StatusCode::OK, &Value::from("triggered"))
+    );
+    let event = within("the trigger event", events.recv())
+        .await
+        .expect("an event");
+    assert_eq!(event.room_url, SAMPLE_ROOM_URL);
+}
+
+/// A `createdAt` far in the future does not pin its room: it is ordered at
+/// the time it was received, so a real event after it is newer (here, a join
+/// after a `9999` leave is not taken for one delivered late). Within the
+/// tolerance, `createdAt` orders as sent.
+#[tokio::test]
+async fn a_created_at_far_ahead_is_ordered_at_its_receipt() {
+    use whereby_trigger::rules::engine::{Engine, Rule};
+    use whereby_trigger::state::claims::OncePer;
+    use whereby_trigger::webhook::time::format_rfc3339_millis;
+
+    let engine = Arc::new(Engine::new(vec![
+        Rule::new("visit", [EventType::RoomClientJoined])
+            .once_per(OncePer::Room)
+            .stop_on([EventType::RoomClientLeft]),
+    ]));
+    let router = builder().rules(engine).build().expect("valid").router();
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let event = |event_type: &str, id: &str, created_at: String| {
+        sample_with(event_type, |v| {
+            v["id"] = id.into();
+            v["createdAt"] = created_at.into();
+        })
+    };
+    let outcome = |answer: Value| answer["outcome"].as_str().unwrap_or_default().to_owned();
+
+    let far = event(
+        "room.client.left",
+        "far-left",
+        "9999-12-31T23:59:59.999Z".into(),
+    );
+    let (status, answer) = oneshot(&router, far).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let join = event(
+        "room.client.joined",
+        "join",
+        format_rfc3339_millis(now_ms + 1_000),
+    );
+    let (_, answer) = oneshot(&router, join).await;
+    assert_eq!(
+        outcome(answer),
+        "triggered",
+        "the far-future leave is not newer"
+    );
+
+    // 60 s ahead is within the 300 s tolerance: it orders as sent, and a join
+    // created before it is a late one, which must not start.
+    let ahead = event(
+        "room.client.left",
+        "ahead-left",
+        format_rfc3339_millis(now_ms + 60_000),
+    );
+    let (status, answer) = oneshot(&router, ahead).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the leave stops the visit: {answer}"
+    );
+    let late = event(
+        "room.client.joined",
+        "late-join",
+        format_rfc3339_millis(now_ms + 30_000),
+    );
+    let (_, answer) = oneshot(&router, late).await;
+    assert_eq!(outcome(answer), "not_matched");
+}
+
+/// What a consumer would choke on is refused, wherever in the body it hides
+/// (here in an unknown field the parser skips): bytes that are not UTF-8, and
+/// nesting deeper than the limit. Nothing reaches `--record` or a trigger.
+#[tokio::test]
+async fn bodies_consumers_cannot_read_are_400_wherever_the_bytes_are() {
+    let recorded = Lines::default();
+    let sink = LineSink::new(recorded.clone());
+    let trigger = builder()
+        .on(|_: &RoomClientJoined| true)
+        .record_webhooks(sink.clone())
+        .build()
+        .expect("valid settings");
+    let mut events = trigger.subscribe();
+    let router = trigger.router();
+    let joined = sample("room.client.joined");
+    let at = joined.find("\"data\"").expect("a data field");
+    let with_extra = |value: &[u8]| {
+        let mut body = joined.as_bytes()[..at].to_vec();
+        body.extend_from_slice(b"\"extra\":");
+        body.extend_from_slice(value);
+        body.push(b',');
+        body.extend_from_slice(&joined.as_bytes()[at..]);
+        body
+    };
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("a lone byte 0xff", with_extra(b"\"\xff\""), "UTF-8"),
+        (
+            "a UTF-16 surrogate",
+            with_extra(b"\"\xed\xa0\x80\""),
+            "UTF-8",
+        ),
+        ("10,000 nested arrays", with_extra(deep.as_bytes()), "64"),
+    ];
+    for (what, body, named) in cases {
+        let (status, answer) = oneshot(&router, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {answer}");
+        assert_eq!(answer["code"], "invalid_webhook", "{what}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(named), "{what}: {error}");
+    }
+    // The same body, readable, goes through.
+    let (status, answer) = oneshot(&router, with_extra(b"[[\"\\u00ff\"]]")).await;
+    assert_eq!(
+        (status, &answer["outcome"]),
+        (StatusCode::OK, &Value::from("triggered"))
+    );
+    let event = within("the trigger event", events.recv())
+        .await
+        .expect("an event");
+    assert!(
+        events.try_recv().is_none(),
+        "one event, for the readable body"
+    );
+    drop(event);
+    within("the recording", sink.flush_and_close().wait_async()).await;
+    assert_eq!(
+        recorded.json().len(),
+        1,
+        "only the readable body is recorded"
+    );
 }
 
 /// Removing any optional field of any documented payload, or replacing its

@@ -71,7 +71,7 @@ impl Fields {
             .room_name
             .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
             .ok_or_else(|| required_problem(raw.room_name, "data.roomName", "a string"))?;
-        let subdomain = match raw.subdomain {
+        let mut subdomain = match raw.subdomain {
             Some(value) => serde_json::from_str::<String>(value.get())
                 .map_err(|_| invalid("data.subdomain", "must be a string"))?,
             None => options
@@ -79,6 +79,9 @@ impl Fields {
                 .clone()
                 .ok_or(ParseError::NoSubdomain)?,
         };
+        // DNS names are case-insensitive: `ACME` and `acme` are one
+        // organisation, so one room key and one room URL.
+        subdomain.make_ascii_lowercase();
         Ok(RoomData {
             meeting_id: self.id(raw.meeting_id, "data.meetingId"),
             room_name,

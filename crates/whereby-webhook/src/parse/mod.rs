@@ -24,7 +24,7 @@ use crate::event::{
     AssistantRequested, ClientData, EventType, OtherRoom, OtherWebhook, RoomClientJoined,
     RoomClientLeft, RoomData, RoomSessionEnded, RoomSessionStarted, WebhookEvent,
 };
-use crate::room_url::{RoomUrlError, check_subdomain};
+use crate::room_url::{RoomUrlError, check_room_name, check_subdomain};
 use fields::*;
 
 /// Why a body is not a readable webhook.
@@ -34,6 +34,18 @@ use fields::*;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
+    /// The body is not UTF-8, which JSON text must be (RFC 8259 §8.1).
+    #[error("body is not valid UTF-8 (from byte {at}); JSON text must be UTF-8")]
+    NotUtf8 {
+        /// Offset of the first byte that is not part of valid UTF-8.
+        at: usize,
+    },
+    /// The body nests arrays and objects deeper than the limit.
+    #[error("body nests arrays and objects deeper than {limit} levels")]
+    TooDeep {
+        /// The deepest nesting accepted ([`MAX_DEPTH`]).
+        limit: usize,
+    },
     /// The body is not JSON at all.
     #[error("body is not valid JSON: {0}")]
     NotJson(String),
@@ -69,10 +81,22 @@ impl ParseError {
         match self {
             ParseError::Missing { field } | ParseError::Invalid { field, .. } => Some(field),
             ParseError::NoSubdomain => Some("data.subdomain"),
-            ParseError::NotJson(_) | ParseError::NotAnObject => None,
+            ParseError::NotUtf8 { .. }
+            | ParseError::TooDeep { .. }
+            | ParseError::NotJson(_)
+            | ParseError::NotAnObject => None,
         }
     }
 }
+
+/// The deepest nesting of arrays and objects a body may have; the top-level
+/// object is level 1. Whereby's payloads reach 3 (`data.numClientsByRoleName`).
+///
+/// serde_json skips what the parser does not read (an unknown field) without a
+/// depth limit, and the body goes on as sent to every consumer (`stdout` lines,
+/// `forward` bodies), whose own parsers (Python's `json`, jq) give up on
+/// deep nesting; so the whole body is bounded.
+pub const MAX_DEPTH: usize = 64;
 
 /// How [`parse_with`] reads a body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,7 +112,7 @@ impl ParseOptions {
 
     /// The subdomain of payloads that have none (Whereby's before 2025), as the
     /// first Trigger of Whereby's SDK took it as an option. A payload's own
-    /// `data.subdomain` always wins.
+    /// `data.subdomain` always wins. Kept in lower case, as every subdomain.
     ///
     /// # Errors
     /// [`RoomUrlError::Subdomain`] when `subdomain` is not one DNS label.
@@ -106,7 +130,7 @@ impl ParseOptions {
     /// ```
     pub fn with_default_subdomain(mut self, subdomain: &str) -> Result<Self, RoomUrlError> {
         check_subdomain(subdomain)?;
-        self.default_subdomain = Some(subdomain.to_owned());
+        self.default_subdomain = Some(subdomain.to_ascii_lowercase());
         Ok(self)
     }
 
@@ -154,6 +178,10 @@ impl fmt::Display for FieldNote {
                 f,
                 "`{field}` is not an RFC 3339 time; kept as sent, but it cannot order events"
             ),
+            Treatment::NoRoom => write!(
+                f,
+                "`{field}` makes no room URL; the webhook is read as having no room"
+            ),
         }
     }
 }
@@ -169,6 +197,10 @@ pub enum Treatment {
     /// Kept as sent, but its content could not be read (a `createdAt` that is
     /// not an RFC 3339 time).
     Unreadable,
+    /// The room of a type that is not evaluated, which makes no room URL (see
+    /// [`room_url`](crate::room_url())): the webhook is read as having no room
+    /// rather than refused.
+    NoRoom,
 }
 
 /// The type of a JSON value.
@@ -324,6 +356,7 @@ pub fn parse(body: &[u8]) -> Result<WebhookEvent, ParseError> {
 /// or `id`, `type`, `data.roomName` or `data.subdomain` is missing or not
 /// usable.
 pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Parsed, ParseError> {
+    check_text(body)?;
     // serde would read a JSON array positionally into the envelope; only an object
     // is a webhook.
     let starts_as_object = body
@@ -364,7 +397,9 @@ pub fn parse_with(body: &[u8], options: &ParseOptions) -> Result<Parsed, ParseEr
                 event_type: type_name.into_owned(),
                 api_version: lenient_string(envelope.api_version),
                 created_at: lenient_string(envelope.created_at),
-                room: envelope.data.and_then(|data| other_room(data, options)),
+                room: envelope
+                    .data
+                    .and_then(|data| other_room(data, options, &mut fields)),
                 data: envelope.data.map(RawValue::to_owned),
             }),
             notes: fields.notes,
@@ -430,6 +465,74 @@ fn required_problem(raw: Option<&RawValue>, field: &str, what: &str) -> ParseErr
     }
 }
 
+/// Refuses what serde_json would let through unseen in the fields it skips
+/// (an unknown field, `data` of another type): bytes that are not UTF-8 and
+/// nesting deeper than [`MAX_DEPTH`]. The body reaches consumers as sent, so
+/// all of it must be JSON they can read, not just the fields read here.
+///
+/// On the hot path: single passes over the bytes, none allocating (the standard
+/// library's UTF-8 check, a count of opening brackets, and only when there are
+/// more than [`MAX_DEPTH`] of them a scan that skips string content), cheap
+/// next to serde's pass over the same bytes.
+fn check_text(body: &[u8]) -> Result<(), ParseError> {
+    if let Err(err) = std::str::from_utf8(body) {
+        return Err(ParseError::NotUtf8 {
+            at: err.valid_up_to(),
+        });
+    }
+    if deeper_than(body, MAX_DEPTH) {
+        return Err(ParseError::TooDeep { limit: MAX_DEPTH });
+    }
+    Ok(())
+}
+
+/// Whether `json` opens more than `limit` arrays or objects at once. Brackets
+/// inside strings do not count; the text need not be valid JSON (serde tells
+/// what else is wrong), so a stray closing bracket just counts down to zero.
+///
+/// A body that opens no more than `limit` brackets in all cannot be deeper,
+/// and a webhook opens a handful: counting them (`memchr`, vectorised) is a
+/// tenth of the exact scan, which only a body with more brackets pays. That
+/// scan skips string content with `memchr` to the next quote or backslash.
+fn deeper_than(json: &[u8], limit: usize) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', json).count() <= limit {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = json.get(i) {
+        match b {
+            b'"' => {
+                i += 1;
+                // To the closing quote, over escaped characters.
+                loop {
+                    let rest = json.get(i..).unwrap_or_default();
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(at) if rest[at] == b'\\' => i += at + 2,
+                        Some(at) => {
+                            i += at + 1;
+                            break;
+                        }
+                        // An unterminated string: serde says so.
+                        None => return false,
+                    }
+                }
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// Explains why an object was refused; only runs on the error path.
 fn top_level(body: &[u8], err: serde_json::Error) -> ParseError {
     if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() {
@@ -469,13 +572,20 @@ fn lenient_string(raw: Option<&RawValue>) -> Option<String> {
 
 /// The room of a type the Trigger does not evaluate, when its `data` names
 /// one (`roomName`, and `subdomain` or the default); `None`, never an error,
-/// otherwise: such a type must never be refused for its shape.
-fn other_room(data: &RawValue, options: &ParseOptions) -> Option<OtherRoom> {
+/// otherwise: such a type must never be refused for its shape. A room that
+/// makes no room URL is no room (noted), so that every room an event is in has
+/// exactly one key and one URL.
+fn other_room(data: &RawValue, options: &ParseOptions, fields: &mut Fields) -> Option<OtherRoom> {
     let raw: RawData<'_> = serde_json::from_str(data.get()).ok()?;
     let room_name = lenient_string(raw.room_name).filter(|name| !name.is_empty())?;
-    let subdomain = lenient_string(raw.subdomain)
+    let mut subdomain = lenient_string(raw.subdomain)
         .filter(|s| !s.is_empty())
         .or_else(|| options.default_subdomain().map(str::to_owned))?;
+    subdomain.make_ascii_lowercase();
+    if let Err(err) = check_subdomain(&subdomain).and_then(|()| check_room_name(&room_name)) {
+        fields.note(err.field(), JsonType::String, Treatment::NoRoom);
+        return None;
+    }
     Some(OtherRoom {
         subdomain,
         room_name,

@@ -98,6 +98,72 @@ fn other_types_have_a_room_when_their_data_names_one() {
     assert!(without_default.in_room().is_none());
 }
 
+/// One room, one spelling: the subdomain in lower case, whatever the type;
+/// and a room of a type not evaluated that makes no room URL is no room,
+/// noted, never an error (an evaluated type's is refused by the room URL).
+#[test]
+fn rooms_have_one_spelling() {
+    let options = ParseOptions::new()
+        .with_default_subdomain("FallBack")
+        .unwrap();
+    assert_eq!(options.default_subdomain(), Some("fallback"));
+    let room_of = |body: &str| {
+        let parsed = parse_with(body.as_bytes(), &options).unwrap();
+        let room = parsed
+            .event
+            .in_room()
+            .map(|r| (r.subdomain().to_owned(), r.room_name().to_owned()));
+        (room, parsed.notes)
+    };
+    for t in [
+        "room.client.joined",
+        "room.session.started",
+        "room.client.knocked",
+    ] {
+        let body = format!(
+            r#"{{"id":"k","type":"{t}","data":{{"roomName":"/Room","subdomain":"ACME"}}}}"#
+        );
+        assert_eq!(
+            room_of(&body).0,
+            Some(("acme".into(), "/Room".into())),
+            "{t}"
+        );
+        let body = format!(r#"{{"id":"k","type":"{t}","data":{{"roomName":"/Room"}}}}"#);
+        assert_eq!(
+            room_of(&body).0,
+            Some(("fallback".into(), "/Room".into())),
+            "{t}"
+        );
+    }
+    for (data, field) in [
+        (
+            r#"{"roomName":"/x/../room","subdomain":"acme"}"#,
+            "data.roomName",
+        ),
+        (
+            r#"{"roomName":"/a%2Fb","subdomain":"acme"}"#,
+            "data.roomName",
+        ),
+        (
+            r#"{"roomName":"/r","subdomain":"evil.com"}"#,
+            "data.subdomain",
+        ),
+    ] {
+        let body = format!(r#"{{"id":"k","type":"room.client.knocked","data":{data}}}"#);
+        let (room, notes) = room_of(&body);
+        assert_eq!(room, None, "{data}");
+        assert_eq!(
+            notes,
+            [FieldNote {
+                field: field.into(),
+                found: JsonType::String,
+                treatment: Treatment::NoRoom
+            }],
+            "{data}"
+        );
+    }
+}
+
 #[test]
 fn unknown_type_and_fields_are_tolerated() {
     let event = parse(br#"{"id":"x","type":"room.future","data":[1,2],"apiVersion":2}"#).unwrap();
@@ -389,6 +455,125 @@ fn errors_name_the_field() {
     );
 }
 
+/// Invalid UTF-8 anywhere is refused, in the fields serde skips unseen too
+/// (an unknown field, an ignored type's `data`): the body reaches consumers as
+/// sent, and JSON text is UTF-8.
+#[test]
+fn a_body_that_is_not_utf8_is_refused_wherever_the_bytes_are() {
+    let ok = sample::sample("room.client.joined").unwrap();
+    let at = ok.find("\"data\"").unwrap();
+    for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc0\xaf"] {
+        let mut body = ok.as_bytes()[..at].to_vec();
+        body.extend_from_slice(b"\"extra\":\"");
+        body.extend_from_slice(bad);
+        body.extend_from_slice(b"\",");
+        body.extend_from_slice(&ok.as_bytes()[at..]);
+        let err = parse(&body).unwrap_err();
+        assert_eq!(err, ParseError::NotUtf8 { at: at + 9 }, "{bad:?}");
+        assert_eq!(err.field(), None);
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+    }
+    let other = b"{\"id\":\"k\",\"type\":\"recording.finished\",\"data\":{\"name\":\"\xff\"}}";
+    assert!(matches!(parse(other), Err(ParseError::NotUtf8 { .. })));
+    // Escaped, the same characters are JSON and welcome.
+    let escaped = ok.replace("\"data\"", "\"extra\":\"\\u00ff\\ud83d\\ude00\",\"data\"");
+    assert!(parse(escaped.as_bytes()).is_ok());
+}
+
+/// Nesting is bounded in the whole body, not only in what the parser reads.
+#[test]
+fn nesting_deeper_than_the_limit_is_refused() {
+    let ok = sample::sample("room.client.joined").unwrap();
+    let at = ok.find("\"data\"").unwrap();
+    let nested = |levels: usize| {
+        // The top-level object is one level.
+        let inner = levels - 1;
+        format!(
+            "{}\"extra\":{}{},{}",
+            &ok[..at],
+            "[".repeat(inner),
+            "]".repeat(inner),
+            &ok[at..]
+        )
+    };
+    assert!(parse(nested(MAX_DEPTH).as_bytes()).is_ok());
+    let err = parse(nested(MAX_DEPTH + 1).as_bytes()).unwrap_err();
+    assert_eq!(err, ParseError::TooDeep { limit: MAX_DEPTH });
+    assert!(err.to_string().contains("64"), "{err}");
+    assert!(parse(nested(10_000).as_bytes()).is_err());
+    // Brackets inside strings, escaped quotes included, are text.
+    let text = format!("\"\\\"{}\"", "[{".repeat(100));
+    let in_a_string = ok.replace("\"data\"", &format!("\"extra\":{text},\"data\""));
+    assert!(parse(in_a_string.as_bytes()).is_ok());
+    // An ignored type's `data` counts as well.
+    let deep = format!(
+        r#"{{"id":"k","type":"recording.finished","data":{}{}}}"#,
+        "{\"a\":".repeat(MAX_DEPTH),
+        "}".repeat(MAX_DEPTH)
+    );
+    assert_eq!(
+        parse(deep.as_bytes()).unwrap_err(),
+        ParseError::TooDeep { limit: MAX_DEPTH }
+    );
+}
+
+/// A documented field of `data` given twice is refused naming that field
+/// (`data.subdomain`), not `data`, in every payload of an evaluated type and
+/// wherever the repeat stands; a repeated field the parser does not read is
+/// no reason to refuse.
+#[test]
+fn a_repeated_field_of_data_is_named() {
+    const DOCUMENTED: [&str; 12] = [
+        "meetingId",
+        "roomName",
+        "roomSessionId",
+        "subdomain",
+        "displayName",
+        "participantId",
+        "metadata",
+        "externalId",
+        "roleName",
+        "numClients",
+        "numClientsByRoleName",
+        "isDialIn",
+    ];
+    let options = ParseOptions::new()
+        .with_default_subdomain("fallback")
+        .unwrap();
+    for payload in evaluated_payloads() {
+        // `{"data":{…},…}`, with `…` of `data` as given.
+        let with_data = |inner: &str| {
+            let mut envelope = payload.clone();
+            envelope.as_object_mut().unwrap().remove("data");
+            format!("{{\"data\":{{{inner}}},{}", &envelope.to_string()[1..])
+        };
+        let data = payload["data"].to_string();
+        let data = &data[1..data.len() - 1];
+        for field in DOCUMENTED {
+            let repeat = format!("\"{field}\":null");
+            for inner in [format!("{repeat},{data}"), format!("{data},{repeat}")] {
+                let body = with_data(&inner);
+                let Err(err) = parse_with(body.as_bytes(), &options) else {
+                    // Only when `data` did not have it: then it is no repeat.
+                    assert!(payload["data"].get(field).is_none(), "{body}");
+                    continue;
+                };
+                assert_eq!(
+                    err.field(),
+                    Some(format!("data.{field}").as_str()),
+                    "{body}"
+                );
+                assert!(err.to_string().contains("duplicate"), "{err}");
+            }
+        }
+        let unknown = with_data(&format!("\"x\":1,\"x\":2,{data}"));
+        assert!(
+            parse_with(unknown.as_bytes(), &options).is_ok(),
+            "{unknown}"
+        );
+    }
+}
+
 /// Every sample and documented shape of an evaluated type, as JSON.
 fn evaluated_payloads() -> Vec<Value> {
     sample::evaluated()
@@ -526,6 +711,47 @@ mod properties {
         #[test]
         fn never_panics_on_json(value in json()) {
             let _ = parse(value.to_string().as_bytes());
+        }
+
+        /// Bytes that are not UTF-8 anywhere in a payload are refused, never
+        /// read around; and a refusal says where.
+        #[test]
+        fn invalid_utf8_is_refused_anywhere(index in 0usize..16, pick in any::<prop::sample::Index>(), bad in prop::sample::select(vec![0x80u8, 0xbf, 0xc0, 0xc1, 0xf5, 0xff])) {
+            let payloads = evaluated_payloads();
+            let body = payloads[index % payloads.len()].to_string().into_bytes();
+            let at = pick.index(body.len());
+            let mut broken = body.clone();
+            broken.insert(at, bad);
+            let err = parse(&broken).unwrap_err();
+            // Inserted inside a multi-byte character, the stray byte may complete it
+            // and the next one be the first that is not UTF-8.
+            prop_assert!(matches!(err, ParseError::NotUtf8 { at: found } if found <= at + 3), "{}", err);
+        }
+
+        /// A body is refused for its depth exactly when it nests deeper than
+        /// [`MAX_DEPTH`], however the levels are spelled; shallower, it parses.
+        #[test]
+        fn depth_is_refused_beyond_the_limit_only(
+            opens in prop::collection::vec(prop::bool::ANY, 1..(MAX_DEPTH + 8)),
+            key in "[a-z\\[\\]{}\"]{0,4}",
+        ) {
+            let ok = sample::sample("room.client.joined").unwrap();
+            let at = ok.find("\"data\"").unwrap();
+            let mut value = String::new();
+            for &array in &opens {
+                value.push_str(if array { "[" } else { "{\"k\":" });
+            }
+            value.push_str(&serde_json::to_string(&key).unwrap());
+            for &array in opens.iter().rev() {
+                value.push(if array { ']' } else { '}' });
+            }
+            let body = format!("{}\"extra\":{value},{}", &ok[..at], &ok[at..]);
+            let result = parse(body.as_bytes());
+            if opens.len() + 1 > MAX_DEPTH {
+                prop_assert_eq!(result.unwrap_err(), ParseError::TooDeep { limit: MAX_DEPTH });
+            } else {
+                prop_assert!(result.is_ok(), "{:?}", result.err());
+            }
         }
 
         /// Any documented payload, with any number of its optional fields

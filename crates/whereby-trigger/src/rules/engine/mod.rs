@@ -494,7 +494,9 @@ impl Engine {
 
     /// Decides what `event` (whose body was `raw` and whose room is at
     /// `room_url`, if it has one) starts and stops, taking and releasing
-    /// claims as it goes.
+    /// claims as it goes. The event is ordered among its room's by its
+    /// `createdAt`, as `replay` does; a server orders by what it can believe
+    /// ([`decide_at`](Self::decide_at)).
     pub fn decide(
         &self,
         event: &WebhookEvent,
@@ -502,8 +504,25 @@ impl Engine {
         room_url: Option<&str>,
         now: Instant,
     ) -> Decision {
+        self.decide_at(event, raw, room_url, now, event.created_at_millis())
+    }
+
+    /// [`decide`](Self::decide), with `event` ordered among its room's events
+    /// at `at` (ms since the epoch) rather than at its `createdAt`: what room
+    /// state is newer (the counts, the session flag) and whether a start was
+    /// delivered late. The server passes the time a webhook was received when
+    /// its `createdAt` is too far ahead of its clock to believe
+    /// ([`ParsedWebhook::ordered_at`](crate::parse::ParsedWebhook::ordered_at)).
+    pub fn decide_at(
+        &self,
+        event: &WebhookEvent,
+        raw: &Bytes,
+        room_url: Option<&str>,
+        now: Instant,
+        at: Option<i64>,
+    ) -> Decision {
         let room_key = event.in_room().map(RoomKey::of);
-        let view = self.rooms.fold(event, now);
+        let view = self.rooms.fold_at(event, at, now);
         let rules = self.rules();
         let mut decision = Decision {
             room: view.clone(),
@@ -536,14 +555,14 @@ impl Engine {
         {
             let reason = self
                 .mismatch(rule, event, raw, view.as_ref(), &mut input)
-                .or_else(|| self.stale(rule, event, room_key.as_ref()))
+                .or_else(|| self.stale(rule, at, room_key.as_ref()))
                 .or_else(|| {
                     // A late start (a join delivered after the leave that
                     // emptied the room) on which `stop_when` holds would be
                     // stopped at the next event, or never if none comes. Only
                     // a late one: a room not seen yet counts no one, and an
                     // invitation there must still start.
-                    let late = match (&room_key, event.created_at_millis()) {
+                    let late = match (&room_key, at) {
                         (Some(room), Some(at)) => {
                             self.rooms.state_at(room).is_some_and(|state| at < state)
                         }
@@ -700,11 +719,11 @@ impl Engine {
     /// an event of the rule's `stop_on` types newer than it was seen in the
     /// room already, so delivered in order its assistant would have been
     /// stopped (and, started now, nothing would stop it).
-    fn stale(&self, rule: &Rule, event: &WebhookEvent, room: Option<&RoomKey>) -> Option<String> {
+    fn stale(&self, rule: &Rule, at: Option<i64>, room: Option<&RoomKey>) -> Option<String> {
         if rule.stop_on.is_empty() {
             return None;
         }
-        let (room, at) = (room?, event.created_at_millis()?);
+        let (room, at) = (room?, at?);
         rule.stop_on.iter().find_map(|stop| {
             let newest = self.rooms.newest(room, stop.as_str())?;
             (at < newest).then(|| {

@@ -142,6 +142,40 @@ fn when_sees_the_folded_room_and_failures_are_false() {
     assert_eq!(d.room.as_ref().unwrap().num_clients, 2);
 }
 
+/// `ACME` and `acme`, `standup` and `/standup` are one room: one claim. (The
+/// spellings of a path that are not one spelling, `/./standup`, never get
+/// here: the room URL refuses them.)
+#[test]
+fn once_per_room_holds_for_every_spelling_of_the_room() {
+    let engine = Engine::new(vec![
+        Rule::new("room", [EventType::RoomClientJoined]).once_per(OncePer::Room),
+    ]);
+    let spellings = [
+        json!({"subdomain": "acme", "roomName": "/standup"}),
+        json!({"subdomain": "ACME", "roomName": "/standup"}),
+        json!({"subdomain": "Acme", "roomName": "standup"}),
+    ];
+    let fired: Vec<bool> = spellings
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let at = format!("2026-11-02T09:00:0{i}Z");
+            decide(
+                &engine,
+                &webhook("room.client.joined", &format!("j{i}"), &at, data),
+            )
+            .fired()
+        })
+        .collect();
+    assert_eq!(fired, [true, false, false]);
+    let held = RoomKey::parse("acme/standup").unwrap();
+    assert!(
+        engine
+            .claims()
+            .held_in(&"room".into(), &held, Instant::now())
+    );
+}
+
 #[test]
 fn once_per_room_and_event() {
     let per_room = Rule::new("room", [EventType::RoomClientJoined]).once_per(OncePer::Room);
@@ -622,6 +656,40 @@ fn the_action_event_carries_the_room_as_folded() {
         json!({"numClients": 3, "numClientsByRoleName": {"assistant": 1, "host": 2}, "numHumans": 2, "sessionActive": false})
     );
     assert_eq!(json["roomUrl"], "https://acme.whereby.com/standup-3f9a2c");
+}
+
+/// What `stdout`, `forward` and `run` get is one line to every line
+/// splitter: U+2028, U+2029 and U+0085 from the payload (in the raw webhook
+/// and in a role name of the folded room) are escaped, the JSON unchanged.
+#[test]
+fn the_action_event_is_one_line_whatever_the_payload_holds() {
+    let rule =
+        Rule::new("r\u{2029}", [EventType::RoomClientJoined]).action(Arc::new(Recorder::default()));
+    let engine = Engine::new(vec![rule]);
+    let joined = webhook(
+        "room.client.joined",
+        "j1",
+        "2026-11-02T09:00:00Z",
+        json!({
+            "displayName": "Ada\u{2028}Lovelace\u{85}",
+            "numClients": 2,
+            "numClientsByRoleName": {"host": 1, "guest\u{2028}": 1},
+        }),
+    );
+    let d = decide(&engine, &joined);
+    let line = d.calls[0].event.to_json();
+    let text = std::str::from_utf8(&line).unwrap();
+    assert!(
+        !text.contains(['\u{2028}', '\u{2029}', '\u{85}', '\n', '\r']),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(json["trigger"], "r\u{2029}");
+    assert_eq!(
+        json["triggerWebhook"]["data"]["displayName"],
+        "Ada\u{2028}Lovelace\u{85}"
+    );
+    assert_eq!(json["room"]["numClientsByRoleName"]["guest\u{2028}"], 1);
 }
 
 #[cfg(feature = "cel")]

@@ -229,9 +229,10 @@ pub(crate) async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, Stri
         let answer = String::from_utf8(answer).expect("answer is UTF-8");
         let status = answer
             .strip_prefix("HTTP/1.1 ")
+            .or_else(|| answer.strip_prefix("HTTP/1.0 "))
             .and_then(|rest| rest.get(..3))
             .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP/1.1 answer: {answer:?}"));
+            .unwrap_or_else(|| panic!("not an HTTP/1 answer: {answer:?}"));
         (status, answer)
     })
     .await
