@@ -41,7 +41,7 @@ use whereby_webhook::{AnyEventType, RoomUrlError};
 
 #[cfg(feature = "forward")]
 use crate::actions::forward::{
-    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_AGE, ForwardSpec, RetryPolicy,
+    DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_MAX_AGE, ForwardSpec, RetryPolicy, SigningKey,
 };
 use crate::actions::run::{DEFAULT_MAX_RESTARTS, RestartPolicy, RunSpec, StdinMode, WhenFull};
 use crate::actions::template::Template;
@@ -369,6 +369,12 @@ impl Config {
                 out.push_str(&format!("    forward to {}", redact_url(&forward.url)));
                 if !headers.is_empty() {
                     out.push_str(&format!(" with headers {}", headers.join(", ")));
+                }
+                // How many secrets, never their values.
+                match forward.signing_secrets.len() {
+                    0 => {}
+                    1 => out.push_str(", signed (Standard Webhooks)"),
+                    n => out.push_str(&format!(", signed (Standard Webhooks, {n} secrets)")),
                 }
                 out.push('\n');
             }

@@ -87,4 +87,7 @@ pub(super) struct RawForward {
     pub(super) max_age: Option<String>,
     #[serde(default)]
     pub(super) headers: BTreeMap<String, String>,
+    // One secret, or a list during a rotation; read as any value, so that
+    // one of another type is an error that names its key.
+    pub(super) signing_secret: Option<Spanned<toml::Value>>,
 }

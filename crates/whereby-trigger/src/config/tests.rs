@@ -698,3 +698,93 @@ stdout = true
         )]
     );
 }
+
+/// The Standard Webhooks reference secret (see `actions::forward::sign`).
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn forward_trigger(signing_secret: &str) -> String {
+    format!(
+        "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\n\n[trigger.forward]\nurl = \"http://127.0.0.1:9/a\"\nsigning_secret = {signing_secret}\n"
+    )
+}
+
+#[test]
+fn signing_secrets_are_read_one_or_a_list_with_expansion() {
+    let env = |name: &str| (name == "SIGNING").then(|| WHSEC.to_owned());
+    let one = Config::from_toml(&forward_trigger("\"${SIGNING}\""), &env).unwrap();
+    let forward = one.triggers[0].forward.as_ref().unwrap();
+    assert_eq!(forward.signing_secrets, [WHSEC]);
+    // The summary says the requests are signed, never with what.
+    let summary = one.summary();
+    assert!(summary.contains("signed (Standard Webhooks)"), "{summary}");
+    assert!(!summary.contains("MfKQ9r8") && !format!("{one:?}").contains("MfKQ9r8"));
+
+    let rotation = forward_trigger("[\"whsec_c2Vjb25k\", \"${SIGNING}\"]");
+    let two = Config::from_toml(&rotation, &env).unwrap();
+    let forward = two.triggers[0].forward.as_ref().unwrap();
+    assert_eq!(forward.signing_secrets, ["whsec_c2Vjb25k", WHSEC]);
+    assert!(two.summary().contains("2 secrets"), "{}", two.summary());
+}
+
+#[test]
+fn bad_signing_secrets_are_refused_naming_the_key_and_its_line() {
+    let env = |name: &str| (name == "NOT_BASE64").then(|| "whsec_no*base64".to_owned());
+    // The secret is on line 7 of each config.
+    let cases = [
+        (
+            "\"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            "forward.signing_secret: the secret does not start with `whsec_`",
+        ),
+        (
+            "\"whsec_abc_def\"",
+            "forward.signing_secret: the secret what follows `whsec_` is not valid base64",
+        ),
+        (
+            "\"whsec_\"",
+            "forward.signing_secret: the secret is empty after `whsec_`",
+        ),
+        (
+            "\"${NOT_BASE64}\"",
+            "forward.signing_secret: the secret what follows `whsec_` is not valid base64",
+        ),
+        (
+            "\"${UNSET_SECRET}\"",
+            "forward.signing_secret: the environment variable UNSET_SECRET is not set",
+        ),
+        (
+            "[\"whsec_c2Vjb25k\", \"whsec_abc_def\"]",
+            "forward.signing_secret[1]: the secret what follows",
+        ),
+        ("[]", "forward.signing_secret: the list is empty"),
+        ("42", "forward.signing_secret: must be a string"),
+        (
+            "[\"whsec_c2Vjb25k\", 42]",
+            "forward.signing_secret: the list must hold strings only",
+        ),
+    ];
+    for (value, expected) in cases {
+        let toml = forward_trigger(value);
+        let e = Config::from_toml(&toml, &env).unwrap_err().errors;
+        assert_eq!(e.len(), 1, "{value}: {e:#?}");
+        assert_eq!(e[0].line, Some(7), "{value}: {e:#?}");
+        assert!(e[0].message.contains(expected), "{value}: {e:#?}");
+        assert!(!e[0].message.contains("abc_def") && !e[0].message.contains("no*base64"));
+    }
+}
+
+#[test]
+fn a_signed_forward_reserves_the_standard_webhooks_headers() {
+    let signed = format!(
+        "{}headers = {{ webhook-signature = \"v1,forged\" }}\n",
+        forward_trigger(&format!("\"{WHSEC}\""))
+    );
+    let e = errors(&signed);
+    assert!(
+        e.iter().any(|e| e.message.contains("webhook-signature")
+            && e.message.contains("set by whereby-trigger")),
+        "{e:#?}"
+    );
+    // Unsigned, the names are free, as they were before signing existed.
+    let unsigned = "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nforward = { url = \"http://127.0.0.1:9/a\", headers = { webhook-id = \"x\" } }\n";
+    Config::from_toml(unsigned, &env).unwrap();
+}

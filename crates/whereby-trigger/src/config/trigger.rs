@@ -132,8 +132,19 @@ pub(super) fn trigger_config(
     #[cfg(feature = "forward")]
     let forward = raw.forward.and_then(|forward| {
         let forward_line = at(forward.span());
+        let mut forward = forward.into_inner();
+        // Checked apart, so that an error names the secret's own line.
+        let signing_secrets = forward
+            .signing_secret
+            .take()
+            .map_or_else(Vec::new, |secrets| {
+                let secrets_line = at(secrets.span());
+                signing_secrets(secrets.into_inner(), env, &mut |m| {
+                    problems.push((secrets_line, m));
+                })
+            });
         let mut fail = |m: String| problems.push((forward_line, m));
-        forward_spec(forward.into_inner(), env, &mut fail)
+        forward_spec(forward, signing_secrets, env, &mut fail)
     });
     #[cfg(not(feature = "forward"))]
     if let Some(forward) = &raw.forward {
@@ -283,9 +294,71 @@ fn when_full(value: Option<toml::Value>, fail: &mut dyn FnMut(String)) -> WhenFu
     })
 }
 
+/// `forward.signing_secret`, expanded and checked: the secrets that are valid
+/// (an invalid one is reported through `fail`, which refuses the config).
+#[cfg(feature = "forward")]
+fn signing_secrets(
+    raw: toml::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    fail: &mut dyn FnMut(String),
+) -> Vec<String> {
+    let strings = |items: &[toml::Value]| -> Option<Vec<String>> {
+        items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect()
+    };
+    let (secrets, listed) = match &raw {
+        toml::Value::String(secret) => (vec![secret.clone()], false),
+        toml::Value::Array(items) => match strings(items) {
+            Some(secrets) => (secrets, true),
+            None => {
+                fail("forward.signing_secret: the list must hold strings only".to_owned());
+                return Vec::new();
+            }
+        },
+        other => {
+            fail(format!(
+                "forward.signing_secret: must be a string (\"whsec_…\") or a list of them, \
+                 not {}",
+                other.type_str()
+            ));
+            return Vec::new();
+        }
+    };
+    if secrets.is_empty() {
+        fail(
+            "forward.signing_secret: the list is empty; give one secret or leave the key out"
+                .to_owned(),
+        );
+    }
+    let mut valid = Vec::with_capacity(secrets.len());
+    for (n, secret) in secrets.iter().enumerate() {
+        let key = if listed {
+            format!("forward.signing_secret[{n}]")
+        } else {
+            "forward.signing_secret".to_owned()
+        };
+        let secret = match expand(secret, env) {
+            Ok(secret) => secret,
+            Err(message) => {
+                fail(format!("{key}: {message}"));
+                continue;
+            }
+        };
+        match SigningKey::parse(&secret) {
+            Ok(_) => valid.push(secret),
+            // The message never shows the secret.
+            Err(reason) => fail(format!("{key}: the secret {reason}")),
+        }
+    }
+    valid
+}
+
 #[cfg(feature = "forward")]
 fn forward_spec(
     forward: RawForward,
+    signing_secrets: Vec<String>,
     env: &dyn Fn(&str) -> Option<String>,
     fail: &mut dyn FnMut(String),
 ) -> Option<ForwardSpec> {
@@ -318,6 +391,7 @@ fn forward_spec(
             ),
             ..RetryPolicy::default()
         },
+        signing_secrets,
     };
     if let Err(err) = spec.validate() {
         fail(format!("forward: {err}"));

@@ -78,6 +78,7 @@ fn spec(receiver: &Receiver, max_attempts: u32) -> ForwardSpec {
             ("X-Team".into(), "acme".into()),
         ],
         retry: fast_retry(max_attempts),
+        signing_secrets: Vec::new(),
     }
 }
 

@@ -9,10 +9,15 @@
 //! than `[A-Za-z0-9._-]` in either part as `%XX`), so a receiver can drop the
 //! duplicates that at-least-once delivery implies.
 //!
+//! With `signing_secrets`, every request is also signed the Standard Webhooks
+//! way ([`sign`]): `webhook-id` is the `Idempotency-Key`, `webhook-timestamp`
+//! the time of the attempt, `webhook-signature` one `v1,<base64>` per secret.
+//!
 //! Header values are often secrets (`Authorization`): they are never logged,
 //! never shown in an error, and marked sensitive so that the HTTP stack's own
 //! `Debug` output hides them too.
 
+mod sign;
 mod spec;
 
 use std::fmt;
@@ -29,6 +34,8 @@ use tokio_util::task::TaskTracker;
 
 use super::delivery::event_key;
 use super::{Action, ActionEvent, ActionKind};
+pub use sign::{SECRET_PREFIX, SigningKey, SigningSecretError, signature_header};
+use sign::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
 pub use spec::*;
 
 /// The `forward` action: POSTs each start and stop event to a service.
@@ -46,6 +53,8 @@ struct Inner {
     log_url: String,
     timeout: Duration,
     headers: HeaderMap,
+    /// Standard Webhooks keys; empty when requests are not signed.
+    signing: Vec<SigningKey>,
     retry: RetryPolicy,
     client: reqwest::Client,
     /// Jitter source: a randomly keyed hash of a counter, which is all the
@@ -76,7 +85,11 @@ impl ForwardAction {
         spec: ForwardSpec,
         client: reqwest::Client,
     ) -> Result<Self, ForwardSpecError> {
-        let (url, headers) = spec.compile()?;
+        let Compiled {
+            url,
+            headers,
+            signing,
+        } = spec.compile()?;
         Ok(ForwardAction {
             inner: Arc::new(Inner {
                 trigger,
@@ -84,6 +97,7 @@ impl ForwardAction {
                 url,
                 timeout: spec.timeout,
                 headers,
+                signing,
                 retry: spec.retry,
                 client,
                 random: RandomState::new(),
@@ -169,6 +183,7 @@ impl fmt::Debug for ForwardAction {
             .field("url", &self.inner.log_url)
             .field("timeout", &self.inner.timeout)
             .field("header_names", &header_names)
+            .field("signed", &!self.inner.signing.is_empty())
             .field("retry", &self.inner.retry)
             .field("in_flight", &self.in_flight())
             .finish()
@@ -266,6 +281,37 @@ fn describe(error: reqwest::Error) -> String {
 }
 
 impl Inner {
+    /// Adds the Standard Webhooks headers. The timestamp is this attempt's,
+    /// not the first one's: receivers refuse a timestamp more than a few
+    /// minutes old, and a retry may come later than that.
+    fn sign(
+        &self,
+        request: reqwest::RequestBuilder,
+        key: &HeaderValue,
+        body: &[u8],
+    ) -> reqwest::RequestBuilder {
+        let timestamp = whereby_webhook::unix_now();
+        // The key is visible ASCII (see `idempotency_key`), so this is the
+        // header's exact text, which is what the receiver signs again.
+        let id = key.to_str().unwrap_or("invalid");
+        let signature = signature_header(&self.signing, id, timestamp, body);
+        // Base64 and spaces: always a valid header value. Sensitive, so that
+        // the HTTP stack's `Debug` output does not show it.
+        let signature = HeaderValue::try_from(signature).map(|mut value| {
+            value.set_sensitive(true);
+            value
+        });
+        let request = request
+            .header(WEBHOOK_ID, key.clone())
+            .header(WEBHOOK_TIMESTAMP, timestamp);
+        match signature {
+            Ok(signature) => request.header(WEBHOOK_SIGNATURE, signature),
+            // Unreachable; without the header the receiver refuses the
+            // request, which is the right outcome for an unsigned one.
+            Err(_) => request,
+        }
+    }
+
     /// A jitter fraction in `[0, 1)`.
     fn jitter(&self) -> f64 {
         let draw = self
@@ -276,11 +322,15 @@ impl Inner {
     }
 
     async fn attempt(&self, body: Bytes, key: HeaderValue) -> Attempt {
-        let request = self
+        let mut request = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !self.signing.is_empty() {
+            request = self.sign(request, &key, &body);
+        }
+        let request = request
             .header(IDEMPOTENCY_KEY, key)
             .timeout(self.timeout)
             .body(body);

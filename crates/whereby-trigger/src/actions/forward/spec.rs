@@ -17,6 +17,10 @@ pub(super) const RESERVED_HEADERS: &[&str] = &[
     IDEMPOTENCY_KEY,
 ];
 
+/// Headers whereby-trigger sets itself when it signs (`signing_secrets` is not
+/// empty): a configured one would contradict the signature.
+pub(super) const SIGNING_HEADERS: &[&str] = &[WEBHOOK_ID, WEBHOOK_TIMESTAMP, WEBHOOK_SIGNATURE];
+
 /// Where and how to forward a trigger's events: the `forward` table of a trigger.
 #[derive(Clone)]
 pub struct ForwardSpec {
@@ -29,17 +33,22 @@ pub struct ForwardSpec {
     pub headers: Vec<(String, String)>,
     /// How often and how patiently to retry.
     pub retry: RetryPolicy,
+    /// Standard Webhooks secrets (`whsec_<base64>`) to sign every request
+    /// with; empty for none. Several during a rotation: the request carries
+    /// one signature per secret. See [`SigningKey`].
+    pub signing_secrets: Vec<String>,
 }
 
 impl ForwardSpec {
-    /// A spec for `url` with a 5 s timeout, no extra headers and the default
-    /// [`RetryPolicy`].
+    /// A spec for `url` with a 5 s timeout, no extra headers, the default
+    /// [`RetryPolicy`] and no signature.
     pub fn new(url: impl Into<String>) -> Self {
         ForwardSpec {
             url: url.into(),
             timeout: Duration::from_secs(5),
             headers: Vec::new(),
             retry: RetryPolicy::default(),
+            signing_secrets: Vec::new(),
         }
     }
 
@@ -49,7 +58,7 @@ impl ForwardSpec {
         self.compile().map(|_| ())
     }
 
-    pub(super) fn compile(&self) -> Result<(Url, HeaderMap), ForwardSpecError> {
+    pub(super) fn compile(&self) -> Result<Compiled, ForwardSpecError> {
         let url = Url::parse(&self.url).map_err(|e| ForwardSpecError::Url {
             url: self.url.clone(),
             reason: e.to_string(),
@@ -64,11 +73,22 @@ impl ForwardSpec {
             return Err(ForwardSpecError::ZeroTimeout);
         }
         self.retry.validate()?;
+        let signing = self
+            .signing_secrets
+            .iter()
+            .enumerate()
+            .map(|(index, secret)| {
+                SigningKey::parse(secret)
+                    .map_err(|reason| ForwardSpecError::SigningSecret { index, reason })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut headers = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| ForwardSpecError::HeaderName { name: name.clone() })?;
-            if RESERVED_HEADERS.contains(&header.as_str()) {
+            if RESERVED_HEADERS.contains(&header.as_str())
+                || (!signing.is_empty() && SIGNING_HEADERS.contains(&header.as_str()))
+            {
                 return Err(ForwardSpecError::ReservedHeader { name: name.clone() });
             }
             let mut value = HeaderValue::from_str(value)
@@ -76,8 +96,19 @@ impl ForwardSpec {
             value.set_sensitive(true);
             headers.append(header, value);
         }
-        Ok((url, headers))
+        Ok(Compiled {
+            url,
+            headers,
+            signing,
+        })
     }
+}
+
+/// A checked spec, as a delivery uses it.
+pub(super) struct Compiled {
+    pub(super) url: Url,
+    pub(super) headers: HeaderMap,
+    pub(super) signing: Vec<SigningKey>,
 }
 
 impl fmt::Debug for ForwardSpec {
@@ -93,6 +124,7 @@ impl fmt::Debug for ForwardSpec {
             .field("timeout", &self.timeout)
             .field("headers", &headers)
             .field("retry", &self.retry)
+            .field("signing_secrets", &self.signing_secrets.len())
             .finish()
     }
 }
@@ -227,6 +259,14 @@ pub enum ForwardSpecError {
     ReservedHeader {
         /// The header's name.
         name: String,
+    },
+    /// A signing secret is not `whsec_` and base64.
+    #[error("forward signing secret number {} {reason} (the value is not shown)", index + 1)]
+    SigningSecret {
+        /// Its position among the configured secrets, from 0.
+        index: usize,
+        /// What is wrong with it.
+        reason: SigningSecretError,
     },
     /// A zero timeout would fail every attempt.
     #[error("forward timeout must be greater than zero")]
