@@ -41,4 +41,6 @@ mod run_action;
 mod scenario;
 #[cfg(feature = "cli")]
 mod server_limits;
+#[cfg(feature = "cli")]
+mod signed_forward;
 mod stress;
