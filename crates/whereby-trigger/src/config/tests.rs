@@ -737,7 +737,7 @@ fn bad_signing_secrets_are_refused_naming_the_key_and_its_line() {
         ),
         (
             "\"whsec_abc_def\"",
-            "forward.signing_secret: the secret what follows `whsec_` is not valid base64",
+            "forward.signing_secret: what follows `whsec_` is not valid base64",
         ),
         (
             "\"whsec_\"",
@@ -745,7 +745,7 @@ fn bad_signing_secrets_are_refused_naming_the_key_and_its_line() {
         ),
         (
             "\"${NOT_BASE64}\"",
-            "forward.signing_secret: the secret what follows `whsec_` is not valid base64",
+            "forward.signing_secret: what follows `whsec_` is not valid base64",
         ),
         (
             "\"${UNSET_SECRET}\"",
@@ -753,7 +753,7 @@ fn bad_signing_secrets_are_refused_naming_the_key_and_its_line() {
         ),
         (
             "[\"whsec_c2Vjb25k\", \"whsec_abc_def\"]",
-            "forward.signing_secret[1]: the secret what follows",
+            "forward.signing_secret[1]: what follows",
         ),
         ("[]", "forward.signing_secret: the list is empty"),
         ("42", "forward.signing_secret: must be a string"),

@@ -349,7 +349,7 @@ fn signing_secrets(
         match SigningKey::parse(&secret) {
             Ok(_) => valid.push(secret),
             // The message never shows the secret.
-            Err(reason) => fail(format!("{key}: the secret {reason}")),
+            Err(reason) => fail(format!("{key}: {reason}")),
         }
     }
     valid

@@ -585,3 +585,64 @@ async fn drain_leaves_a_stored_delivery_waiting_for_its_retry_pending() {
     assert_eq!(left, 0);
     assert_eq!(receiver.received().len(), 2, "retried, then delivered");
 }
+
+// ---------------------------------------------------------------------------
+// Signatures
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unsigned_requests_carry_no_standard_webhooks_headers() {
+    let receiver = Receiver::start();
+    let forward = action(spec(&receiver, 1));
+    forward.start(start_event());
+    drained(&forward).await;
+    let got = receiver.received();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        assert_eq!(got[0].header(name), "", "{name}: {got:#?}");
+    }
+}
+
+#[tokio::test]
+async fn every_attempt_is_signed_with_every_secret_at_its_own_time() {
+    use whereby_trigger::actions::forward::SigningKey;
+    use whereby_trigger::webhook::unix_now;
+
+    let (logs, _guard) = Logs::capture();
+    let new = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let old = "whsec_b2xkIHNpZ25pbmcgc2VjcmV0IGJlaW5nIHJldGlyZWQ=";
+    // A 503 first: the retry is signed again, for its own timestamp.
+    let receiver = Receiver::start().replies(&[(503, None)]);
+    let mut signed = spec(&receiver, 3);
+    signed.signing_secrets = vec![new.to_owned(), old.to_owned()];
+    let forward = action(signed);
+    let before = unix_now();
+    forward.stop(event(ActionKind::Stop, "room.session.ended"));
+    drained(&forward).await;
+    let after = unix_now();
+
+    let got = receiver.received();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    let keys = [
+        SigningKey::parse(new).unwrap(),
+        SigningKey::parse(old).unwrap(),
+    ];
+    for request in &got {
+        // The idempotency key, kept as it was, is the webhook id.
+        let id = request.header("webhook-id");
+        assert!(id.ends_with(":stop") && id == request.key(), "{request:#?}");
+        let timestamp: u64 = request.header("webhook-timestamp").parse().unwrap();
+        assert!((before..=after).contains(&timestamp), "{request:#?}");
+        let expected: Vec<String> = keys
+            .iter()
+            .map(|key| key.sign(id, timestamp, &request.body))
+            .collect();
+        assert_eq!(request.header("webhook-signature"), expected.join(" "));
+    }
+    // Neither the secrets nor the signatures reach the log.
+    let text = logs.text();
+    assert!(
+        !text.contains("MfKQ9r8") && !text.contains("b2xkIHNp"),
+        "{text}"
+    );
+    assert!(!text.contains(got[0].header("webhook-signature")), "{text}");
+}

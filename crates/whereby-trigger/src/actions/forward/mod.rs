@@ -10,7 +10,7 @@
 //! duplicates that at-least-once delivery implies.
 //!
 //! With `signing_secrets`, every request is also signed the Standard Webhooks
-//! way ([`sign`]): `webhook-id` is the `Idempotency-Key`, `webhook-timestamp`
+//! way ([`SigningKey`]): `webhook-id` is the `Idempotency-Key`, `webhook-timestamp`
 //! the time of the attempt, `webhook-signature` one `v1,<base64>` per secret.
 //!
 //! Header values are often secrets (`Authorization`): they are never logged,

@@ -102,13 +102,18 @@ pub fn signature_header(keys: &[SigningKey], id: &str, timestamp: u64, body: &[u
 #[non_exhaustive]
 pub enum SigningSecretError {
     /// The secret does not start with `whsec_`.
-    #[error("does not start with `whsec_` (a Standard Webhooks secret is `whsec_` and base64)")]
+    #[error(
+        "the secret does not start with `whsec_` (a Standard Webhooks secret is `whsec_` and base64)"
+    )]
     Prefix,
     /// What follows `whsec_` is not standard base64.
-    #[error("what follows `whsec_` is not valid base64 (the standard alphabet: A-Z a-z 0-9 + /)")]
+    #[error(
+        "what follows `whsec_` is not valid base64 (the standard alphabet A-Z a-z 0-9 + /, \
+         padding optional)"
+    )]
     Base64,
     /// The secret decodes to no bytes.
-    #[error("is empty after `whsec_`")]
+    #[error("the secret is empty after `whsec_`")]
     Empty,
 }
 

@@ -261,7 +261,7 @@ pub enum ForwardSpecError {
         name: String,
     },
     /// A signing secret is not `whsec_` and base64.
-    #[error("forward signing secret number {} {reason} (the value is not shown)", index + 1)]
+    #[error("forward signing secret number {}: {reason} (the value is not shown)", index + 1)]
     SigningSecret {
         /// Its position among the configured secrets, from 0.
         index: usize,

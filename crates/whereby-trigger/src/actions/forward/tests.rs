@@ -231,3 +231,40 @@ fn redacted_urls_hide_passwords_and_queries() {
     let plain = Url::parse("http://127.0.0.1:9000/assistants").unwrap();
     assert_eq!(redact_url(&plain), "http://127.0.0.1:9000/assistants");
 }
+
+#[test]
+fn signing_secrets_are_checked_and_never_shown() {
+    let mut s = spec("http://127.0.0.1/");
+    s.signing_secrets = vec![
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        "whsec_hunter2!".into(),
+    ];
+    let e = error_of(&s);
+    assert!(
+        e.contains("signing secret number 2") && e.contains("base64") && !e.contains("hunter2"),
+        "{e}"
+    );
+    s.signing_secrets.truncate(1);
+    s.validate().unwrap();
+    let shown = format!("{s:?}");
+    assert!(
+        !shown.contains("MfKQ9r8") && shown.contains("signing_secrets: 1"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn signing_reserves_the_standard_webhooks_headers() {
+    for name in ["webhook-id", "Webhook-Timestamp", "webhook-signature"] {
+        let mut s = spec("http://127.0.0.1/");
+        s.headers = vec![(name.into(), "x".into())];
+        // Free without a secret, as before signing existed.
+        s.validate().unwrap();
+        s.signing_secrets = vec!["whsec_YQ==".into()];
+        let e = error_of(&s);
+        assert!(
+            e.contains(name) && e.contains("set by whereby-trigger"),
+            "{e}"
+        );
+    }
+}
