@@ -509,11 +509,11 @@ fn one_assistant_per_session_started_forwarded_printed_and_stopped() {
     // While it runs the session is claimed: no second assistant.
     assert_eq!(
         server.send("assistant.requested", "e2e-requested-1", &[]),
-        "not_matched"
+        "suppressed"
     );
     assert_eq!(
         server.send("room.session.started", "e2e-started-2", &[]),
-        "not_matched"
+        "suppressed"
     );
     server
         .stderr
@@ -593,10 +593,11 @@ fn the_meeting_scenario_gets_one_assistant_for_its_session() {
             ("room.client.joined", "not_matched"),
             ("room.session.started", "triggered"),
             // Same session: suppressed by the claim.
-            ("assistant.requested", "not_matched"),
+            ("assistant.requested", "suppressed"),
             ("room.client.left", "not_matched"),
             ("room.client.left", "not_matched"),
-            ("room.session.ended", "not_matched"),
+            // Its `stop_on` stops the assistant.
+            ("room.session.ended", "stopped"),
         ],
     );
     receiver.wait_for(2);
@@ -831,7 +832,7 @@ fn a_reload_keeps_running_assistants_and_their_claims() {
     // The reload adds `stdout`; the session stays claimed, the assistant runs.
     dir.write("whereby-trigger.toml", &trigger("stdout = true\n"));
     server.reload("config reloaded");
-    assert_eq!(server.send("assistant.requested", "r1", &[]), "not_matched");
+    assert_eq!(server.send("assistant.requested", "r1", &[]), "suppressed");
     assert!(ASSISTANT.alive(first.pid));
     assert!(!term_marker(&procs, first.pid).exists());
 
@@ -1139,7 +1140,7 @@ fn sigterm_stops_every_assistant_and_exits_0() {
     );
     assert_eq!(
         server.send("room.client.joined", "j-a2", &["--room-name", "/room-a"]),
-        "not_matched",
+        "suppressed",
         "room-a is claimed while its assistant runs"
     );
     assert_eq!(server.send("assistant.requested", "r-1", &[]), "triggered");
@@ -1265,7 +1266,7 @@ fn past_max_running_when_full_drop_refuses_a_start_and_frees_its_room() {
     // again), where a held claim would have suppressed it. A stays claimed.
     assert_eq!(join("j-b2", "/room-b"), "triggered");
     dropped("j-b2");
-    assert_eq!(join("j-a2", "/room-a"), "not_matched");
+    assert_eq!(join("j-a2", "/room-a"), "suppressed");
 
     // The dropped deliveries are done: they leave the outbox, neither dead nor
     // pending, while A's (running) stays pending.
