@@ -130,6 +130,11 @@ impl Rejection {
             Rejection::Panicked { .. } => {
                 "the server failed while handling the webhook; see the server log".to_owned()
             }
+            // Someone testing by hand sends unsigned requests: say how to sign.
+            Rejection::Request(ExtractError::Signature(SignatureError::Missing)) => format!(
+                "{self}: this server checks signatures; sign the body with the webhook's \
+                 secret (`whereby-trigger send` signs with --secret or WHEREBY_WEBHOOK_SECRET)"
+            ),
             // Payloads from before 2025 have no subdomain: say how to give one.
             Rejection::Request(ExtractError::Parse(ParseFailure::Body(
                 whereby_webhook::ParseError::NoSubdomain,

@@ -131,6 +131,51 @@ fn the_secret_can_come_from_the_environment() {
 }
 
 #[test]
+fn serve_says_where_its_secrets_came_from_and_a_401_how_to_sign() {
+    // The quick start's secret still exported, and a file that allows unsigned
+    // webhooks: the secret wins, and the log says so in one line.
+    let dir = TempDir::new("cli-secret-source");
+    let config = dir.write(
+        "stdout.toml",
+        "[verify]\nallow_unsigned = true\n\n[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\n",
+    );
+    let mut base = command();
+    base.env("WHEREBY_WEBHOOK_SECRET", SECRET);
+    let server = Server::start_from(base, ["--config", config.to_str().unwrap()]);
+    let line = server.stderr.wait_line("the signature line", 0, |l| {
+        l.contains("signatures checked")
+    });
+    assert!(line.contains("from WHEREBY_WEBHOOK_SECRET"), "{line}");
+    assert!(line.contains("allow_unsigned has no effect"), "{line}");
+    assert!(!line.contains(SECRET), "{line}");
+    let unsigned = send(&["room.client.joined", "--unsigned", "--to", &server.url()]);
+    let out = text(&unsigned.stdout);
+    assert!(out.contains("signature_missing"), "{out}");
+    assert!(out.contains("--secret or WHEREBY_WEBHOOK_SECRET"), "{out}");
+    drop(server);
+
+    // Secrets from the file are named by the file; none at all is a warning.
+    let signed = dir.write(
+        "signed.toml",
+        &format!("[verify]\nsecrets = [\"{SECRET}\"]\n\n[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\n"),
+    );
+    let server = Server::start(&["--config", signed.to_str().unwrap()]);
+    let line = server.stderr.wait_line("the signature line", 0, |l| {
+        l.contains("signatures checked")
+    });
+    assert!(
+        line.contains("1 secret(s) from [verify] secrets in"),
+        "{line}"
+    );
+    assert!(line.contains("signed.toml"), "{line}");
+    drop(server);
+    let server = Server::start(&["--allow-unsigned"]);
+    server.stderr.wait_line("the unsigned warning", 0, |l| {
+        l.contains("signatures NOT checked")
+    });
+}
+
+#[test]
 fn serve_refuses_to_start_without_a_secret() {
     let out = command()
         .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
