@@ -433,3 +433,48 @@ fn a_default_subdomain_that_is_not_a_dns_label_is_refused_at_start() {
     let err = text(&out.stderr);
     assert!(err.contains("acme.evil.com"), "{err}");
 }
+
+#[test]
+fn init_writes_a_starter_config_that_check_accepts_and_never_overwrites() {
+    let dir = TempDir::new("cli-init");
+    let path = dir.path().join("whereby-trigger.toml");
+    let init = || {
+        command()
+            .args(["init", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let first = init();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.starts_with('#'), "a commented file: {written}");
+
+    let check = command()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    assert!(
+        text(&check.stdout).contains("OK"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    // A second init leaves the (perhaps edited) file alone.
+    std::fs::write(&path, "# mine\n").unwrap();
+    let again = init();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+}
