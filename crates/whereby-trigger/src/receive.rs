@@ -91,6 +91,7 @@ impl IntoResponse for Outcome {
 }
 
 pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
+    let webhook_path: Arc<str> = Arc::from(path);
     let webhook = get(|| async { StatusCode::OK })
         .post(receive)
         .fallback(|| async { Rejection::MethodNotAllowed });
@@ -98,7 +99,7 @@ pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
         .route(path, webhook)
         .route(HEALTH_PATH, get(health))
         .route(READY_PATH, get(ready))
-        .fallback(|| async { Rejection::NotFound })
+        .fallback(move || async move { Rejection::NotFound { webhook_path } })
         .with_state(app)
 }
 

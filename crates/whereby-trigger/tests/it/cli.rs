@@ -478,3 +478,37 @@ fn init_writes_a_starter_config_that_check_accepts_and_never_overwrites() {
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
 }
+
+#[test]
+fn send_refuses_an_unknown_type_unless_type_any_and_a_wrong_path_is_named() {
+    let server = Server::start(&["--allow-unsigned", "--on", "room.client.joined"]);
+    let typo = send(&["room.client.joind", "--to", &server.url()]);
+    assert_eq!(typo.status.code(), Some(2), "{}", text(&typo.stdout));
+    let err = text(&typo.stderr);
+    assert!(err.contains("did you mean `room.client.joined`"), "{err}");
+    assert!(err.contains("--type-any"), "{err}");
+    assert!(!text(&typo.stdout).contains("HTTP"), "nothing was posted");
+
+    let any = send(&["meeting.renamed", "--type-any", "--to", &server.url()]);
+    assert!(any.status.success(), "{}", text(&any.stderr));
+    assert!(
+        text(&any.stdout).contains("ignored"),
+        "{}",
+        text(&any.stdout)
+    );
+
+    // A wrong path: the 404 says where webhooks go.
+    let wrong = send(&[
+        "room.client.joined",
+        "--to",
+        &format!("{}webhook", server.url()),
+    ]);
+    let out = text(&wrong.stdout);
+    assert!(out.contains("HTTP 404"), "{out}");
+    assert!(out.contains("webhooks are delivered to /"), "{out}");
+
+    // The log is written without colour codes when stderr is not a terminal.
+    let stopped = server.stop();
+    let log = stopped.stderr.join("\n");
+    assert!(!log.contains('\u{1b}'), "{log}");
+}
