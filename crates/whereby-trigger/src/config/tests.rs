@@ -95,6 +95,20 @@ fn secrets_never_show() {
 }
 
 #[test]
+fn the_summary_writes_durations_as_people_do() {
+    let summary = Config::from_toml(FULL, &env).unwrap().summary();
+    for written in [
+        "lease 12h",
+        "timeout 4h",
+        "head within 10s",
+        "body within 3s",
+    ] {
+        assert!(summary.contains(written), "no {written:?} in {summary}");
+    }
+    assert!(!summary.contains("43200s"), "{summary}");
+}
+
+#[test]
 fn blank_secrets_are_refused_naming_their_line() {
     let env = |name: &str| match name {
         "EMPTY" => Some(String::new()),
