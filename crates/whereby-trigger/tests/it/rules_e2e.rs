@@ -104,6 +104,11 @@ impl Serve for Server {
         let to = self.url();
         let mut args = vec!["--scenario", "meeting", "--to", &to, "--secret", SECRET];
         args.extend_from_slice(extra);
+        // Unpaced unless a test asks for a pace: the tests need speed, not a
+        // meeting's rhythm.
+        if !extra.contains(&"--pace") {
+            args.extend(["--pace", "0"]);
+        }
         let out = send(&args);
         assert_eq!(
             out.status.code(),

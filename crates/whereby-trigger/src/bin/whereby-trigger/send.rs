@@ -27,6 +27,12 @@ use scenario::{Scenario, Settings};
 /// keeps a stuck server from hanging the run.
 const SCENARIO_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default `--pace` of a scenario: a few hundred milliseconds, so that an
+/// assistant the session's start launched runs (and prints) before the end
+/// of the session stops it, instead of getting SIGTERM milliseconds after it
+/// started.
+const DEFAULT_PACE: &str = "300ms";
+
 /// The arguments that make `send` post one event, which the scenario-only flags
 /// conflict with. Saying so explicitly matters: clap drops a `requires` whose
 /// target (here `--scenario`) conflicts with an argument that is present, so
@@ -121,11 +127,13 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "S", requires = "shuffle", conflicts_with_all = ONE_EVENT)]
     seed: Option<u64>,
 
-    /// With --scenario: wait this long between two deliveries, e.g. 500ms.
+    /// With --scenario: wait this long between two deliveries, as a real
+    /// meeting does (an assistant started by one event has time to show its
+    /// output before the next stops it); 0 sends them all at once.
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "0s",
+        default_value = DEFAULT_PACE,
         value_parser = parse_duration,
         requires = "scenario",
         conflicts_with_all = ONE_EVENT
