@@ -512,3 +512,31 @@ fn send_refuses_an_unknown_type_unless_type_any_and_a_wrong_path_is_named() {
     let log = stopped.stderr.join("\n");
     assert!(!log.contains('\u{1b}'), "{log}");
 }
+
+#[test]
+fn outbox_says_no_store_only_when_there_is_none() {
+    let dir = TempDir::new("cli-outbox");
+    let list = |data: &std::path::Path| {
+        command()
+            .args(["outbox", "list", "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    let none = list(&dir.path().join("nothing-here"));
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("no store"),
+        "{}",
+        text(&none.stderr)
+    );
+
+    // A file where the data directory should be: the store cannot be read,
+    // which is not the same as there being none.
+    let file = dir.write("not-a-dir", "");
+    let unreadable = list(&file);
+    assert!(!unreadable.status.success());
+    let err = text(&unreadable.stderr);
+    assert!(!err.contains("no store"), "{err}");
+    assert!(err.contains("cannot read the store"), "{err}");
+}

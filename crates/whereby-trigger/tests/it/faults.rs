@@ -979,8 +979,22 @@ fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     assert!(line.contains("400"), "{line}");
     assert!(line.contains("trigger=notify"), "{line}");
     assert!(line.contains("kind=forward"), "{line}");
+    // The one attempt made is counted, as the error says.
+    assert!(line.contains("attempts=1 "), "{line}");
     let id = delivery_id(&line);
     assert_eq!(target.received().len(), 1);
+    let json: serde_json::Value =
+        serde_json::from_str(&outbox_ok(&data, &["list", "--json"])).expect("--json is JSON");
+    let listed = &json.as_array().expect("an array")[0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["status"], "dead");
+    assert_eq!(listed["attempts"], 1);
+    assert!(
+        listed["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("400")
+    );
 
     // The target is fixed; `outbox retry ID` while the server runs.
     target.always((200, None));
