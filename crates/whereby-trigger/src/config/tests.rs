@@ -712,3 +712,23 @@ stdout = true
         )]
     );
 }
+
+#[cfg(feature = "cel")]
+#[test]
+fn a_when_naming_a_field_its_types_lack_is_refused_at_load_with_a_suggestion() {
+    let toml = "[verify]\nallow_unsigned = true\n\n[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nwhen = 'data.numClient >= 2'\nstdout = true\n";
+    let e = Config::from_toml(toml, &env).unwrap_err().errors;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, Some(7), "{e:?}");
+    assert!(
+        e[0].message.starts_with("trigger `t`: when: ") || e[0].message.contains("when: "),
+        "{e:?}"
+    );
+    assert!(
+        e[0].message.contains("did you mean `data.numClients`?"),
+        "{e:?}"
+    );
+    // The right spelling loads.
+    let fixed = toml.replace("numClient ", "numClients ");
+    assert!(Config::from_toml(&fixed, &env).is_ok());
+}

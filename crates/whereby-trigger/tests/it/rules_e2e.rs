@@ -362,9 +362,28 @@ fn check_rejects_broken_configs_naming_file_line_and_trigger() {
             toml: one_trigger(
                 "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.numGuests - 1 > 0'\n",
             ),
-            lines: vec![3, 4],
+            // Refused at load: no room.client.joined payload has the field.
+            lines: vec![7],
             trigger: Some("scribe-7"),
-            needle: "No such key: numGuests",
+            needle: "`data.numGuests` is not a field of room.client.joined webhooks",
+        },
+        Broken {
+            file: "cel-field-typo.toml",
+            toml: one_trigger(
+                "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.numClient >= 2'\n",
+            ),
+            lines: vec![7],
+            trigger: Some("scribe-7"),
+            needle: "did you mean `data.numClients`?",
+        },
+        Broken {
+            file: "cel-syntax-caret.toml",
+            toml: one_trigger(
+                "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.roleName = \"host\"'\n",
+            ),
+            lines: vec![7],
+            trigger: Some("scribe-7"),
+            needle: "(column 15)\n    data.roleName = \"host\"\n                  ^",
         },
         Broken {
             file: "cel-compared-across-types.toml",
@@ -688,7 +707,7 @@ stdout = true
 [[trigger]]
 name = "broken-at-run-time"
 on = ["room.client.joined"]
-when = 'data.noSuchField == 1'
+when = 'data.numClientsByRoleName.noSuchRole == 1'
 stdout = true
 "#
         ),
