@@ -1,6 +1,7 @@
 //! How a refused request is answered: one place turns every failure of the
 //! pipeline into a status code and a JSON body that says what was wrong.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -36,9 +37,13 @@ pub enum Rejection {
     /// The webhook path was asked with a method other than POST or GET.
     #[error("method not allowed: use POST to deliver a webhook")]
     MethodNotAllowed,
-    /// No route matches the path.
-    #[error("not found")]
-    NotFound,
+    /// No route matches the path. The answer names the webhook path, since a
+    /// sender that got it wrong needs nothing else to fix it.
+    #[error("not found: webhooks are delivered to {webhook_path}")]
+    NotFound {
+        /// The path the server receives webhooks on.
+        webhook_path: Arc<str>,
+    },
     /// The request was not answered within the request deadline; it was
     /// abandoned, and nothing it did was remembered.
     #[error("the webhook was not answered within {deadline:?}; retry it")]
@@ -75,7 +80,7 @@ impl Rejection {
             Rejection::Evaluate(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::Host(_) => StatusCode::BAD_REQUEST,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::NotFound { .. } => StatusCode::NOT_FOUND,
             Rejection::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Deadline { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,7 +109,7 @@ impl Rejection {
             Rejection::Host(HostError::Missing) => "host_missing",
             Rejection::Host(_) => "host_invalid",
             Rejection::MethodNotAllowed => "method_not_allowed",
-            Rejection::NotFound => "not_found",
+            Rejection::NotFound { .. } => "not_found",
             Rejection::Store(_) => "store_unavailable",
             Rejection::Deadline { .. } => "deadline",
             Rejection::Panicked { .. } => "internal_error",
@@ -130,6 +135,11 @@ impl Rejection {
             Rejection::Panicked { .. } => {
                 "the server failed while handling the webhook; see the server log".to_owned()
             }
+            // Someone testing by hand sends unsigned requests: say how to sign.
+            Rejection::Request(ExtractError::Signature(SignatureError::Missing)) => format!(
+                "{self}: this server checks signatures; sign the body with the webhook's \
+                 secret (`whereby-trigger send` signs with --secret or WHEREBY_WEBHOOK_SECRET)"
+            ),
             // Payloads from before 2025 have no subdomain: say how to give one.
             Rejection::Request(ExtractError::Parse(ParseFailure::Body(
                 whereby_webhook::ParseError::NoSubdomain,

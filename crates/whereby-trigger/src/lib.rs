@@ -59,6 +59,8 @@
 //! | predicate false, or none for the type | 200 `{"outcome":"not_matched"}` |
 //! | a type the Trigger does not evaluate | 200 `{"outcome":"ignored"}` |
 //! | an id already answered or being evaluated | 200 `{"outcome":"duplicate"}` |
+//! | a config trigger matched but its claim is held (nothing fired) | 200 `{"outcome":"suppressed"}` |
+//! | a `stop_on` / `stop_when` stopped an assistant (nothing fired) | 200 `{"outcome":"stopped"}` |
 //! | unreadable webhook; no `id`, `type` or `data.roomName`; no `data.subdomain` and no [default](TriggerBuilder::default_subdomain); room fields that would leave the URL | 400 `{"error": …, "field": …}` |
 //! | any other field missing or of another JSON type | as if absent: evaluated as usual |
 //! | HTTP/1.1 without `Host`, two `Host`s, or one that is not `host[:port]` | 400 `host_missing` / `host_invalid` |

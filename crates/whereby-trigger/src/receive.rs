@@ -55,6 +55,11 @@ pub enum Outcome {
     Ignored,
     /// The id was answered before, or is being evaluated right now.
     Duplicate,
+    /// A config trigger matched, but its `once_per` claim was already held, so
+    /// no second assistant started (and nothing else fired).
+    Suppressed,
+    /// A `stop_on` or `stop_when` stopped an assistant (and nothing fired).
+    Stopped,
 }
 
 impl Outcome {
@@ -65,6 +70,8 @@ impl Outcome {
             Outcome::NotMatched => r#"{"outcome":"not_matched"}"#,
             Outcome::Ignored => r#"{"outcome":"ignored"}"#,
             Outcome::Duplicate => r#"{"outcome":"duplicate"}"#,
+            Outcome::Suppressed => r#"{"outcome":"suppressed"}"#,
+            Outcome::Stopped => r#"{"outcome":"stopped"}"#,
         }
     }
 }
@@ -84,6 +91,7 @@ impl IntoResponse for Outcome {
 }
 
 pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
+    let webhook_path: Arc<str> = Arc::from(path);
     let webhook = get(|| async { StatusCode::OK })
         .post(receive)
         .fallback(|| async { Rejection::MethodNotAllowed });
@@ -91,7 +99,7 @@ pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
         .route(path, webhook)
         .route(HEALTH_PATH, get(health))
         .route(READY_PATH, get(ready))
-        .fallback(|| async { Rejection::NotFound })
+        .fallback(move || async move { Rejection::NotFound { webhook_path } })
         .with_state(app)
 }
 
@@ -350,13 +358,30 @@ fn finish(
                 "{verdict}"
             );
         }
+        // The answer tells what the webhook did, most telling first: a start
+        // beats a stop, a stop beats a start that a held claim suppressed, so
+        // that `not_matched` means "nothing happened".
         if rules.fired() {
             outcome = Outcome::Triggered;
+        } else if outcome == Outcome::Triggered {
+            // A typed predicate matched: its event was dispatched.
+        } else if rules
+            .verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Stopped { .. }))
+        {
+            outcome = Outcome::Stopped;
+        } else if rules
+            .verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::Suppressed { .. }))
+        {
+            outcome = Outcome::Suppressed;
         } else if outcome == Outcome::Ignored
             && rules
                 .verdicts
                 .iter()
-                .any(|v| matches!(v, Verdict::NotMatched { .. } | Verdict::Suppressed { .. }))
+                .any(|v| matches!(v, Verdict::NotMatched { .. }))
         {
             // A type without a typed predicate that a rule names is evaluated.
             outcome = Outcome::NotMatched;

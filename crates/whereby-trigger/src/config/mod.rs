@@ -49,7 +49,7 @@ use crate::limits::Limits;
 #[cfg(feature = "cel")]
 use crate::rules::cel::When;
 use crate::state::claims::OncePer;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{format_duration, parse_duration, parse_size};
 
 pub use crate::state::claims::DEFAULT_LEASE;
 
@@ -305,14 +305,14 @@ impl Config {
         });
         let limits = self.server.limits();
         out.push_str(&format!(
-            "limits: head within {:?} and at most {} bytes, body within {:?}, answer within {:?}, \
-             {} connection(s), keep-alive {:?}\n",
-            limits.header_read_timeout,
+            "limits: head within {} and at most {} bytes, body within {}, answer within {}, \
+             {} connection(s), keep-alive {}\n",
+            format_duration(limits.header_read_timeout),
             limits.max_header_bytes,
-            limits.body_read_timeout,
-            limits.request_deadline,
+            format_duration(limits.body_read_timeout),
+            format_duration(limits.request_deadline),
             limits.max_connections,
-            limits.keep_alive_idle,
+            format_duration(limits.keep_alive_idle),
         ));
         out.push_str(&format!("{} trigger(s)\n", self.triggers.len()));
         for t in &self.triggers {
@@ -328,9 +328,9 @@ impl Config {
                 out.push_str(&format!("    when {}\n", when.source()));
             }
             out.push_str(&format!(
-                "    once per {}, lease {}s",
+                "    once per {}, lease {}",
                 t.once_per,
-                t.lease.as_secs()
+                format_duration(t.lease)
             ));
             if *t.claim != *t.name {
                 out.push_str(&format!(", claim `{}`", t.claim));
@@ -347,15 +347,15 @@ impl Config {
             if let Some(after) = t.stop_after {
                 out.push_str(&format!(
                     "    stop after {} (cancelled if the reason no longer holds)\n",
-                    crate::units::format_duration(after)
+                    format_duration(after)
                 ));
             }
             if let Some(run) = &t.run {
                 let argv: Vec<String> = run.command.iter().map(ToString::to_string).collect();
                 out.push_str(&format!(
-                    "    run {:?} (timeout {}s, at most {} at once, {})\n",
+                    "    run {:?} (timeout {}, at most {} at once, {})\n",
                     argv,
-                    run.timeout.as_secs(),
+                    format_duration(run.timeout),
                     run.max_running,
                     match run.when_full {
                         WhenFull::Wait => "further starts wait",

@@ -95,6 +95,20 @@ fn secrets_never_show() {
 }
 
 #[test]
+fn the_summary_writes_durations_as_people_do() {
+    let summary = Config::from_toml(FULL, &env).unwrap().summary();
+    for written in [
+        "lease 12h",
+        "timeout 4h",
+        "head within 10s",
+        "body within 3s",
+    ] {
+        assert!(summary.contains(written), "no {written:?} in {summary}");
+    }
+    assert!(!summary.contains("43200s"), "{summary}");
+}
+
+#[test]
 fn blank_secrets_are_refused_naming_their_line() {
     let env = |name: &str| match name {
         "EMPTY" => Some(String::new()),
@@ -787,4 +801,25 @@ fn a_signed_forward_reserves_the_standard_webhooks_headers() {
     // Unsigned, the names are free, as they were before signing existed.
     let unsigned = "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nforward = { url = \"http://127.0.0.1:9/a\", headers = { webhook-id = \"x\" } }\n";
     Config::from_toml(unsigned, &env).unwrap();
+}
+
+#[cfg(feature = "cel")]
+#[test]
+fn a_when_naming_a_field_its_types_lack_is_refused_at_load_with_a_suggestion() {
+    let toml = "[verify]\nallow_unsigned = true\n\n[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nwhen = 'data.numClient >= 2'\nstdout = true\n";
+    let e = Config::from_toml(toml, &env).unwrap_err().errors;
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, Some(7), "{e:?}");
+    assert!(
+        e[0].message
+            .contains("when: `data.numClient` is not a field"),
+        "{e:?}"
+    );
+    assert!(
+        e[0].message.contains("did you mean `data.numClients`?"),
+        "{e:?}"
+    );
+    // The right spelling loads.
+    let fixed = toml.replace("numClient ", "numClients ");
+    assert!(Config::from_toml(&fixed, &env).is_ok());
 }

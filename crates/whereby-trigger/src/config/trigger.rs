@@ -168,11 +168,11 @@ pub(super) fn trigger_config(
     #[cfg(feature = "cel")]
     let when = raw
         .when
-        .and_then(|when| compile_when("when", &when, lines, problems));
+        .and_then(|when| compile_when("when", &when, Some(on.as_slice()), lines, problems));
     #[cfg(feature = "cel")]
     let stop_when = raw
         .stop_when
-        .and_then(|when| compile_when("stop_when", &when, lines, problems));
+        .and_then(|when| compile_when("stop_when", &when, None, lines, problems));
 
     (problems.len() == start).then(|| TriggerConfig {
         name: Arc::from(raw.name.into_inner()),
@@ -215,6 +215,9 @@ fn missing_feature(key: &str, feature: &str) -> String {
 fn compile_when(
     key: &str,
     when: &Spanned<String>,
+    // The types a `when` is evaluated on, to check the `data.FIELD`s it names;
+    // `None` for `stop_when`, which runs after an event of any type.
+    on: Option<&[AnyEventType]>,
     lines: &Lines<'_>,
     problems: &mut Vec<(usize, String)>,
 ) -> Option<Arc<When>> {
@@ -225,13 +228,23 @@ fn compile_when(
         .iter()
         .any(|quote| opening.starts_with(quote));
     let when_line = lines.of(when.span().start) + usize::from(skipped);
-    When::compile(when.get_ref())
+    let compiled = When::compile(when.get_ref())
         .map(Arc::new)
         .map_err(|err| {
             let line = when_line + err.line.map_or(0, |l| l.saturating_sub(1));
             problems.push((line, format!("{key}: {}", err.message)));
         })
-        .ok()
+        .ok()?;
+    let unknown = on.map_or_else(Vec::new, |on| {
+        crate::rules::cel::unknown_data_fields(&compiled, on)
+    });
+    if !unknown.is_empty() {
+        for problem in unknown {
+            problems.push((when_line, format!("{key}: {problem}")));
+        }
+        return None;
+    }
+    Some(compiled)
 }
 
 fn run_spec(

@@ -144,11 +144,20 @@ impl When {
     fn compile_here(source: &str) -> Result<When, WhenError> {
         let program = ENV.compile(source).map_err(|errors| {
             let first = errors.errors.first();
+            let line = first
+                .and_then(|e| usize::try_from(e.pos.0).ok())
+                .filter(|l| *l > 0);
+            // 1-based, as the parser counts (0 when it cannot tell).
+            let column = first
+                .and_then(|e| usize::try_from(e.pos.1).ok())
+                .filter(|c| *c > 0);
+            let message = first.map_or_else(|| errors.to_string(), |e| e.msg.clone());
             WhenError {
-                line: first
-                    .and_then(|e| usize::try_from(e.pos.0).ok())
-                    .filter(|l| *l > 0),
-                message: first.map_or_else(|| errors.to_string(), |e| e.msg.clone()),
+                line,
+                message: match (line, column) {
+                    (Some(line), Some(column)) => with_caret(&message, source, line, column),
+                    _ => message,
+                },
             }
         })?;
         let mut free = BTreeSet::new();
@@ -339,6 +348,144 @@ fn literal_kind(literal: &cel::common::ast::LiteralValue) -> &'static str {
         L::Boolean(_) => "a boolean",
         L::Null => "null",
         L::Bytes(_) => "bytes",
+    }
+}
+
+/// `message`, the column (1-based, as given) and the expression's line with a caret
+/// under that column: the parser's own words ("token recognition error at:
+/// '= '") do not say where, and an expression is short enough to show.
+fn with_caret(message: &str, source: &str, line: usize, column: usize) -> String {
+    let Some(text) = source.lines().nth(line - 1) else {
+        return message.to_owned();
+    };
+    // The column counts characters; the caret is placed under the same one.
+    let pad: String = text
+        .chars()
+        .take(column - 1)
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!("{message} (column {column})\n    {text}\n    {pad}^")
+}
+
+/// The `data.FIELD`s `when` names that no documented payload of any of
+/// `types` has, each with the nearest known field as a suggestion: a typo
+/// such as `data.numClient` would otherwise fail at run time on every event
+/// ("No such key") and count as false. Empty when one of `types` has no
+/// documented payload (its fields cannot be known), and for names a macro
+/// binds. Fields of the samples and of every shape Whereby has sent count.
+pub fn unknown_data_fields(when: &When, types: &[whereby_webhook::AnyEventType]) -> Vec<String> {
+    use whereby_webhook::sample::{SHAPES, sample};
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    for event_type in types {
+        let name = event_type.as_str();
+        let bodies = sample(name).into_iter().chain(
+            SHAPES
+                .iter()
+                .filter(|shape| shape.event_type == name)
+                .map(|shape| shape.body),
+        );
+        let mut documented = false;
+        for body in bodies {
+            let data = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("data").and_then(|d| d.as_object()).cloned());
+            if let Some(data) = data {
+                known.extend(data.keys().cloned());
+                documented = true;
+            }
+        }
+        if !documented {
+            return Vec::new();
+        }
+    }
+    let mut named = BTreeSet::new();
+    data_fields(when.program.expression(), &mut Vec::new(), &mut named);
+    let types: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+    named
+        .into_iter()
+        .filter(|field| !known.contains(*field))
+        .map(|field| {
+            let hint = crate::util::closest(field, known.iter().map(String::as_str))
+                .map(|near| format!("did you mean `data.{near}`? "))
+                .unwrap_or_default();
+            format!(
+                "`data.{field}` is not a field of {} webhooks; {hint}(known: {})",
+                types.join(" or "),
+                known
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect()
+}
+
+/// Collects `FIELD` of every `data.FIELD` in `expr` (`has(data.FIELD)`
+/// included), where `data` is the webhook's and not a macro's variable.
+fn data_fields<'a>(expr: &'a IdedExpr, bound: &mut Vec<&'a str>, out: &mut BTreeSet<&'a str>) {
+    match &expr.expr {
+        Expr::Select(select) => {
+            if let Expr::Ident(name) = &select.operand.expr
+                && name == "data"
+                && !bound.contains(&"data")
+            {
+                out.insert(&select.field);
+            }
+            data_fields(&select.operand, bound, out);
+        }
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                data_fields(target, bound, out);
+            }
+            for arg in &call.args {
+                data_fields(arg, bound, out);
+            }
+        }
+        Expr::Comprehension(comp) => {
+            data_fields(&comp.iter_range, bound, out);
+            data_fields(&comp.accu_init, bound, out);
+            let depth = bound.len();
+            bound.push(&comp.iter_var);
+            if let Some(second) = &comp.iter_var2 {
+                bound.push(second);
+            }
+            bound.push(&comp.accu_var);
+            data_fields(&comp.loop_cond, bound, out);
+            data_fields(&comp.loop_step, bound, out);
+            data_fields(&comp.result, bound, out);
+            bound.truncate(depth);
+        }
+        Expr::List(list) => {
+            for element in &list.elements {
+                data_fields(element, bound, out);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                entry_data_fields(&entry.expr, bound, out);
+            }
+        }
+        Expr::Struct(st) => {
+            for entry in &st.entries {
+                entry_data_fields(&entry.expr, bound, out);
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+fn entry_data_fields<'a>(
+    entry: &'a EntryExpr,
+    bound: &mut Vec<&'a str>,
+    out: &mut BTreeSet<&'a str>,
+) {
+    match entry {
+        EntryExpr::StructField(field) => data_fields(&field.value, bound, out),
+        EntryExpr::MapEntry(pair) => {
+            data_fields(&pair.key, bound, out);
+            data_fields(&pair.value, bound, out);
+        }
     }
 }
 
@@ -724,6 +871,41 @@ mod tests {
             "{err}"
         );
         assert!(When::compile("").is_err());
+    }
+
+    #[test]
+    fn a_syntax_error_shows_its_column_with_a_caret() {
+        let err = When::compile("data.roleName = \"host\"").unwrap_err();
+        assert_eq!(err.line, Some(1), "{err:?}");
+        let lines: Vec<&str> = err.message.lines().collect();
+        assert!(lines[0].contains("(column "), "{err}");
+        assert_eq!(lines.len(), 3, "{err}");
+        let caret = lines[2].find('^').expect("a caret");
+        // Under the `=` (the expression is indented as the caret is).
+        assert_eq!(&lines[1][caret..=caret], "=", "{err}");
+    }
+
+    #[test]
+    fn unknown_data_fields_are_named_with_a_suggestion() {
+        let joined = ["room.client.joined".parse().unwrap()];
+        let when = When::compile("data.numClient >= 2 && has(data.roleName)").unwrap();
+        let problems = unknown_data_fields(&when, &joined);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("`data.numClient`"), "{problems:?}");
+        assert!(
+            problems[0].contains("did you mean `data.numClients`"),
+            "{problems:?}"
+        );
+        // A field of any listened-to type is known; a macro's `data` is its own.
+        let both = [
+            "room.client.joined".parse().unwrap(),
+            "assistant.requested".parse().unwrap(),
+        ];
+        let fine = When::compile("data.roomName != \"\" && [1].exists(data, data > 0)").unwrap();
+        assert!(unknown_data_fields(&fine, &both).is_empty());
+        // An undocumented type's fields cannot be known: nothing is said.
+        let other = ["meeting.renamed".parse().unwrap()];
+        assert!(unknown_data_fields(&when, &other).is_empty());
     }
 
     #[test]

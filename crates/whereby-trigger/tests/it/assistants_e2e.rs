@@ -247,7 +247,7 @@ fn stop_when_without_stop_after_stops_the_assistant_at_once() {
         "host",
         json!({"recorder": 1}),
     );
-    assert_eq!(outcome(&server, &left), "not_matched");
+    assert_eq!(outcome(&server, &left), "stopped");
     let (_, line) = log_line(
         &server,
         0,
@@ -415,7 +415,7 @@ fn a_human_rejoining_cancels_the_pending_stop_and_the_assistant_keeps_running() 
         "host",
         json!({"host": 1, "assistant": 1}),
     );
-    assert_eq!(outcome(&server, &back), "not_matched");
+    assert_eq!(outcome(&server, &back), "suppressed");
     let (cancelled, line) = log_line(
         &server,
         scheduled,
@@ -484,7 +484,7 @@ stop_after = "30s"
     // The session starts again (newer than the end): the stop is off, and
     // the start is suppressed by the claim of the assistant still running.
     let again = webhook("room.session.started", "s-2", 3, json!({}));
-    assert_eq!(outcome(&server, &again), "not_matched");
+    assert_eq!(outcome(&server, &again), "suppressed");
     let (_, line) = log_line(
         &server,
         scheduled,
@@ -666,7 +666,7 @@ fn two_triggers_sharing_a_claim_start_one_assistant_per_room() {
         "visitor",
         json!({"visitor": 1}),
     );
-    assert_eq!(outcome(&server, &join), "not_matched");
+    assert_eq!(outcome(&server, &join), "suppressed");
     let (_, line) = log_line(
         &server,
         0,
@@ -1237,7 +1237,7 @@ fn the_readme_visit_example_starts_on_an_invitation_in_a_room_not_yet_seen() {
         "host",
         json!({"host": 1}),
     );
-    assert_eq!(outcome(&server, &host), "not_matched");
+    assert_eq!(outcome(&server, &host), "suppressed");
     let own = client(
         "room.client.joined",
         "j-assistant",
@@ -1246,7 +1246,7 @@ fn the_readme_visit_example_starts_on_an_invitation_in_a_room_not_yet_seen() {
         "assistant",
         json!({"host": 1, "assistant": 1}),
     );
-    assert_eq!(outcome(&server, &own), "not_matched");
+    assert_eq!(outcome(&server, &own), "suppressed");
     log_line(
         &server,
         0,
@@ -1308,7 +1308,7 @@ fn the_readme_visit_example_with_the_host_first_stops_after_the_last_human() {
         2,
         json!({"roomName": "/visit-7"}),
     );
-    assert_eq!(outcome(&server, &invite), "not_matched");
+    assert_eq!(outcome(&server, &invite), "suppressed");
     log_line(
         &server,
         0,
@@ -1321,7 +1321,7 @@ fn the_readme_visit_example_with_the_host_first_stops_after_the_last_human() {
         "assistant",
         json!({"host": 1, "assistant": 1}),
     );
-    assert_eq!(outcome(&server, &own), "not_matched");
+    assert_eq!(outcome(&server, &own), "suppressed");
     log_line(
         &server,
         0,

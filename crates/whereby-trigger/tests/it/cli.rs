@@ -131,6 +131,51 @@ fn the_secret_can_come_from_the_environment() {
 }
 
 #[test]
+fn serve_says_where_its_secrets_came_from_and_a_401_how_to_sign() {
+    // The quick start's secret still exported, and a file that allows unsigned
+    // webhooks: the secret wins, and the log says so in one line.
+    let dir = TempDir::new("cli-secret-source");
+    let config = dir.write(
+        "stdout.toml",
+        "[verify]\nallow_unsigned = true\n\n[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\n",
+    );
+    let mut base = command();
+    base.env("WHEREBY_WEBHOOK_SECRET", SECRET);
+    let server = Server::start_from(base, ["--config", config.to_str().unwrap()]);
+    let line = server.stderr.wait_line("the signature line", 0, |l| {
+        l.contains("signatures checked")
+    });
+    assert!(line.contains("from WHEREBY_WEBHOOK_SECRET"), "{line}");
+    assert!(line.contains("allow_unsigned has no effect"), "{line}");
+    assert!(!line.contains(SECRET), "{line}");
+    let unsigned = send(&["room.client.joined", "--unsigned", "--to", &server.url()]);
+    let out = text(&unsigned.stdout);
+    assert!(out.contains("signature_missing"), "{out}");
+    assert!(out.contains("--secret or WHEREBY_WEBHOOK_SECRET"), "{out}");
+    drop(server);
+
+    // Secrets from the file are named by the file; none at all is a warning.
+    let signed = dir.write(
+        "signed.toml",
+        &format!("[verify]\nsecrets = [\"{SECRET}\"]\n\n[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\n"),
+    );
+    let server = Server::start(&["--config", signed.to_str().unwrap()]);
+    let line = server.stderr.wait_line("the signature line", 0, |l| {
+        l.contains("signatures checked")
+    });
+    assert!(
+        line.contains("1 secret(s) from [verify] secrets in"),
+        "{line}"
+    );
+    assert!(line.contains("signed.toml"), "{line}");
+    drop(server);
+    let server = Server::start(&["--allow-unsigned"]);
+    server.stderr.wait_line("the unsigned warning", 0, |l| {
+        l.contains("signatures NOT checked")
+    });
+}
+
+#[test]
 fn serve_refuses_to_start_without_a_secret() {
     let out = command()
         .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
@@ -387,4 +432,111 @@ fn a_default_subdomain_that_is_not_a_dns_label_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("acme.evil.com"), "{err}");
+}
+
+#[test]
+fn init_writes_a_starter_config_that_check_accepts_and_never_overwrites() {
+    let dir = TempDir::new("cli-init");
+    let path = dir.path().join("whereby-trigger.toml");
+    let init = || {
+        command()
+            .args(["init", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let first = init();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.starts_with('#'), "a commented file: {written}");
+
+    let check = command()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    assert!(
+        text(&check.stdout).contains("OK"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    // A second init leaves the (perhaps edited) file alone.
+    std::fs::write(&path, "# mine\n").unwrap();
+    let again = init();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
+}
+
+#[test]
+fn send_refuses_an_unknown_type_unless_type_any_and_a_wrong_path_is_named() {
+    let server = Server::start(&["--allow-unsigned", "--on", "room.client.joined"]);
+    let typo = send(&["room.client.joind", "--to", &server.url()]);
+    assert_eq!(typo.status.code(), Some(2), "{}", text(&typo.stdout));
+    let err = text(&typo.stderr);
+    assert!(err.contains("did you mean `room.client.joined`"), "{err}");
+    assert!(err.contains("--type-any"), "{err}");
+    assert!(!text(&typo.stdout).contains("HTTP"), "nothing was posted");
+
+    let any = send(&["meeting.renamed", "--type-any", "--to", &server.url()]);
+    assert!(any.status.success(), "{}", text(&any.stderr));
+    assert!(
+        text(&any.stdout).contains("ignored"),
+        "{}",
+        text(&any.stdout)
+    );
+
+    // A wrong path: the 404 says where webhooks go.
+    let wrong = send(&[
+        "room.client.joined",
+        "--to",
+        &format!("{}webhook", server.url()),
+    ]);
+    let out = text(&wrong.stdout);
+    assert!(out.contains("HTTP 404"), "{out}");
+    assert!(out.contains("webhooks are delivered to /"), "{out}");
+
+    // The log is written without colour codes when stderr is not a terminal.
+    let stopped = server.stop();
+    let log = stopped.stderr.join("\n");
+    assert!(!log.contains('\u{1b}'), "{log}");
+}
+
+#[test]
+fn outbox_says_no_store_only_when_there_is_none() {
+    let dir = TempDir::new("cli-outbox");
+    let list = |data: &std::path::Path| {
+        command()
+            .args(["outbox", "list", "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    let none = list(&dir.path().join("nothing-here"));
+    assert!(!none.status.success());
+    assert!(
+        text(&none.stderr).contains("no store"),
+        "{}",
+        text(&none.stderr)
+    );
+
+    // A file where the data directory should be: the store cannot be read,
+    // which is not the same as there being none.
+    let file = dir.write("not-a-dir", "");
+    let unreadable = list(&file);
+    assert!(!unreadable.status.success());
+    let err = text(&unreadable.stderr);
+    assert!(!err.contains("no store"), "{err}");
+    assert!(err.contains("cannot read the store"), "{err}");
 }

@@ -755,7 +755,7 @@ fn a_crashed_assistant_is_restarted_on_failure() {
     );
 
     // The session stays claimed by the restarted assistant.
-    post(&server, "assistant.requested", "crash-r1").assert_outcome("not_matched");
+    post(&server, "assistant.requested", "crash-r1").assert_outcome("suppressed");
     assert_eq!(stored_claims(&data), 1);
 
     // Its stop event ends it for good, and frees the session.
@@ -898,8 +898,8 @@ fn a_restart_keeps_the_claim_and_runs_its_assistant_again() {
         .clone();
     assert_eq!(event, "claim-s1");
     // No second assistant for the claimed session.
-    post(&server, "assistant.requested", "claim-r1").assert_outcome("not_matched");
-    post(&server, "room.session.started", "claim-s2").assert_outcome("not_matched");
+    post(&server, "assistant.requested", "claim-r1").assert_outcome("suppressed");
+    post(&server, "room.session.started", "claim-s2").assert_outcome("suppressed");
     post(&server, "room.session.started", "claim-s1").assert_outcome("duplicate");
     server.stderr.wait_line("the suppression", 0, |l| {
         l.contains("scribe: suppressed") && l.contains("claim-r1")
@@ -932,7 +932,7 @@ fn a_restart_keeps_the_claim_and_runs_its_assistant_again() {
         .expect("a third assistant")
         .clone();
     assert_eq!(event, "claim-s1");
-    post(&server, "assistant.requested", "claim-r2").assert_outcome("not_matched");
+    post(&server, "assistant.requested", "claim-r2").assert_outcome("suppressed");
     assert_eq!(alive_holders(&procs), [(third, "claim-s1".to_owned())]);
 
     // The session ends: the assistant is stopped and the claim released.
@@ -979,8 +979,22 @@ fn outbox_lists_retries_and_drops_dead_deliveries_of_a_running_server() {
     assert!(line.contains("400"), "{line}");
     assert!(line.contains("trigger=notify"), "{line}");
     assert!(line.contains("kind=forward"), "{line}");
+    // The one attempt made is counted, as the error says.
+    assert!(line.contains("attempts=1 "), "{line}");
     let id = delivery_id(&line);
     assert_eq!(target.received().len(), 1);
+    let json: serde_json::Value =
+        serde_json::from_str(&outbox_ok(&data, &["list", "--json"])).expect("--json is JSON");
+    let listed = &json.as_array().expect("an array")[0];
+    assert_eq!(listed["id"], id.as_str());
+    assert_eq!(listed["status"], "dead");
+    assert_eq!(listed["attempts"], 1);
+    assert!(
+        listed["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("400")
+    );
 
     // The target is fixed; `outbox retry ID` while the server runs.
     target.always((200, None));

@@ -902,9 +902,12 @@ async fn a_custom_path_replaces_the_root() {
     .await;
     let body = sample("room.client.joined");
 
-    send(server.delivery("/", body))
+    let wrong = send(server.delivery("/", body))
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");
+    // The answer tells a sender with the wrong path which one to use.
+    let message = wrong["error"].as_str().unwrap_or_default();
+    assert!(message.contains("/hooks/whereby"), "{message}");
     send(server.request(Method::GET, "/"))
         .await
         .assert_error(StatusCode::NOT_FOUND, "not_found");

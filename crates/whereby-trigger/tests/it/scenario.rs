@@ -43,6 +43,11 @@ fn play(server: &Server, extra: &[&str]) -> (Output, Vec<Delivery>) {
     let to = server.url();
     let mut args = vec!["--scenario", "meeting", "--to", &to, "--secret", SECRET];
     args.extend_from_slice(extra);
+    // Unpaced unless a test asks for a pace: the tests need speed, not a
+    // meeting's rhythm.
+    if !extra.contains(&"--pace") {
+        args.extend(["--pace", "0"]);
+    }
     let out = send(&args);
     let lines = deliveries(&out);
     (out, lines)
@@ -200,6 +205,18 @@ fn a_shuffle_without_a_seed_prints_the_one_it_used() {
 }
 
 #[test]
+fn the_scenario_is_paced_like_a_meeting_by_default() {
+    let server = Server::start(&SERVE);
+    let to = server.url();
+    let started = Instant::now();
+    let out = send(&["--scenario", "meeting", "--to", &to, "--secret", SECRET]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(deliveries(&out).len(), MEETING.len());
+    // Seven waits of 300 ms between eight sends: a lower bound only.
+    assert!(started.elapsed() >= Duration::from_millis(7 * 300));
+}
+
+#[test]
 fn pace_and_room_overrides_apply_to_every_delivery() {
     let server = Server::start(&SERVE);
     let started = Instant::now();
@@ -238,6 +255,8 @@ fn any_answer_that_is_not_2xx_makes_the_exit_code_1() {
         &to,
         "--secret",
         "not-the-secret",
+        "--pace",
+        "0",
     ]);
     assert_eq!(wrong.status.code(), Some(1));
     let lines = deliveries(&wrong);
@@ -265,7 +284,14 @@ fn any_answer_that_is_not_2xx_makes_the_exit_code_1() {
 #[test]
 fn the_scenario_also_plays_unsigned_to_a_server_that_allows_it() {
     let server = Server::start(&["--allow-unsigned", "--on", "assistant.requested"]);
-    let out = send(&["--scenario", "meeting", "--to", &server.url()]);
+    let out = send(&[
+        "--scenario",
+        "meeting",
+        "--to",
+        &server.url(),
+        "--pace",
+        "0",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("unsigned"));
     let events = server.stop().events();
@@ -306,7 +332,7 @@ fn scenario_flags_are_checked_by_clap() {
         "--shuffle",
         "--seed",
         "--pace",
-        "[default: 0s]",
+        "[default: 300ms]",
     ] {
         assert!(
             help.contains(expected),

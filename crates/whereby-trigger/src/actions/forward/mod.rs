@@ -426,6 +426,9 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                     "forward rejected; not retried"
                 );
                 if let Some(ticket) = &event.delivery {
+                    // The count includes this attempt, so that `outbox list`
+                    // shows as many attempts as were made.
+                    ticket.attempted(attempt, &reason);
                     ticket.dead(&reason);
                 }
                 return;
@@ -441,6 +444,9 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                         attempts = attempt, "forward gave up after the last attempt"
                     );
                     if let Some(ticket) = &event.delivery {
+                        // Recorded first, so that the stored count agrees with
+                        // "gave up after N attempts".
+                        ticket.attempted(attempt, &reason);
                         ticket.dead(&format!("gave up after {attempt} attempts: {reason}"));
                     }
                     return;

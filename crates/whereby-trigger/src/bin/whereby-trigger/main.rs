@@ -8,6 +8,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 mod check;
+mod init;
 mod outbox;
 mod quarantine;
 mod reload;
@@ -29,6 +30,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Post a realistic, signed sample webhook (or a whole meeting) to a server.
     Send(send::SendArgs),
+    /// Write a commented starter config (never over an existing file).
+    Init(init::InitArgs),
     /// Load and validate a config file, and summarise its triggers.
     Check(check::CheckArgs),
     /// Feed recorded webhooks through a config's rules, without running actions.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Send(args) => send::run(args).await,
+            Command::Init(args) => init::run(args),
             Command::Check(args) => Ok(check::run(args)),
             Command::Replay(args) => replay::run(args),
             Command::Outbox(args) => outbox::run(args),

@@ -11,7 +11,9 @@ use clap::Args;
 use serde_json::{Map, Value, json};
 use whereby_trigger::units::parse_duration;
 use whereby_trigger::webhook::time::format_rfc3339_millis;
-use whereby_trigger::webhook::{SIGNATURE_HEADER, SigningSecret, sample, unix_now};
+use whereby_trigger::webhook::{
+    AnyEventType, EventType, OTHER_TYPES, SIGNATURE_HEADER, SigningSecret, sample, unix_now,
+};
 
 // Declared here rather than in main.rs, so `send` stays one self-contained
 // subcommand; the file sits next to this one.
@@ -24,6 +26,12 @@ use scenario::{Scenario, Settings};
 /// 5 s; a little more leaves room for a server being debugged, and the bound
 /// keeps a stuck server from hanging the run.
 const SCENARIO_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default `--pace` of a scenario: a few hundred milliseconds, so that an
+/// assistant the session's start launched runs (and prints) before the end
+/// of the session stops it, instead of getting SIGTERM milliseconds after it
+/// started.
+const DEFAULT_PACE: &str = "300ms";
 
 /// The arguments that make `send` post one event, which the scenario-only flags
 /// conflict with. Saying so explicitly matters: clap drops a `requires` whose
@@ -40,6 +48,11 @@ pub(crate) struct SendArgs {
     /// --scenario.
     #[arg(value_name = "TYPE", required_unless_present_any = ["file", "scenario"])]
     event_type: Option<String>,
+
+    /// Send TYPE even when Whereby does not document it (a new type, or one
+    /// of your own); without it, an unknown TYPE is refused as a likely typo.
+    #[arg(long)]
+    type_any: bool,
 
     /// URL of the server's webhook endpoint.
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080/")]
@@ -114,11 +127,13 @@ pub(crate) struct SendArgs {
     #[arg(long, value_name = "S", requires = "shuffle", conflicts_with_all = ONE_EVENT)]
     seed: Option<u64>,
 
-    /// With --scenario: wait this long between two deliveries, e.g. 500ms.
+    /// With --scenario: wait this long between two deliveries, as a real
+    /// meeting does (an assistant started by one event has time to show its
+    /// output before the next stops it); 0 sends them all at once.
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "0s",
+        default_value = DEFAULT_PACE,
         value_parser = parse_duration,
         requires = "scenario",
         conflicts_with_all = ONE_EVENT
@@ -128,6 +143,9 @@ pub(crate) struct SendArgs {
 
 /// Runs `send`; the exit code is 0 when every answer was 2xx, else 1.
 pub(crate) async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
+    if let Some(event_type) = &args.event_type {
+        check_type(event_type, args.type_any)?;
+    }
     match args.scenario {
         Some(scenario) => run_scenario(&args, scenario).await,
         None => run_one(&args).await,
@@ -266,6 +284,60 @@ fn note_if_unsigned(args: &SendArgs) {
             eprintln!("note: sending unsigned (no --secret or WHEREBY_WEBHOOK_SECRET)");
         }
     }
+}
+
+/// Refuses a type Whereby does not document unless `type_any`: a typo such
+/// as `room.client.joind` would otherwise be posted, answered 200 `ignored`,
+/// and exit 0, which looks like success.
+fn check_type(event_type: &str, type_any: bool) -> anyhow::Result<()> {
+    let documented = event_type
+        .parse::<AnyEventType>()
+        .is_ok_and(|t| t.is_documented());
+    if type_any || documented {
+        return Ok(());
+    }
+    let known: Vec<&str> = EventType::ALL
+        .iter()
+        .map(|t| t.as_str())
+        .chain(OTHER_TYPES)
+        .collect();
+    let hint = match closest(event_type, &known) {
+        Some(near) => format!("did you mean `{near}`? "),
+        None => String::new(),
+    };
+    bail!(
+        "`{event_type}` is not a type Whereby documents; {hint}(known: {}; --type-any sends it anyway)",
+        known.join(", ")
+    )
+}
+
+/// The candidate nearest to `word` by edit distance, if near enough to be a
+/// typo of it (at most a third of its length).
+fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= word.chars().count().div_ceil(3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn build_payload(args: &SendArgs) -> anyhow::Result<Vec<u8>> {

@@ -174,6 +174,31 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
              (or --allow-unsigned to accept unsigned webhooks, for local testing only)"
         );
     }
+    // One line that says whether signatures are checked and where the secrets
+    // came from (never their values): an `allow_unsigned` file started with
+    // WHEREBY_WEBHOOK_SECRET still exported checks signatures, and without this
+    // line nothing says why every unsigned request gets 401.
+    if secrets.is_empty() {
+        tracing::warn!("signatures NOT checked: no secret, and unsigned webhooks are allowed");
+    } else {
+        let from = if !secrets_from_file {
+            source.to_owned()
+        } else {
+            match &args.config {
+                Some(path) => format!("[verify] secrets in {}", path.display()),
+                None => "[verify] secrets".to_owned(),
+            }
+        };
+        let unsigned = if allow_unsigned {
+            " (allow_unsigned has no effect while a secret is set)"
+        } else {
+            ""
+        };
+        tracing::info!(
+            "signatures checked: {} secret(s) from {from}{unsigned}",
+            secrets.len()
+        );
+    }
     if args.on.is_empty() && config.triggers.is_empty() {
         tracing::warn!(
             "no --on TYPE and no [[trigger]]: every webhook will be answered not_matched"
