@@ -533,3 +533,81 @@ impl std::fmt::Display for RoomLabel<'_> {
         f.write_str(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A log written to memory, for one thread's subscriber.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        /// What `f` logs at `level` and above.
+        fn of(level: tracing::Level, f: impl FnOnce()) -> String {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(level)
+                .finish();
+            tracing::subscriber::with_default(subscriber, f);
+            let text = logs.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            String::from_utf8_lossy(&text).into_owned()
+        }
+    }
+
+    #[test]
+    fn an_answer_ends_the_span_with_one_line() {
+        let text = Logs::of(tracing::Level::INFO, || {
+            let log = WebhookLog::start();
+            let _response = log.answered(Ok(Outcome::Triggered));
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("webhook answered"), "{text}");
+        assert!(lines[0].contains(r#"outcome="triggered""#), "{text}");
+        assert!(lines[0].contains("latency_ms="), "{text}");
+    }
+
+    #[test]
+    fn a_handler_dropped_before_its_answer_is_logged() {
+        let text = Logs::of(tracing::Level::INFO, || drop(WebhookLog::start()));
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains(r#"outcome="abandoned""#), "{text}");
+    }
+
+    #[test]
+    fn with_the_span_filtered_out_nothing_is_timed_but_refusals_are_logged() {
+        let text = Logs::of(tracing::Level::WARN, || {
+            let log = WebhookLog::start();
+            assert!(log.started.is_none());
+            let _response = log.answered(Ok(Outcome::NotMatched));
+            drop(WebhookLog::start());
+            let log = WebhookLog::start();
+            let _response = log.answered(Err(Rejection::NotFound));
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("webhook refused"), "{text}");
+        assert!(lines[0].contains(r#"code="not_found""#), "{text}");
+        assert!(!lines[0].contains("latency_ms"), "{text}");
+    }
+}

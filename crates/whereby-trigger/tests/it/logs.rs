@@ -91,7 +91,15 @@ fn json_lines_parse_and_carry_the_webhook_span() {
     let dir = TempDir::new("logs-json");
     let receiver = Receiver::start();
     let config = config(&dir, "", &receiver.url());
-    let server = serve("info", &config, &["--log-format", "json"]);
+    // With the store, so that the lines logged once the commit is known are
+    // checked to be in the span too.
+    let data = dir.sub("data");
+    let data = data.to_str().expect("a UTF-8 path");
+    let server = serve(
+        "info",
+        &config,
+        &["--log-format", "json", "--data-dir", data],
+    );
 
     let body = sample_with_id("room.client.joined", "logs-json-1");
     post(&server, &body, &sign(SECRET, &body)).assert_outcome("triggered");
