@@ -180,12 +180,26 @@ struct ErrorBody<'a> {
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "webhook not evaluated");
+        self.log(None);
+        self.respond()
+    }
+}
+
+impl Rejection {
+    /// Logs the refusal: at error when Whereby will retry (a 5xx), else at
+    /// warn. `latency_ms` is known to the webhook handler only.
+    pub(crate) fn log(&self, latency_ms: Option<f64>) {
+        let code = self.code();
+        if self.status().is_server_error() {
+            tracing::error!(code, latency_ms, error = %self, "webhook not evaluated");
         } else {
-            tracing::warn!(code = self.code(), error = %self, "webhook refused");
+            tracing::warn!(code, latency_ms, error = %self, "webhook refused");
         }
+    }
+
+    /// The response, without logging it (see [`Rejection::log`]).
+    pub(crate) fn respond(self) -> Response {
+        let status = self.status();
         let message = self.client_message();
         let field = self.field();
         let body = serde_json::to_vec(&ErrorBody {

@@ -14,6 +14,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tracing::{Instrument, Span};
+use whereby_webhook::InRoom;
 
 use crate::deduplicate::{self, Deduplicate, Reserved};
 use crate::dispatch::{Dispatcher, TriggerEvent};
@@ -63,6 +65,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome's name, as in its body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Triggered => "triggered",
+            Outcome::NotMatched => "not_matched",
+            Outcome::Ignored => "ignored",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+
     /// The JSON body this outcome is answered with.
     pub fn body(self) -> &'static str {
         match self {
@@ -141,21 +153,35 @@ async fn ready(State(app): State<Arc<App>>) -> Result<StatusCode, Rejection> {
     Ok(StatusCode::OK)
 }
 
-async fn receive(
-    State(app): State<Arc<App>>,
+/// The webhook handler: one `webhook` span per request, ended by one line
+/// with its outcome and latency.
+async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let log = WebhookLog::start();
+    let span = log.span.clone();
+    async move {
+        let answer = handle(&app, headers, body, &log).await;
+        log.answered(answer)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle(
+    app: &Arc<App>,
     headers: HeaderMap,
     body: Body,
+    log: &WebhookLog,
 ) -> Result<Outcome, Rejection> {
     let parsed = match app.extract.webhook(&headers, body).await {
         Ok(parsed) => parsed,
-        Err(refused) => return Err(quarantine(&app, refused).await),
+        Err(refused) => return Err(quarantine(app, refused).await),
     };
+    log.webhook(&parsed);
     let id = parsed.event.id();
     let Some(reservation) = deduplicate::reserve(&app.dedup, id, app.durable.is_some())
         .await
         .map_err(Rejection::Store)?
     else {
-        tracing::debug!(id, "duplicate delivery");
         return Ok(Outcome::Duplicate);
     };
 
@@ -169,9 +195,9 @@ async fn receive(
     // From here on nothing awaits but the commit, and `Recording` finishes the
     // webhook even if this future is dropped: a client that goes away cannot
     // leave an event half recorded.
-    let rules = decide(&app, &parsed);
+    let rules = decide(app, &parsed);
     let Some(durable) = &app.durable else {
-        return Ok(finish(&app, reservation, decision, rules, parsed));
+        return Ok(finish(app, reservation, decision, rules, parsed));
     };
     let mut recorded = Recorded {
         app: app.clone(),
@@ -179,6 +205,7 @@ async fn receive(
         decision,
         rules,
         parsed,
+        span: log.span.clone(),
     };
     let mut retries = 0;
     loop {
@@ -265,6 +292,9 @@ struct Recorded {
     decision: Decision,
     rules: Option<crate::rules::engine::Decision>,
     parsed: ParsedWebhook,
+    /// The webhook's span, entered while settling: on a task of its own (the
+    /// request gone), what is logged still names the webhook.
+    span: Span,
 }
 
 /// How a commit settled a webhook.
@@ -286,7 +316,9 @@ impl Settle for Recorded {
             decision,
             rules,
             parsed,
+            span,
         } = self;
+        let entered = span.enter();
         let answer = match committed {
             Ok(()) => Ok(finish(&app, reservation, decision, rules, parsed)),
             Err(StoreError::AlreadyRecorded { .. }) => {
@@ -312,12 +344,14 @@ impl Settle for Recorded {
                 }
                 tracing::debug!(id = parsed.event.id(), claim = %key, "claim held by another receiver; deciding again");
                 let err = StoreError::ClaimHeld { key, expires_ms };
+                drop(entered);
                 let again = Recorded {
                     app,
                     reservation,
                     decision,
                     rules: None,
                     parsed,
+                    span,
                 };
                 return Settled::ClaimHeld(Box::new(again), err);
             }
@@ -351,12 +385,9 @@ fn finish(
         Decision::Matched => Outcome::Triggered,
     };
     if let Some(rules) = rules {
+        // The webhook's id and type are the `webhook` span's.
         for verdict in &rules.verdicts {
-            tracing::info!(
-                id = parsed.event.id(),
-                r#type = parsed.event.type_name(),
-                "{verdict}"
-            );
+            tracing::info!("{verdict}");
         }
         // The answer tells what the webhook did, most telling first: a start
         // beats a stop, a stop beats a start that a held claim suppressed, so
@@ -390,9 +421,218 @@ fn finish(
     }
     if decision == Decision::Matched {
         let room_url = parsed.room_url.unwrap_or_default();
-        tracing::info!(id = parsed.event.id(), r#type = parsed.event.type_name(), %room_url, "triggered");
+        tracing::info!(%room_url, "triggered");
         app.dispatcher
             .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
     }
     outcome
+}
+
+/// The `webhook` span of one request, and the line that ends it.
+///
+/// The span is at info level; when the filter leaves it out, nothing is
+/// recorded, timed or formatted (`started` is `None`). Its fields are filled as
+/// they become known: `id`, `type` and `room` once the webhook is parsed, so
+/// that every line logged while it is handled carries them; `outcome` and
+/// `latency_ms` with the answer.
+struct WebhookLog {
+    span: Span,
+    started: Option<Instant>,
+    /// Set once the answer is logged; a request dropped before (its deadline
+    /// passed, its client left, or it panicked) is logged when this is dropped.
+    answered: bool,
+}
+
+impl WebhookLog {
+    fn start() -> WebhookLog {
+        let span = tracing::info_span!(
+            "webhook",
+            id = tracing::field::Empty,
+            "type" = tracing::field::Empty,
+            room = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        );
+        let started = (!span.is_disabled()).then(Instant::now);
+        WebhookLog {
+            span,
+            started,
+            answered: false,
+        }
+    }
+
+    /// Records what the webhook is, borrowed: formatted only by the subscriber.
+    fn webhook(&self, parsed: &ParsedWebhook) {
+        if self.started.is_none() {
+            return;
+        }
+        self.span.record("id", parsed.event.id());
+        self.span.record("type", parsed.event.type_name());
+        if let Some(room) = parsed.event.in_room() {
+            self.span
+                .record("room", tracing::field::display(RoomLabel(room)));
+        }
+    }
+
+    /// Milliseconds since the request reached the handler, to the microsecond.
+    fn latency_ms(&self) -> Option<f64> {
+        self.started.map(|started| {
+            // Whole microseconds, so that a line shows `0.412`, not 17 digits.
+            let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
+            f64::from(micros) / 1000.0
+        })
+    }
+
+    fn record_end(&self, outcome: &str, latency_ms: f64) {
+        self.span.record("outcome", outcome);
+        self.span.record("latency_ms", latency_ms);
+    }
+
+    /// Logs the answer and turns it into the response. A refusal is logged
+    /// here (with its error) rather than by `Rejection::into_response`, so that
+    /// a webhook ends with one line.
+    fn answered(mut self, answer: Result<Outcome, Rejection>) -> Response {
+        self.answered = true;
+        let latency_ms = self.latency_ms();
+        match answer {
+            // The line first, then the span (for a subscriber that exports
+            // spans): a line does not show the two twice.
+            Ok(outcome) => {
+                if let Some(latency_ms) = latency_ms {
+                    tracing::info!(outcome = outcome.as_str(), latency_ms, "webhook answered");
+                    self.record_end(outcome.as_str(), latency_ms);
+                }
+                outcome.into_response()
+            }
+            Err(rejection) => {
+                // Refusals are logged at warn and error even when the span is
+                // filtered out; the latency is then unknown.
+                rejection.log(latency_ms);
+                if let Some(latency_ms) = latency_ms {
+                    self.record_end(rejection.code(), latency_ms);
+                }
+                rejection.respond()
+            }
+        }
+    }
+}
+
+impl Drop for WebhookLog {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let Some(latency_ms) = self.latency_ms() else {
+            return;
+        };
+        // The guard around the handler answers these (503 or 500) and logs
+        // why; this line ties that to the webhook's id.
+        let outcome = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "abandoned"
+        };
+        let _entered = self.span.enter();
+        tracing::warn!(
+            outcome,
+            latency_ms,
+            "webhook not answered by its handler (request deadline, client gone or panic); \
+             what it recorded is kept"
+        );
+        self.record_end(outcome, latency_ms);
+    }
+}
+
+/// A room as the actions' lines name it, `subdomain/roomName`, written only
+/// when a line is.
+struct RoomLabel<'a>(&'a dyn InRoom);
+
+impl std::fmt::Display for RoomLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self.0.room_name();
+        f.write_str(self.0.subdomain())?;
+        // One spelling per room, as `RoomKey` has it: `standup` is `/standup`.
+        if !name.starts_with('/') {
+            f.write_str("/")?;
+        }
+        f.write_str(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A log written to memory, for one thread's subscriber.
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        /// What `f` logs at `level` and above.
+        fn of(level: tracing::Level, f: impl FnOnce()) -> String {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .with_max_level(level)
+                .finish();
+            tracing::subscriber::with_default(subscriber, f);
+            let text = logs.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            String::from_utf8_lossy(&text).into_owned()
+        }
+    }
+
+    #[test]
+    fn an_answer_ends_the_span_with_one_line() {
+        let text = Logs::of(tracing::Level::INFO, || {
+            let log = WebhookLog::start();
+            let _response = log.answered(Ok(Outcome::Triggered));
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("webhook answered"), "{text}");
+        assert!(lines[0].contains(r#"outcome="triggered""#), "{text}");
+        assert!(lines[0].contains("latency_ms="), "{text}");
+    }
+
+    #[test]
+    fn a_handler_dropped_before_its_answer_is_logged() {
+        let text = Logs::of(tracing::Level::INFO, || drop(WebhookLog::start()));
+        assert!(text.contains("WARN"), "{text}");
+        assert!(text.contains(r#"outcome="abandoned""#), "{text}");
+    }
+
+    #[test]
+    fn with_the_span_filtered_out_nothing_is_timed_but_refusals_are_logged() {
+        let text = Logs::of(tracing::Level::WARN, || {
+            let log = WebhookLog::start();
+            assert!(log.started.is_none());
+            let _response = log.answered(Ok(Outcome::NotMatched));
+            drop(WebhookLog::start());
+            let log = WebhookLog::start();
+            let _response = log.answered(Err(Rejection::NotFound));
+        });
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("webhook refused"), "{text}");
+        assert!(lines[0].contains(r#"code="not_found""#), "{text}");
+        assert!(!lines[0].contains("latency_ms"), "{text}");
+    }
 }

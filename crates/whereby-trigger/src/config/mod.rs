@@ -8,16 +8,18 @@
 
 //!
 //! One file per part of the file: `server` (`[server]`), `verify`
-//! (`[verify]`), `trigger` (`[[trigger]]`), `raw` (the serde mirrors every key is
+//! (`[verify]`), `log` (`[log]`), `trigger` (`[[trigger]]`), `raw` (the serde mirrors every key is
 //! read into first, so that errors can name keys and lines), `env` (`${NAME}`).
 
 mod env;
+mod log;
 mod raw;
 mod server;
 mod trigger;
 mod verify;
 
 pub(crate) use env::expand;
+pub use log::{LogConfig, LogFormat, UnknownLogFormat};
 pub use server::ServerConfig;
 pub use trigger::TriggerConfig;
 pub use verify::VerifyConfig;
@@ -105,6 +107,8 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// `[store]`
     pub store: StoreConfig,
+    /// `[log]`
+    pub log: LogConfig,
     /// The `[[trigger]]` tables, in file order.
     pub triggers: Vec<TriggerConfig>,
 }
@@ -280,6 +284,7 @@ impl Config {
                 server,
                 verify,
                 store: raw.store,
+                log: raw.log,
                 triggers,
             })
         } else {

@@ -42,6 +42,9 @@ stop_on = ["room.session.ended"]
 run = { command = ["python3", "assistant.py", "--room", "{roomUrl}"], stdin = "event", timeout = "4h", stop_grace = "10s", max_running = 50, when_full = "drop", restart = "always", max_restarts = 3 }
 forward = { url = "http://127.0.0.1:9000/assistants", timeout = "5s", headers = { Authorization = "Bearer ${ASSISTANT_API_TOKEN}" }, max_attempts = 12, max_age = "30m" }
 stdout = true
+
+[log]
+format = "json"
 "#;
 
 #[test]
@@ -75,6 +78,7 @@ fn the_full_example_loads() {
         c.store.dir.as_deref(),
         Some(std::path::Path::new("/var/lib/whereby-trigger"))
     );
+    assert_eq!(c.log.format, Some(LogFormat::Json));
     let forward = t.forward.as_ref().unwrap();
     assert_eq!(
         forward.headers,

@@ -178,16 +178,16 @@ impl Outbox {
             let action = match find(&delivery.trigger, &delivery.kind) {
                 Ok(action) => action,
                 Err(Missing::Trigger) => {
-                    tracing::warn!(id = %delivery.id, "a pending delivery's trigger is not configured; it stays queued");
+                    tracing::warn!(id = %delivery.id, trigger = %delivery.trigger, room = %delivery.room_url, "a pending delivery's trigger is not configured; it stays queued");
                     continue;
                 }
                 Err(Missing::Action) => {
-                    tracing::warn!(id = %delivery.id, "a pending delivery's action is not configured; it stays queued");
+                    tracing::warn!(id = %delivery.id, trigger = %delivery.trigger, kind = %delivery.kind, room = %delivery.room_url, "a pending delivery's action is not configured; it stays queued");
                     continue;
                 }
             };
             let Some(event) = rebuild(&delivery, claims, options, now, ticket.clone()) else {
-                tracing::error!(id = %delivery.id, "a pending delivery cannot be read back; marked dead");
+                tracing::error!(id = %delivery.id, trigger = %delivery.trigger, room = %delivery.room_url, "a pending delivery cannot be read back; marked dead");
                 ticket.dead("the stored delivery cannot be read back");
                 continue;
             };
@@ -196,11 +196,11 @@ impl Outbox {
                 && !delivery.claim.is_empty()
                 && delivery.kind == "run"
             {
-                tracing::info!(id = %delivery.id, "the claim of a pending start has ended; not restarted");
+                tracing::info!(id = %delivery.id, trigger = %delivery.trigger, room = %event.room_label(), "the claim of a pending start has ended; not restarted");
                 ticket.done();
                 continue;
             }
-            tracing::info!(id = %delivery.id, kind = %delivery.kind, attempts = delivery.attempts, "resuming a pending delivery");
+            tracing::info!(id = %delivery.id, trigger = %delivery.trigger, kind = %delivery.kind, room = %event.room_label(), attempts = delivery.attempts, "resuming a pending delivery");
             let event = Arc::new(event);
             match event.action {
                 ActionKind::Start => action.start(event),

@@ -32,6 +32,8 @@ mod faults;
 #[cfg(feature = "forward")]
 mod forward_action;
 mod http;
+#[cfg(feature = "cli")]
+mod logs;
 #[cfg(all(feature = "cel", feature = "forward"))]
 mod readme;
 #[cfg(feature = "cli")]

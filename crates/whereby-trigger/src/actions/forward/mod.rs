@@ -165,6 +165,7 @@ impl ForwardAction {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!(
                 trigger = %self.inner.trigger,
+                room = %event.room_label(),
                 event_id = %event.event_id(),
                 "forward called outside a Tokio runtime; event not delivered"
             );
@@ -389,6 +390,12 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
         }
         return;
     }
+    // Only the room's label is kept for the lines of every attempt.
+    let room = event.room_label();
+    tracing::debug!(
+        trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
+        %room, attempt, max_attempts, "forward delivering"
+    );
     loop {
         let age = Duration::from_millis(
             u64::try_from(crate::util::now_ms().saturating_sub(queued_ms)).unwrap_or(0),
@@ -396,7 +403,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
         if age > inner.retry.max_age {
             tracing::error!(
                 trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                room = %event.room_label(), age_s = age.as_secs(), attempts = attempt - 1,
+                %room, age_s = age.as_secs(), attempts = attempt - 1,
                 "forward gave up: the delivery is older than max_age"
             );
             if let Some(ticket) = ticket {
@@ -411,7 +418,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
             Attempt::Delivered(status) => {
                 tracing::info!(
                     trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                    room = %event.room_label(), status = status.as_u16(), attempts = attempt,
+                    %room, status = status.as_u16(), attempts = attempt,
                     "forward delivered"
                 );
                 if let Some(ticket) = &event.delivery {
@@ -422,7 +429,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
             Attempt::Final(reason) => {
                 tracing::error!(
                     trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                    room = %event.room_label(), error = %reason, attempts = attempt,
+                    %room, error = %reason, attempts = attempt,
                     "forward rejected; not retried"
                 );
                 if let Some(ticket) = &event.delivery {
@@ -440,7 +447,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                 if attempt >= max_attempts {
                     tracing::error!(
                         trigger = %inner.trigger, action, idempotency_key = %key,
-                        url = %inner.log_url, room = %event.room_label(), error = %reason,
+                        url = %inner.log_url, %room, error = %reason,
                         attempts = attempt, "forward gave up after the last attempt"
                     );
                     if let Some(ticket) = &event.delivery {
@@ -454,7 +461,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                 let delay = inner.retry.delay(attempt, retry_after, inner.jitter());
                 tracing::warn!(
                     trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
-                    room = %event.room_label(), error = %reason, attempt, max_attempts,
+                    %room, error = %reason, attempt, max_attempts,
                     delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                     retry_after = retry_after.is_some(),
                     "forward attempt failed; retrying"
@@ -466,7 +473,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                         () = draining.cancelled() => {
                             tracing::info!(
                                 trigger = %inner.trigger, action, idempotency_key = %key,
-                                attempts = attempt,
+                                %room, attempts = attempt,
                                 "forward delivery left pending for the next start"
                             );
                             return;

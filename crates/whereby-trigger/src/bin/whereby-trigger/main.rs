@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use whereby_trigger::config::{LogConfig, LogFormat};
 
 mod check;
 mod init;
@@ -22,6 +23,64 @@ mod serve;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Log format on stderr: pretty (coloured on a terminal) or json (one
+    /// object per line). Levels come from RUST_LOG (default: info).
+    /// [default: the config file's [log] format for `serve`, else pretty]
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+}
+
+fn parse_log_format(input: &str) -> Result<LogFormat, String> {
+    input
+        .parse()
+        .map_err(|e: whereby_trigger::config::UnknownLogFormat| e.to_string())
+}
+
+impl Cli {
+    /// The flag, else the config file's `[log] format` for `serve` (the one
+    /// command that runs unattended), else `pretty`. The file is read for that
+    /// one key before the rest, since loading the rest may log; a file that
+    /// cannot be read is reported by the full load, so it counts as silent here.
+    fn log_format(&self) -> LogFormat {
+        if let Some(format) = self.log_format {
+            return format;
+        }
+        match &self.command {
+            Command::Serve(args) => args
+                .config_path()
+                .and_then(LogConfig::peek)
+                .and_then(|log| log.format)
+                .unwrap_or_default(),
+            _ => LogFormat::default(),
+        }
+    }
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            // The event's fields beside `message`, and the webhook span's
+            // fields under `span`: one flat object a log shipper can index.
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        // `LogFormat` may grow; anything else is for people.
+        _ => builder.with_ansi(colour()).init(),
+    }
+}
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set (no-color.org):
+/// escape codes in a file or a pipe are noise.
+fn colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,13 +109,7 @@ fn main() -> ExitCode {
     {
         args.note_sources(serve);
     }
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(cli.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -65,8 +65,8 @@ impl VerifyReload {
 /// Reloads the config on SIGHUP: a valid file replaces the rules for new events
 /// (claims and running processes carry on) and the signing secrets (when they
 /// come from the file); an invalid one is logged and the old rules stay.
-/// Server settings (`[server]`: address, path, limits) need a restart: a change
-/// to them (from `started`, the file's at start) is logged.
+/// Server settings (`[server]`: address, path, limits) and `[log]` need a
+/// restart: a change to them (from `started`, the file's at start) is logged.
 /// The signal handler is installed by the caller before the server reports
 /// readiness, so an early SIGHUP reloads instead of killing the process. A
 /// file with no trigger is refused unless `--on` (`on_flags`) still fires.
@@ -77,13 +77,14 @@ pub(crate) async fn reload_on_sighup(
     started: (
         whereby_trigger::config::ServerConfig,
         whereby_trigger::config::VerifyConfig,
+        whereby_trigger::config::LogConfig,
     ),
     verify: VerifyReload,
     actions: Arc<Registry>,
     engine: Arc<Engine>,
     on_flags: bool,
 ) {
-    let (started_server, mut current_verify) = started;
+    let (started_server, mut current_verify, started_log) = started;
     while hup.recv().await.is_some() {
         match Config::load(&path)
             .map_err(|e| e.to_string())
@@ -98,9 +99,9 @@ pub(crate) async fn reload_on_sighup(
                     ));
                 }
                 let rules = actions.rules(&config).map_err(|e| e.to_string())?;
-                Ok((rules, config.server, config.verify))
+                Ok((rules, config.server, config.verify, config.log))
             }) {
-            Ok((rules, server, new_verify)) => {
+            Ok((rules, server, new_verify, log)) => {
                 let count = rules.len();
                 engine.replace_rules(rules);
                 verify.apply(&path, &current_verify, &new_verify);
@@ -110,6 +111,13 @@ pub(crate) async fn reload_on_sighup(
                     tracing::warn!(
                         file = %path.display(),
                         "[server] settings changed in the file; they take effect at the next start"
+                    );
+                }
+                if log != started_log {
+                    // The subscriber is installed once, before the file is read.
+                    tracing::warn!(
+                        file = %path.display(),
+                        "[log] changed in the file; it takes effect at the next start"
                     );
                 }
             }

@@ -124,6 +124,11 @@ pub(crate) struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--config`, which logging reads `[log]` from before `run` loads it.
+    pub(crate) fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
     /// Records where clap found the values that came from more than one place.
     pub(crate) fn note_sources(&mut self, matches: &clap::ArgMatches) {
         self.secrets_from_env =
@@ -299,7 +304,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(tokio::spawn(reload_on_sighup(
                 hup,
                 path.clone(),
-                (config.server.clone(), config.verify.clone()),
+                (
+                    config.server.clone(),
+                    config.verify.clone(),
+                    config.log.clone(),
+                ),
                 VerifyReload {
                     verification: trigger.verification(),
                     secrets_from_file,

@@ -345,7 +345,11 @@ impl Server {
         let ready = spawned(child.id());
         // The server logs its bound address once it listens: that is readiness.
         // Woken by the line itself (or by the end of stderr, if serve exits).
+        // `addr=…` in the pretty format, `"addr":"…"` in json.
         let listening = |line: &String| -> Option<SocketAddr> {
+            if let Some(rest) = line.split(r#""addr":""#).nth(1) {
+                return rest.split('"').next()?.parse().ok();
+            }
             let rest = line.split("addr=").nth(1)?;
             rest.split_whitespace().next()?.parse().ok()
         };
