@@ -72,6 +72,8 @@ impl Outcome {
             Outcome::NotMatched => "not_matched",
             Outcome::Ignored => "ignored",
             Outcome::Duplicate => "duplicate",
+            Outcome::Suppressed => "suppressed",
+            Outcome::Stopped => "stopped",
         }
     }
 
@@ -627,7 +629,9 @@ mod tests {
             let _response = log.answered(Ok(Outcome::NotMatched));
             drop(WebhookLog::start());
             let log = WebhookLog::start();
-            let _response = log.answered(Err(Rejection::NotFound));
+            let _response = log.answered(Err(Rejection::NotFound {
+                webhook_path: "/".into(),
+            }));
         });
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1, "{text}");
