@@ -134,7 +134,8 @@ EOF
 PORT=$(free_port)
 DATA=$WORK/data
 ARGS=(serve --config deploy/config.example.toml --data-dir "$DATA" --port "$PORT" --bind 127.0.0.1)
-if "$BIN" serve --help | grep -q -- '--admin-bind'; then
+"$BIN" serve --help >"$WORK/help.txt" 2>&1 || true
+if grep -q -- '--admin-bind' "$WORK/help.txt"; then
   ADMIN_PORT=$(free_port)
   ARGS+=(--admin-bind "127.0.0.1:$ADMIN_PORT")
 else
@@ -236,53 +237,102 @@ container_build() {
     skip "container build: DEPLOY_SKIP_CONTAINER=1"
     return
   fi
-  local tool=
-  if command -v podman >/dev/null 2>&1; then tool=podman
-  elif command -v buildah >/dev/null 2>&1; then tool=buildah
-  elif apt_install podman && command -v podman >/dev/null 2>&1; then tool=podman
-  else
-    skip "container build: neither podman nor buildah, and podman could not be installed from Debian's packages"
+  if ! command -v podman >/dev/null 2>&1 && ! apt_install podman; then
+    skip "container build: no podman, and it could not be installed from Debian's packages"
     return
   fi
-  if [ "$tool" = podman ] && ! timeout 60 podman info >"$WORK/podman-info" 2>&1; then
+  if ! timeout 60 podman info >"$WORK/podman-info" 2>&1; then
     tail -n 3 "$WORK/podman-info"
     skip "container build: podman cannot run on this machine (podman info failed)"
     return
   fi
-  # The base images come from a container registry: without one, no build.
+  # The base images come from a container registry. DEPLOY_RUST_IMAGE and
+  # DEPLOY_RUNTIME_IMAGE name local stand-ins where there is none.
   local rust_image runtime_image image
-  rust_image=$(sed -n 's/^ARG RUST_IMAGE=//p' deploy/Containerfile)
-  runtime_image=$(sed -n 's/^ARG RUNTIME_IMAGE=//p' deploy/Containerfile)
+  rust_image=${DEPLOY_RUST_IMAGE:-$(sed -n 's/^ARG RUST_IMAGE=//p' deploy/Containerfile)}
+  runtime_image=${DEPLOY_RUNTIME_IMAGE:-$(sed -n 's/^ARG RUNTIME_IMAGE=//p' deploy/Containerfile)}
   for image in "$rust_image" "$runtime_image"; do
-    if ! $tool inspect --type image "$image" >/dev/null 2>&1 \
-      && ! timeout 300 $tool pull -q "$image" >"$WORK/pull.log" 2>&1; then
+    if ! podman image exists "$image" \
+      && ! timeout 300 podman pull -q "$image" >"$WORK/pull.log" 2>&1; then
       tail -n 1 "$WORK/pull.log"
-      skip "container build: the base image $image cannot be pulled here (no container registry is reachable from this machine)"
+      skip "container build: the base image $image cannot be pulled here (no container registry is reachable from this machine; DEPLOY_RUST_IMAGE and DEPLOY_RUNTIME_IMAGE can name local ones)"
       return
     fi
   done
+  # Podman's defaults raise RLIMIT_NOFILE and use crun, which a sandbox may
+  # refuse (no CAP_SYS_RESOURCE, cgroups in hybrid mode): find the options
+  # under which a container starts at all, with the runtime base.
+  local pod=() opts=() found=
+  local limits=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
+  for candidate in default limits runc; do
+    case $candidate in
+      default) pod=(podman); opts=() ;;
+      limits) pod=(podman); opts=("${limits[@]}") ;;
+      runc) command -v runc >/dev/null 2>&1 || apt_install runc || continue
+        pod=(podman --runtime runc); opts=("${limits[@]}") ;;
+    esac
+    if timeout 60 "${pod[@]}" run --rm --network none "${opts[@]}" "$runtime_image" true >"$WORK/probe.log" 2>&1; then
+      found=$candidate
+      break
+    fi
+  done
+  if [ -z "$found" ]; then
+    tail -n 1 "$WORK/probe.log"
+    skip "container build: podman cannot start a container on this machine"
+    return
+  fi
+  [ "$found" = default ] || echo "podman on this machine needs: ${pod[*]} ${opts[*]}"
   local start end
   start=$(date +%s)
-  if timeout "${DEPLOY_BUILD_TIMEOUT:-1500}" $tool build --format docker \
+  if timeout "${DEPLOY_BUILD_TIMEOUT:-1500}" "${pod[@]}" build --format docker --network host \
+    "${opts[@]}" --build-arg "RUST_IMAGE=$rust_image" --build-arg "RUNTIME_IMAGE=$runtime_image" \
     -f deploy/Containerfile -t localhost/whereby-trigger:test . >"$WORK/build.log" 2>&1; then
     end=$(date +%s)
     echo "container build took $((end - start)) s"
-    pass "$tool build -f deploy/Containerfile"
+    pass "podman build -f deploy/Containerfile"
   else
     tail -n 40 "$WORK/build.log"
-    fail "$tool build -f deploy/Containerfile (see above)"
+    fail "podman build -f deploy/Containerfile (see above)"
     return
   fi
-  if [ "$tool" = podman ]; then
-    if timeout 60 podman run --rm --entrypoint /usr/local/bin/whereby-trigger \
-      localhost/whereby-trigger:test check --config /etc/whereby-trigger/config.toml >"$WORK/run.log" 2>&1 \
-      && [ "$(timeout 20 podman run --rm --entrypoint id localhost/whereby-trigger:test -u)" = 10001 ]; then
-      pass "the image runs, as uid 10001, with its config accepted"
-    else
-      cat "$WORK/run.log"
-      fail "podman run of the built image"
-    fi
+  if timeout 60 "${pod[@]}" run --rm "${opts[@]}" --network none localhost/whereby-trigger:test \
+      check --config /etc/whereby-trigger/config.toml >"$WORK/run.log" 2>&1 \
+    && [ "$(timeout 60 "${pod[@]}" run --rm "${opts[@]}" --network none --entrypoint id localhost/whereby-trigger:test -u)" = 10001 ]; then
+    pass "the image runs, as uid 10001, and accepts its config"
+  else
+    cat "$WORK/run.log"
+    fail "podman run of the built image"
+    return
   fi
+  # The image's own command, with a volume for the data directory, until its
+  # HEALTHCHECK (GET /healthz from inside) passes.
+  local cmd=() name=whereby-trigger-deploy-test healthy=
+  "${pod[@]}" run --rm "${opts[@]}" --network none localhost/whereby-trigger:test serve --help \
+    >"$WORK/help.txt" 2>&1 || true
+  if ! grep -q -- --admin-bind "$WORK/help.txt"; then
+    echo "note: this binary has no --admin-bind yet (issue 12, part 1); the image's CMD without it"
+    cmd=(serve --config /etc/whereby-trigger/config.toml --data-dir /var/lib/whereby-trigger --port 8080)
+  fi
+  "${pod[@]}" rm -f "$name" >/dev/null 2>&1 || true
+  "${pod[@]}" volume rm -f "$name" >/dev/null 2>&1 || true
+  if timeout 60 "${pod[@]}" run -d --name "$name" "${opts[@]}" --network none \
+    -e WHEREBY_WEBHOOK_SECRET=whsec_deploy_test -v "$name:/var/lib/whereby-trigger" \
+    localhost/whereby-trigger:test "${cmd[@]}" >/dev/null 2>"$WORK/run.log"; then
+    for _ in $(seq 1 30); do
+      if timeout 20 "${pod[@]}" healthcheck run "$name" >/dev/null 2>&1; then healthy=1; break; fi
+      sleep 1
+    done
+  fi
+  if [ -n "$healthy" ]; then
+    pass "the container's HEALTHCHECK passes (GET /healthz), its data directory on a volume"
+  else
+    cat "$WORK/run.log"
+    timeout 20 "${pod[@]}" logs "$name" 2>&1 | tail -n 20 || true
+    fail "the container's HEALTHCHECK did not pass within 30 s"
+  fi
+  timeout 70 "${pod[@]}" stop -t 60 "$name" >/dev/null 2>&1 || true
+  "${pod[@]}" rm -f "$name" >/dev/null 2>&1 || true
+  "${pod[@]}" volume rm -f "$name" >/dev/null 2>&1 || true
 }
 container_build
 
