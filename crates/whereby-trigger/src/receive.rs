@@ -36,6 +36,9 @@ pub const READY_PATH: &str = "/readyz";
 pub(crate) struct App {
     pub(crate) extract: Extract,
     pub(crate) predicate_timeout: Duration,
+    /// What the guard layer answers `deadline` after (only to label a webhook
+    /// whose handler it dropped).
+    pub(crate) request_deadline: Duration,
     pub(crate) dedup: Arc<dyn Deduplicate>,
     pub(crate) predicates: Predicates,
     pub(crate) dispatcher: Arc<Dispatcher>,
@@ -65,6 +68,18 @@ impl Outcome {
             Outcome::NotMatched => r#"{"outcome":"not_matched"}"#,
             Outcome::Ignored => r#"{"outcome":"ignored"}"#,
             Outcome::Duplicate => r#"{"outcome":"duplicate"}"#,
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome as the answer names it (the `outcome` label of the metrics).
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Triggered => "triggered",
+            Outcome::NotMatched => "not_matched",
+            Outcome::Ignored => "ignored",
+            Outcome::Duplicate => "duplicate",
         }
     }
 }
@@ -138,10 +153,68 @@ async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Outcome, Rejection> {
+    let mut observed = Observed {
+        started: Instant::now(),
+        type_slot: crate::metrics::type_slot(None),
+        deadline: app.request_deadline,
+        done: false,
+    };
+    let answer = handle(app, headers, body, &mut observed.type_slot).await;
+    observed.done = true;
+    let outcome = match &answer {
+        Ok(outcome) => outcome.label(),
+        Err(rejection) => rejection.code(),
+    };
+    observed.count(outcome);
+    answer
+}
+
+/// Counts one webhook when it is answered (`webhooks_total` and the request
+/// duration): when `receive` returns, or when its future is dropped because
+/// the request's deadline passed or it panicked (the guard layer answers those).
+struct Observed {
+    started: Instant,
+    type_slot: usize,
+    deadline: Duration,
+    done: bool,
+}
+
+impl Observed {
+    fn count(&self, outcome: &str) {
+        let metrics = crate::metrics::metrics();
+        metrics.webhook(self.type_slot, outcome);
+        metrics.request_duration.observe(self.started.elapsed());
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if !self.done {
+            // The codes `limits::guard` answers with when it drops the
+            // handler; before the deadline, the client went away (unanswered).
+            self.count(if std::thread::panicking() {
+                "internal_error"
+            } else if self.started.elapsed() >= self.deadline {
+                "deadline"
+            } else {
+                "client_gone"
+            });
+        }
+    }
+}
+
+/// The pipeline, step by step; `type_slot` is set once the webhook's type is known.
+async fn handle(
+    app: Arc<App>,
+    headers: HeaderMap,
+    body: Body,
+    type_slot: &mut usize,
+) -> Result<Outcome, Rejection> {
     let parsed = match app.extract.webhook(&headers, body).await {
         Ok(parsed) => parsed,
         Err(refused) => return Err(quarantine(&app, refused).await),
     };
+    *type_slot = crate::metrics::type_slot(Some(parsed.event.event_type()));
     let id = parsed.event.id();
     let Some(reservation) = deduplicate::reserve(&app.dedup, id, app.durable.is_some())
         .await
