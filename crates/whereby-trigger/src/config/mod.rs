@@ -95,6 +95,16 @@ pub struct StoreConfig {
     pub dir: Option<PathBuf>,
 }
 
+/// `[admin]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// `bind`: the admin listener's address (`/metrics`, `/status`), or
+    /// `"off"`; the command's default is `127.0.0.1:9090`.
+    pub bind: Option<String>,
+}
+
 /// A whole config file.
 #[derive(Debug, Default)]
 #[non_exhaustive]
@@ -105,6 +115,8 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// `[store]`
     pub store: StoreConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
     /// The `[[trigger]]` tables, in file order.
     pub triggers: Vec<TriggerConfig>,
 }
@@ -280,6 +292,7 @@ impl Config {
                 server,
                 verify,
                 store: raw.store,
+                admin: raw.admin,
                 triggers,
             })
         } else {

@@ -13,6 +13,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) store: StoreConfig,
     #[serde(default)]
+    pub(super) admin: AdminConfig,
+    #[serde(default)]
     pub(super) trigger: Vec<RawTrigger>,
 }
 

@@ -221,7 +221,7 @@ impl Trigger {
         let admin_stop = CancellationToken::new();
         let admin = admin_listener.map(|admin| {
             if let Ok(addr) = admin.local_addr() {
-                tracing::info!(%addr, "admin listener: /metrics, /status, /status.json");
+                tracing::info!(admin = %addr, "admin listener: /metrics, /status, /status.json");
             }
             let router = crate::admin::router(self.app.clone());
             let stop = admin_stop.clone().cancelled_owned();

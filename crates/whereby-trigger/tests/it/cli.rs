@@ -133,7 +133,15 @@ fn the_secret_can_come_from_the_environment() {
 #[test]
 fn serve_refuses_to_start_without_a_secret() {
     let out = command()
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -153,12 +161,21 @@ fn refused_serve(mut base: std::process::Command, args: &[&str]) -> (Option<i32>
         }
     }
     let mut child = KillOnDrop(
-        base.args(["serve", "--port", "0", "--bind", "127.0.0.1", "--ephemeral"])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
+        base.args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1:0",
+            "--ephemeral",
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
     let stderr = binary::capture(child.0.stderr.take().expect("stderr"));
     let status = binary::wait_with_deadline(&mut child.0);
