@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::metrics::{Assistant, Gauges, metrics};
+use crate::metrics::{ActionResult, Assistant, Gauges, RecentWebhook, TriggerResult, metrics};
 use crate::receive::App;
 use crate::store::DeliveryStatus;
 
@@ -79,12 +79,18 @@ struct QuarantineRow {
     error: String,
 }
 
-/// A configured trigger.
+/// A configured trigger, with its counters since the process started.
 #[derive(Debug, Serialize)]
 struct TriggerRow {
     name: String,
     claim: String,
     actions: Vec<&'static str>,
+    /// `triggers_total` by result.
+    results: std::collections::BTreeMap<&'static str, u64>,
+    /// `actions_total` by action, as ok, retry, dead.
+    deliveries: std::collections::BTreeMap<&'static str, [u64; 3]>,
+    running: i64,
+    restarts: u64,
 }
 
 /// Everything `/status` and `/status.json` show.
@@ -95,6 +101,8 @@ struct Status {
     rooms: Vec<RoomStatus>,
     claims: Vec<ClaimStatus>,
     assistants: Vec<Assistant>,
+    /// The last webhooks answered, newest first.
+    webhooks: Vec<RecentWebhook>,
     deliveries: Vec<DeliveryStatusRow>,
     quarantined: Vec<QuarantineRow>,
     triggers: Vec<TriggerRow>,
@@ -112,6 +120,7 @@ async fn status(app: &Arc<App>) -> Status {
         rooms: Vec::new(),
         claims: Vec::new(),
         assistants: metrics().assistants(),
+        webhooks: metrics().recent.list(),
         deliveries: Vec::new(),
         quarantined: Vec::new(),
         triggers: Vec::new(),
@@ -119,7 +128,7 @@ async fn status(app: &Arc<App>) -> Status {
     };
     if let Some(engine) = &app.engine {
         let mut rooms = engine.rooms().list(now);
-        rooms.sort_by(|a, b| a.2.cmp(&b.2));
+        rooms.sort_by_key(|room| room.2);
         status.rooms = rooms
             .into_iter()
             .map(|(key, view, age)| RoomStatus {
@@ -144,10 +153,29 @@ async fn status(app: &Arc<App>) -> Status {
         status.triggers = engine
             .rules()
             .iter()
-            .map(|rule| TriggerRow {
-                name: rule.name().to_string(),
-                claim: rule.claim_name().to_string(),
-                actions: rule.actions().iter().map(|a| a.kind()).collect(),
+            .map(|rule| {
+                let stats = metrics().trigger(rule.name());
+                TriggerRow {
+                    name: rule.name().to_string(),
+                    claim: rule.claim_name().to_string(),
+                    actions: rule.actions().iter().map(|a| a.kind()).collect(),
+                    results: TriggerResult::ALL
+                        .iter()
+                        .map(|r| (r.label(), stats.get(*r)))
+                        .collect(),
+                    deliveries: stats
+                        .actions()
+                        .into_iter()
+                        .map(|(kind, a)| {
+                            let counts =
+                                [ActionResult::Ok, ActionResult::Retry, ActionResult::Dead]
+                                    .map(|r| a.get(r));
+                            (kind, counts)
+                        })
+                        .collect(),
+                    running: stats.running_now(),
+                    restarts: stats.restarts(),
+                }
             })
             .collect();
         status.gauges.claims_held = status.claims.len() as u64;
@@ -410,6 +438,24 @@ fn render(status: &Status) -> String {
     );
     table(
         &mut html,
+        "Last webhooks",
+        &["age", "type", "room", "outcome", "latency"],
+        status
+            .webhooks
+            .iter()
+            .map(|w| {
+                vec![
+                    format!("{} ago", secs((now_ms - w.at_ms).max(0) as f64 / 1000.0)),
+                    escape(w.r#type),
+                    escape(&w.room),
+                    escape(w.outcome),
+                    format!("{:.2} ms", w.latency_ms),
+                ]
+            })
+            .collect(),
+    );
+    table(
+        &mut html,
         "Deliveries (pending and dead)",
         &[
             "id",
@@ -456,15 +502,36 @@ fn render(status: &Status) -> String {
     table(
         &mut html,
         "Triggers",
-        &["trigger", "claim", "actions"],
+        &[
+            "trigger",
+            "claim",
+            "actions",
+            "verdicts",
+            "deliveries ok/retry/dead",
+        ],
         status
             .triggers
             .iter()
             .map(|t| {
+                let verdicts = t
+                    .results
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let deliveries = t
+                    .deliveries
+                    .iter()
+                    .map(|(kind, [ok, retry, dead])| format!("{kind} {ok}/{retry}/{dead}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 vec![
                     escape(&t.name),
                     escape(&t.claim),
                     escape(&t.actions.join(", ")),
+                    escape(&verdicts),
+                    escape(&deliveries),
                 ]
             })
             .collect(),
@@ -500,6 +567,7 @@ mod tests {
             }],
             claims: Vec::new(),
             assistants: Vec::new(),
+            webhooks: Vec::new(),
             deliveries: Vec::new(),
             quarantined: Vec::new(),
             triggers: Vec::new(),

@@ -97,6 +97,7 @@ impl Histogram {
     }
 
     /// The sum in seconds, the count, and the cumulative buckets (`+Inf` last).
+    #[cfg(any(test, feature = "metrics"))]
     pub(crate) fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut total = 0;
         let mut buckets = Vec::with_capacity(BOUNDS.len() + 1);
@@ -214,7 +215,8 @@ impl TriggerStats {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    fn actions(&self) -> Vec<(&'static str, Arc<ActionStats>)> {
+    /// Its actions' counters, by kind.
+    pub(crate) fn actions(&self) -> Vec<(&'static str, Arc<ActionStats>)> {
         self.actions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -234,6 +236,147 @@ pub(crate) struct Metrics {
     /// The `run` children alive now, by a number of their own; touched when one
     /// starts or exits, and by the status page.
     assistants: Mutex<(u64, Vec<(u64, Assistant)>)>,
+    /// The last webhooks answered, for the status page.
+    pub(crate) recent: Recent,
+}
+
+/// How many webhooks the status page lists.
+pub(crate) const RECENT: usize = 100;
+/// Bytes of a room kept per webhook; a longer room is cut (at a character).
+const ROOM_BYTES: usize = 96;
+const ROOM_WORDS: usize = ROOM_BYTES / 8;
+
+/// A room as a webhook names it, copied into a fixed buffer (no allocation).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RoomBytes {
+    bytes: [u8; ROOM_BYTES],
+    len: usize,
+}
+
+impl RoomBytes {
+    pub(crate) const NONE: RoomBytes = RoomBytes {
+        bytes: [0; ROOM_BYTES],
+        len: 0,
+    };
+
+    /// `subdomain` and `room_name` as the room's key spells them, cut to fit.
+    pub(crate) fn of(subdomain: &str, room_name: &str) -> RoomBytes {
+        let mut room = RoomBytes::NONE;
+        for part in [subdomain, room_name] {
+            let room_left = ROOM_BYTES - room.len;
+            let mut take = part.len().min(room_left);
+            while !part.is_char_boundary(take) {
+                take -= 1;
+            }
+            room.bytes[room.len..room.len + take].copy_from_slice(&part.as_bytes()[..take]);
+            room.len += take;
+        }
+        room
+    }
+
+    fn as_str(&self) -> &str {
+        // Written from whole characters of `&str`s, so always UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+/// One answered webhook in the ring. A writer makes `seq` odd while it writes
+/// and even after, so that a reader can tell a torn entry and skip it: no
+/// lock on either side, and nothing allocated.
+#[derive(Debug, Default)]
+struct Slot {
+    seq: AtomicU64,
+    at_ms: AtomicI64,
+    /// `type_slot`, the outcome's index in `OUTCOMES`, and the room's length.
+    what: AtomicU64,
+    latency_us: AtomicU64,
+    room: [AtomicU64; ROOM_WORDS],
+}
+
+/// The last [`RECENT`] webhooks answered: slots written in turn.
+#[derive(Debug)]
+pub(crate) struct Recent {
+    next: AtomicU64,
+    slots: [Slot; RECENT],
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            next: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| Slot::default()),
+        }
+    }
+}
+
+/// A webhook as the status page lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct RecentWebhook {
+    /// When it was answered, in ms since the Unix epoch.
+    pub(crate) at_ms: i64,
+    pub(crate) r#type: &'static str,
+    pub(crate) room: String,
+    pub(crate) outcome: &'static str,
+    pub(crate) latency_ms: f64,
+}
+
+impl Recent {
+    fn push(&self, type_slot: usize, outcome: usize, room: &RoomBytes, latency: Duration) {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.slots[(n % RECENT as u64) as usize];
+        let seq = slot.seq.fetch_add(1, Ordering::Acquire) + 1;
+        slot.at_ms.store(crate::util::now_ms(), Ordering::Relaxed);
+        let what = (type_slot as u64) | ((outcome as u64) << 8) | ((room.len as u64) << 16);
+        slot.what.store(what, Ordering::Relaxed);
+        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        slot.latency_us.store(us, Ordering::Relaxed);
+        for (i, word) in slot.room.iter().enumerate() {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(&room.bytes[i * 8..i * 8 + 8]);
+            word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        // Even again: readers may take it. (Two writers on one slot, 100
+        // webhooks apart, leave it odd until the later one ends.)
+        slot.seq.store(seq + 1, Ordering::Release);
+    }
+
+    /// The webhooks in the ring, newest first; one being written is left out.
+    pub(crate) fn list(&self) -> Vec<RecentWebhook> {
+        let next = self.next.load(Ordering::Acquire);
+        let count = next.min(RECENT as u64);
+        let mut out = Vec::with_capacity(count as usize);
+        for back in 1..=count {
+            let slot = &self.slots[((next - back) % RECENT as u64) as usize];
+            let before = slot.seq.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                continue;
+            }
+            let at_ms = slot.at_ms.load(Ordering::Relaxed);
+            let what = slot.what.load(Ordering::Relaxed);
+            let latency_us = slot.latency_us.load(Ordering::Relaxed);
+            let mut room = RoomBytes::NONE;
+            for (i, word) in slot.room.iter().enumerate() {
+                room.bytes[i * 8..i * 8 + 8]
+                    .copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            }
+            room.len = ((what >> 16) as usize).min(ROOM_BYTES);
+            std::sync::atomic::fence(Ordering::Acquire);
+            if slot.seq.load(Ordering::Relaxed) != before {
+                continue;
+            }
+            out.push(RecentWebhook {
+                at_ms,
+                r#type: type_name((what & 0xff) as usize),
+                room: room.as_str().to_owned(),
+                outcome: OUTCOMES
+                    .get(((what >> 8) & 0xff) as usize)
+                    .copied()
+                    .unwrap_or("other"),
+                latency_ms: latency_us as f64 / 1000.0,
+            });
+        }
+        out
+    }
 }
 
 /// A `run` child alive now, as the status page shows it.
@@ -278,6 +421,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     commit_duration: Histogram::default(),
     triggers: Mutex::new(Vec::new()),
     assistants: Mutex::new((0, Vec::new())),
+    recent: Recent::default(),
 });
 
 /// The process's counters.
@@ -294,7 +438,12 @@ pub(crate) fn type_slot(event_type: Option<Option<EventType>>) -> usize {
     }
 }
 
+#[cfg(any(test, feature = "metrics"))]
 fn type_label(slot: usize) -> &'static str {
+    type_name(slot)
+}
+
+fn type_name(slot: usize) -> &'static str {
     match EventType::ALL.get(slot) {
         Some(t) => t.as_str(),
         None if slot == TYPE_OTHER => "other",
@@ -305,7 +454,7 @@ fn type_label(slot: usize) -> &'static str {
 impl Metrics {
     /// Counts one answered webhook of type slot `ty` ([`type_slot`]) whose
     /// outcome or rejection code is `outcome`.
-    pub(crate) fn webhook(&self, ty: usize, outcome: &str) {
+    pub(crate) fn webhook(&self, ty: usize, outcome: &str, room: &RoomBytes, latency: Duration) {
         let slot = OUTCOMES
             .iter()
             .position(|o| *o == outcome)
@@ -313,6 +462,8 @@ impl Metrics {
         if let Some(row) = self.webhooks.get(ty) {
             row[slot].fetch_add(1, Ordering::Relaxed);
         }
+        self.request_duration.observe(latency);
+        self.recent.push(ty, slot, room, latency);
         if outcome.starts_with("signature_")
             && let Some(i) = SIGNATURE_REASONS.iter().position(|(c, _)| *c == outcome)
         {
@@ -359,7 +510,8 @@ impl Metrics {
         table.1.iter().map(|(_, a)| a.clone()).collect()
     }
 
-    pub(crate) fn triggers(&self) -> Vec<(Arc<str>, Arc<TriggerStats>)> {
+    #[cfg(feature = "metrics")]
+    fn triggers(&self) -> Vec<(Arc<str>, Arc<TriggerStats>)> {
         self.triggers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -597,14 +749,44 @@ mod tests {
         m.webhook(
             type_slot(Some(Some(EventType::RoomClientJoined))),
             "signature_stale",
+            &RoomBytes::of("acme", "/room"),
+            Duration::from_millis(1),
         );
         assert_eq!(
             m.webhooks("room.client.joined", "signature_stale"),
             before + 1
         );
         let other = m.webhooks("unknown", "other");
-        m.webhook(type_slot(None), "a code nobody listed");
+        m.webhook(
+            type_slot(None),
+            "a code nobody listed",
+            &RoomBytes::NONE,
+            Duration::ZERO,
+        );
         assert_eq!(m.webhooks("unknown", "other"), other + 1);
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_webhooks_newest_first() {
+        let ring = Recent::default();
+        for i in 0..(RECENT + 5) {
+            let room = RoomBytes::of("acme", &format!("/room-{i}"));
+            ring.push(0, 0, &room, Duration::from_micros(i as u64));
+        }
+        let list = ring.list();
+        assert_eq!(list.len(), RECENT);
+        assert_eq!(list[0].room, format!("acme/room-{}", RECENT + 4));
+        assert_eq!(list[RECENT - 1].room, "acme/room-5");
+        assert_eq!(list[0].outcome, "triggered");
+        assert_eq!(list[0].r#type, "room.client.joined");
+    }
+
+    #[test]
+    fn a_long_room_is_cut_at_a_character() {
+        let long = "é".repeat(ROOM_BYTES);
+        let room = RoomBytes::of("acme", &long);
+        assert!(room.as_str().starts_with("acmeé"));
+        assert!(room.len <= ROOM_BYTES);
     }
 
     #[test]

@@ -156,10 +156,11 @@ async fn receive(
     let mut observed = Observed {
         started: Instant::now(),
         type_slot: crate::metrics::type_slot(None),
+        room: crate::metrics::RoomBytes::NONE,
         deadline: app.request_deadline,
         done: false,
     };
-    let answer = handle(app, headers, body, &mut observed.type_slot).await;
+    let answer = handle(app, headers, body, &mut observed).await;
     observed.done = true;
     let outcome = match &answer {
         Ok(outcome) => outcome.label(),
@@ -175,15 +176,15 @@ async fn receive(
 struct Observed {
     started: Instant,
     type_slot: usize,
+    room: crate::metrics::RoomBytes,
     deadline: Duration,
     done: bool,
 }
 
 impl Observed {
     fn count(&self, outcome: &str) {
-        let metrics = crate::metrics::metrics();
-        metrics.webhook(self.type_slot, outcome);
-        metrics.request_duration.observe(self.started.elapsed());
+        let latency = self.started.elapsed();
+        crate::metrics::metrics().webhook(self.type_slot, outcome, &self.room, latency);
     }
 }
 
@@ -203,18 +204,22 @@ impl Drop for Observed {
     }
 }
 
-/// The pipeline, step by step; `type_slot` is set once the webhook's type is known.
+/// The pipeline, step by step; `observed` learns the webhook's type and room
+/// once it is parsed.
 async fn handle(
     app: Arc<App>,
     headers: HeaderMap,
     body: Body,
-    type_slot: &mut usize,
+    observed: &mut Observed,
 ) -> Result<Outcome, Rejection> {
     let parsed = match app.extract.webhook(&headers, body).await {
         Ok(parsed) => parsed,
         Err(refused) => return Err(quarantine(&app, refused).await),
     };
-    *type_slot = crate::metrics::type_slot(Some(parsed.event.event_type()));
+    observed.type_slot = crate::metrics::type_slot(Some(parsed.event.event_type()));
+    if let Some(room) = parsed.event.in_room() {
+        observed.room = crate::metrics::RoomBytes::of(room.subdomain(), room.room_name());
+    }
     let id = parsed.event.id();
     let Some(reservation) = deduplicate::reserve(&app.dedup, id, app.durable.is_some())
         .await

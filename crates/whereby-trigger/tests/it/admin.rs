@@ -101,6 +101,7 @@ async fn metrics_and_status_are_on_the_admin_port_only() {
         "rooms",
         "claims",
         "assistants",
+        "webhooks",
         "deliveries",
         "quarantined",
         "triggers",
@@ -108,6 +109,11 @@ async fn metrics_and_status_are_on_the_admin_port_only() {
     ] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }
+    let listed = json["webhooks"].as_array().map_or(false, |all| {
+        all.iter()
+            .any(|w| w["type"] == "room.client.joined" && w["outcome"] == "triggered")
+    });
+    assert!(listed, "the webhook is not among the last ones: {json}");
     let (status, html) = get(admin, "/status").await;
     assert_eq!(status, 200);
     assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
