@@ -109,7 +109,7 @@ async fn metrics_and_status_are_on_the_admin_port_only() {
     ] {
         assert!(json.get(key).is_some(), "{key} missing from {json}");
     }
-    let listed = json["webhooks"].as_array().map_or(false, |all| {
+    let listed = json["webhooks"].as_array().is_some_and(|all| {
         all.iter()
             .any(|w| w["type"] == "room.client.joined" && w["outcome"] == "triggered")
     });
