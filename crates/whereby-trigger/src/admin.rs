@@ -439,7 +439,7 @@ fn render(status: &Status) -> String {
     table(
         &mut html,
         "Last webhooks",
-        &["age", "type", "room", "outcome", "latency"],
+        &["age", "type", "room", "participant", "outcome", "latency"],
         status
             .webhooks
             .iter()
@@ -448,6 +448,7 @@ fn render(status: &Status) -> String {
                     format!("{} ago", secs((now_ms - w.at_ms).max(0) as f64 / 1000.0)),
                     escape(w.r#type),
                     escape(&w.room),
+                    escape(&w.who),
                     escape(w.outcome),
                     format!("{:.2} ms", w.latency_ms),
                 ]

@@ -246,22 +246,24 @@ pub(crate) const RECENT: usize = 100;
 const ROOM_BYTES: usize = 96;
 const ROOM_WORDS: usize = ROOM_BYTES / 8;
 
-/// A room as a webhook names it, copied into a fixed buffer (no allocation).
+/// A room or a display name from a webhook, copied into a fixed buffer (no
+/// allocation), cut at a character when longer.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RoomBytes {
+pub(crate) struct ShortText {
     bytes: [u8; ROOM_BYTES],
     len: usize,
 }
 
-impl RoomBytes {
-    pub(crate) const NONE: RoomBytes = RoomBytes {
+impl ShortText {
+    pub(crate) const NONE: ShortText = ShortText {
         bytes: [0; ROOM_BYTES],
         len: 0,
     };
 
-    /// `subdomain` and `room_name` as the room's key spells them, cut to fit.
-    pub(crate) fn of(subdomain: &str, room_name: &str) -> RoomBytes {
-        let mut room = RoomBytes::NONE;
+    /// `subdomain` and `room_name` one after the other (the room's key spells
+    /// a room so), cut to fit.
+    pub(crate) fn of(subdomain: &str, room_name: &str) -> ShortText {
+        let mut room = ShortText::NONE;
         for part in [subdomain, room_name] {
             let room_left = ROOM_BYTES - room.len;
             let mut take = part.len().min(room_left);
@@ -291,6 +293,7 @@ struct Slot {
     what: AtomicU64,
     latency_us: AtomicU64,
     room: [AtomicU64; ROOM_WORDS],
+    who: [AtomicU64; ROOM_WORDS],
 }
 
 /// The last [`RECENT`] webhooks answered: slots written in turn.
@@ -316,24 +319,37 @@ pub(crate) struct RecentWebhook {
     pub(crate) at_ms: i64,
     pub(crate) r#type: &'static str,
     pub(crate) room: String,
+    /// The participant's display name, for a join or a leave that has one.
+    pub(crate) who: String,
     pub(crate) outcome: &'static str,
     pub(crate) latency_ms: f64,
 }
 
 impl Recent {
-    fn push(&self, type_slot: usize, outcome: usize, room: &RoomBytes, latency: Duration) {
+    fn push(
+        &self,
+        type_slot: usize,
+        outcome: usize,
+        [room, who]: [&ShortText; 2],
+        latency: Duration,
+    ) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let slot = &self.slots[(n % RECENT as u64) as usize];
         let seq = slot.seq.fetch_add(1, Ordering::Acquire) + 1;
         slot.at_ms.store(crate::util::now_ms(), Ordering::Relaxed);
-        let what = (type_slot as u64) | ((outcome as u64) << 8) | ((room.len as u64) << 16);
+        let what = (type_slot as u64)
+            | ((outcome as u64) << 8)
+            | ((room.len as u64) << 16)
+            | ((who.len as u64) << 24);
         slot.what.store(what, Ordering::Relaxed);
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         slot.latency_us.store(us, Ordering::Relaxed);
-        for (i, word) in slot.room.iter().enumerate() {
-            let mut bytes = [0; 8];
-            bytes.copy_from_slice(&room.bytes[i * 8..i * 8 + 8]);
-            word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        for (text, words) in [(room, &slot.room), (who, &slot.who)] {
+            for (i, word) in words.iter().enumerate() {
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(&text.bytes[i * 8..i * 8 + 8]);
+                word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+            }
         }
         // Even again: readers may take it. (Two writers on one slot, 100
         // webhooks apart, leave it odd until the later one ends.)
@@ -354,12 +370,15 @@ impl Recent {
             let at_ms = slot.at_ms.load(Ordering::Relaxed);
             let what = slot.what.load(Ordering::Relaxed);
             let latency_us = slot.latency_us.load(Ordering::Relaxed);
-            let mut room = RoomBytes::NONE;
-            for (i, word) in slot.room.iter().enumerate() {
-                room.bytes[i * 8..i * 8 + 8]
-                    .copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            let [mut room, mut who] = [ShortText::NONE; 2];
+            for (text, words) in [(&mut room, &slot.room), (&mut who, &slot.who)] {
+                for (i, word) in words.iter().enumerate() {
+                    text.bytes[i * 8..i * 8 + 8]
+                        .copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+                }
             }
-            room.len = ((what >> 16) as usize).min(ROOM_BYTES);
+            room.len = (((what >> 16) & 0xff) as usize).min(ROOM_BYTES);
+            who.len = (((what >> 24) & 0xff) as usize).min(ROOM_BYTES);
             std::sync::atomic::fence(Ordering::Acquire);
             if slot.seq.load(Ordering::Relaxed) != before {
                 continue;
@@ -368,6 +387,7 @@ impl Recent {
                 at_ms,
                 r#type: type_name((what & 0xff) as usize),
                 room: room.as_str().to_owned(),
+                who: who.as_str().to_owned(),
                 outcome: OUTCOMES
                     .get(((what >> 8) & 0xff) as usize)
                     .copied()
@@ -454,7 +474,13 @@ fn type_name(slot: usize) -> &'static str {
 impl Metrics {
     /// Counts one answered webhook of type slot `ty` ([`type_slot`]) whose
     /// outcome or rejection code is `outcome`.
-    pub(crate) fn webhook(&self, ty: usize, outcome: &str, room: &RoomBytes, latency: Duration) {
+    pub(crate) fn webhook(
+        &self,
+        ty: usize,
+        outcome: &str,
+        texts: [&ShortText; 2],
+        latency: Duration,
+    ) {
         let slot = OUTCOMES
             .iter()
             .position(|o| *o == outcome)
@@ -463,7 +489,7 @@ impl Metrics {
             row[slot].fetch_add(1, Ordering::Relaxed);
         }
         self.request_duration.observe(latency);
-        self.recent.push(ty, slot, room, latency);
+        self.recent.push(ty, slot, texts, latency);
         if outcome.starts_with("signature_")
             && let Some(i) = SIGNATURE_REASONS.iter().position(|(c, _)| *c == outcome)
         {
@@ -749,7 +775,7 @@ mod tests {
         m.webhook(
             type_slot(Some(Some(EventType::RoomClientJoined))),
             "signature_stale",
-            &RoomBytes::of("acme", "/room"),
+            [&ShortText::of("acme", "/room"), &ShortText::NONE],
             Duration::from_millis(1),
         );
         assert_eq!(
@@ -760,7 +786,7 @@ mod tests {
         m.webhook(
             type_slot(None),
             "a code nobody listed",
-            &RoomBytes::NONE,
+            [&ShortText::NONE, &ShortText::NONE],
             Duration::ZERO,
         );
         assert_eq!(m.webhooks("unknown", "other"), other + 1);
@@ -770,21 +796,23 @@ mod tests {
     fn the_ring_keeps_the_last_webhooks_newest_first() {
         let ring = Recent::default();
         for i in 0..(RECENT + 5) {
-            let room = RoomBytes::of("acme", &format!("/room-{i}"));
-            ring.push(0, 0, &room, Duration::from_micros(i as u64));
+            let room = ShortText::of("acme", &format!("/room-{i}"));
+            let who = ShortText::of("", "<b>Ann</b>");
+            ring.push(0, 0, [&room, &who], Duration::from_micros(i as u64));
         }
         let list = ring.list();
         assert_eq!(list.len(), RECENT);
         assert_eq!(list[0].room, format!("acme/room-{}", RECENT + 4));
         assert_eq!(list[RECENT - 1].room, "acme/room-5");
         assert_eq!(list[0].outcome, "triggered");
+        assert_eq!(list[0].who, "<b>Ann</b>");
         assert_eq!(list[0].r#type, "room.client.joined");
     }
 
     #[test]
     fn a_long_room_is_cut_at_a_character() {
         let long = "é".repeat(ROOM_BYTES);
-        let room = RoomBytes::of("acme", &long);
+        let room = ShortText::of("acme", &long);
         assert!(room.as_str().starts_with("acmeé"));
         assert!(room.len <= ROOM_BYTES);
     }

@@ -156,7 +156,8 @@ async fn receive(
     let mut observed = Observed {
         started: Instant::now(),
         type_slot: crate::metrics::type_slot(None),
-        room: crate::metrics::RoomBytes::NONE,
+        room: crate::metrics::ShortText::NONE,
+        who: crate::metrics::ShortText::NONE,
         deadline: app.request_deadline,
         done: false,
     };
@@ -176,7 +177,9 @@ async fn receive(
 struct Observed {
     started: Instant,
     type_slot: usize,
-    room: crate::metrics::RoomBytes,
+    room: crate::metrics::ShortText,
+    /// The participant of a join or a leave.
+    who: crate::metrics::ShortText,
     deadline: Duration,
     done: bool,
 }
@@ -184,7 +187,12 @@ struct Observed {
 impl Observed {
     fn count(&self, outcome: &str) {
         let latency = self.started.elapsed();
-        crate::metrics::metrics().webhook(self.type_slot, outcome, &self.room, latency);
+        crate::metrics::metrics().webhook(
+            self.type_slot,
+            outcome,
+            [&self.room, &self.who],
+            latency,
+        );
     }
 }
 
@@ -218,7 +226,15 @@ async fn handle(
     };
     observed.type_slot = crate::metrics::type_slot(Some(parsed.event.event_type()));
     if let Some(room) = parsed.event.in_room() {
-        observed.room = crate::metrics::RoomBytes::of(room.subdomain(), room.room_name());
+        observed.room = crate::metrics::ShortText::of(room.subdomain(), room.room_name());
+    }
+    let who = match &parsed.event {
+        whereby_webhook::WebhookEvent::RoomClientJoined(w) => w.data.display_name.as_deref(),
+        whereby_webhook::WebhookEvent::RoomClientLeft(w) => w.data.display_name.as_deref(),
+        _ => None,
+    };
+    if let Some(who) = who {
+        observed.who = crate::metrics::ShortText::of("", who);
     }
     let id = parsed.event.id();
     let Some(reservation) = deduplicate::reserve(&app.dedup, id, app.durable.is_some())
