@@ -3,8 +3,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use std::sync::Arc;
+
 use whereby_trigger::Trigger;
-use whereby_trigger::webhook::RoomClientJoined;
+use whereby_trigger::rules::engine::{Engine, Rule};
+use whereby_trigger::webhook::{EventType, RoomClientJoined};
 
 use crate::common::{SECRET, client, post_signed, sample};
 
@@ -35,6 +38,11 @@ async fn metrics_and_status_are_on_the_admin_port_only() {
         .secret(SECRET)
         .admin(Some(admin))
         .on(|_: &RoomClientJoined| true)
+        // A name of its own: the counters are the process's.
+        .rules(Arc::new(Engine::new(vec![Rule::new(
+            "admin-metrics-rule",
+            [EventType::RoomClientJoined],
+        )])))
         .build()
         .expect("valid settings")
         .start()
@@ -94,6 +102,10 @@ async fn metrics_and_status_are_on_the_admin_port_only() {
         "{after}"
     );
 
+    let fired = "whereby_trigger_triggers_total{trigger=\"admin-metrics-rule\",result=\"fired\"}";
+    assert_eq!(value(&after, fired), 1.0, "{after}");
+    assert!(after.contains("whereby_trigger_rooms_tracked 1"), "{after}");
+
     let (status, json) = get(admin, "/status.json").await;
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
@@ -114,6 +126,8 @@ async fn metrics_and_status_are_on_the_admin_port_only() {
             .any(|w| w["type"] == "room.client.joined" && w["outcome"] == "triggered")
     });
     assert!(listed, "the webhook is not among the last ones: {json}");
+    assert_eq!(json["triggers"][0]["name"], "admin-metrics-rule", "{json}");
+    assert_eq!(json["rooms"].as_array().map(Vec::len), Some(1), "{json}");
     let (status, html) = get(admin, "/status").await;
     assert_eq!(status, 200);
     assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
