@@ -94,6 +94,7 @@
 //! imports a later one.
 
 pub mod actions;
+pub mod admin;
 pub mod config;
 pub mod deduplicate;
 mod dispatch;
@@ -101,6 +102,7 @@ mod error;
 mod evaluate;
 pub mod extract;
 pub mod limits;
+mod metrics;
 pub mod parse;
 mod receive;
 mod record;

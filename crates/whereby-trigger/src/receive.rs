@@ -38,6 +38,9 @@ pub const READY_PATH: &str = "/readyz";
 pub(crate) struct App {
     pub(crate) extract: Extract,
     pub(crate) predicate_timeout: Duration,
+    /// What the guard layer answers `deadline` after (only to label a webhook
+    /// whose handler it dropped).
+    pub(crate) request_deadline: Duration,
     pub(crate) dedup: Arc<dyn Deduplicate>,
     pub(crate) predicates: Predicates,
     pub(crate) dispatcher: Arc<Dispatcher>,
@@ -161,24 +164,105 @@ async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) ->
     let log = WebhookLog::start();
     let span = log.span.clone();
     async move {
-        let answer = handle(&app, headers, body, &log).await;
+        let answer = observe(&app, headers, body, &log).await;
         log.answered(answer)
     }
     .instrument(span)
     .await
 }
 
+/// The pipeline, counted in the metrics however it ends.
+async fn observe(
+    app: &Arc<App>,
+    headers: HeaderMap,
+    body: Body,
+    log: &WebhookLog,
+) -> Result<Outcome, Rejection> {
+    let mut observed = Observed {
+        started: Instant::now(),
+        type_slot: crate::metrics::type_slot(None),
+        room: crate::metrics::ShortText::NONE,
+        who: crate::metrics::ShortText::NONE,
+        deadline: app.request_deadline,
+        done: false,
+    };
+    let answer = handle(app, headers, body, log, &mut observed).await;
+    observed.done = true;
+    let outcome = match &answer {
+        Ok(outcome) => outcome.as_str(),
+        Err(rejection) => rejection.code(),
+    };
+    observed.count(outcome);
+    answer
+}
+
+/// Counts one webhook when it is answered (`webhooks_total` and the request
+/// duration): when `receive` returns, or when its future is dropped because
+/// the request's deadline passed or it panicked (the guard layer answers those).
+struct Observed {
+    started: Instant,
+    type_slot: usize,
+    room: crate::metrics::ShortText,
+    /// The participant of a join or a leave.
+    who: crate::metrics::ShortText,
+    deadline: Duration,
+    done: bool,
+}
+
+impl Observed {
+    fn count(&self, outcome: &str) {
+        let latency = self.started.elapsed();
+        crate::metrics::metrics().webhook(
+            self.type_slot,
+            outcome,
+            [&self.room, &self.who],
+            latency,
+        );
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if !self.done {
+            // The codes `limits::guard` answers with when it drops the
+            // handler; before the deadline, the client went away (unanswered).
+            self.count(if std::thread::panicking() {
+                "internal_error"
+            } else if self.started.elapsed() >= self.deadline {
+                "deadline"
+            } else {
+                "client_gone"
+            });
+        }
+    }
+}
+
+/// The pipeline, step by step; `observed` learns the webhook's type and room
+/// once it is parsed.
 async fn handle(
     app: &Arc<App>,
     headers: HeaderMap,
     body: Body,
     log: &WebhookLog,
+    observed: &mut Observed,
 ) -> Result<Outcome, Rejection> {
     let parsed = match app.extract.webhook(&headers, body).await {
         Ok(parsed) => parsed,
         Err(refused) => return Err(quarantine(app, refused).await),
     };
     log.webhook(&parsed);
+    observed.type_slot = crate::metrics::type_slot(Some(parsed.event.event_type()));
+    if let Some(room) = parsed.event.in_room() {
+        observed.room = crate::metrics::ShortText::of(room.subdomain(), room.room_name());
+    }
+    let who = match &parsed.event {
+        whereby_webhook::WebhookEvent::RoomClientJoined(w) => w.data.display_name.as_deref(),
+        whereby_webhook::WebhookEvent::RoomClientLeft(w) => w.data.display_name.as_deref(),
+        _ => None,
+    };
+    if let Some(who) = who {
+        observed.who = crate::metrics::ShortText::of("", who);
+    }
     let id = parsed.event.id();
     let Some(reservation) = deduplicate::reserve(&app.dedup, id, app.durable.is_some())
         .await

@@ -66,6 +66,11 @@ pub struct Restored {
 }
 
 impl Durable {
+    /// The store, to read for the status page and the metrics.
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Reads `store` back — remembered ids into `dedup`, and with an engine its
     /// claims and room state — and starts recording through it. Claims released
     /// by their holders (an assistant ended) are recorded from now on.
@@ -204,7 +209,10 @@ pub(crate) fn spawn_stop_timer(engine: Arc<Engine>, durable: Option<Durable>) ->
                 continue;
             };
             for call in &mut decision.calls {
-                call.event.delivery = durable.outbox.ticket(call.delivery_id.clone());
+                call.event.delivery = durable
+                    .outbox
+                    .ticket(call.delivery_id.clone())
+                    .map(|t| t.counted(call.stats.clone()));
             }
             match durable.journal.submit(changes(&decision)).await {
                 Ok(()) => decision.dispatch(),
@@ -283,7 +291,10 @@ pub(crate) fn submit(durable: &Durable, id: &str, rules: Option<&mut Decision>) 
     }];
     if let Some(rules) = rules {
         for call in &mut rules.calls {
-            call.event.delivery = durable.outbox.ticket(call.delivery_id.clone());
+            call.event.delivery = durable
+                .outbox
+                .ticket(call.delivery_id.clone())
+                .map(|t| t.counted(call.stats.clone()));
         }
         changes.extend(self::changes(rules));
     }

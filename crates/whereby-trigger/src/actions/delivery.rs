@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ActionKind;
+use crate::metrics::{ActionResult, ActionStats};
 
 /// Where the fate of deliveries is recorded.
 pub trait DeliveryLedger: Send + Sync + 'static {
@@ -39,6 +40,9 @@ struct Ticket {
     queued_ms: i64,
     ledger: Arc<dyn DeliveryLedger>,
     finished: AtomicBool,
+    /// The action's counters (`actions_total`), when the ticket was issued
+    /// for a call of a rule this process built.
+    stats: Option<Arc<ActionStats>>,
 }
 
 impl std::fmt::Debug for DeliveryTicket {
@@ -65,7 +69,23 @@ impl DeliveryTicket {
                 queued_ms,
                 ledger,
                 finished: AtomicBool::new(false),
+                stats: None,
             }),
+        }
+    }
+
+    /// This ticket, counting what it reports in `stats`. Only before it is
+    /// cloned (a clone keeps it as it was).
+    pub(crate) fn counted(mut self, stats: Option<Arc<ActionStats>>) -> DeliveryTicket {
+        if let Some(ticket) = Arc::get_mut(&mut self.inner) {
+            ticket.stats = stats;
+        }
+        self
+    }
+
+    fn count(&self, result: ActionResult) {
+        if let Some(stats) = &self.inner.stats {
+            stats.count(result);
         }
     }
 
@@ -90,18 +110,21 @@ impl DeliveryTicket {
     /// Delivered: the delivery leaves the queue.
     pub fn done(&self) {
         if !self.inner.finished.swap(true, Ordering::SeqCst) {
+            self.count(ActionResult::Ok);
             self.inner.ledger.done(&self.inner.id);
         }
     }
 
     /// An attempt failed and another will follow: recorded for `outbox list`.
     pub fn attempted(&self, attempts: u32, error: &str) {
+        self.count(ActionResult::Retry);
         self.inner.ledger.attempted(&self.inner.id, attempts, error);
     }
 
     /// Given up: the delivery stays as a dead letter until retried or dropped.
     pub fn dead(&self, error: &str) {
         if !self.inner.finished.swap(true, Ordering::SeqCst) {
+            self.count(ActionResult::Dead);
             self.inner.ledger.dead(&self.inner.id, error);
         }
     }

@@ -97,6 +97,16 @@ pub struct StoreConfig {
     pub dir: Option<PathBuf>,
 }
 
+/// `[admin]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// `bind`: the admin listener's address (`/metrics`, `/status`), or
+    /// `"off"`; the command's default is `127.0.0.1:9090`.
+    pub bind: Option<String>,
+}
+
 /// A whole config file.
 #[derive(Debug, Default)]
 #[non_exhaustive]
@@ -109,6 +119,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `[log]`
     pub log: LogConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
     /// The `[[trigger]]` tables, in file order.
     pub triggers: Vec<TriggerConfig>,
 }
@@ -285,6 +297,7 @@ impl Config {
                 verify,
                 store: raw.store,
                 log: raw.log,
+                admin: raw.admin,
                 triggers,
             })
         } else {

@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) log: LogConfig,
     #[serde(default)]
+    pub(super) admin: AdminConfig,
+    #[serde(default)]
     pub(super) trigger: Vec<RawTrigger>,
 }
 

@@ -579,6 +579,24 @@ impl Claims {
             .min()
     }
 
+    /// The claims live at `now`: claim name, room, holding trigger, and how
+    /// long until the lease ends (for the status page).
+    pub(crate) fn list(&self, now: Instant) -> Vec<(Arc<str>, RoomKey, Arc<str>, Duration)> {
+        self.lock()
+            .iter()
+            .flat_map(|((name, room), claims)| {
+                claims.values().filter(|c| c.expires > now).map(move |c| {
+                    (
+                        name.clone(),
+                        room.clone(),
+                        c.holder.clone(),
+                        c.expires - now,
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// How many claims are live at `now`.
     pub fn live(&self, now: Instant) -> usize {
         self.lock()

@@ -307,6 +307,19 @@ impl Rooms {
         state.clients_at.max(state.session_at)
     }
 
+    /// Every room remembered, with its state and how long ago its last event
+    /// came (for the status page).
+    pub(crate) fn list(&self, now: Instant) -> Vec<(RoomKey, RoomView, Duration)> {
+        self.lock()
+            .rooms
+            .iter()
+            .map(|(key, state)| {
+                let age = now.saturating_duration_since(state.last_seen);
+                (key.clone(), state.view.clone(), age)
+            })
+            .collect()
+    }
+
     /// How many rooms are remembered.
     pub(crate) fn len(&self) -> usize {
         self.lock().rooms.len()

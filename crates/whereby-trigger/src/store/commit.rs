@@ -350,7 +350,12 @@ fn write_loop(
         let result = if changes.is_empty() {
             Ok(())
         } else {
-            store.commit(&changes)
+            let started = std::time::Instant::now();
+            let result = store.commit(&changes);
+            crate::metrics::metrics()
+                .commit_duration
+                .observe(started.elapsed());
+            result
         };
         flags.committed(&result);
         // Committed replies wait for the sync thread; failed ones are answered

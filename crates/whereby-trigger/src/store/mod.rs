@@ -355,6 +355,15 @@ pub trait Store: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Pending and dead deliveries, oldest first, for the status page and the
+    /// metrics. By default only the pending ones.
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        self.pending()
+    }
+
     /// The refused webhooks kept, oldest first.
     ///
     /// # Errors

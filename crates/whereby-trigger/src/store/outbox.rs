@@ -186,6 +186,12 @@ impl Outbox {
                     continue;
                 }
             };
+            // Counted like a fresh call's (a resume is rare: the lookup is fine).
+            let trigger: Arc<str> = Arc::from(delivery.trigger.as_str());
+            let stats = crate::metrics::metrics()
+                .trigger(&trigger)
+                .action(action.kind());
+            let ticket = ticket.counted(Some(stats));
             let Some(event) = rebuild(&delivery, claims, options, now, ticket.clone()) else {
                 tracing::error!(id = %delivery.id, trigger = %delivery.trigger, room = %delivery.room_url, "a pending delivery cannot be read back; marked dead");
                 ticket.dead("the stored delivery cannot be read back");

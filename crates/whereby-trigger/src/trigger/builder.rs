@@ -73,6 +73,8 @@ pub enum ConfigError {
 pub struct TriggerBuilder {
     port: u16,
     bind: IpAddr,
+    /// The admin listener's address; `None`: no admin listener.
+    admin: Option<SocketAddr>,
     path: String,
     /// A refused secret fails [`TriggerBuilder::build`], not the chain of calls.
     secrets: Vec<Result<SigningSecret, SecretError>>,
@@ -99,6 +101,7 @@ impl Default for TriggerBuilder {
         TriggerBuilder {
             port: DEFAULT_PORT,
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            admin: None,
             path: "/".to_owned(),
             secrets: Vec::new(),
             tolerance: DEFAULT_TOLERANCE,
@@ -148,6 +151,16 @@ impl TriggerBuilder {
     /// The address to listen on (default `0.0.0.0`).
     pub fn bind(mut self, addr: IpAddr) -> Self {
         self.bind = addr;
+        self
+    }
+
+    /// Serves the admin routes (`/metrics`, `/status`, `/status.json`) on `addr`
+    /// when the Trigger [serves](Trigger::serve); `None` (the default): none.
+    /// Keep it on loopback or a private network: the status page shows rooms,
+    /// claims and deliveries. Port 0 picks a free one
+    /// ([`TriggerHandle::admin_addr`](super::TriggerHandle::admin_addr)).
+    pub fn admin(mut self, addr: Option<SocketAddr>) -> Self {
+        self.admin = addr;
         self
     }
 
@@ -527,6 +540,8 @@ impl TriggerBuilder {
         }
         Ok(Trigger {
             addr: SocketAddr::new(self.bind, self.port),
+            admin: self.admin,
+            admin_listener: None,
             path: self.path,
             limits: self.limits,
             restored,
@@ -540,6 +555,7 @@ impl TriggerBuilder {
                     tolerance: self.tolerance,
                 },
                 predicate_timeout: self.predicate_timeout,
+                request_deadline: self.limits.request_deadline,
                 dedup,
                 predicates: self.predicates,
                 dispatcher,

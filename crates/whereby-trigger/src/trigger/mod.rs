@@ -82,6 +82,9 @@ pub enum ServeError {
 /// ```
 pub struct Trigger {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    /// Bound by [`Trigger::start`], so that its address is known at once.
+    admin_listener: Option<TcpListener>,
     path: String,
     limits: Limits,
     restored: Option<Restored>,
@@ -93,6 +96,7 @@ impl std::fmt::Debug for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trigger")
             .field("addr", &self.addr)
+            .field("admin", &self.admin)
             .field("path", &self.path)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -155,7 +159,7 @@ impl Trigger {
     ///
     /// # Errors
     /// [`ServeError::Bind`] when the address cannot be bound.
-    pub async fn start(self) -> Result<TriggerHandle, ServeError> {
+    pub async fn start(mut self) -> Result<TriggerHandle, ServeError> {
         let listener = TcpListener::bind(self.addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -163,11 +167,21 @@ impl Trigger {
                 source,
             })?;
         let local_addr = listener.local_addr()?;
+        let admin_addr = match self.admin {
+            Some(addr) => {
+                let admin = bind(addr).await?;
+                let addr = admin.local_addr()?;
+                self.admin_listener = Some(admin);
+                Some(addr)
+            }
+            None => None,
+        };
         let dispatcher = self.app.dispatcher.clone();
         let stop = CancellationToken::new();
         let task = tokio::spawn(self.serve(listener, stop.clone().cancelled_owned()));
         Ok(TriggerHandle {
             local_addr,
+            admin_addr,
             dispatcher,
             stop,
             task,
@@ -193,10 +207,33 @@ impl Trigger {
     /// None at present: an accept error (a full file table, say) is logged and
     /// retried while the connections already open are served.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let admin_listener = match (self.admin_listener.take(), self.admin) {
+            (Some(bound), _) => Some(bound),
+            (None, Some(addr)) => Some(bind(addr).await?),
+            (None, None) => None,
+        };
+        // The admin listener stops with the public one; its requests are
+        // short reads, so it is not drained.
+        let admin_stop = CancellationToken::new();
+        let admin = admin_listener.map(|admin| {
+            if let Ok(addr) = admin.local_addr() {
+                tracing::info!(admin = %addr, "admin listener: /metrics, /status, /status.json");
+            }
+            let router = crate::admin::router(self.app.clone());
+            let stop = admin_stop.clone().cancelled_owned();
+            tokio::spawn(async move {
+                if let Err(err) = axum::serve(admin, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!(%err, "the admin listener failed");
+                }
+            })
+        });
         let dispatcher = self.app.dispatcher.clone();
         let router = self.router();
         // Resumed actions look their rules up, so the poller starts with the
@@ -217,6 +254,10 @@ impl Trigger {
             .run(listener, shutdown)
             .await;
         dispatcher.close();
+        admin_stop.cancel();
+        if let Some(admin) = admin {
+            admin.abort();
+        }
         if let Some(poller) = poller {
             poller.abort();
         }
@@ -246,6 +287,13 @@ impl Trigger {
     }
 }
 
+/// Binds the admin listener's address.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
 /// A running Trigger.
 ///
 /// Dropping the handle leaves the server running; call
@@ -253,6 +301,7 @@ impl Trigger {
 #[derive(Debug)]
 pub struct TriggerHandle {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     dispatcher: Arc<Dispatcher>,
     stop: CancellationToken,
     task: JoinHandle<Result<(), ServeError>>,
@@ -262,6 +311,11 @@ impl TriggerHandle {
     /// The address the server is bound to (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address, when [`TriggerBuilder::admin`] asked for one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// A stream of every trigger event from now on.

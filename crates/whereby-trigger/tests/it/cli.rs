@@ -178,7 +178,15 @@ fn serve_says_where_its_secrets_came_from_and_a_401_how_to_sign() {
 #[test]
 fn serve_refuses_to_start_without_a_secret() {
     let out = command()
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -198,12 +206,21 @@ fn refused_serve(mut base: std::process::Command, args: &[&str]) -> (Option<i32>
         }
     }
     let mut child = KillOnDrop(
-        base.args(["serve", "--port", "0", "--bind", "127.0.0.1", "--ephemeral"])
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
+        base.args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1:0",
+            "--ephemeral",
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap(),
     );
     let stderr = binary::capture(child.0.stderr.take().expect("stderr"));
     let status = binary::wait_with_deadline(&mut child.0);

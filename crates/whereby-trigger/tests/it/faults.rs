@@ -1065,7 +1065,16 @@ fn a_second_server_on_a_data_directory_exits_2_and_the_first_fires_alone() {
 
     // A rolling update on one volume: the second server must not run.
     let mut second = loopback_command()
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--config"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1:0",
+            "--config",
+        ])
         .arg(&config)
         .arg("--data-dir")
         .arg(&data)

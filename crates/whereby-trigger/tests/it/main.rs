@@ -16,6 +16,8 @@
 //! the others. `run_action` starts this binary again for one of its tests, by
 //! its full name.
 
+#[cfg(feature = "metrics")]
+mod admin;
 mod common;
 
 // Modules that need a cargo feature are built only with it, so that

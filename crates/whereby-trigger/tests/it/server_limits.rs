@@ -269,7 +269,16 @@ fn a_refused_limit_stops_serve_naming_file_line_and_key() {
         "request_deadline = \"5s\"\nmax_header_bytes = 512",
     );
     let mut child = command()
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--ephemeral"])
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1:0",
+            "--ephemeral",
+        ])
         .args(["--config", config.arg()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -56,7 +56,7 @@ impl Job {
         }
         let mut restarts = 0;
         loop {
-            let (status, stopped) = match self.run_once(&trigger, &room).await {
+            let (status, stopped) = match self.run_once(&trigger, &room, restarts).await {
                 Some(outcome) => outcome,
                 None => {
                     // It could not even start: retrying the same command is futile.
@@ -90,6 +90,7 @@ impl Job {
                 return self.settle(Settle::Dead("the assistant kept failing"));
             }
             restarts += 1;
+            crate::metrics::metrics().trigger(&trigger).restarted();
             let backoff = RESTART_BACKOFF
                 .saturating_mul(1 << (restarts - 1).min(16))
                 .min(MAX_RESTART_BACKOFF);
@@ -113,6 +114,7 @@ impl Job {
         &mut self,
         trigger: &Arc<str>,
         room: &str,
+        restarts: u32,
     ) -> Option<(io::Result<ExitStatus>, Option<StopReason>)> {
         let (program, mut command) = match command(&self.spec, &self.event) {
             Ok(command) => command,
@@ -136,6 +138,14 @@ impl Job {
         };
         tracing::info!(trigger = %tags.trigger, room = %tags.room, pid = tags.pid,
             program = %program, id = self.event.event_id(), "started");
+        // Listed on the status page and counted running until it is reaped.
+        let _alive = crate::metrics::metrics().assistant_started(crate::metrics::Assistant {
+            trigger: trigger.clone(),
+            room: room.to_owned(),
+            pid: tags.pid,
+            started_ms: crate::util::now_ms(),
+            restarts,
+        });
 
         let stdin = child
             .stdin

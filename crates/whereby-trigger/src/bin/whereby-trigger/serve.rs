@@ -27,6 +27,19 @@ use crate::reload::{VerifyReload, reload_on_sighup};
 /// How long shutdown waits for `forward` deliveries in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
+/// Where the admin listener listens unless told otherwise: loopback only.
+const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9090";
+
+/// `--admin-bind` / `[admin] bind`: an address, or `off` for none.
+fn admin_bind(value: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    value.parse().map(Some).with_context(|| {
+        format!("admin bind: `{value}` is neither an address (127.0.0.1:9090) nor `off`")
+    })
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Config file with [server], [verify] and [[trigger]] rules. Flags override
@@ -43,6 +56,12 @@ pub(crate) struct ServeArgs {
     /// Address to listen on. [default: 0.0.0.0]
     #[arg(long)]
     bind: Option<IpAddr>,
+
+    /// Address of the admin listener (GET /metrics, /status, /status.json),
+    /// or `off`. Keep it private: the status page shows rooms and deliveries.
+    /// [default: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR|off")]
+    admin_bind: Option<String>,
 
     /// Path Whereby posts webhooks to. [default: /]
     #[arg(long)]
@@ -233,6 +252,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(bind) = args.bind {
         builder = builder.bind(bind);
     }
+    let admin = args
+        .admin_bind
+        .as_deref()
+        .or(config.admin.bind.as_deref())
+        .unwrap_or(DEFAULT_ADMIN_BIND);
+    builder = builder.admin(admin_bind(admin)?);
     if let Some(path) = args.path.clone() {
         builder = builder.path(path);
     }

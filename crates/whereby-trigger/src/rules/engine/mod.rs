@@ -14,6 +14,7 @@ use bytes::Bytes;
 use whereby_webhook::{AnyEventType, WebhookEvent};
 
 use crate::actions::{Action, ActionEvent, ActionKind, delivery_id};
+use crate::metrics::{ActionStats, TriggerResult, TriggerStats};
 #[cfg(feature = "cel")]
 use crate::rules::cel::{When, WhenInput};
 use crate::state::claims::{
@@ -40,6 +41,11 @@ pub struct Rule {
     stop_when: Option<Arc<When>>,
     stop_after: Option<Duration>,
     actions: Vec<Arc<dyn Action>>,
+    /// Its counters, shared with every rule of this name (made at build, so
+    /// that deciding counts without a lock).
+    stats: Arc<TriggerStats>,
+    /// Each action's counters, beside `actions`.
+    action_stats: Vec<Arc<ActionStats>>,
 }
 
 impl fmt::Debug for Rule {
@@ -72,6 +78,8 @@ impl Rule {
     ) -> Rule {
         let name = name.into();
         Rule {
+            stats: crate::metrics::metrics().trigger(&name),
+            action_stats: Vec::new(),
             claim: name.clone(),
             name,
             on: on.into_iter().map(Into::into).collect(),
@@ -173,6 +181,7 @@ impl Rule {
 
     /// Adds an action.
     pub fn action(mut self, action: Arc<dyn Action>) -> Rule {
+        self.action_stats.push(self.stats.action(action.kind()));
         self.actions.push(action);
         self
     }
@@ -291,6 +300,8 @@ pub(crate) struct Call {
     /// encodes each part): unique per call, stable across restarts, so a
     /// redelivered call is recognised.
     pub(crate) delivery_id: String,
+    /// The action's counters, for its delivery ticket.
+    pub(crate) stats: Option<Arc<ActionStats>>,
 }
 
 /// The engine's answer for one event, with the action calls it implies.
@@ -377,7 +388,7 @@ impl Decision {
         on: &On<'_>,
     ) {
         let mut seen: Vec<&str> = Vec::new();
-        for action in &rule.actions {
+        for (i, action) in rule.actions.iter().enumerate() {
             // Two actions of one kind on a rule get distinct delivery ids.
             let n = seen.iter().filter(|k| **k == action.kind()).count();
             seen.push(action.kind());
@@ -395,6 +406,7 @@ impl Decision {
                     delivery: None,
                 },
                 delivery_id: delivery_id(&rule.name, on.event.id(), kind, action.kind(), n + 1),
+                stats: rule.action_stats.get(i).cloned(),
             });
         }
     }
@@ -404,6 +416,9 @@ impl Decision {
     fn stop(&mut self, trigger: &Arc<str>, released: Vec<Released>, rules: &[Rule], on: &On<'_>) {
         if released.is_empty() {
             return;
+        }
+        if let Some(rule) = rules.iter().find(|r| r.name == *trigger) {
+            rule.stats.count(TriggerResult::Stopped);
         }
         let mut holders: Vec<&Arc<str>> = Vec::new();
         for claim in &released {
@@ -573,6 +588,7 @@ impl Engine {
                     })
                 });
             if let Some(reason) = reason {
+                rule.stats.count(TriggerResult::NotMatched);
                 decision.verdicts.push(Verdict::NotMatched {
                     trigger: rule.name.clone(),
                     reason,
@@ -580,6 +596,7 @@ impl Engine {
                 continue;
             }
             let Some(room) = &room_key else {
+                rule.stats.count(TriggerResult::Fired);
                 decision.push_calls(ActionKind::Start, rule, None, &on);
                 decision.verdicts.push(Verdict::Fired {
                     trigger: rule.name.clone(),
@@ -612,6 +629,7 @@ impl Engine {
                 .try_claim_for(key.clone(), rule.name.clone(), rule.lease, now)
             {
                 Some(handle) => {
+                    rule.stats.count(TriggerResult::Fired);
                     decision
                         .taken
                         .push((handle.clone(), rule.lease, rule.name.clone()));
@@ -621,10 +639,13 @@ impl Engine {
                         claim: Some(key),
                     });
                 }
-                None => decision.verdicts.push(Verdict::Suppressed {
-                    trigger: rule.name.clone(),
-                    claim: key,
-                }),
+                None => {
+                    rule.stats.count(TriggerResult::Suppressed);
+                    decision.verdicts.push(Verdict::Suppressed {
+                        trigger: rule.name.clone(),
+                        claim: key,
+                    });
+                }
             }
         }
         decision
@@ -795,6 +816,7 @@ impl Engine {
                 Ok(true) => {}
                 Ok(false) => return Some("the Rust predicate returned false".to_owned()),
                 Err(_) => {
+                    rule.stats.count(TriggerResult::Error);
                     tracing::error!(trigger = %rule.name, id = event.id(), "the rule's Rust predicate panicked; counted as false");
                     return Some("the Rust predicate panicked".to_owned());
                 }
@@ -812,6 +834,7 @@ impl Engine {
                 Ok(true) => None,
                 Ok(false) => Some("`when` is false".to_owned()),
                 Err(err) => {
+                    rule.stats.count(TriggerResult::Error);
                     tracing::warn!(trigger = %rule.name, id = event.id(), error = %err, "`when` failed; counted as false");
                     Some(format!("`when` failed: {err}"))
                 }

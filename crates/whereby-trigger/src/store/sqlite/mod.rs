@@ -483,6 +483,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
+        read_deliveries(&self.read())
+    }
+
     fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
         let mut all = read_deliveries(&self.read())?;
         all.retain(|d| d.status == DeliveryStatus::Pending);

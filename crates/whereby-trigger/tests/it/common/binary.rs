@@ -334,7 +334,15 @@ impl Server {
     ) -> Server {
         let args: Vec<std::ffi::OsString> =
             args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-        base.args(["serve", "--port", "0", "--bind", "127.0.0.1"]);
+        base.args([
+            "serve",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--admin-bind",
+            "127.0.0.1:0",
+        ]);
         // Tests share a working directory: each one that does not test the
         // durable store itself keeps its state in memory, so none sees another's.
         if !args.iter().any(|a| a == "--data-dir") {
