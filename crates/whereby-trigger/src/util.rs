@@ -111,12 +111,15 @@ pub(crate) fn millis(duration: std::time::Duration) -> i64 {
 }
 
 /// The candidate nearest to `word` by edit distance, if near enough to be a
-/// typo of it (at most a third of its length), for "did you mean" hints.
-#[cfg_attr(not(feature = "cel"), allow(dead_code))]
-pub(crate) fn closest<'a>(
-    word: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+/// typo of it (at most a third of its length), for "did you mean" hints
+/// (re-exported as [`config::closest`](crate::config::closest) for the command).
+///
+/// ```
+/// use whereby_trigger::config::closest;
+/// assert_eq!(closest("numClient", ["numClients", "roleName"]), Some("numClients"));
+/// assert_eq!(closest("zzz", ["numClients"]), None);
+/// ```
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let most = word.chars().count().div_ceil(3);
     candidates
         .into_iter()
@@ -127,7 +130,6 @@ pub(crate) fn closest<'a>(
 }
 
 /// Levenshtein distance, over chars.
-#[cfg_attr(not(feature = "cel"), allow(dead_code))]
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();

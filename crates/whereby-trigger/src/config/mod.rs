@@ -24,6 +24,8 @@ pub use server::ServerConfig;
 pub use trigger::TriggerConfig;
 pub use verify::VerifyConfig;
 
+pub use crate::util::closest;
+
 use raw::*;
 use server::server_config;
 use trigger::trigger_config;

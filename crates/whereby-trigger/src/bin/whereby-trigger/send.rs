@@ -301,7 +301,7 @@ fn check_type(event_type: &str, type_any: bool) -> anyhow::Result<()> {
         .map(|t| t.as_str())
         .chain(OTHER_TYPES)
         .collect();
-    let hint = match closest(event_type, &known) {
+    let hint = match whereby_trigger::config::closest(event_type, known.iter().copied()) {
         Some(near) => format!("did you mean `{near}`? "),
         None => String::new(),
     };
@@ -309,35 +309,6 @@ fn check_type(event_type: &str, type_any: bool) -> anyhow::Result<()> {
         "`{event_type}` is not a type Whereby documents; {hint}(known: {}; --type-any sends it anyway)",
         known.join(", ")
     )
-}
-
-/// The candidate nearest to `word` by edit distance, if near enough to be a
-/// typo of it (at most a third of its length).
-fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
-        .iter()
-        .map(|c| (edit_distance(word, c), *c))
-        .filter(|(d, _)| *d <= word.chars().count().div_ceil(3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance, over chars.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
 }
 
 fn build_payload(args: &SendArgs) -> anyhow::Result<Vec<u8>> {
