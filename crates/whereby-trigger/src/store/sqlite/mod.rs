@@ -202,16 +202,12 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Commit`].
     pub fn retry(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?2 \
-                 WHERE id = ?1",
-                params![id, now_ms()],
-            )
-            .map_err(commit_error)?;
-        self.sync()?;
-        Ok(n > 0)
+        self.write_now(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?2 \
+             WHERE id = ?1",
+            params![id, now_ms()],
+        )
+        .map(|n| n > 0)
     }
 
     /// Makes every dead delivery pending again, afresh as [`Self::retry`] does;
@@ -220,16 +216,11 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Commit`].
     pub fn retry_dead(&self) -> Result<usize, StoreError> {
-        let n = self
-            .lock()
-            .execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?1 \
-                 WHERE status = 'dead'",
-                params![now_ms()],
-            )
-            .map_err(commit_error)?;
-        self.sync()?;
-        Ok(n)
+        self.write_now(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?1 \
+             WHERE status = 'dead'",
+            params![now_ms()],
+        )
     }
 
     /// Removes a delivery; `false` when no delivery has that id.
@@ -237,12 +228,8 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Commit`].
     pub fn drop_delivery(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .execute("DELETE FROM deliveries WHERE id = ?1", params![id])
-            .map_err(commit_error)?;
-        self.sync()?;
-        Ok(n > 0)
+        self.write_now("DELETE FROM deliveries WHERE id = ?1", params![id])
+            .map(|n| n > 0)
     }
 
     /// Removes a refused webhook from the quarantine; `false` when none has
@@ -251,12 +238,16 @@ impl SqliteStore {
     /// # Errors
     /// [`StoreError::Commit`].
     pub fn drop_quarantined(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .execute("DELETE FROM quarantine WHERE id = ?1", params![id])
-            .map_err(commit_error)?;
+        self.write_now("DELETE FROM quarantine WHERE id = ?1", params![id])
+            .map(|n| n > 0)
+    }
+
+    /// One statement of the operator's commands, made durable before it
+    /// returns (they answer the operator at once); the rows it changed.
+    fn write_now(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+        let n = self.lock().execute(sql, params).map_err(commit_error)?;
         self.sync()?;
-        Ok(n > 0)
+        Ok(n)
     }
 
     /// Whether a claim with `key` is stored and unexpired at `now_ms`.
