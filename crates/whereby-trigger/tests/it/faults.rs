@@ -84,20 +84,28 @@ fn kill9(mut server: Server) {
 
 /// `whereby-trigger outbox ARGS --data-dir data`, waited for (bounded).
 fn outbox(data: &Path, args: &[&str]) -> Output {
+    store_command("outbox", data, args)
+}
+
+/// `whereby-trigger COMMAND ARGS --data-dir data`, one of the operator's
+/// commands on a data directory (with the config's secret in the environment,
+/// for `quarantine replay`), waited for (bounded).
+fn store_command(command: &str, data: &Path, args: &[&str]) -> Output {
     let mut child = loopback_command()
-        .arg("outbox")
+        .arg(command)
         .args(args)
         .arg("--data-dir")
         .arg(data)
+        .env("WHEREBY_WEBHOOK_SECRET", SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run outbox");
+        .unwrap_or_else(|e| panic!("run {command}: {e}"));
     let stdout = capture(child.stdout.take().expect("stdout"));
     let stderr = capture(child.stderr.take().expect("stderr"));
     let status = wait_with_deadline(&mut child);
-    stdout.wait_closed("outbox's stdout");
-    stderr.wait_closed("outbox's stderr");
+    stdout.wait_closed("the command's stdout");
+    stderr.wait_closed("the command's stderr");
     let joined = |lines: Vec<String>| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
     Output {
         status,
@@ -1164,27 +1172,7 @@ fn a_database_deleted_under_the_server_fails_it_as_a_failed_flush_does() {
 
 /// `whereby-trigger quarantine ARGS --data-dir data`, waited for (bounded).
 fn quarantine(data: &Path, args: &[&str]) -> Output {
-    let mut child = loopback_command()
-        .arg("quarantine")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .env("WHEREBY_WEBHOOK_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run quarantine");
-    let stdout = capture(child.stdout.take().expect("stdout"));
-    let stderr = capture(child.stderr.take().expect("stderr"));
-    let status = wait_with_deadline(&mut child);
-    stdout.wait_closed("quarantine's stdout");
-    stderr.wait_closed("quarantine's stderr");
-    let joined = |lines: Vec<String>| lines.iter().map(|l| format!("{l}\n")).collect::<String>();
-    Output {
-        status,
-        stdout: joined(stdout.snapshot()).into_bytes(),
-        stderr: joined(stderr.snapshot()).into_bytes(),
-    }
+    store_command("quarantine", data, args)
 }
 
 #[test]
