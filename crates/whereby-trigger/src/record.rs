@@ -155,9 +155,11 @@ impl Durable {
         let store = self.store.clone();
         tokio::spawn(async move {
             loop {
-                // The read blocks on SQLite: off the async workers.
+                // The read blocks on the store: off the async workers. What
+                // this process carries out is renewed, not taken again.
                 let reader = store.clone();
-                match tokio::task::spawn_blocking(move || reader.pending()).await {
+                let held = outbox.in_flight_ids();
+                match tokio::task::spawn_blocking(move || reader.take(&held)).await {
                     Ok(Ok(pending)) => {
                         let rules = engine.rules();
                         let find = |trigger: &str, kind: &str| {

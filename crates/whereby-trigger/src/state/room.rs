@@ -263,6 +263,51 @@ impl Rooms {
         .ok()
     }
 
+    /// Two stored states of one room folded into one, as if one server had
+    /// seen the events of both: the counts of the newer join/leave, the flag
+    /// of the newer session event, the newest `createdAt` per type of either.
+    /// That is how a store shared by several receivers keeps a room whose
+    /// events were received by different ones. `new` alone when `old` cannot
+    /// be read (and `old` when `new` cannot); `None` when neither can.
+    pub(crate) fn merge_stored(old: &str, new: &str) -> Option<String> {
+        let parse = |json: &str| serde_json::from_str::<StoredRoom>(json).ok();
+        let merged = match (parse(old), parse(new)) {
+            (None, None) => return None,
+            (Some(_), None) => return Some(old.to_owned()),
+            (None, Some(_)) => return Some(new.to_owned()),
+            (Some(old), Some(new)) => {
+                // `None` is older than any time, as in `fold_at`; a tie goes to
+                // the later write.
+                let clients = if old.clients_at > new.clients_at {
+                    &old
+                } else {
+                    &new
+                };
+                let session = if old.session_at > new.session_at {
+                    &old
+                } else {
+                    &new
+                };
+                let mut newest = old.newest.clone();
+                for (kind, at) in &new.newest {
+                    let entry = newest.entry(kind.clone()).or_insert(*at);
+                    *entry = (*entry).max(*at);
+                }
+                StoredRoom {
+                    view: RoomView {
+                        num_clients: clients.view.num_clients,
+                        num_clients_by_role_name: clients.view.num_clients_by_role_name.clone(),
+                        session_active: session.view.session_active,
+                    },
+                    clients_at: clients.clients_at,
+                    session_at: session.session_at,
+                    newest,
+                }
+            }
+        };
+        serde_json::to_string(&merged).ok()
+    }
+
     /// Puts back a room read from the store, last seen `idle_for` ago. Returns
     /// `false` (and changes nothing) when `json` is not a stored room.
     pub(crate) fn import(
@@ -536,6 +581,48 @@ mod tests {
         assert_eq!(rooms.newest(&key, "room.client.joined"), received);
         let v = rooms.fold(&joined("2026-11-02T09:00:01Z", 1), now).unwrap();
         assert_eq!(v.num_clients, 1);
+    }
+
+    #[test]
+    fn merged_states_keep_the_newest_of_each_part() {
+        let now = Instant::now();
+        let key = RoomKey::parse("acme/standup-3f9a2c").unwrap();
+        // One receiver saw the session start and a later join of 3 …
+        let a = Rooms::new(Duration::from_secs(3600));
+        a.fold(
+            &event("room.session.started", "2026-11-02T09:00:00Z", json!({})),
+            now,
+        );
+        a.fold(&joined("2026-11-02T09:00:03Z", 3), now);
+        // … another an older join of 2 and the session's end.
+        let b = Rooms::new(Duration::from_secs(3600));
+        b.fold(&joined("2026-11-02T09:00:02Z", 2), now);
+        b.fold(
+            &event("room.session.ended", "2026-11-02T09:00:05Z", json!({})),
+            now,
+        );
+        let (a, b) = (a.export(&key).unwrap(), b.export(&key).unwrap());
+        for merged in [
+            Rooms::merge_stored(&a, &b).unwrap(),
+            Rooms::merge_stored(&b, &a).unwrap(),
+        ] {
+            let rooms = Rooms::new(Duration::from_secs(3600));
+            assert!(rooms.import(key.clone(), &merged, Duration::ZERO, now));
+            let view = rooms.get(&key).unwrap();
+            assert_eq!(view.num_clients, 3, "the newer join's count");
+            assert!(!view.session_active, "the newer session event's flag");
+            assert_eq!(
+                rooms.newest(&key, "room.client.joined"),
+                Some(1_793_610_003_000)
+            );
+            assert_eq!(
+                rooms.newest(&key, "room.session.ended"),
+                Some(1_793_610_005_000)
+            );
+        }
+        assert_eq!(Rooms::merge_stored("nope", &a).as_deref(), Some(a.as_str()));
+        assert_eq!(Rooms::merge_stored(&a, "nope").as_deref(), Some(a.as_str()));
+        assert_eq!(Rooms::merge_stored("nope", "nope"), None);
     }
 
     #[test]

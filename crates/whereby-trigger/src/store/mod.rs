@@ -13,12 +13,16 @@ use std::fmt;
 
 mod commit;
 pub(crate) mod outbox;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use commit::Retention;
 pub(crate) use commit::sync_failed;
 pub(crate) use commit::{Committer, Journal, PendingCommit};
+#[cfg(feature = "postgres")]
+pub use postgres::{PgStore, PgStoreOptions};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
 
@@ -353,6 +357,21 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Read`].
     fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// The pending deliveries this process is to carry out, oldest first:
+    /// those it is not carrying out yet. `held` are the ids it carries out now.
+    ///
+    /// A store of one process returns every pending delivery (the default).
+    /// A store shared by several hands each one to one process at a time, on
+    /// a lease that the holder renews with every call (its `held`) and that
+    /// another process may take once it has run out (the holder died).
+    ///
+    /// # Errors
+    /// [`StoreError::Read`].
+    fn take(&self, held: &[String]) -> Result<Vec<Delivery>, StoreError> {
+        let _ = held;
+        self.pending()
     }
 
     /// Pending and dead deliveries, oldest first, for the status page and the

@@ -108,6 +108,14 @@ impl Outbox {
         self.in_flight.lock().map_or(0, |set| set.len())
     }
 
+    /// The ids of the deliveries this process carries out now.
+    pub(crate) fn in_flight_ids(&self) -> Vec<String> {
+        self.in_flight
+            .lock()
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// A ticket for delivery `id`, queued now, or `None` when this process
     /// already carries it out (so a poll never starts a second copy).
     pub(crate) fn ticket(self: &Arc<Self>, id: String) -> Option<DeliveryTicket> {

@@ -45,6 +45,8 @@ mod run_action;
 mod scenario;
 #[cfg(feature = "cli")]
 mod server_limits;
+#[cfg(feature = "postgres")]
+mod shared_store;
 #[cfg(feature = "cli")]
 mod signed_forward;
 mod stress;

@@ -8,6 +8,8 @@
 #[cfg(feature = "cli")]
 pub(crate) mod binary;
 pub(crate) mod fixture;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "forward")]
 pub(crate) mod receiver;
 
