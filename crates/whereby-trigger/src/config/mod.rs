@@ -8,19 +8,21 @@
 
 //!
 //! One file per part of the file: `server` (`[server]`), `verify`
-//! (`[verify]`), `log` (`[log]`), `trigger` (`[[trigger]]`), `raw` (the serde mirrors every key is
+//! (`[verify]`), `store` (`[store]`), `log` (`[log]`), `trigger` (`[[trigger]]`), `raw` (the serde mirrors every key is
 //! read into first, so that errors can name keys and lines), `env` (`${NAME}`).
 
 mod env;
 mod log;
 mod raw;
 mod server;
+mod store;
 mod trigger;
 mod verify;
 
 pub(crate) use env::expand;
 pub use log::{LogConfig, LogFormat, UnknownLogFormat};
 pub use server::ServerConfig;
+pub use store::StoreConfig;
 pub use trigger::TriggerConfig;
 pub use verify::VerifyConfig;
 
@@ -28,6 +30,7 @@ pub use crate::util::closest;
 
 use raw::*;
 use server::server_config;
+use store::store_config;
 use trigger::trigger_config;
 use verify::verify_config;
 
@@ -88,15 +91,6 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret([redacted])")
     }
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct StoreConfig {
-    /// `dir`: the data directory of the durable store.
-    pub dir: Option<PathBuf>,
 }
 
 /// `[admin]`.
@@ -255,6 +249,7 @@ impl Config {
         let mut errors = Vec::new();
         let server = server_config(raw.server, &lines, &mut errors);
         let verify = verify_config(raw.verify, &lines, env, &mut errors);
+        let store = store_config(raw.store, &lines, env, &mut errors);
         let mut names = HashSet::new();
         let mut triggers = Vec::new();
         for trigger in raw.trigger {
@@ -297,7 +292,7 @@ impl Config {
             Ok(Config {
                 server,
                 verify,
-                store: raw.store,
+                store,
                 log: raw.log,
                 admin: raw.admin,
                 triggers,

@@ -11,13 +11,21 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) verify: RawVerify,
     #[serde(default)]
-    pub(super) store: StoreConfig,
+    pub(super) store: RawStore,
     #[serde(default)]
     pub(super) log: LogConfig,
     #[serde(default)]
     pub(super) admin: AdminConfig,
     #[serde(default)]
     pub(super) trigger: Vec<RawTrigger>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) dir: Option<Spanned<PathBuf>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) lease: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -38,6 +38,8 @@ mod http;
 mod logs;
 #[cfg(all(feature = "cel", feature = "forward"))]
 mod readme;
+#[cfg(all(feature = "postgres", feature = "cli"))]
+mod replicas;
 #[cfg(feature = "cli")]
 mod rules_e2e;
 mod run_action;

@@ -14,7 +14,7 @@ use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::config::Config;
 use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::engine::Engine;
-use whereby_trigger::store::{Retention, SqliteStore};
+use whereby_trigger::store::{Retention, SqliteStore, Store};
 use whereby_trigger::units::{parse_duration, parse_size};
 use whereby_trigger::verify::check_tolerance;
 use whereby_trigger::webhook::{DEFAULT_TOLERANCE, EventType, SigningSecret};
@@ -23,6 +23,45 @@ use whereby_trigger::{DedupLimits, Trigger};
 use crate::reload::shutdown_signal;
 #[cfg(unix)]
 use crate::reload::{VerifyReload, reload_on_sighup};
+
+/// The PostgreSQL store at `url`, for this process as `node_id` (or its
+/// default name).
+#[cfg(feature = "postgres")]
+fn shared_store(
+    url: &str,
+    node_id: Option<String>,
+    lease: Option<Duration>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    use whereby_trigger::store::{PgStore, PgStoreOptions};
+    let node = node_id.unwrap_or_else(default_node_id);
+    let mut options = PgStoreOptions::new(node);
+    if let Some(lease) = lease {
+        options = options.lease(lease);
+    }
+    let store = PgStore::connect(url, options)?;
+    tracing::info!(database = %store.shown(), node = %store.node_id(), "shared store");
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn shared_store(_: &str, _: Option<String>, _: Option<Duration>) -> anyhow::Result<Arc<dyn Store>> {
+    bail!(
+        "a store URL needs PostgreSQL, and this whereby-trigger was built without its `postgres` feature"
+    )
+}
+
+/// `HOSTNAME-PID`: unique per process on one machine, and telling which
+/// machine across several.
+#[cfg(feature = "postgres")]
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
+}
 
 /// How long shutdown waits for `forward` deliveries in flight.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -135,6 +174,23 @@ pub(crate) struct ServeArgs {
     /// [default: ./whereby-trigger-data]
     #[arg(long, value_name = "DIR", conflicts_with = "ephemeral")]
     data_dir: Option<PathBuf>,
+
+    /// A PostgreSQL database shared by several servers, instead of a data
+    /// directory: postgres://USER@HOST:PORT/DB (the password in the URL or in
+    /// PGPASSWORD). Overrides [store] url.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "WHEREBY_TRIGGER_STORE_URL",
+        conflicts_with_all = ["ephemeral", "data_dir"]
+    )]
+    store_url: Option<String>,
+
+    /// This process's name among the servers sharing a store: the holder of
+    /// its claims and deliveries, shown in its logs. Unique per process.
+    /// [default: HOSTNAME-PID]
+    #[arg(long, value_name = "NAME", env = "WHEREBY_TRIGGER_NODE_ID")]
+    node_id: Option<String>,
 
     /// Keep all state in memory only: a restart forgets ids and claims, and
     /// queued deliveries are lost with the process.
@@ -271,12 +327,25 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         builder = builder.default_subdomain(subdomain);
     }
     if !args.ephemeral {
-        let dir = (args.data_dir.clone().or(config.store.dir.clone()))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let store = SqliteStore::open(&dir)?;
-        tracing::info!(path = %store.path().display(), "durable store");
         let retention = Retention::new(args.dedup_max_age, config.longest_lease());
-        builder = builder.store(Arc::new(store), retention);
+        // A flag beats the file; a data directory given as a flag beats a
+        // database in the file.
+        let url = match (&args.store_url, &args.data_dir) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(_)) => None,
+            (None, None) => config.store.url.as_ref().map(|u| u.expose().to_owned()),
+        };
+        let store: Arc<dyn Store> = match url {
+            Some(url) => shared_store(&url, args.node_id.clone(), config.store.lease)?,
+            None => {
+                let dir = (args.data_dir.clone().or(config.store.dir.clone()))
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+                let store = SqliteStore::open(&dir)?;
+                tracing::info!(path = %store.path().display(), "durable store");
+                Arc::new(store)
+            }
+        };
+        builder = builder.store(store, retention);
     }
     // With a config file the engine is attached even without triggers, so that
     // a reload can add some.

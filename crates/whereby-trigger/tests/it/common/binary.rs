@@ -345,7 +345,7 @@ impl Server {
         ]);
         // Tests share a working directory: each one that does not test the
         // durable store itself keeps its state in memory, so none sees another's.
-        if !args.iter().any(|a| a == "--data-dir") {
+        if !args.iter().any(|a| a == "--data-dir" || a == "--store-url") {
             base.arg("--ephemeral");
         }
         base.args(args);

@@ -1,0 +1,230 @@
+//! Several `serve` processes on one PostgreSQL database act as one: the real
+//! binary, two replicas, webhooks posted concurrently to either, duplicates
+//! racing at both, and the counts checked where the actions arrive.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::binary::{Server, loopback_command, poll};
+use crate::common::fixture::TempDir;
+use crate::common::postgres::Postgres;
+use crate::common::receiver::Receiver;
+use crate::common::{SECRET, post_signed, sample_with};
+
+/// One forward per joined event, and one assistant start per room.
+fn config(dir: &TempDir, target: &Receiver) -> PathBuf {
+    let path = dir.join("whereby-trigger.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[verify]
+secrets = ["{SECRET}"]
+
+[[trigger]]
+name = "greeter"
+on = ["room.client.joined"]
+forward = {{ url = "{url}", timeout = "5s" }}
+
+[[trigger]]
+name = "assistant"
+on = ["room.session.started"]
+once_per = "room"
+forward = {{ url = "{url}", timeout = "5s" }}
+"#,
+            url = target.url()
+        ),
+    )
+    .expect("write the config");
+    path
+}
+
+fn replica(config: &Path, url: &str, node: &str) -> Server {
+    Server::start_from(
+        loopback_command(),
+        [
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+            "--store-url",
+            url,
+            "--node-id",
+            node,
+        ],
+    )
+}
+
+fn webhook(event_type: &str, id: &str, room: usize) -> String {
+    sample_with(event_type, |v| {
+        v["id"] = Value::from(id);
+        v["data"]["roomName"] = Value::from(format!("/room-{room}"));
+    })
+}
+
+/// A small deterministic generator: the same run every time.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        usize::try_from(self.0 % n as u64).expect("small")
+    }
+}
+
+/// Posts `body` to `addr` as Whereby would: again after a 503 (a few times),
+/// never after anything else. The last answer's status and outcome.
+async fn deliver(addr: std::net::SocketAddr, body: Arc<String>) -> (u16, String) {
+    for _ in 0..20 {
+        let reply = post_signed(addr, SECRET, &body).await;
+        let status = reply.status.as_u16();
+        if status != 503 {
+            let outcome = reply.json()["outcome"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            return (status, outcome);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (503, String::new())
+}
+
+/// The number of rows of `table` in the store's schema.
+fn rows(url: &str, table: &str) -> i64 {
+    let (url, sql) = (
+        url.to_owned(),
+        format!("SELECT count(*) FROM whereby_trigger.{table}"),
+    );
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        client.query_one(&sql, &[]).expect("count").get::<_, i64>(0)
+    })
+    .join()
+    .expect("the count")
+}
+
+#[test]
+fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("replicas");
+    let dir = TempDir::new("replicas");
+    let target = Receiver::start();
+    let config = config(&dir, &target);
+    let replicas = [replica(&config, &url, "a"), replica(&config, &url, "b")];
+    let addrs = [replicas[0].addr, replicas[1].addr];
+
+    // 500 joins in 50 rooms, 3 session starts per room: 650 events …
+    const ROOMS: usize = 50;
+    let mut events: Vec<(String, Arc<String>)> = Vec::new();
+    for n in 0..500 {
+        let id = format!("j-{n}");
+        let body = webhook("room.client.joined", &id, n % ROOMS);
+        events.push((id, Arc::new(body)));
+    }
+    for room in 0..ROOMS {
+        for k in 0..3 {
+            let id = format!("s-{room}-{k}");
+            let body = webhook("room.session.started", &id, room);
+            events.push((id, Arc::new(body)));
+        }
+    }
+    // … and 350 duplicates: half sent again later to either replica, half
+    // sent to both at the same moment.
+    let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
+    let mut posts: Vec<Vec<(usize, usize)>> = events
+        .iter()
+        .enumerate()
+        .map(|(event, _)| vec![(event, dice.below(2))])
+        .collect();
+    for n in 0..350 {
+        let event = dice.below(events.len());
+        if n % 2 == 0 {
+            let other = 1 - posts[event][0].1;
+            posts[event].push((event, other));
+        } else {
+            let later = dice.below(posts.len());
+            posts[later].push((event, dice.below(2)));
+        }
+    }
+    let total: usize = posts.iter().map(Vec::len).sum();
+    assert_eq!(total, 1000);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime to post from");
+    let answers: Vec<(String, u16, String)> = runtime.block_on(async {
+        let limit = Arc::new(tokio::sync::Semaphore::new(32));
+        let mut tasks = tokio::task::JoinSet::new();
+        for group in posts {
+            // A group goes out at once: the racing duplicates of one event.
+            for (event, to) in group {
+                let (id, body) = events[event].clone();
+                let addr = addrs[to];
+                let permit = limit.clone().acquire_owned().await.expect("open");
+                tasks.spawn(async move {
+                    let (status, outcome) = deliver(addr, body).await;
+                    drop(permit);
+                    (id, status, outcome)
+                });
+            }
+        }
+        let mut answers = Vec::new();
+        while let Some(answer) = tasks.join_next().await {
+            answers.push(answer.expect("a post task"));
+        }
+        answers
+    });
+
+    // Every post answered 200, and each event evaluated once: one answer
+    // that is not `duplicate` per id, whichever replica gave it.
+    let mut evaluated: HashMap<&str, usize> = HashMap::new();
+    for (id, status, outcome) in &answers {
+        assert_eq!(*status, 200, "{id}: {status} {outcome}");
+        if outcome != "duplicate" {
+            *evaluated.entry(id.as_str()).or_default() += 1;
+        }
+    }
+    assert_eq!(evaluated.len(), events.len(), "every event was evaluated");
+    let twice: Vec<_> = evaluated.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "evaluated more than once: {twice:?}");
+
+    // At the receiving end: one forward per join, one start per room.
+    let joins: Vec<String> = (0..500).map(|n| format!("greeter:j-{n}")).collect();
+    target.wait_delivered(&joins);
+    let per_room = |requests: &[crate::common::receiver::Request]| {
+        let mut rooms: BTreeMap<String, usize> = BTreeMap::new();
+        for request in requests {
+            let body = request.json();
+            if body["trigger"] == "assistant" {
+                let room = body["roomUrl"].as_str().unwrap_or_default().to_owned();
+                *rooms.entry(room).or_default() += 1;
+            }
+        }
+        rooms
+    };
+    target.wait_until("a start in every room", |requests| {
+        per_room(requests).len() == ROOMS
+    });
+    // Stopping drains what is in flight; then nothing is left to deliver.
+    for replica in replicas {
+        drop(replica.stop());
+    }
+    poll("the shared outbox to empty", || {
+        (rows(&url, "deliveries") == 0).then_some(())
+    });
+    let delivered = target.delivered();
+    let again: Vec<_> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(again.is_empty(), "delivered more than once: {again:?}");
+    assert_eq!(delivered.len(), 500 + ROOMS, "{delivered:?}");
+    let rooms = per_room(&target.received());
+    assert!(rooms.values().all(|n| *n == 1), "{rooms:?}");
+    assert_eq!(rows(&url, "events"), 650);
+    // One claim per room, and the greeter's per event (`once_per = "event"`).
+    assert_eq!(rows(&url, "claims"), i64::try_from(ROOMS + 500).unwrap());
+}
