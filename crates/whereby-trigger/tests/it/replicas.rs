@@ -228,3 +228,120 @@ fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
     // One claim per room, and the greeter's per event (`once_per = "event"`).
     assert_eq!(rows(&url, "claims"), i64::try_from(ROOMS + 500).unwrap());
 }
+
+/// A config whose deliveries lapse to another replica after 2 s.
+fn short_lease_config(dir: &TempDir, target: &Receiver) -> PathBuf {
+    let path = config(dir, target);
+    let text = std::fs::read_to_string(&path).expect("read the config");
+    std::fs::write(&path, format!("[store]\nlease = \"2s\"\n\n{text}")).expect("write");
+    path
+}
+
+fn post(server: &Server, id: &str) -> (u16, String) {
+    let reply = crate::common::post_signed_blocking(
+        server.addr,
+        SECRET,
+        &webhook("room.client.joined", id, 0),
+    );
+    // The outcome of a 2xx, the code of an error.
+    let json = reply.json();
+    let outcome = json["outcome"]
+        .as_str()
+        .or_else(|| json["code"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    (reply.status.as_u16(), outcome)
+}
+
+/// The status of `GET path` on `server`'s public port.
+fn status_of(server: &Server, path: &str) -> u16 {
+    let url = format!("http://{}{path}", server.addr);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(crate::common::send(crate::common::client().get(url)))
+        .status
+        .as_u16()
+}
+
+fn keys(ids: impl IntoIterator<Item = String>) -> Vec<String> {
+    ids.into_iter().map(|id| format!("greeter:{id}")).collect()
+}
+
+#[test]
+fn a_replica_killed_with_deliveries_in_hand_loses_none_of_them() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("killed");
+    let dir = TempDir::new("killed");
+    // The service is down: every delivery stays in the hands of its replica.
+    let target = Receiver::closed();
+    let config = short_lease_config(&dir, &target);
+    let a = replica(&config, &url, "a");
+    let b = replica(&config, &url, "b");
+    let ids: Vec<String> = (0..40).map(|n| format!("k-{n}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        let to = if n % 2 == 0 { &a } else { &b };
+        assert_eq!(post(to, id), (200, "triggered".to_owned()), "{id}");
+    }
+    a.signal("KILL");
+    drop(a);
+    target.listen();
+    // b delivers its own, and a's once their lease lapses: each once.
+    target.wait_delivered(&keys(ids.clone()));
+    drop(b.stop());
+    poll("the shared outbox to empty", || {
+        (rows(&url, "deliveries") == 0).then_some(())
+    });
+    let delivered = target.delivered();
+    assert_eq!(delivered.len(), ids.len(), "{delivered:?}");
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+}
+
+#[test]
+fn while_the_database_is_down_webhooks_get_503_and_service_resumes_without_a_restart() {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let url = pg.database("outage");
+    let dir = TempDir::new("outage");
+    let target = Receiver::start();
+    let config = config(&dir, &target);
+    let server = replica(&config, &url, "a");
+    let before: Vec<String> = (0..10).map(|n| format!("o-{n}")).collect();
+    for id in &before {
+        assert_eq!(post(&server, id), (200, "triggered".to_owned()), "{id}");
+    }
+    target.wait_delivered(&keys(before.clone()));
+    poll("the outbox to empty", || {
+        (rows(&url, "deliveries") == 0).then_some(())
+    });
+
+    pg.pause();
+    let (status, code) = post(&server, "o-down");
+    assert_eq!(status, 503, "{code}");
+    assert!(
+        ["store_unavailable", "deadline"].contains(&code.as_str()),
+        "{code}"
+    );
+    let ready = status_of(&server, "/readyz");
+    assert_eq!(ready, 503, "/readyz while the database is down");
+    pg.resume();
+
+    // Whereby's retry of the refused webhook fires it, once; the server was
+    // not restarted.
+    let fired = poll("the store to take webhooks again", || {
+        let (status, outcome) = post(&server, "o-down");
+        (status == 200).then_some(outcome)
+    });
+    assert_eq!(fired, "triggered");
+    assert_eq!(post(&server, "o-down"), (200, "duplicate".to_owned()));
+    assert_eq!(post(&server, "o-1"), (200, "duplicate".to_owned()));
+    let mut all = before;
+    all.push("o-down".to_owned());
+    target.wait_delivered(&keys(all.clone()));
+    drop(server.stop());
+    let delivered = target.delivered();
+    assert_eq!(delivered.len(), all.len(), "{delivered:?}");
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+}
