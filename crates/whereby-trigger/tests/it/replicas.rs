@@ -284,6 +284,22 @@ fn a_replica_killed_with_deliveries_in_hand_loses_none_of_them() {
         let to = if n % 2 == 0 { &a } else { &b };
         assert_eq!(post(to, id), (200, "triggered".to_owned()), "{id}");
     }
+    // The operator sees the shared queue from anywhere.
+    let out = loopback_command()
+        .args(["outbox", "list", "--json", "--store-url", &url])
+        .output()
+        .expect("run outbox list");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("a JSON list");
+    assert_eq!(listed.len(), ids.len(), "{listed:?}");
+    assert!(
+        listed.iter().all(|d| d["status"] == "pending"),
+        "{listed:?}"
+    );
     a.signal("KILL");
     drop(a);
     target.listen();

@@ -10,6 +10,7 @@ use whereby_trigger::config::{LogConfig, LogFormat};
 
 mod check;
 mod init;
+mod operated;
 mod outbox;
 mod quarantine;
 mod reload;

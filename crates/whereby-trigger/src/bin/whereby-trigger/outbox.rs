@@ -1,18 +1,16 @@
 //! `whereby-trigger outbox`: see and manage queued action deliveries, also
-//! while the server runs (the store is SQLite in WAL mode).
+//! while the server runs (SQLite in WAL mode allows it; a shared database too).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use crate::operated::StoreArgs;
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use whereby_trigger::store::SqliteStore;
 
 #[derive(Debug, Args)]
 pub(crate) struct OutboxArgs {
-    /// The server's data directory. [default: ./whereby-trigger-data]
-    #[arg(long, value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 
     #[command(subcommand)]
     command: OutboxCommand,
@@ -46,28 +44,11 @@ enum OutboxCommand {
 }
 
 pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
-    let dir = args
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from(crate::serve::DEFAULT_DATA_DIR));
-    // "No store" only when there is none: `exists()` would also say false for
-    // a store that cannot be read (permissions, a file where the directory
-    // should be), which needs another fix.
-    let db = dir.join(whereby_trigger::store::DB_FILE);
-    match db.try_exists() {
-        Ok(true) => {}
-        Ok(false) => bail!(
-            "no store in {} (start the server with --data-dir {0} first)",
-            dir.display()
-        ),
-        Err(err) => {
-            return Err(err).with_context(|| format!("cannot read the store {}", db.display()));
-        }
-    }
-    // Beside a running server: the directory's lock is the server's.
-    let store = SqliteStore::open_shared(&dir)?;
+    let store = args.store.open()?;
     match args.command {
         OutboxCommand::List { json: true } => {
             let list: Vec<serde_json::Value> = store
+                .store()
                 .deliveries()?
                 .into_iter()
                 .map(|d| {
@@ -87,7 +68,7 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::Value::Array(list));
         }
         OutboxCommand::List { json: false } => {
-            let deliveries = store.deliveries()?;
+            let deliveries = store.store().deliveries()?;
             if deliveries.is_empty() {
                 println!("the outbox is empty");
             }

@@ -4,19 +4,19 @@
 //! the running server again, signed afresh, and drops it once accepted.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use whereby_trigger::store::{Quarantined, SqliteStore, Store};
+use whereby_trigger::store::Quarantined;
+
+use crate::operated::StoreArgs;
 use whereby_trigger::webhook::{SIGNATURE_HEADER, SigningSecret, unix_now};
 
 #[derive(Debug, Args)]
 pub(crate) struct QuarantineArgs {
-    /// The server's data directory. [default: ./whereby-trigger-data]
-    #[arg(long, value_name = "DIR", global = true)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
 
     #[command(subcommand)]
     command: QuarantineCommand,
@@ -54,19 +54,10 @@ enum QuarantineCommand {
 }
 
 pub(crate) async fn run(args: QuarantineArgs) -> anyhow::Result<ExitCode> {
-    let dir = args
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from(crate::serve::DEFAULT_DATA_DIR));
-    if !dir.join(whereby_trigger::store::DB_FILE).exists() {
-        bail!(
-            "no store in {} (start the server with --data-dir {0} first)",
-            dir.display()
-        );
-    }
-    // Beside a running server: the directory's lock is the server's.
-    let store = SqliteStore::open_shared(&dir)?;
+    let store = args.store.open()?;
     let find = |id: &str| -> anyhow::Result<Quarantined> {
         store
+            .store()
             .quarantined()?
             .into_iter()
             .find(|q| q.id == id)
@@ -74,7 +65,7 @@ pub(crate) async fn run(args: QuarantineArgs) -> anyhow::Result<ExitCode> {
     };
     match args.command {
         QuarantineCommand::List => {
-            let kept = store.quarantined()?;
+            let kept = store.store().quarantined()?;
             if kept.is_empty() {
                 println!("the quarantine is empty");
             }
