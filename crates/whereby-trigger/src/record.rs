@@ -160,7 +160,7 @@ impl Durable {
                 let reader = store.clone();
                 let held = outbox.in_flight_ids();
                 match tokio::task::spawn_blocking(move || reader.take(&held)).await {
-                    Ok(Ok(pending)) => {
+                    Ok(Ok(taken)) => {
                         let rules = engine.rules();
                         let find = |trigger: &str, kind: &str| {
                             let rule = rules
@@ -173,7 +173,19 @@ impl Durable {
                                 .cloned()
                                 .ok_or(Missing::Action)
                         };
-                        outbox.resume(pending, &find, engine.claims(), &options);
+                        let (now_ms, now) = (now_ms(), Instant::now());
+                        // The claims of the starts taken are this server's now,
+                        // with their handles, before the starts look for them.
+                        for claim in &taken.claims {
+                            restore_claim(engine.claims(), claim, &options, now_ms, now);
+                        }
+                        if let Some(live) = &taken.live_claims {
+                            follow_claims(engine.claims(), live, now_ms, now);
+                        }
+                        for delivery in &taken.ended {
+                            outbox.stop_ended(delivery, &find, &options);
+                        }
+                        outbox.resume(taken.deliveries, &find, engine.claims(), &options);
                     }
                     Ok(Err(err)) => tracing::warn!(%err, "cannot read pending deliveries"),
                     Err(err) => tracing::warn!(%err, "the pending-deliveries read failed"),
@@ -239,7 +251,7 @@ pub(crate) fn changes(decision: &Decision) -> Vec<Change> {
         });
     }
     for released in &decision.released {
-        changes.push(Change::ReleaseClaim {
+        changes.push(Change::StopClaim {
             key: released.key.to_string(),
         });
     }
@@ -327,6 +339,32 @@ fn hold_until(claims: &Arc<Claims>, key: &str, expires_ms: i64, now_ms: i64, now
 /// time already past.
 fn at(ms: i64, now_ms: i64, now: Instant) -> Instant {
     now + Duration::from_millis(u64::try_from(ms.saturating_sub(now_ms)).unwrap_or(0))
+}
+
+/// How long a claim taken here is kept whatever a shared store's view says:
+/// longer than a commit can take (the request deadline), so that a claim whose
+/// commit lands after the view was read is not dropped.
+const CLAIM_SETTLE: Duration = Duration::from_secs(10);
+
+/// Makes this server's memory of claims follow `live`, a shared store's every
+/// live claim: taken elsewhere, held here; released elsewhere, released here.
+fn follow_claims(claims: &Arc<Claims>, live: &[StoredClaim], now_ms: i64, now: Instant) {
+    let view = live
+        .iter()
+        .filter_map(|claim| {
+            let key = ClaimKey::parse(&claim.key)?;
+            let holder: Arc<str> = if claim.holder.is_empty() {
+                key.trigger.clone()
+            } else {
+                Arc::from(claim.holder.as_str())
+            };
+            Some((key, holder, at(claim.expires_ms, now_ms, now)))
+        })
+        .collect();
+    let dropped = claims.sync_shared(view, now, CLAIM_SETTLE);
+    if dropped > 0 {
+        tracing::debug!(dropped, "claims released by other servers");
+    }
 }
 
 /// Holds a claim read back at start, with its holder and the stop pending on

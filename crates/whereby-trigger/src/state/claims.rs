@@ -135,6 +135,9 @@ struct Claim {
     holder: Arc<str>,
     /// A stop waiting out its `stop_after`.
     stop: Option<PendingStop>,
+    /// When it was taken or learned here: a claim younger than a shared
+    /// store's view of claims may not be in that view yet.
+    since: Instant,
 }
 
 /// Why a stop is pending.
@@ -323,6 +326,7 @@ impl Claims {
                 generation,
                 holder,
                 stop: None,
+                since: now,
             },
         );
         Some(ClaimHandle {
@@ -403,6 +407,7 @@ impl Claims {
                     generation,
                     holder,
                     stop,
+                    since: Instant::now(),
                 },
             );
         ClaimHandle {
@@ -604,6 +609,66 @@ impl Claims {
             .flat_map(HashMap::values)
             .filter(|c| c.expires > now)
             .count()
+    }
+
+    /// Brings this memory in line with `live`, every live claim of a store
+    /// shared by several servers, each with its holder and expiry: a claim
+    /// taken elsewhere is held here until it expires (with no handle, so
+    /// nothing here releases it, and without its pending stop, which the server
+    /// that scheduled it fires); one no longer live there (released elsewhere)
+    /// is dropped here without telling the release hook. A claim taken here
+    /// less than `settle` before `now` is kept whatever `live` says: its
+    /// commit may have landed after the store was read. Returns how many
+    /// claims were dropped.
+    pub(crate) fn sync_shared(
+        &self,
+        live: Vec<(ClaimKey, Arc<str>, Instant)>,
+        now: Instant,
+        settle: Duration,
+    ) -> usize {
+        let fresh = now.checked_sub(settle).unwrap_or(now);
+        let listed: std::collections::HashSet<&ClaimKey> = live.iter().map(|(k, ..)| k).collect();
+        let mut held = self.lock();
+        let mut dropped = 0;
+        held.retain(|(name, room), claims| {
+            claims.retain(|scope, claim| {
+                let key = ClaimKey {
+                    trigger: name.clone(),
+                    room: room.clone(),
+                    scope: scope.clone(),
+                };
+                let keep = claim.since > fresh || listed.contains(&key);
+                if !keep && claim.expires > now {
+                    dropped += 1;
+                }
+                keep
+            });
+            !claims.is_empty()
+        });
+        for (key, holder, expires) in &live {
+            let room = held
+                .entry((key.trigger.clone(), key.room.clone()))
+                .or_default();
+            match room.get_mut(&key.scope) {
+                Some(claim) if claim.expires > now => {
+                    claim.expires = claim.expires.max(*expires);
+                }
+                _ => {
+                    let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                    room.insert(
+                        key.scope.clone(),
+                        Claim {
+                            expires: *expires,
+                            generation,
+                            holder: holder.clone(),
+                            stop: None,
+                            since: now,
+                        },
+                    );
+                }
+            }
+        }
+        dropped
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Arc<str>, RoomKey), InRoom>> {

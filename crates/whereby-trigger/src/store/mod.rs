@@ -188,8 +188,18 @@ pub enum Change {
     },
     /// A claim taken.
     Claim(StoredClaim),
-    /// A claim released (with the stop pending on it).
+    /// A claim released by its holder (its assistant ended), with the stop
+    /// pending on it. A store shared by several servers releases it only for
+    /// the server holding it: one whose claim ran out and was taken by
+    /// another must not end the other's.
     ReleaseClaim {
+        /// The claim key.
+        key: String,
+    },
+    /// A claim ended by a stop (`stop_on`, `stop_when`, a due `stop_after`),
+    /// whichever server holds it: that server stops its assistant when it sees
+    /// the claim gone.
+    StopClaim {
         /// The claim key.
         key: String,
     },
@@ -258,6 +268,25 @@ pub struct Snapshot {
     pub rooms: Vec<(String, String, i64)>,
     /// Pending and dead deliveries, oldest first.
     pub deliveries: Vec<Delivery>,
+}
+
+/// What [`Store::take`] hands a process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Taken {
+    /// Pending deliveries for this process to carry out now, oldest first.
+    pub deliveries: Vec<Delivery>,
+    /// The live claims of the starts among them, now held by this process
+    /// (it runs their assistants): to hold in its memory.
+    pub claims: Vec<StoredClaim>,
+    /// `run` starts this process carries out whose claim has ended elsewhere
+    /// (a stop received by another server): their assistants are to stop.
+    pub ended: Vec<Delivery>,
+    /// Every live claim, in a store shared by several processes, so that each
+    /// one's memory of them follows the others' (a claim released elsewhere is
+    /// released here); `None` in a store of one process, whose memory is the
+    /// truth.
+    pub live_claims: Option<Vec<StoredClaim>>,
 }
 
 /// Why the store could not do what was asked.
@@ -365,13 +394,18 @@ pub trait Store: Send + Sync + 'static {
     /// A store of one process returns every pending delivery (the default).
     /// A store shared by several hands each one to one process at a time, on
     /// a lease that the holder renews with every call (its `held`) and that
-    /// another process may take once it has run out (the holder died).
+    /// another process may take once it has run out (the holder died); it
+    /// also says which of `held` lost their claim elsewhere, and what every
+    /// process holds (see [`Taken`]).
     ///
     /// # Errors
     /// [`StoreError::Read`].
-    fn take(&self, held: &[String]) -> Result<Vec<Delivery>, StoreError> {
+    fn take(&self, held: &[String]) -> Result<Taken, StoreError> {
         let _ = held;
-        self.pending()
+        Ok(Taken {
+            deliveries: self.pending()?,
+            ..Taken::default()
+        })
     }
 
     /// Pending and dead deliveries, oldest first, for the status page and the

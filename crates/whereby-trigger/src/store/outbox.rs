@@ -44,6 +44,9 @@ pub(crate) struct Outbox {
     /// poll must not take them for forgotten ones. Emptied by the poll once the
     /// store no longer lists them as pending.
     settled: Mutex<HashMap<String, Instant>>,
+    /// Starts told to stop because their claim ended elsewhere, until their
+    /// assistant has ended: told once, not at every poll.
+    ending: Mutex<HashSet<String>>,
 }
 
 /// A settled delivery still listed as pending after this long was made pending
@@ -90,6 +93,10 @@ impl DeliveryLedger for Outbox {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        self.ending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
@@ -100,6 +107,7 @@ impl Outbox {
             journal,
             in_flight: Mutex::new(HashSet::new()),
             settled: Mutex::new(HashMap::new()),
+            ending: Mutex::new(HashSet::new()),
         })
     }
 
@@ -200,7 +208,7 @@ impl Outbox {
                 .trigger(&trigger)
                 .action(action.kind());
             let ticket = ticket.counted(Some(stats));
-            let Some(event) = rebuild(&delivery, claims, options, now, ticket.clone()) else {
+            let Some(event) = rebuild(&delivery, claims, options, now, Some(ticket.clone())) else {
                 tracing::error!(id = %delivery.id, trigger = %delivery.trigger, room = %delivery.room_url, "a pending delivery cannot be read back; marked dead");
                 ticket.dead("the stored delivery cannot be read back");
                 continue;
@@ -227,13 +235,45 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// Stops the assistant of `delivery`, a start this server carries out
+    /// whose claim ended at another server (a stop received there): its
+    /// action is told to stop in the room, as a stop event here would. The
+    /// start's own delivery is settled by the action as the assistant ends.
+    pub(crate) fn stop_ended(
+        &self,
+        delivery: &Delivery,
+        find: FindAction<'_>,
+        options: &ParseOptions,
+    ) {
+        let first = self
+            .ending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(delivery.id.clone());
+        if !first {
+            return;
+        }
+        let Ok(action) = find(&delivery.trigger, &delivery.kind) else {
+            return;
+        };
+        let claims = Claims::new();
+        let Some(mut event) = rebuild(delivery, &claims, options, Instant::now(), None) else {
+            return;
+        };
+        event.action = ActionKind::Stop;
+        tracing::info!(id = %delivery.id, trigger = %delivery.trigger, room = %event.room_label(), "the claim ended at another server: stopping its assistant here");
+        action.stop(Arc::new(event));
+    }
+}
+
 /// The action event of a stored delivery.
 fn rebuild(
     delivery: &Delivery,
     claims: &Arc<Claims>,
     options: &ParseOptions,
     now: Instant,
-    ticket: DeliveryTicket,
+    ticket: Option<DeliveryTicket>,
 ) -> Option<ActionEvent> {
     let raw = Bytes::from(delivery.webhook.clone().into_bytes());
     let webhook = whereby_webhook::parse_with(&raw, options).ok()?.event;
@@ -257,7 +297,7 @@ fn rebuild(
         webhook,
         raw,
         claim,
-        delivery: Some(ticket),
+        delivery: ticket,
     })
 }
 

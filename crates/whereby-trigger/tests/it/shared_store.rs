@@ -193,18 +193,21 @@ fn a_delivery_stays_with_its_node_while_the_lease_is_renewed() {
     let (a, b) = (node("a"), node("b"));
     a.commit(&[id("e1"), enqueue("d1")]).unwrap();
     // Queued by a, carried out by a: nobody else takes it …
-    assert!(b.take(&[]).unwrap().is_empty());
+    assert!(b.take(&[]).unwrap().deliveries.is_empty());
     // … for as long as a renews its lease, longer than one lease.
     let renewing = std::time::Instant::now();
     while renewing.elapsed() < lease + lease / 2 {
-        assert!(a.take(&["d1".into()]).unwrap().is_empty());
-        assert!(b.take(&[]).unwrap().is_empty(), "taken while renewed");
+        assert!(a.take(&["d1".into()]).unwrap().deliveries.is_empty());
+        assert!(
+            b.take(&[]).unwrap().deliveries.is_empty(),
+            "taken while renewed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // a stops renewing (it died): b takes the delivery once the lease lapses.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let taken = loop {
-        let taken = b.take(&[]).unwrap();
+        let taken = b.take(&[]).unwrap().deliveries;
         if !taken.is_empty() {
             break taken;
         }
@@ -213,10 +216,10 @@ fn a_delivery_stays_with_its_node_while_the_lease_is_renewed() {
     };
     assert_eq!(ids(&taken), ["d1"]);
     // Now b holds it: a does not get it back.
-    assert!(a.take(&[]).unwrap().is_empty());
+    assert!(a.take(&[]).unwrap().deliveries.is_empty());
     // `outbox retry` frees a delivery for any node at once.
     assert!(a.retry("d1").unwrap());
-    assert_eq!(ids(&a.take(&[]).unwrap()), ["d1"]);
+    assert_eq!(ids(&a.take(&[]).unwrap().deliveries), ["d1"]);
     a.commit(&[Change::Done { id: "d1".into() }]).unwrap();
     assert!(b.pending().unwrap().is_empty());
 }
@@ -283,4 +286,70 @@ fn an_unreachable_database_is_named_at_start() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a PostgreSQL URL"), "{err}");
+}
+
+fn run_start(id: &str, claim: &str) -> Change {
+    let Change::Enqueue(mut d) = enqueue(id) else {
+        unreachable!()
+    };
+    d.kind = "run".into();
+    d.claim = claim.into();
+    Change::Enqueue(d)
+}
+
+#[test]
+fn a_stop_at_one_node_ends_the_claim_whose_assistant_runs_at_another() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("ended");
+    let (a, b) = (node(&url, "a"), node(&url, "b"));
+    let key = "assistant/acme/standup";
+    a.commit(&[id("e1"), claim(key, 60_000), run_start("d1", key)])
+        .unwrap();
+    // a runs the assistant; b sees the claim, and cannot take the start.
+    let seen = b.take(&[]).unwrap();
+    assert!(seen.deliveries.is_empty());
+    let live = seen.live_claims.expect("a shared store shows every claim");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].key, key);
+    assert!(a.take(&["d1".into()]).unwrap().ended.is_empty());
+    // b receives the stop: the claim ends, whoever holds it …
+    b.commit(&[id("e2"), Change::StopClaim { key: key.into() }])
+        .unwrap();
+    // … and a learns at its next take that its assistant is to stop.
+    let taken = a.take(&["d1".into()]).unwrap();
+    assert_eq!(ids(&taken.ended), ["d1"]);
+    assert_eq!(taken.live_claims, Some(Vec::new()));
+}
+
+#[test]
+fn a_start_taken_over_brings_its_claim_with_it() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("takeover");
+    let lease = Duration::from_secs(2);
+    let node = |name: &str| PgStore::connect(&url, PgStoreOptions::new(name).lease(lease)).unwrap();
+    let (a, b) = (node("a"), node("b"));
+    let key = "assistant/acme/standup";
+    a.commit(&[id("e1"), claim(key, 60_000), run_start("d1", key)])
+        .unwrap();
+    // a dies: b takes the start once the lease lapses, and the claim with it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let taken = loop {
+        let taken = b.take(&[]).unwrap();
+        if !taken.deliveries.is_empty() {
+            break taken;
+        }
+        assert!(std::time::Instant::now() < deadline, "never taken over");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(ids(&taken.deliveries), ["d1"]);
+    assert_eq!(taken.claims.len(), 1, "{taken:?}");
+    assert_eq!(taken.claims[0].key, key);
+    // a's late release (its assistant ended after all) ends nothing now …
+    a.commit(&[Change::ReleaseClaim { key: key.into() }])
+        .unwrap();
+    assert!(b.take(&["d1".into()]).unwrap().ended.is_empty());
+    // … b's does.
+    b.commit(&[Change::ReleaseClaim { key: key.into() }])
+        .unwrap();
+    assert_eq!(ids(&b.take(&["d1".into()]).unwrap().ended), ["d1"]);
 }

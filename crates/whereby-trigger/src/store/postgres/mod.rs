@@ -30,7 +30,7 @@ use postgres::Row;
 use self::session::{Fail, Session, prepared};
 use super::{
     Change, Delivery, DeliveryStatus, Quarantined, Snapshot, Store, StoreError, StoredClaim,
-    StoredStop,
+    StoredStop, Taken,
 };
 use crate::state::room::Rooms;
 use crate::util::{millis, now_ms};
@@ -429,16 +429,7 @@ impl Store for PgStore {
                     &[&now_ms],
                 )?
                 .iter()
-                .map(|row| StoredClaim {
-                    key: row.get(0),
-                    expires_ms: row.get(1),
-                    holder: row.get(2),
-                    // An unreadable stop is no stop: the claim still ends
-                    // with its lease.
-                    stop: row
-                        .get::<_, Option<String>>(3)
-                        .and_then(|json| serde_json::from_str(&json).ok()),
-                })
+                .map(stored_claim)
                 .collect();
             let rooms = client
                 .query("SELECT key, state, seen_ms FROM rooms", &[])?
@@ -475,36 +466,11 @@ impl Store for PgStore {
         Ok(all)
     }
 
-    fn take(&self, held: &[String]) -> Result<Vec<Delivery>, StoreError> {
+    fn take(&self, held: &[String]) -> Result<Taken, StoreError> {
         let held = held.to_vec();
         let node = self.node.clone();
         let lease_ms = self.lease_ms;
-        self.read(move |client| {
-            let now = now_ms();
-            let until = now.saturating_add(lease_ms);
-            if !held.is_empty() {
-                client.execute(
-                    "UPDATE deliveries SET lease_ms = $2 \
-                     WHERE node = $1 AND id = ANY($3) AND status = 'pending'",
-                    &[&node, &until, &held],
-                )?;
-            }
-            // SKIP LOCKED: servers polling at the same moment each take
-            // other deliveries instead of queueing behind one another.
-            let rows = client.query(
-                &format!(
-                    "UPDATE deliveries SET node = $1, lease_ms = $2 WHERE id IN ( \
-                     SELECT id FROM deliveries \
-                     WHERE status = 'pending' AND lease_ms <= $3 AND NOT (id = ANY($4)) \
-                     ORDER BY created_ms, id LIMIT {TAKE_MAX} FOR UPDATE SKIP LOCKED) \
-                     RETURNING {DELIVERY_COLUMNS}"
-                ),
-                &[&node, &until, &now, &held],
-            )?;
-            let mut taken: Vec<Delivery> = rows.iter().map(delivery).collect();
-            taken.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
-            Ok(taken)
-        })
+        self.read(move |client| take(client, &node, lease_ms, &held))
     }
 
     fn deliveries(&self) -> Result<Vec<Delivery>, StoreError> {
@@ -536,6 +502,104 @@ impl Store for PgStore {
     }
 }
 
+/// [`Store::take`] in one transaction: renews what `node` holds, takes what
+/// is free (a lapsed lease) or addressed to it, moves the claims of the starts
+/// it took to it, and reads which held starts lost their claim and every
+/// live claim.
+fn take(
+    client: &mut postgres::Client,
+    node: &str,
+    lease_ms: i64,
+    held: &[String],
+) -> Result<Taken, postgres::Error> {
+    let now = now_ms();
+    let until = now.saturating_add(lease_ms);
+    let mut tx = client.transaction()?;
+    if !held.is_empty() {
+        tx.execute(
+            "UPDATE deliveries SET lease_ms = $2 \
+             WHERE node = $1 AND id = ANY($3) AND status = 'pending'",
+            &[&node, &until, &held],
+        )?;
+    }
+    // SKIP LOCKED: servers polling at the same moment each take other
+    // deliveries instead of queueing behind one another.
+    let rows = tx.query(
+        &format!(
+            "UPDATE deliveries SET node = $1, lease_ms = $2 WHERE id IN ( \
+             SELECT id FROM deliveries \
+             WHERE status = 'pending' AND NOT (id = ANY($4)) AND (lease_ms <= $3 OR node = $1) \
+             ORDER BY created_ms, id LIMIT {TAKE_MAX} FOR UPDATE SKIP LOCKED) \
+             RETURNING {DELIVERY_COLUMNS}"
+        ),
+        &[&node, &until, &now, &held],
+    )?;
+    let mut deliveries: Vec<Delivery> = rows.iter().map(delivery).collect();
+    deliveries.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+    // The assistants of the starts taken run here now: so do their claims, so
+    // that a stop finds them here and only this server releases them.
+    let starts: Vec<&str> = deliveries
+        .iter()
+        .filter(|d| d.action == "start" && !d.claim.is_empty())
+        .map(|d| d.claim.as_str())
+        .collect();
+    let claims = if starts.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
+            "UPDATE claims SET node = $1 WHERE key = ANY($2) AND expires_ms > $3 \
+             RETURNING key, expires_ms, holder, stop",
+            &[&node, &starts, &now],
+        )?
+        .iter()
+        .map(stored_claim)
+        .collect()
+    };
+    let ended = if held.is_empty() {
+        Vec::new()
+    } else {
+        tx.query(
+            &format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries d \
+                 WHERE d.id = ANY($1) AND d.kind = 'run' AND d.action = 'start' AND d.claim <> '' \
+                 AND NOT EXISTS (SELECT 1 FROM claims c \
+                     WHERE c.key = d.claim AND c.node = $2 AND c.expires_ms > $3)"
+            ),
+            &[&held, &node, &now],
+        )?
+        .iter()
+        .map(delivery)
+        .collect()
+    };
+    let live = tx
+        .query(
+            "SELECT key, expires_ms, holder, stop FROM claims WHERE expires_ms > $1",
+            &[&now],
+        )?
+        .iter()
+        .map(stored_claim)
+        .collect();
+    tx.commit()?;
+    Ok(Taken {
+        deliveries,
+        claims,
+        ended,
+        live_claims: Some(live),
+    })
+}
+
+fn stored_claim(row: &Row) -> StoredClaim {
+    StoredClaim {
+        key: row.get(0),
+        expires_ms: row.get(1),
+        holder: row.get(2),
+        // An unreadable stop is no stop: the claim still ends with its lease.
+        stop: row
+            .get::<_, Option<String>>(3)
+            .and_then(|json| serde_json::from_str(&json).ok()),
+    }
+}
+
 const INSERT_IDS: &str = "INSERT INTO events (id, at_ms) \
      SELECT * FROM unnest($1::text[], $2::int8[]) ON CONFLICT (id) DO NOTHING RETURNING id";
 const INSERT_ROOMS: &str = "INSERT INTO rooms (key, state, seen_ms) \
@@ -551,6 +615,7 @@ const TAKE_CLAIM: &str = "INSERT INTO claims (key, expires_ms, holder, node, sto
      RETURNING 1";
 const CLAIM_EXPIRES: &str = "SELECT expires_ms FROM claims WHERE key = $1";
 const RELEASE_CLAIM: &str = "DELETE FROM claims WHERE key = $1 AND node = $2";
+const STOP_CLAIM: &str = "DELETE FROM claims WHERE key = $1";
 const SCHEDULE_STOP: &str = "UPDATE claims SET stop = $2 WHERE key = $1";
 const CANCEL_STOP: &str = "UPDATE claims SET stop = NULL WHERE key = $1";
 const ENQUEUE: &str = "INSERT INTO deliveries (id, trigger, kind, action, claim, room_url, room, \
@@ -712,6 +777,9 @@ fn apply(
         }
         Change::ReleaseClaim { key } => {
             run(RELEASE_CLAIM, &[key, &node])?;
+        }
+        Change::StopClaim { key } => {
+            run(STOP_CLAIM, &[key])?;
         }
         Change::ScheduleStop { key, stop } => {
             run(SCHEDULE_STOP, &[key, &stop_json(stop)])?;
