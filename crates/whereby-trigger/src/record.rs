@@ -153,6 +153,9 @@ impl Durable {
     ) -> JoinHandle<()> {
         let outbox = self.outbox.clone();
         let store = self.store.clone();
+        let woken = Arc::new(tokio::sync::Notify::new());
+        let waker = woken.clone();
+        store.watch(Arc::new(move || waker.notify_one()));
         tokio::spawn(async move {
             loop {
                 // The read blocks on the store: off the async workers. What
@@ -190,11 +193,21 @@ impl Durable {
                     Ok(Err(err)) => tracing::warn!(%err, "cannot read pending deliveries"),
                     Err(err) => tracing::warn!(%err, "the pending-deliveries read failed"),
                 }
-                tokio::time::sleep(POLL_EVERY).await;
+                tokio::select! {
+                    () = tokio::time::sleep(POLL_EVERY) => {}
+                    () = woken.notified() => {
+                        // Woken by another server's change: looked at soon,
+                        // but at most this often however busy the others are.
+                        tokio::time::sleep(WOKEN_GAP).await;
+                    }
+                }
             }
         })
     }
 }
+
+/// Least time between two polls woken by other servers' changes.
+const WOKEN_GAP: Duration = Duration::from_millis(50);
 
 /// Most time between two looks for due stops: a stop happens at most this
 /// late, and one scheduled while the timer sleeps is seen by then.

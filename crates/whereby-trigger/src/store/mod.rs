@@ -408,6 +408,15 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
+    /// Asks the store to call `wake` whenever a process sharing it changed
+    /// something this one may have to act on (a claim taken or ended, a
+    /// delivery queued), and once after each reconnection, so that it looks at
+    /// once ([`take`](Store::take)) instead of at its next poll. A store of one
+    /// process has no others to hear from: it never calls it (the default).
+    fn watch(&self, wake: std::sync::Arc<dyn Fn() + Send + Sync>) {
+        let _ = wake;
+    }
+
     /// Pending and dead deliveries, oldest first, for the status page and the
     /// metrics. By default only the pending ones.
     ///

@@ -361,3 +361,113 @@ fn while_the_database_is_down_webhooks_get_503_and_service_resumes_without_a_res
     assert_eq!(delivered.len(), all.len(), "{delivered:?}");
     assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Assistants (`run`) across replicas.
+
+/// A `run` assistant per room, from a session's start to its end.
+fn assistant_config(dir: &TempDir, procs: &Path, lease: &str) -> PathBuf {
+    use crate::common::fixture::run_table;
+    let path = dir.join("assistants.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[store]
+lease = "{lease}"
+
+[verify]
+secrets = ["{SECRET}"]
+
+[[trigger]]
+name = "notes"
+on = ["room.session.started"]
+once_per = "room"
+stop_on = ["room.session.ended"]
+{run}
+"#,
+            run = run_table(procs, "term", "")
+        ),
+    )
+    .expect("write the config");
+    path
+}
+
+/// Posts a session event of the samples' room and returns the outcome.
+fn session(server: &Server, event_type: &str, id: &str) -> String {
+    let reply =
+        crate::common::post_signed_blocking(server.addr, SECRET, &webhook(event_type, id, 7));
+    assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+    reply.json()["outcome"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_stop_received_by_the_replica_that_does_not_run_the_assistant_stops_it() {
+    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("remote_stop");
+    let dir = TempDir::new("remote-stop");
+    let procs = dir.sub("procs");
+    let config = assistant_config(&dir, &procs, "30s");
+    let a = replica(&config, &url, "a");
+    let b = replica(&config, &url, "b");
+
+    assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
+    let pid = wait_started(&procs, 1)[0].pid;
+    // b knows the room is claimed: a second start there is suppressed (the
+    // database refuses b the claim if b had not heard of it yet).
+    assert_eq!(session(&b, "room.session.started", "s-2"), "suppressed");
+    // The session ends at b; the assistant runs at a, and stops there.
+    assert_eq!(session(&b, "room.session.ended", "e-1"), "stopped");
+    E2E_ASSISTANT.wait_terminated(&procs, pid);
+    // The room is free again, for either replica.
+    assert_eq!(session(&a, "room.session.started", "s-3"), "triggered");
+    let started = wait_started(&procs, 2);
+    assert_eq!(started.len(), 2, "{started:?}");
+    drop(a.stop());
+    drop(b.stop());
+}
+
+#[test]
+fn an_assistant_whose_replica_died_is_started_again_on_another() {
+    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("failover");
+    let dir = TempDir::new("failover");
+    let procs = dir.sub("procs");
+    let config = assistant_config(&dir, &procs, "2s");
+    let a = replica(&config, &url, "a");
+    let b = replica(&config, &url, "b");
+
+    assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
+    let first = wait_started(&procs, 1)[0].pid;
+    // a's machine is gone: its assistant dies with it …
+    a.signal("KILL");
+    drop(a);
+    E2E_ASSISTANT.wait_gone(first);
+    // … and b starts it again once a's lease has lapsed, the claim holding.
+    let started = wait_started(&procs, 2);
+    let second = started
+        .iter()
+        .find(|s| s.pid != first)
+        .expect("a second assistant")
+        .pid;
+    assert!(E2E_ASSISTANT.alive(second));
+    assert_eq!(
+        started[1].argv, started[0].argv,
+        "the same room and trigger"
+    );
+    // Only one: the room still has its claim, so a new start is suppressed.
+    assert_eq!(session(&b, "room.session.started", "s-2"), "suppressed");
+    // The meeting ends: the assistant that took over stops.
+    assert_eq!(session(&b, "room.session.ended", "e-1"), "stopped");
+    E2E_ASSISTANT.wait_terminated(&procs, second);
+    assert_eq!(started_count(&procs), 2);
+    drop(b.stop());
+}
+
+fn started_count(procs: &Path) -> usize {
+    crate::common::fixture::started_in(procs).len()
+}

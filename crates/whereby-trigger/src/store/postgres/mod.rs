@@ -23,6 +23,8 @@
 mod session;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use postgres::Row;
@@ -143,6 +145,16 @@ pub struct PgStore {
     lease_ms: i64,
     /// `user@host:port/db`, without the password, for messages.
     shown: String,
+    /// To connect the listener of [`Store::watch`].
+    config: postgres::Config,
+    /// Tells the listener to end (when the store is dropped).
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -190,6 +202,8 @@ impl PgStore {
             node: options.node_id,
             lease_ms: millis(options.lease).max(1),
             shown: shown.clone(),
+            config: config.clone(),
+            closed: Arc::new(AtomicBool::new(false)),
         };
         store
             .commits
@@ -500,6 +514,51 @@ impl Store for PgStore {
     fn prune(&self, now_ms: i64, id_max_age_ms: i64, room_idle_ms: i64) -> Result<(), StoreError> {
         self.write(move |client| prune(client, now_ms, id_max_age_ms, room_idle_ms))
     }
+
+    /// Listens (`LISTEN`) on a connection of its own, on a thread of its own,
+    /// reconnecting after a failure; the commits that others must hear of
+    /// notify it (see [`apply_all`]).
+    fn watch(&self, wake: Arc<dyn Fn() + Send + Sync>) {
+        let config = self.config.clone();
+        let closed = self.closed.clone();
+        let spawned = std::thread::Builder::new()
+            .name("postgres-listen".into())
+            .spawn(move || listen(&config, &closed, wake.as_ref()));
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "cannot listen for other servers' changes: polling only");
+        }
+    }
+}
+
+/// The notification channel.
+const CHANNEL: &str = "whereby_trigger";
+
+/// How long the listener waits for a notification before it looks whether the
+/// store was dropped (and the connection still lives).
+const LISTEN_TICK: Duration = Duration::from_secs(1);
+
+fn listen(config: &postgres::Config, closed: &AtomicBool, wake: &(dyn Fn() + Send + Sync)) {
+    use postgres::fallible_iterator::FallibleIterator;
+    while !closed.load(Ordering::Acquire) {
+        if let Ok(mut client) = config.connect(postgres::NoTls)
+            && client.batch_execute(&format!("LISTEN {CHANNEL}")).is_ok()
+        {
+            // Whatever was notified while not listening is looked at now.
+            wake();
+            while !closed.load(Ordering::Acquire) && !client.is_closed() {
+                let mut notifications = client.notifications();
+                let mut heard = notifications.timeout_iter(LISTEN_TICK);
+                match heard.next() {
+                    Ok(Some(_)) => wake(),
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        if !closed.load(Ordering::Acquire) {
+            std::thread::sleep(LISTEN_TICK);
+        }
+    }
 }
 
 /// [`Store::take`] in one transaction: renews what `node` holds, takes what
@@ -629,6 +688,7 @@ const QUARANTINE: &str = "INSERT INTO quarantine (id, at_ms, code, field, error,
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
 const QUARANTINE_BOUND: &str = "DELETE FROM quarantine WHERE id NOT IN \
      (SELECT id FROM quarantine ORDER BY at_ms DESC, id LIMIT $1)";
+const NOTIFY: &str = "SELECT pg_notify('whereby_trigger', '')";
 const PROBE: &str = "INSERT INTO probe (id, at_ms) VALUES (1, $1) \
      ON CONFLICT (id) DO UPDATE SET at_ms = EXCLUDED.at_ms";
 
@@ -724,6 +784,21 @@ fn apply_all(
     let lease_until = now.saturating_add(lease_ms);
     for change in changes {
         apply(&mut tx, cache, change, node, now, lease_until)?;
+    }
+    // The others hear of what they may have to act on at once (delivered at
+    // commit; one notification per transaction, however many changes).
+    let heard = changes.iter().any(|change| {
+        matches!(
+            change,
+            Change::Claim(_)
+                | Change::StopClaim { .. }
+                | Change::ReleaseClaim { .. }
+                | Change::Enqueue(_)
+        )
+    });
+    if heard {
+        let statement = prepared(&mut tx, cache, NOTIFY)?;
+        tx.execute(&statement, &[])?;
     }
     tx.commit()?;
     Ok(())
