@@ -28,7 +28,7 @@ pub(crate) struct StoreArgs {
 pub(crate) enum Operated {
     Sqlite(Box<SqliteStore>),
     #[cfg(feature = "postgres")]
-    Pg(whereby_trigger::store::PgStore),
+    Pg(Box<whereby_trigger::store::PgStore>),
 }
 
 impl StoreArgs {
@@ -63,10 +63,8 @@ impl StoreArgs {
 fn open_url(url: &str) -> anyhow::Result<Operated> {
     use whereby_trigger::store::{PgStore, PgStoreOptions};
     let node = format!("operator-{}", std::process::id());
-    Ok(Operated::Pg(PgStore::connect(
-        url,
-        PgStoreOptions::new(node),
-    )?))
+    let store = PgStore::connect(url, PgStoreOptions::new(node))?;
+    Ok(Operated::Pg(Box::new(store)))
 }
 
 #[cfg(not(feature = "postgres"))]
@@ -82,7 +80,7 @@ impl Operated {
         match self {
             Operated::Sqlite(store) => store.as_ref(),
             #[cfg(feature = "postgres")]
-            Operated::Pg(store) => store,
+            Operated::Pg(store) => store.as_ref(),
         }
     }
 
