@@ -44,6 +44,13 @@ pub enum Rejection {
         /// The path the server receives webhooks on.
         webhook_path: Arc<str>,
     },
+    /// This server is a worker: it carries out actions and receives no
+    /// webhooks (503, so that Whereby retries, and a load balancer that sent
+    /// it here sends the retry to a receiver).
+    #[error(
+        "this whereby-trigger is a worker and receives no webhooks: deliver them to a receiver"
+    )]
+    NotReceiving,
     /// The request was not answered within the request deadline; it was
     /// abandoned, and nothing it did was remembered.
     #[error("the webhook was not answered within {deadline:?}; retry it")]
@@ -81,6 +88,7 @@ impl Rejection {
             Rejection::Host(_) => StatusCode::BAD_REQUEST,
             Rejection::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::NotFound { .. } => StatusCode::NOT_FOUND,
+            Rejection::NotReceiving => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Deadline { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +118,7 @@ impl Rejection {
             Rejection::Host(_) => "host_invalid",
             Rejection::MethodNotAllowed => "method_not_allowed",
             Rejection::NotFound { .. } => "not_found",
+            Rejection::NotReceiving => "not_receiving",
             Rejection::Store(_) => "store_unavailable",
             Rejection::Deadline { .. } => "deadline",
             Rejection::Panicked { .. } => "internal_error",

@@ -21,7 +21,7 @@ use whereby_webhook::EventType;
 /// The `outcome` label of `webhooks_total`: the answer's outcome, or the
 /// rejection's `code` (`Rejection::code`). A code not listed (one added later
 /// and forgotten here) counts as `other`, the last slot.
-pub(crate) const OUTCOMES: [&str; 28] = [
+pub(crate) const OUTCOMES: [&str; 29] = [
     "triggered",
     "not_matched",
     "ignored",
@@ -50,6 +50,7 @@ pub(crate) const OUTCOMES: [&str; 28] = [
     "stopped",
     // The client closed the connection before the answer (none was sent).
     "client_gone",
+    "not_receiving",
     "other",
 ];
 

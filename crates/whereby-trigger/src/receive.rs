@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tracing::{Instrument, Span};
 use whereby_webhook::InRoom;
 
@@ -46,6 +46,8 @@ pub(crate) struct App {
     pub(crate) dispatcher: Arc<Dispatcher>,
     pub(crate) engine: Option<Arc<Engine>>,
     pub(crate) durable: Option<Durable>,
+    /// Whether the webhook path takes webhooks; a worker's does not.
+    pub(crate) receives: bool,
 }
 
 /// The answer to a delivery that was handled.
@@ -109,9 +111,15 @@ impl IntoResponse for Outcome {
 
 pub(crate) fn router(app: Arc<App>, path: &str) -> Router {
     let webhook_path: Arc<str> = Arc::from(path);
-    let webhook = get(|| async { StatusCode::OK })
-        .post(receive)
-        .fallback(|| async { Rejection::MethodNotAllowed });
+    let webhook = if app.receives {
+        get(|| async { StatusCode::OK })
+            .post(receive)
+            .fallback(|| async { Rejection::MethodNotAllowed })
+    } else {
+        post(|| async { Rejection::NotReceiving })
+            .get(|| async { Rejection::NotReceiving })
+            .fallback(|| async { Rejection::MethodNotAllowed })
+    };
     Router::new()
         .route(path, webhook)
         .route(HEALTH_PATH, get(health))

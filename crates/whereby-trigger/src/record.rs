@@ -38,6 +38,9 @@ pub(crate) struct Durable {
     pub(crate) outbox: Arc<Outbox>,
     /// Read for the deliveries to resume.
     store: Arc<dyn Store>,
+    /// Whether this server carries out the actions it decides on; when not,
+    /// they are only committed, for the workers sharing the store.
+    runs_actions: bool,
 }
 
 impl std::fmt::Debug for Durable {
@@ -132,9 +135,17 @@ impl Durable {
                 journal,
                 outbox,
                 store,
+                runs_actions: true,
             },
             restored,
         ))
+    }
+
+    /// This Durable, carrying out the actions it records (`run`) or only
+    /// recording them for others (see `TriggerBuilder::run_actions`).
+    pub(crate) fn running_actions(mut self, run: bool) -> Durable {
+        self.runs_actions = run;
+        self
     }
 
     /// Lets the store go once the server has stopped and flushed it (see
@@ -235,13 +246,19 @@ pub(crate) fn spawn_stop_timer(engine: Arc<Engine>, durable: Option<Durable>) ->
                 decision.dispatch();
                 continue;
             };
-            for call in &mut decision.calls {
-                call.event.delivery = durable
-                    .outbox
-                    .ticket(call.delivery_id.clone())
-                    .map(|t| t.counted(call.stats.clone()));
+            if durable.runs_actions {
+                for call in &mut decision.calls {
+                    call.event.delivery = durable
+                        .outbox
+                        .ticket(call.delivery_id.clone())
+                        .map(|t| t.counted(call.stats.clone()));
+                }
             }
-            match durable.journal.submit(changes(&decision)).await {
+            let recorded = changes(&decision);
+            if !durable.runs_actions {
+                decision.calls.clear();
+            }
+            match durable.journal.submit(recorded).await {
                 Ok(()) => decision.dispatch(),
                 Err(err) => {
                     tracing::warn!(%err, "cannot record a due stop; it is tried again");
@@ -317,13 +334,19 @@ pub(crate) fn submit(durable: &Durable, id: &str, rules: Option<&mut Decision>) 
         at_ms: now_ms(),
     }];
     if let Some(rules) = rules {
-        for call in &mut rules.calls {
-            call.event.delivery = durable
-                .outbox
-                .ticket(call.delivery_id.clone())
-                .map(|t| t.counted(call.stats.clone()));
+        if durable.runs_actions {
+            for call in &mut rules.calls {
+                call.event.delivery = durable
+                    .outbox
+                    .ticket(call.delivery_id.clone())
+                    .map(|t| t.counted(call.stats.clone()));
+            }
         }
         changes.extend(self::changes(rules));
+        if !durable.runs_actions {
+            // Queued for the workers; nothing is carried out here.
+            rules.calls.clear();
+        }
     }
     durable.journal.submit(changes)
 }

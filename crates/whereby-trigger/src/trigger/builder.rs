@@ -65,6 +65,11 @@ pub enum ConfigError {
     /// The store given to [`TriggerBuilder::store`] could not be read back.
     #[error("the store cannot be read: {0}")]
     Store(StoreError),
+    /// [`TriggerBuilder::run_actions`] or [`TriggerBuilder::receive_webhooks`]
+    /// was turned off without a store (and rules) to hand the actions over
+    /// through: nothing would ever carry them out, or receive them.
+    #[error("{0} needs a store shared with the servers that do the rest")]
+    NoStore(&'static str),
 }
 
 /// Configures a [`Trigger`]: where it listens, how it verifies, and which
@@ -94,6 +99,8 @@ pub struct TriggerBuilder {
     shutdown_hooks: Vec<ShutdownHook>,
     /// Flushed after the shutdown hooks, which may still write to them.
     sinks: Vec<LineSink>,
+    run_actions: bool,
+    receive_webhooks: bool,
 }
 
 impl Default for TriggerBuilder {
@@ -119,6 +126,8 @@ impl Default for TriggerBuilder {
             store: None,
             shutdown_hooks: Vec::new(),
             sinks: Vec::new(),
+            run_actions: true,
+            receive_webhooks: true,
         }
     }
 }
@@ -452,6 +461,26 @@ impl TriggerBuilder {
         self
     }
 
+    /// Whether this Trigger carries out its rules' actions (the default). With
+    /// `false` it only receives: what its rules decide is committed to the
+    /// [store](Self::store) for other servers sharing it to carry out (`serve
+    /// --no-actions` beside `whereby-trigger worker`); the store must hand
+    /// them over too (`PgStoreOptions::runs_actions`). Needs a store.
+    pub fn run_actions(mut self, run: bool) -> Self {
+        self.run_actions = run;
+        self
+    }
+
+    /// Whether this Trigger receives webhooks (the default). With `false` it
+    /// is a worker: it carries out what the receivers sharing its
+    /// [store](Self::store) queued, and its webhook path answers 503
+    /// `not_receiving` (so that Whereby retries elsewhere); `/healthz` and
+    /// `/readyz` still answer. Needs a store.
+    pub fn receive_webhooks(mut self, receive: bool) -> Self {
+        self.receive_webhooks = receive;
+        self
+    }
+
     /// Runs `hook` when the server stops: after the last request is answered
     /// and the event streams have ended, before the store's final flush, in the
     /// order the hooks were added. Use it to stop what the trigger events
@@ -514,6 +543,14 @@ impl TriggerBuilder {
         } else {
             SignaturePolicy::Required(Verifier::new(secrets).with_tolerance(self.tolerance))
         };
+        if self.store.is_none() {
+            if !self.run_actions {
+                return Err(ConfigError::NoStore("receiving without running actions"));
+            }
+            if !self.receive_webhooks {
+                return Err(ConfigError::NoStore("a worker"));
+            }
+        }
         let dedup = self
             .dedup
             .unwrap_or_else(|| Arc::new(MemoryDedup::new(self.dedup_limits)));
@@ -527,7 +564,10 @@ impl TriggerBuilder {
                     &options,
                 )
                 .map_err(ConfigError::Store)?;
-                (Some(durable), Some(restored))
+                (
+                    Some(durable.running_actions(self.run_actions)),
+                    Some(restored),
+                )
             }
             None => (None, None),
         };
@@ -561,6 +601,7 @@ impl TriggerBuilder {
                 dispatcher,
                 engine: self.engine,
                 durable,
+                receives: self.receive_webhooks,
             }),
         })
     }

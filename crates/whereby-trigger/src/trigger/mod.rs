@@ -248,7 +248,11 @@ impl Trigger {
             crate::record::spawn_stop_timer(engine.clone(), self.app.durable.clone())
         });
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
+            if self.app.receives {
+                tracing::info!(%addr, path = %self.path, "listening for Whereby webhooks");
+            } else {
+                tracing::info!(%addr, "worker: listening for probes only (/healthz, /readyz)");
+            }
         }
         Server::new(self.limits, router)
             .run(listener, shutdown)

@@ -471,3 +471,152 @@ fn an_assistant_whose_replica_died_is_started_again_on_another() {
 fn started_count(procs: &Path) -> usize {
     crate::common::fixture::started_in(procs).len()
 }
+
+// ---------------------------------------------------------------------------
+// Receivers and workers.
+
+/// A `worker` on the shared database.
+fn worker(config: &Path, url: &str, node: &str) -> Server {
+    Server::start_as(
+        loopback_command(),
+        "worker",
+        [
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+            "--store-url",
+            url,
+            "--node-id",
+            node,
+        ],
+        |_| || (),
+    )
+}
+
+/// A receiver that runs no actions.
+fn receiver(config: &Path, url: &str, node: &str) -> Server {
+    Server::start_from(
+        loopback_command(),
+        [
+            "--config",
+            config.to_str().expect("a UTF-8 path"),
+            "--store-url",
+            url,
+            "--node-id",
+            node,
+            "--no-actions",
+        ],
+    )
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn receivers_queue_and_workers_carry_out_with_assistants_that_fail_over() {
+    use crate::common::fixture::{E2E_ASSISTANT, run_table, wait_started};
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("split");
+    let dir = TempDir::new("split");
+    let procs = dir.sub("procs");
+    let target = Receiver::start();
+    let config = dir.join("split.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[store]
+lease = "2s"
+
+[verify]
+secrets = ["{SECRET}"]
+
+[[trigger]]
+name = "greeter"
+on = ["room.client.joined"]
+forward = {{ url = "{url}", timeout = "5s" }}
+
+[[trigger]]
+name = "notes"
+on = ["room.session.started"]
+once_per = "room"
+stop_on = ["room.session.ended"]
+{run}
+"#,
+            url = target.url(),
+            run = run_table(&procs, "term", "")
+        ),
+    )
+    .expect("write the config");
+    let receivers = [receiver(&config, &url, "r1"), receiver(&config, &url, "r2")];
+    let workers = vec![worker(&config, &url, "w1"), worker(&config, &url, "w2")];
+
+    // A worker receives nothing: Whereby would retry elsewhere.
+    let refused = crate::common::post_signed_blocking(
+        workers[0].addr,
+        SECRET,
+        &webhook("room.client.joined", "nope", 0),
+    );
+    assert_eq!(refused.status.as_u16(), 503, "{}", refused.body);
+    assert_eq!(refused.json()["code"], "not_receiving");
+    assert_eq!(status_of(&workers[0], "/readyz"), 200);
+
+    // Joins at either receiver, each twice: one forward each, by a worker.
+    let ids: Vec<String> = (0..30).map(|n| format!("j-{n}")).collect();
+    for (n, id) in ids.iter().enumerate() {
+        for k in 0..2 {
+            let to = &receivers[(n + k) % 2];
+            let reply = crate::common::post_signed_blocking(
+                to.addr,
+                SECRET,
+                &webhook("room.client.joined", id, n % 3),
+            );
+            assert_eq!(reply.status.as_u16(), 200, "{}", reply.body);
+        }
+    }
+    target.wait_delivered(&keys(ids.clone()));
+
+    // An assistant starts on a worker, not on a receiver.
+    assert_eq!(
+        session(&receivers[0], "room.session.started", "s-1"),
+        "triggered"
+    );
+    let first = wait_started(&procs, 1)[0].pid;
+    let parent = parent_of(first).expect("the assistant's parent");
+    let runner = workers
+        .iter()
+        .position(|w| w.child.id() == parent)
+        .unwrap_or_else(|| panic!("the assistant's parent {parent} is not a worker"));
+    // Its worker dies: the other starts the assistant again.
+    let mut workers = workers;
+    let dead = workers.remove(runner);
+    dead.signal("KILL");
+    drop(dead);
+    E2E_ASSISTANT.wait_gone(first);
+    let second = wait_started(&procs, 2)
+        .into_iter()
+        .find(|s| s.pid != first)
+        .expect("a second assistant")
+        .pid;
+    assert_eq!(parent_of(second), Some(workers[0].child.id()));
+    // The session ends at the other receiver: the assistant stops.
+    assert_eq!(
+        session(&receivers[1], "room.session.ended", "e-1"),
+        "stopped"
+    );
+    E2E_ASSISTANT.wait_terminated(&procs, second);
+
+    for server in receivers.into_iter().chain(workers) {
+        drop(server.stop());
+    }
+    let delivered = target.delivered();
+    assert_eq!(delivered.len(), ids.len(), "{delivered:?}");
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+    assert_eq!(rows(&url, "deliveries"), 0);
+}

@@ -48,7 +48,7 @@ impl Cli {
             return format;
         }
         match &self.command {
-            Command::Serve(args) => args
+            Command::Serve(args) | Command::Worker(args) => args
                 .config_path()
                 .and_then(LogConfig::peek)
                 .and_then(|log| log.format)
@@ -88,6 +88,11 @@ fn colour() -> bool {
 enum Command {
     /// Receive Whereby webhooks and print one JSON line per trigger event.
     Serve(serve::ServeArgs),
+    /// Carry out the actions that receivers sharing a PostgreSQL store
+    /// (`serve --no-actions`) queued; receives no webhooks (its port answers
+    /// /healthz and /readyz). Takes serve's flags; needs --config and
+    /// --store-url (or [store] url).
+    Worker(serve::ServeArgs),
     /// Post a realistic, signed sample webhook (or a whole meeting) to a server.
     Send(send::SendArgs),
     /// Write a commented starter config (never over an existing file).
@@ -123,7 +128,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(args, serve::Role::Serve).await,
+            Command::Worker(args) => serve::run(args, serve::Role::Worker).await,
             Command::Send(args) => send::run(args).await,
             Command::Init(args) => init::run(args),
             Command::Check(args) => Ok(check::run(args)),

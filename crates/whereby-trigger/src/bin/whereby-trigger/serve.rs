@@ -31,10 +31,11 @@ fn shared_store(
     url: &str,
     node_id: Option<String>,
     lease: Option<Duration>,
+    runs_actions: bool,
 ) -> anyhow::Result<Arc<dyn Store>> {
     use whereby_trigger::store::{PgStore, PgStoreOptions};
     let node = node_id.unwrap_or_else(default_node_id);
-    let mut options = PgStoreOptions::new(node);
+    let mut options = PgStoreOptions::new(node).runs_actions(runs_actions);
     if let Some(lease) = lease {
         options = options.lease(lease);
     }
@@ -44,7 +45,12 @@ fn shared_store(
 }
 
 #[cfg(not(feature = "postgres"))]
-fn shared_store(_: &str, _: Option<String>, _: Option<Duration>) -> anyhow::Result<Arc<dyn Store>> {
+fn shared_store(
+    _: &str,
+    _: Option<String>,
+    _: Option<Duration>,
+    _: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
     bail!(
         "a store URL needs PostgreSQL, and this whereby-trigger was built without its `postgres` feature"
     )
@@ -196,6 +202,21 @@ pub(crate) struct ServeArgs {
     /// queued deliveries are lost with the process.
     #[arg(long)]
     ephemeral: bool,
+
+    /// Only receive: what the rules decide is queued in the shared store
+    /// (--store-url) for `whereby-trigger worker` processes to carry out.
+    #[arg(long)]
+    no_actions: bool,
+}
+
+/// What a process of the command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// `serve`: receives webhooks, and carries out actions unless
+    /// `--no-actions`.
+    Serve,
+    /// `worker`: carries out what receivers queued; receives nothing.
+    Worker,
 }
 
 impl ServeArgs {
@@ -220,11 +241,32 @@ fn parse_tolerance(input: &str) -> Result<Duration, String> {
 /// The data directory when neither the flag nor the config names one.
 pub(crate) const DEFAULT_DATA_DIR: &str = "whereby-trigger-data";
 
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
     let config = match &args.config {
         Some(path) => Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?,
         None => Config::default(),
     };
+    let shared =
+        args.store_url.is_some() || (args.data_dir.is_none() && config.store.url.is_some());
+    if role == Role::Worker {
+        if args.config.is_none() {
+            bail!("a worker carries out the actions of a config: give it --config");
+        }
+        if !shared || args.ephemeral {
+            bail!(
+                "a worker takes its work from the store receivers share: give it --store-url or [store] url"
+            );
+        }
+        if !args.on.is_empty() || args.record.is_some() || args.no_actions {
+            bail!("--on, --record and --no-actions are for `serve`: a worker receives no webhooks");
+        }
+    }
+    if args.no_actions && (!shared || args.ephemeral) {
+        bail!(
+            "--no-actions leaves the actions to workers, which share the store: give it --store-url or [store] url"
+        );
+    }
+    let runs_actions = !args.no_actions;
     let source = if args.secrets_from_env {
         "WHEREBY_WEBHOOK_SECRET"
     } else {
@@ -247,7 +289,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|s| s.expose().to_owned())
             .collect();
     }
-    let allow_unsigned = args.allow_unsigned || config.verify.allow_unsigned;
+    // A worker checks no signature: it receives nothing.
+    let allow_unsigned =
+        args.allow_unsigned || config.verify.allow_unsigned || role == Role::Worker;
     if secrets.is_empty() && !allow_unsigned {
         bail!(
             "no signing secret: pass --secret or set WHEREBY_WEBHOOK_SECRET or [verify] secrets \
@@ -326,6 +370,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(subdomain) = args.subdomain.clone() {
         builder = builder.default_subdomain(subdomain);
     }
+    builder = builder
+        .run_actions(runs_actions)
+        .receive_webhooks(role == Role::Serve);
     if !args.ephemeral {
         let retention = Retention::new(args.dedup_max_age, config.longest_lease());
         // A flag beats the file; a data directory given as a flag beats a
@@ -336,7 +383,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             (None, None) => config.store.url.as_ref().map(|u| u.expose().to_owned()),
         };
         let store: Arc<dyn Store> = match url {
-            Some(url) => shared_store(&url, args.node_id.clone(), config.store.lease)?,
+            Some(url) => {
+                shared_store(&url, args.node_id.clone(), config.store.lease, runs_actions)?
+            }
             None => {
                 let dir = (args.data_dir.clone().or(config.store.dir.clone()))
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));

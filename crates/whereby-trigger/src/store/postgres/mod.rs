@@ -115,6 +115,10 @@ pub struct PgStoreOptions {
     /// How long connecting may take before it fails (a commit then fails,
     /// and its webhook is answered 503).
     pub connect_timeout: Duration,
+    /// Whether this process carries out deliveries (the default). A receiver
+    /// that does not (`serve --no-actions`) queues them for any worker to take
+    /// at once and takes none itself.
+    pub runs_actions: bool,
 }
 
 impl PgStoreOptions {
@@ -124,7 +128,15 @@ impl PgStoreOptions {
             node_id: node_id.into(),
             lease: DEFAULT_LEASE,
             connect_timeout: Duration::from_secs(2),
+            runs_actions: true,
         }
+    }
+
+    /// Sets [`runs_actions`](Self::runs_actions).
+    #[must_use]
+    pub fn runs_actions(mut self, runs: bool) -> Self {
+        self.runs_actions = runs;
+        self
     }
 
     /// Sets [`lease`](Self::lease).
@@ -143,6 +155,7 @@ pub struct PgStore {
     others: Session,
     node: String,
     lease_ms: i64,
+    runs_actions: bool,
     /// `user@host:port/db`, without the password, for messages.
     shown: String,
     /// To connect the listener of [`Store::watch`].
@@ -201,6 +214,7 @@ impl PgStore {
             others: start("read")?,
             node: options.node_id,
             lease_ms: millis(options.lease).max(1),
+            runs_actions: options.runs_actions,
             shown: shown.clone(),
             config: config.clone(),
             closed: Arc::new(AtomicBool::new(false)),
@@ -463,9 +477,21 @@ impl Store for PgStore {
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
         let changes = changes.to_vec();
         let node = self.node.clone();
-        let lease_ms = self.lease_ms;
+        // Without actions here, what is queued is any worker's at once.
+        let owner = Owner {
+            node: if self.runs_actions {
+                node.clone()
+            } else {
+                String::new()
+            },
+            lease_ms: if self.runs_actions {
+                self.lease_ms
+            } else {
+                i64::MIN
+            },
+        };
         self.commits
-            .run(move |conn| apply_all(conn, &changes, &node, lease_ms))
+            .run(move |conn| apply_all(conn, &changes, &node, &owner))
             .map_err(|f| f.into_store(StoreError::Commit))
     }
 
@@ -484,6 +510,16 @@ impl Store for PgStore {
         let held = held.to_vec();
         let node = self.node.clone();
         let lease_ms = self.lease_ms;
+        if !self.runs_actions {
+            // Nothing to carry out here: only the claims, for this
+            // receiver's memory of them.
+            return self.read(move |client| {
+                Ok(Taken {
+                    live_claims: Some(live_claims(client, now_ms())?),
+                    ..Taken::default()
+                })
+            });
+        }
         self.read(move |client| take(client, &node, lease_ms, &held))
     }
 
@@ -630,14 +666,7 @@ fn take(
         .map(delivery)
         .collect()
     };
-    let live = tx
-        .query(
-            "SELECT key, expires_ms, holder, stop FROM claims WHERE expires_ms > $1",
-            &[&now],
-        )?
-        .iter()
-        .map(stored_claim)
-        .collect();
+    let live = live_claims(&mut tx, now)?;
     tx.commit()?;
     Ok(Taken {
         deliveries,
@@ -645,6 +674,28 @@ fn take(
         ended,
         live_claims: Some(live),
     })
+}
+
+/// Every claim live at `now`.
+fn live_claims(
+    client: &mut impl postgres::GenericClient,
+    now: i64,
+) -> Result<Vec<StoredClaim>, postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT key, expires_ms, holder, stop FROM claims WHERE expires_ms > $1",
+            &[&now],
+        )?
+        .iter()
+        .map(stored_claim)
+        .collect())
+}
+
+/// Who the deliveries a commit queues belong to: the committing node, for a
+/// lease, or nobody (`""`, lapsed at once) when it runs no actions.
+struct Owner {
+    node: String,
+    lease_ms: i64,
 }
 
 fn stored_claim(row: &Row) -> StoredClaim {
@@ -699,7 +750,7 @@ fn apply_all(
     conn: &mut session::Conn,
     changes: &[Change],
     node: &str,
-    lease_ms: i64,
+    owner: &Owner,
 ) -> Result<(), Fail> {
     let now = now_ms();
     let (client, cache) = conn.split();
@@ -781,9 +832,12 @@ fn apply_all(
         }
     }
 
-    let lease_until = now.saturating_add(lease_ms);
+    let queued = (
+        owner.node.as_str(),
+        now.saturating_add(owner.lease_ms).max(0),
+    );
     for change in changes {
-        apply(&mut tx, cache, change, node, now, lease_until)?;
+        apply(&mut tx, cache, change, node, now, queued)?;
     }
     // The others hear of what they may have to act on at once (delivered at
     // commit; one notification per transaction, however many changes).
@@ -816,7 +870,7 @@ fn apply(
     change: &Change,
     node: &str,
     now: i64,
-    lease_until: i64,
+    (owner, lease_until): (&str, i64),
 ) -> Result<(), Fail> {
     let mut run = |sql: &'static str,
                    params: &[&(dyn postgres::types::ToSql + Sync)]|
@@ -878,7 +932,7 @@ fn apply(
                     &d.created_ms,
                     &d.status.as_str(),
                     &d.last_error,
-                    &node,
+                    &owner,
                     &lease_until,
                 ],
             )?;

@@ -328,14 +328,24 @@ impl Server {
     /// returns what to call the moment serve says it listens (before this
     /// returns).
     pub(crate) fn start_with<S: AsRef<OsStr>, F: FnOnce()>(
+        base: Command,
+        args: impl IntoIterator<Item = S>,
+        spawned: impl FnOnce(u32) -> F,
+    ) -> Server {
+        Server::start_as(base, "serve", args, spawned)
+    }
+
+    /// Like [`Server::start_with`], for `command` (`serve` or `worker`).
+    pub(crate) fn start_as<S: AsRef<OsStr>, F: FnOnce()>(
         mut base: Command,
+        command: &str,
         args: impl IntoIterator<Item = S>,
         spawned: impl FnOnce(u32) -> F,
     ) -> Server {
         let args: Vec<std::ffi::OsString> =
             args.into_iter().map(|a| a.as_ref().to_owned()).collect();
         base.args([
-            "serve",
+            command,
             "--port",
             "0",
             "--bind",
