@@ -194,7 +194,7 @@ impl Durable {
                             restore_claim(engine.claims(), claim, &options, now_ms, now);
                         }
                         if let Some(live) = &taken.live_claims {
-                            follow_claims(engine.claims(), live, now_ms, now);
+                            follow_claims(engine.claims(), live, &options, now_ms, now);
                         }
                         for delivery in &taken.ended {
                             outbox.stop_ended(delivery, &find, &options);
@@ -254,12 +254,29 @@ pub(crate) fn spawn_stop_timer(engine: Arc<Engine>, durable: Option<Durable>) ->
                         .map(|t| t.counted(call.stats.clone()));
                 }
             }
-            let recorded = changes(&decision);
+            // A due stop ends its claim only if no other server sharing the
+            // store fired it (or cancelled it) first.
+            let recorded = changes(&decision)
+                .into_iter()
+                .map(|change| match change {
+                    Change::StopClaim { key } => Change::FireStop { key },
+                    other => other,
+                })
+                .collect();
             if !durable.runs_actions {
                 decision.calls.clear();
             }
             match durable.journal.submit(recorded).await {
                 Ok(()) => decision.dispatch(),
+                Err(StoreError::StopGone { key }) => {
+                    tracing::debug!(key, "a due stop was carried out by another server");
+                    decision.abandon(engine.claims());
+                    // That claim is over here too; the other due stops of
+                    // this round fire at the next tick.
+                    if let Some(key) = ClaimKey::parse(&key) {
+                        engine.claims().forget(&key);
+                    }
+                }
                 Err(err) => {
                     tracing::warn!(%err, "cannot record a due stop; it is tried again");
                     decision.abandon(engine.claims());
@@ -384,7 +401,13 @@ const CLAIM_SETTLE: Duration = Duration::from_secs(10);
 
 /// Makes this server's memory of claims follow `live`, a shared store's every
 /// live claim: taken elsewhere, held here; released elsewhere, released here.
-fn follow_claims(claims: &Arc<Claims>, live: &[StoredClaim], now_ms: i64, now: Instant) {
+fn follow_claims(
+    claims: &Arc<Claims>,
+    live: &[StoredClaim],
+    options: &ParseOptions,
+    now_ms: i64,
+    now: Instant,
+) {
     let view = live
         .iter()
         .filter_map(|claim| {
@@ -394,7 +417,8 @@ fn follow_claims(claims: &Arc<Claims>, live: &[StoredClaim], now_ms: i64, now: I
             } else {
                 Arc::from(claim.holder.as_str())
             };
-            Some((key, holder, at(claim.expires_ms, now_ms, now)))
+            let stop = pending_stop(claim, options, now_ms, now);
+            Some((key, holder, at(claim.expires_ms, now_ms, now), stop))
         })
         .collect();
     let dropped = claims.sync_shared(view, now, CLAIM_SETTLE);
@@ -426,29 +450,39 @@ fn restore_claim(
     } else {
         Arc::from(claim.holder.as_str())
     };
-    let stop = claim.stop.as_ref().and_then(|stop| {
-        let raw = bytes::Bytes::from(stop.webhook.clone().into_bytes());
-        let pending = whereby_webhook::parse_with(&raw, options)
-            .ok()
-            .zip(StopCause::parse(&stop.cause))
-            .map(|(parsed, cause)| PendingStop {
-                due: at(stop.due_ms, now_ms, now),
-                rule: Arc::from(stop.rule.as_str()),
-                cause,
-                webhook: parsed.event,
-                raw,
-                room_url: (!stop.room_url.is_empty()).then(|| stop.room_url.clone()),
-            });
-        if pending.is_none() {
-            tracing::warn!(
-                key = claim.key,
-                "a stored pending stop cannot be read back; the claim ends with its lease"
-            );
-        }
-        pending
-    });
+    let stop = pending_stop(claim, options, now_ms, now);
     claims.restore_held(key, holder, at(claim.expires_ms, now_ms, now), stop);
     true
+}
+
+/// The stop pending on a stored claim, read back; `None`, logged, when it
+/// cannot be (the claim then ends with its lease).
+fn pending_stop(
+    claim: &StoredClaim,
+    options: &ParseOptions,
+    now_ms: i64,
+    now: Instant,
+) -> Option<PendingStop> {
+    let stop = claim.stop.as_ref()?;
+    let raw = bytes::Bytes::from(stop.webhook.clone().into_bytes());
+    let pending = whereby_webhook::parse_with(&raw, options)
+        .ok()
+        .zip(StopCause::parse(&stop.cause))
+        .map(|(parsed, cause)| PendingStop {
+            due: at(stop.due_ms, now_ms, now),
+            rule: Arc::from(stop.rule.as_str()),
+            cause,
+            webhook: parsed.event,
+            raw,
+            room_url: (!stop.room_url.is_empty()).then(|| stop.room_url.clone()),
+        });
+    if pending.is_none() {
+        tracing::warn!(
+            key = claim.key,
+            "a stored pending stop cannot be read back; the claim ends with its lease"
+        );
+    }
+    pending
 }
 
 /// What a webhook does once its commit is known: dispatch what it decided, or

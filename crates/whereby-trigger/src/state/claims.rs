@@ -374,6 +374,19 @@ impl Claims {
         current
     }
 
+    /// Drops `key`, whatever its generation, without telling the release
+    /// hook: a claim another server ended (its due stop fired there).
+    pub(crate) fn forget(&self, key: &ClaimKey) {
+        let mut held = self.lock();
+        let room_key = (key.trigger.clone(), key.room.clone());
+        if let Some(room) = held.get_mut(&room_key) {
+            room.remove(&key.scope);
+            if room.is_empty() {
+                held.remove(&room_key);
+            }
+        }
+    }
+
     /// Sets the hook told of every claim its holder releases (once; later calls
     /// are ignored).
     pub(crate) fn set_release_hook(&self, hook: ReleaseHook) {
@@ -614,20 +627,22 @@ impl Claims {
     /// Brings this memory in line with `live`, every live claim of a store
     /// shared by several servers, each with its holder and expiry: a claim
     /// taken elsewhere is held here until it expires (with no handle, so
-    /// nothing here releases it, and without its pending stop, which the server
-    /// that scheduled it fires); one no longer live there (released elsewhere)
+    /// nothing here releases it) with its pending stop (which whichever server
+    /// sees it due first fires: the store refuses the others); one no longer
+    /// live there (released elsewhere)
     /// is dropped here without telling the release hook. A claim taken here
     /// less than `settle` before `now` is kept whatever `live` says: its
     /// commit may have landed after the store was read. Returns how many
     /// claims were dropped.
     pub(crate) fn sync_shared(
         &self,
-        live: Vec<(ClaimKey, Arc<str>, Instant)>,
+        live: Vec<(ClaimKey, Arc<str>, Instant, Option<PendingStop>)>,
         now: Instant,
         settle: Duration,
     ) -> usize {
         let fresh = now.checked_sub(settle).unwrap_or(now);
-        let listed: std::collections::HashSet<&ClaimKey> = live.iter().map(|(k, ..)| k).collect();
+        let listed: std::collections::HashSet<ClaimKey> =
+            live.iter().map(|(k, ..)| k.clone()).collect();
         let mut held = self.lock();
         let mut dropped = 0;
         held.retain(|(name, room), claims| {
@@ -645,23 +660,28 @@ impl Claims {
             });
             !claims.is_empty()
         });
-        for (key, holder, expires) in &live {
+        for (key, holder, expires, stop) in live {
             let room = held
                 .entry((key.trigger.clone(), key.room.clone()))
                 .or_default();
             match room.get_mut(&key.scope) {
                 Some(claim) if claim.expires > now => {
-                    claim.expires = claim.expires.max(*expires);
+                    claim.expires = claim.expires.max(expires);
+                    // A stop scheduled elsewhere is fired here too if that
+                    // server is gone; the store lets only one of them fire it.
+                    if claim.stop.is_none() {
+                        claim.stop = stop;
+                    }
                 }
                 _ => {
                     let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
                     room.insert(
                         key.scope.clone(),
                         Claim {
-                            expires: *expires,
+                            expires,
                             generation,
-                            holder: holder.clone(),
-                            stop: None,
+                            holder,
+                            stop,
                             since: now,
                         },
                     );

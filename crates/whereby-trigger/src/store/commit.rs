@@ -422,7 +422,9 @@ fn log_refused(err: &StoreError) {
 fn refused(err: &StoreError) -> bool {
     matches!(
         err,
-        StoreError::AlreadyRecorded { .. } | StoreError::ClaimHeld { .. }
+        StoreError::AlreadyRecorded { .. }
+            | StoreError::ClaimHeld { .. }
+            | StoreError::StopGone { .. }
     )
 }
 

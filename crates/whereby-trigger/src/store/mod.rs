@@ -196,10 +196,18 @@ pub enum Change {
         /// The claim key.
         key: String,
     },
-    /// A claim ended by a stop (`stop_on`, `stop_when`, a due `stop_after`),
-    /// whichever server holds it: that server stops its assistant when it sees
-    /// the claim gone.
+    /// A claim ended by a stop (`stop_on`, `stop_when` at once), whichever
+    /// server holds it: that server stops its assistant when it sees the
+    /// claim gone.
     StopClaim {
+        /// The claim key.
+        key: String,
+    },
+    /// A claim ended by its pending stop, now due (`stop_after`). Servers
+    /// sharing a store may all see it due: only the first one's commit ends
+    /// the claim, later ones (and one whose stop was cancelled meanwhile) are
+    /// refused with [`StoreError::StopGone`].
+    FireStop {
         /// The claim key.
         key: String,
     },
@@ -339,6 +347,14 @@ pub enum StoreError {
         key: String,
         /// When the other receiver's claim expires, in ms since the Unix epoch.
         expires_ms: i64,
+    },
+    /// A due stop the changes carry out was carried out by another server
+    /// sharing the store first, or cancelled there. Nothing of the changes
+    /// applies. (A store of one process never says so.)
+    #[error("the stop pending on claim `{key}` was carried out or cancelled by another server")]
+    StopGone {
+        /// The claim, as [`StoredClaim::key`] writes it.
+        key: String,
     },
     /// The committer has stopped.
     #[error("the store is closed")]

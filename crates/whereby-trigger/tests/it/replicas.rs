@@ -620,3 +620,57 @@ stop_on = ["room.session.ended"]
     assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
     assert_eq!(rows(&url, "deliveries"), 0);
 }
+
+#[test]
+fn a_pending_stop_is_fired_by_another_replica_when_the_one_that_scheduled_it_died() {
+    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("due_stop");
+    let dir = TempDir::new("due-stop");
+    let procs = dir.sub("procs");
+    let config = assistant_config(&dir, &procs, "30s");
+    // The stop waits 2 s after the session's end.
+    let text = std::fs::read_to_string(&config).expect("read the config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "stop_on = [\"room.session.ended\"]",
+            "stop_on = [\"room.session.ended\"]\nstop_after = \"2s\"",
+        ),
+    )
+    .expect("write the config");
+    let a = replica(&config, &url, "a");
+    let b = replica(&config, &url, "b");
+    assert_eq!(session(&b, "room.session.started", "s-1"), "triggered");
+    let pid = wait_started(&procs, 1)[0].pid;
+    // a schedules the stop, then dies before it is due.
+    session(&a, "room.session.ended", "e-1");
+    poll("the stop to be stored", || {
+        (stops_stored(&url) == 1).then_some(())
+    });
+    a.signal("KILL");
+    drop(a);
+    // b fires it when due: its assistant stops.
+    E2E_ASSISTANT.wait_terminated(&procs, pid);
+    poll("the claim to end", || {
+        (rows(&url, "claims") == 0).then_some(())
+    });
+    drop(b.stop());
+}
+
+/// Claims with a stop pending on them.
+fn stops_stored(url: &str) -> i64 {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        client
+            .query_one(
+                "SELECT count(*) FROM whereby_trigger.claims WHERE stop IS NOT NULL",
+                &[],
+            )
+            .expect("count")
+            .get::<_, i64>(0)
+    })
+    .join()
+    .expect("the count")
+}

@@ -353,3 +353,41 @@ fn a_start_taken_over_brings_its_claim_with_it() {
         .unwrap();
     assert_eq!(ids(&b.take(&["d1".into()]).unwrap().ended), ["d1"]);
 }
+
+#[test]
+fn a_due_stop_is_fired_by_one_node_only_and_not_once_cancelled() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("due");
+    let (a, b) = (node(&url, "a"), node(&url, "b"));
+    let stop = whereby_trigger::store::StoredStop {
+        due_ms: now_ms(),
+        rule: "notes".into(),
+        cause: "stop_on".into(),
+        room_url: "https://acme.whereby.com/standup".into(),
+        webhook: "{}".into(),
+    };
+    let schedule = |key: &str| Change::ScheduleStop {
+        key: key.into(),
+        stop: stop.clone(),
+    };
+    let fire = |key: &str| Change::FireStop { key: key.into() };
+    a.commit(&[claim("k1", 60_000), schedule("k1")]).unwrap();
+    // Both see it due: the first fires it, the second is refused.
+    b.commit(&[fire("k1")]).unwrap();
+    assert_eq!(
+        a.commit(&[fire("k1")]),
+        Err(StoreError::StopGone { key: "k1".into() })
+    );
+    // A stop cancelled at one node is not fired by another that still had it.
+    a.commit(&[claim("k2", 60_000), schedule("k2")]).unwrap();
+    b.commit(&[Change::CancelStop { key: "k2".into() }])
+        .unwrap();
+    assert_eq!(
+        a.commit(&[fire("k2")]),
+        Err(StoreError::StopGone { key: "k2".into() })
+    );
+    let live = a.take(&[]).unwrap().live_claims.unwrap();
+    assert_eq!(live.len(), 1, "k2 is still held: {live:?}");
+    assert_eq!(live[0].key, "k2");
+    assert_eq!(live[0].stop, None);
+}

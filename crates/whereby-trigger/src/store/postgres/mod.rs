@@ -726,6 +726,7 @@ const TAKE_CLAIM: &str = "INSERT INTO claims (key, expires_ms, holder, node, sto
 const CLAIM_EXPIRES: &str = "SELECT expires_ms FROM claims WHERE key = $1";
 const RELEASE_CLAIM: &str = "DELETE FROM claims WHERE key = $1 AND node = $2";
 const STOP_CLAIM: &str = "DELETE FROM claims WHERE key = $1";
+const FIRE_STOP: &str = "DELETE FROM claims WHERE key = $1 AND stop IS NOT NULL";
 const SCHEDULE_STOP: &str = "UPDATE claims SET stop = $2 WHERE key = $1";
 const CANCEL_STOP: &str = "UPDATE claims SET stop = NULL WHERE key = $1";
 const ENQUEUE: &str = "INSERT INTO deliveries (id, trigger, kind, action, claim, room_url, room, \
@@ -846,6 +847,9 @@ fn apply_all(
             change,
             Change::Claim(_)
                 | Change::StopClaim { .. }
+                | Change::FireStop { .. }
+                | Change::ScheduleStop { .. }
+                | Change::CancelStop { .. }
                 | Change::ReleaseClaim { .. }
                 | Change::Enqueue(_)
         )
@@ -909,6 +913,11 @@ fn apply(
         }
         Change::StopClaim { key } => {
             run(STOP_CLAIM, &[key])?;
+        }
+        Change::FireStop { key } => {
+            if run(FIRE_STOP, &[key])? == 0 {
+                return Err(Fail::Store(StoreError::StopGone { key: key.clone() }));
+            }
         }
         Change::ScheduleStop { key, stop } => {
             run(SCHEDULE_STOP, &[key, &stop_json(stop)])?;

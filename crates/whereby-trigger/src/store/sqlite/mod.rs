@@ -656,7 +656,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
         Change::CancelStop { key } => tx
             .prepare_cached("UPDATE claims SET stop = NULL WHERE key = ?1")?
             .execute(params![key]),
-        Change::ReleaseClaim { key } | Change::StopClaim { key } => tx
+        Change::ReleaseClaim { key } | Change::StopClaim { key } | Change::FireStop { key } => tx
             .prepare_cached("DELETE FROM claims WHERE key = ?1")?
             .execute(params![key]),
         Change::Room {
