@@ -167,6 +167,11 @@ impl Durable {
         let woken = Arc::new(tokio::sync::Notify::new());
         let waker = woken.clone();
         store.watch(Arc::new(move || waker.notify_one()));
+        // Cut off from a shared store for half a lease, this server stops what
+        // it runs: the others may take it over when the lease lapses.
+        let fence_after = store.lease().map(|lease| lease / 2);
+        let mut renewed = Instant::now();
+        let mut fenced = false;
         tokio::spawn(async move {
             loop {
                 // The read blocks on the store: off the async workers. What
@@ -175,6 +180,8 @@ impl Durable {
                 let held = outbox.in_flight_ids();
                 match tokio::task::spawn_blocking(move || reader.take(&held)).await {
                     Ok(Ok(taken)) => {
+                        renewed = Instant::now();
+                        fenced = false;
                         let rules = engine.rules();
                         let find = |trigger: &str, kind: &str| {
                             let rule = rules
@@ -203,6 +210,17 @@ impl Durable {
                     }
                     Ok(Err(err)) => tracing::warn!(%err, "cannot read pending deliveries"),
                     Err(err) => tracing::warn!(%err, "the pending-deliveries read failed"),
+                }
+                if !fenced && fence_after.is_some_and(|after| renewed.elapsed() >= after) {
+                    fenced = true;
+                    tracing::error!(
+                        "cannot renew the leases on this server's deliveries: stopping its assistants until the shared store is back"
+                    );
+                    for rule in engine.rules().iter() {
+                        for action in rule.actions() {
+                            action.fence();
+                        }
+                    }
                 }
                 tokio::select! {
                     () = tokio::time::sleep(POLL_EVERY) => {}

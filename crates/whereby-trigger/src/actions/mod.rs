@@ -154,4 +154,11 @@ pub trait Action: Send + Sync + 'static {
     fn tracks_delivery(&self) -> bool {
         false
     }
+
+    /// Stops what this action runs, keeping its deliveries (and claims)
+    /// pending: this server can no longer renew its hold on them in a store
+    /// shared with other servers (it is cut off from it), so another takes
+    /// them over once their lease lapses, and two must not run at once. Does
+    /// nothing by default: nothing of the action runs on.
+    fn fence(&self) {}
 }

@@ -424,6 +424,14 @@ pub trait Store: Send + Sync + 'static {
         })
     }
 
+    /// How long a delivery stays with a process that stopped renewing it,
+    /// in a store shared by several (see [`take`](Store::take)); `None` for a
+    /// store of one process (the default). A process that cannot renew for
+    /// half of it stops what it runs, since another may take it over.
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Asks the store to call `wake` whenever a process sharing it changed
     /// something this one may have to act on (a claim taken or ended, a
     /// delivery queued), and once after each reconnection, so that it looks at

@@ -674,3 +674,34 @@ fn stops_stored(url: &str) -> i64 {
     .join()
     .expect("the count")
 }
+
+#[test]
+fn cut_off_from_the_database_a_replica_stops_its_assistants_and_starts_them_again_after() {
+    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let url = pg.database("fenced");
+    let dir = TempDir::new("fenced");
+    let procs = dir.sub("procs");
+    let config = assistant_config(&dir, &procs, "4s");
+    let a = replica(&config, &url, "a");
+    assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
+    let first = wait_started(&procs, 1)[0].pid;
+    // Cut off for longer than half a lease: another replica could take the
+    // assistant over, so this one stops it.
+    pg.pause();
+    E2E_ASSISTANT.wait_terminated(&procs, first);
+    pg.resume();
+    // Back: the claim still holds, so the assistant runs again (here, the
+    // only replica).
+    let second = wait_started(&procs, 2)
+        .into_iter()
+        .find(|s| s.pid != first)
+        .expect("a second assistant")
+        .pid;
+    assert!(E2E_ASSISTANT.alive(second));
+    assert_eq!(session(&a, "room.session.ended", "e-1"), "stopped");
+    E2E_ASSISTANT.wait_terminated(&procs, second);
+    drop(a.stop());
+}

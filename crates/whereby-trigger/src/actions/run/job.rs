@@ -48,7 +48,7 @@ impl Job {
         let room = self.event.room_label();
         if let Ok(reason) = self.stop.try_recv() {
             tracing::info!(%trigger, %room, "not started: {reason}");
-            return self.settle(if reason == StopReason::Shutdown {
+            return self.settle(if reason.keeps_delivery() {
                 Settle::Keep
             } else {
                 Settle::Done
@@ -64,7 +64,7 @@ impl Job {
                     return;
                 }
             };
-            if stopped == Some(StopReason::Shutdown) {
+            if stopped.is_some_and(StopReason::keeps_delivery) {
                 // The server is going away, not the meeting: keep the claim and
                 // the delivery, so that the next start runs the assistant again.
                 return self.settle(Settle::Keep);
@@ -102,7 +102,7 @@ impl Job {
                 () = tokio::time::sleep(backoff) => {}
                 reason = &mut self.stop => {
                     tracing::info!(%trigger, %room, "not restarted: {}", reason.as_ref().map_or_else(|_| "stopped".to_owned(), ToString::to_string));
-                    return self.settle(if reason == Ok(StopReason::Shutdown) { Settle::Keep } else { Settle::Done });
+                    return self.settle(if reason.is_ok_and(StopReason::keeps_delivery) { Settle::Keep } else { Settle::Done });
                 }
             }
         }

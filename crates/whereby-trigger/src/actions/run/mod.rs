@@ -123,6 +123,17 @@ enum StopReason {
     Shutdown,
     /// A config reload removed the trigger (or its `run`).
     Removed,
+    /// This server lost the shared store that says it may run the assistant:
+    /// another server takes it over.
+    Fenced,
+}
+
+impl StopReason {
+    /// Whether the assistant's delivery and claim outlive the stop: it is the
+    /// server that goes away (or is cut off), not the meeting.
+    fn keeps_delivery(self) -> bool {
+        matches!(self, StopReason::Shutdown | StopReason::Fenced)
+    }
 }
 
 impl fmt::Display for StopReason {
@@ -132,6 +143,7 @@ impl fmt::Display for StopReason {
             StopReason::StopEvent => "stop event",
             StopReason::Shutdown => "server shutdown",
             StopReason::Removed => "trigger removed from the config",
+            StopReason::Fenced => "this server is cut off from the shared store",
         })
     }
 }
@@ -280,6 +292,19 @@ impl Action for RunAction {
             jobs
         };
         launch(jobs);
+    }
+
+    /// Every child gets SIGTERM (SIGKILL after its grace) and waiting starts
+    /// are dropped, their deliveries and claims kept for the server that takes
+    /// them over. Later starts run (once this server can take them again).
+    fn fence(&self) {
+        let (waiting, stopped) = self.inner.stop_rooms(None, StopReason::Fenced, false);
+        if stopped > 0 || !waiting.is_empty() {
+            tracing::warn!(trigger = %self.inner.trigger, stopped, waiting = waiting.len(),
+                "cut off from the shared store: assistants stopped, so that the server taking them over does not run a second");
+        }
+        // Dropped without a release: the deliveries stay pending.
+        drop(waiting);
     }
 
     fn stop(&self, event: Arc<ActionEvent>) {

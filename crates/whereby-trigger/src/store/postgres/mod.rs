@@ -302,7 +302,7 @@ impl PgStore {
     /// One of the operator's statements, on the second connection.
     fn write<R: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut postgres::Client) -> Result<R, postgres::Error> + Send + 'static,
+        mut job: impl FnMut(&mut postgres::Client) -> Result<R, postgres::Error> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.others
             .run(move |conn| job(&mut conn.client).map_err(Fail::Db))
@@ -311,7 +311,7 @@ impl PgStore {
 
     fn read<R: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut postgres::Client) -> Result<R, postgres::Error> + Send + 'static,
+        mut job: impl FnMut(&mut postgres::Client) -> Result<R, postgres::Error> + Send + 'static,
     ) -> Result<R, StoreError> {
         self.others
             .run(move |conn| job(&mut conn.client).map_err(Fail::Db))
@@ -549,6 +549,12 @@ impl Store for PgStore {
 
     fn prune(&self, now_ms: i64, id_max_age_ms: i64, room_idle_ms: i64) -> Result<(), StoreError> {
         self.write(move |client| prune(client, now_ms, id_max_age_ms, room_idle_ms))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(Duration::from_millis(
+            u64::try_from(self.lease_ms).unwrap_or(0),
+        ))
     }
 
     /// Listens (`LISTEN`) on a connection of its own, on a thread of its own,

@@ -52,6 +52,17 @@ pub(super) fn describe(err: &postgres::Error) -> String {
     }
 }
 
+/// Whether `err` says the connection is gone rather than the statement
+/// wrong: closed, a connection exception (SQLSTATE class 08), or the server
+/// ending it (class 57P: shut down, crashed, not yet taking connections).
+fn broken(err: &postgres::Error) -> bool {
+    err.is_closed()
+        || err.code().is_some_and(|code| {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P")
+        })
+}
+
 /// An open connection and the statements prepared on it.
 pub(super) struct Conn {
     pub(super) client: Client,
@@ -138,17 +149,27 @@ impl Session {
     }
 
     /// Runs `job` on the connection (opened first if need be) and waits for
-    /// its answer.
+    /// its answer. A connection found broken by the job (the server restarted
+    /// since it was last used) is opened again and the job run once more: a
+    /// transaction that failed so did not commit, or, if the break came with
+    /// its commit, is refused as a duplicate the second time.
     pub(super) fn run<R: Send + 'static>(
         &self,
-        job: impl FnOnce(&mut Conn) -> Result<R, Fail> + Send + 'static,
+        mut job: impl FnMut(&mut Conn) -> Result<R, Fail> + Send + 'static,
     ) -> Result<R, Fail> {
         let (reply, answer) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |link: &mut Link| {
-            let result = match link.conn() {
+            let mut result = match link.conn() {
                 Ok(conn) => job(conn),
                 Err(err) => Err(Fail::Db(err)),
             };
+            if matches!(&result, Err(Fail::Db(err)) if broken(err)) {
+                link.conn = None;
+                result = match link.conn() {
+                    Ok(conn) => job(conn),
+                    Err(err) => Err(Fail::Db(err)),
+                };
+            }
             let _ = reply.send(result);
         });
         let sent = self
