@@ -97,6 +97,8 @@ struct TriggerRow {
 #[derive(Debug, Serialize)]
 struct Status {
     version: &'static str,
+    /// This server's name among those sharing a store, if it shares one.
+    node: Option<String>,
     gauges: Gauges,
     rooms: Vec<RoomStatus>,
     claims: Vec<ClaimStatus>,
@@ -116,6 +118,7 @@ async fn status(app: &Arc<App>) -> Status {
     let now_ms = crate::util::now_ms();
     let mut status = Status {
         version: env!("CARGO_PKG_VERSION"),
+        node: None,
         gauges: Gauges::default(),
         rooms: Vec::new(),
         claims: Vec::new(),
@@ -182,6 +185,8 @@ async fn status(app: &Arc<App>) -> Status {
         status.gauges.rooms_tracked = status.rooms.len() as u64;
     }
     if let Some(durable) = &app.durable {
+        status.node = durable.store().node();
+        status.gauges.node.clone_from(&status.node);
         let store = durable.store().clone();
         let read = tokio::task::spawn_blocking(move || {
             Ok::<_, crate::store::StoreError>((store.deliveries()?, store.quarantined()?))
@@ -353,8 +358,13 @@ fn render(status: &Status) -> String {
         html,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"5\"><title>whereby-trigger status</title>\
-         <style>{STYLE}</style></head><body><h1>whereby-trigger <small>{}</small></h1>",
-        escape(status.version)
+         <style>{STYLE}</style></head><body><h1>whereby-trigger <small>{}{}</small></h1>",
+        escape(status.version),
+        status
+            .node
+            .as_deref()
+            .map(|node| format!(" · node {}", escape(node)))
+            .unwrap_or_default()
     );
     let g = &status.gauges;
     html.push_str("<div class=\"cards\">");
@@ -558,6 +568,7 @@ mod tests {
     fn the_page_escapes_a_room_from_a_payload() {
         let status = Status {
             version: "0",
+            node: Some("<node>".to_owned()),
             gauges: Gauges::default(),
             rooms: vec![RoomStatus {
                 room: "acme/<b>x</b>".to_owned(),
@@ -578,6 +589,7 @@ mod tests {
         assert!(html.contains("acme/&lt;b&gt;x&lt;/b&gt;"), "{html}");
         assert!(html.contains("&lt;i&gt;guest&lt;/i&gt;: 1"), "{html}");
         assert!(!html.contains("<b>x</b>") && !html.contains("<script"));
+        assert!(html.contains("node &lt;node&gt;"), "{html}");
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"5\">"));
     }
 }

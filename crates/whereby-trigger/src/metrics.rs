@@ -555,6 +555,8 @@ pub(crate) struct Gauges {
     pub(crate) outbox_dead: u64,
     pub(crate) outbox_oldest_pending_age_seconds: f64,
     pub(crate) quarantined: u64,
+    /// This server's name among those sharing a store, if it shares one.
+    pub(crate) node: Option<String>,
 }
 
 /// The Prometheus text exposition (version 0.0.4) of the counters and `gauges`.
@@ -744,7 +746,10 @@ impl prometheus_client::collector::Collector for Collector {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?
+            .encode_family(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("node", self.0.node.as_deref().unwrap_or("")),
+            ])?
             .encode_gauge(&1_i64)?;
         Ok(())
     }

@@ -74,6 +74,10 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// In a store shared by several servers, the one carrying it out (or
+    /// that last did); empty when none has taken it yet, and in a store of
+    /// one process.
+    pub node: String,
 }
 
 impl fmt::Debug for Delivery {
@@ -86,6 +90,7 @@ impl fmt::Debug for Delivery {
             .field("attempts", &self.attempts)
             .field("status", &self.status)
             .field("last_error", &self.last_error)
+            .field("node", &self.node)
             .finish_non_exhaustive()
     }
 }
@@ -422,6 +427,12 @@ pub trait Store: Send + Sync + 'static {
             deliveries: self.pending()?,
             ..Taken::default()
         })
+    }
+
+    /// This process's name among those sharing the store (`--node-id`); `None`
+    /// for a store of one process (the default).
+    fn node(&self) -> Option<String> {
+        None
     }
 
     /// How long a delivery stays with a process that stopped renewing it,

@@ -323,6 +323,7 @@ pub(crate) fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delive
         created_ms: now_ms(),
         status: DeliveryStatus::Pending,
         last_error: None,
+        node: String::new(),
     }
 }
 
@@ -372,6 +373,7 @@ mod tests {
             created_ms: now_ms(),
             status: DeliveryStatus::Pending,
             last_error: None,
+            node: String::new(),
         }
     }
 

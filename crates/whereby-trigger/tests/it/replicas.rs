@@ -300,6 +300,11 @@ fn a_replica_killed_with_deliveries_in_hand_loses_none_of_them() {
         listed.iter().all(|d| d["status"] == "pending"),
         "{listed:?}"
     );
+    // Each with the replica that carries it out.
+    assert!(
+        listed.iter().all(|d| d["node"] == "a" || d["node"] == "b"),
+        "{listed:?}"
+    );
     a.signal("KILL");
     drop(a);
     target.listen();

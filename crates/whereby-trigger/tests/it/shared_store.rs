@@ -55,6 +55,7 @@ fn enqueue(id: &str) -> Change {
         created_ms: now_ms(),
         status: DeliveryStatus::Pending,
         last_error: None,
+        node: String::new(),
     })
 }
 

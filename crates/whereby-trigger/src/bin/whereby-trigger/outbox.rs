@@ -62,6 +62,7 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
                         "attempts": d.attempts,
                         "created_ms": d.created_ms,
                         "last_error": d.last_error,
+                        "node": d.node,
                     })
                 })
                 .collect();
@@ -74,13 +75,18 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             }
             for d in deliveries {
                 println!(
-                    "{}\t{}\ttrigger={} kind={} action={} attempts={}{}",
+                    "{}\t{}\ttrigger={} kind={} action={} attempts={}{}{}",
                     d.id,
                     d.status.as_str(),
                     d.trigger,
                     d.kind,
                     d.action,
                     d.attempts,
+                    if d.node.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" node={}", d.node)
+                    },
                     d.last_error
                         .map(|e| format!(" last_error={e:?}"))
                         .unwrap_or_default()

@@ -382,7 +382,7 @@ fn migrate(client: &mut postgres::Client) -> Result<(), Fail> {
 }
 
 const DELIVERY_COLUMNS: &str = "id, trigger, kind, action, claim, room_url, room, webhook, \
-                                attempts, created_ms, status, last_error";
+                                attempts, created_ms, status, last_error, node";
 
 fn delivery(row: &Row) -> Delivery {
     let status: String = row.get(10);
@@ -403,6 +403,7 @@ fn delivery(row: &Row) -> Delivery {
             DeliveryStatus::Pending
         },
         last_error: row.get(11),
+        node: row.get(12),
     }
 }
 
@@ -549,6 +550,10 @@ impl Store for PgStore {
 
     fn prune(&self, now_ms: i64, id_max_age_ms: i64, room_idle_ms: i64) -> Result<(), StoreError> {
         self.write(move |client| prune(client, now_ms, id_max_age_ms, room_idle_ms))
+    }
+
+    fn node(&self) -> Option<String> {
+        Some(self.node.clone())
     }
 
     fn lease(&self) -> Option<Duration> {

@@ -418,6 +418,7 @@ fn read_deliveries(conn: &Connection) -> Result<Vec<Delivery>, StoreError> {
                 },
                 last_error: row.get(10)?,
                 room: row.get(11)?,
+                node: String::new(),
             })
         })
         .map_err(read_error)?;

@@ -15,6 +15,7 @@ fn delivery(id: &str, created_ms: i64) -> Delivery {
         created_ms,
         status: DeliveryStatus::Pending,
         last_error: None,
+        node: String::new(),
     }
 }
 
