@@ -1,6 +1,7 @@
 """Offline checks of the deployment files (run by deploy/test.sh).
 
-The Kubernetes manifests are parsed as YAML (PyYAML) and the fields that the
+The Kubernetes manifests (deploy/kubernetes, one server; deploy/kubernetes-shared,
+receivers and workers on PostgreSQL) are parsed as YAML (PyYAML) and the fields that the
 server's rules depend on are asserted: one writer per data directory, the
 probes on the right paths and port, the secret from a Secret, the admin port
 for Prometheus. The Containerfile and the systemd unit are read as text and
@@ -160,9 +161,97 @@ class Kubernetes(unittest.TestCase):
                 self.assertIn(path.name, listed)
 
 
-def kustomization():
-    with (K8S / "kustomization.yaml").open() as f:
+def kustomization(directory=None):
+    with ((directory or K8S) / "kustomization.yaml").open() as f:
         return yaml.safe_load(f)
+
+
+SHARED = DEPLOY / "kubernetes-shared"
+
+
+def shared_manifests():
+    """Every document of deploy/kubernetes-shared, by kind and name."""
+    out = {}
+    for path in sorted(SHARED.glob("*.yaml")):
+        with path.open() as f:
+            for d in yaml.safe_load_all(f):
+                if d is not None and "kind" in d and d.get("kind") != "Kustomization":
+                    out[(d["kind"], d["metadata"]["name"])] = d
+    return out
+
+
+class SharedKubernetes(unittest.TestCase):
+    """Receivers and workers on one PostgreSQL database."""
+
+    def setUp(self):
+        m = shared_manifests()
+        self.receiver = m[("Deployment", "whereby-trigger-receiver")]
+        self.worker = m[("Deployment", "whereby-trigger-worker")]
+        self.service = m[("Service", "whereby-trigger")]
+        self.secret = yaml.safe_load((SHARED / "secret.example.yaml").read_text())
+        self.m = m
+
+    @staticmethod
+    def container(dep):
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        return c
+
+    def test_receivers_only_receive_and_workers_only_work(self):
+        r = self.container(self.receiver)["args"]
+        w = self.container(self.worker)["args"]
+        self.assertEqual(r[0], "serve")
+        self.assertIn("--no-actions", r)
+        self.assertEqual(w[0], "worker")
+        for args in (r, w):
+            self.assertEqual(flag(args, "--config"), CONFIG)
+            self.assertIsNone(flag(args, "--data-dir"), "the database is the store")
+            self.assertEqual(flag(args, "--admin-bind"), f"0.0.0.0:{ADMIN_PORT}")
+
+    def test_several_of_each_and_no_volume(self):
+        for dep in (self.receiver, self.worker):
+            self.assertGreaterEqual(dep["spec"]["replicas"], 2)
+            self.assertEqual(dep["spec"]["strategy"]["type"], "RollingUpdate")
+            volumes = dep["spec"]["template"]["spec"]["volumes"]
+            self.assertFalse(any("persistentVolumeClaim" in v for v in volumes))
+
+    def test_database_url_and_node_name(self):
+        for dep in (self.receiver, self.worker):
+            env = {e["name"]: e for e in self.container(dep)["env"]}
+            ref = env["WHEREBY_TRIGGER_STORE_URL"]["valueFrom"]["secretKeyRef"]
+            self.assertEqual(ref["name"], self.secret["metadata"]["name"])
+            self.assertIn(ref["key"], self.secret["stringData"])
+            node = env["WHEREBY_TRIGGER_NODE_ID"]["valueFrom"]["fieldRef"]
+            self.assertEqual(node["fieldPath"], "metadata.name")
+            for e in env.values():
+                self.assertNotRegex(str(e.get("value", "")), r"whsec_|postgres://")
+        receiver_env = {e["name"] for e in self.container(self.receiver)["env"]}
+        self.assertIn("WHEREBY_WEBHOOK_SECRET", receiver_env)
+
+    def test_probes(self):
+        for dep in (self.receiver, self.worker):
+            c = self.container(dep)
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            self.assertEqual(c["readinessProbe"]["httpGet"]["path"], "/readyz")
+            self.assertEqual(c["livenessProbe"]["httpGet"]["path"], "/healthz")
+            self.assertEqual(ports[c["readinessProbe"]["httpGet"]["port"]], WEBHOOK_PORT)
+            self.assertEqual(int(flag(c["args"], "--port")), WEBHOOK_PORT)
+
+    def test_the_service_reaches_receivers_only(self):
+        selector = self.service["spec"]["selector"]
+        def selected(dep):
+            labels = dep["spec"]["template"]["metadata"]["labels"]
+            return all(labels.get(k) == v for k, v in selector.items())
+        self.assertTrue(selected(self.receiver))
+        self.assertFalse(selected(self.worker))
+
+    def test_kustomization_lists_existing_files(self):
+        listed = kustomization(SHARED)["resources"]
+        self.assertNotIn("secret.example.yaml", listed)
+        for res in listed:
+            self.assertTrue((SHARED / res).is_file(), res)
+        for path in SHARED.glob("*.yaml"):
+            if path.name not in ("kustomization.yaml", "secret.example.yaml"):
+                self.assertIn(path.name, listed)
 
 
 def configmap_config():
@@ -288,5 +377,9 @@ class Systemd(unittest.TestCase):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--print-configmap-config"]:
         sys.stdout.write(configmap_config())
+        sys.exit(0)
+    if sys.argv[1:] == ["--print-shared-configmap-config"]:
+        cm = shared_manifests()[("ConfigMap", "whereby-trigger-config")]
+        sys.stdout.write(cm["data"]["config.toml"])
         sys.exit(0)
     unittest.main()

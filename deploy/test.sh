@@ -94,6 +94,13 @@ if [ -n "$PY" ]; then
     cat "$WORK/check.out"
     fail "whereby-trigger check on the ConfigMap's config.toml"
   fi
+  "$PY" deploy/check_deploy.py --print-shared-configmap-config >"$WORK/shared.toml"
+  if "$BIN" check --config "$WORK/shared.toml" >"$WORK/check.out" 2>&1; then
+    pass "whereby-trigger check on the shared ConfigMap's config.toml"
+  else
+    cat "$WORK/check.out"
+    fail "whereby-trigger check on the shared ConfigMap's config.toml"
+  fi
 fi
 
 # --- 3. systemd-analyze verify ------------------------------------------------

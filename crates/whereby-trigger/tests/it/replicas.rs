@@ -710,3 +710,31 @@ fn cut_off_from_the_database_a_replica_stops_its_assistants_and_starts_them_agai
     E2E_ASSISTANT.wait_terminated(&procs, second);
     drop(a.stop());
 }
+
+#[test]
+fn a_replica_stopped_cleanly_hands_its_assistants_over_at_once() {
+    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("handover");
+    let dir = TempDir::new("handover");
+    let procs = dir.sub("procs");
+    // A lease longer than any wait of the test: the handover cannot be its
+    // lapse.
+    let config = assistant_config(&dir, &procs, "60s");
+    let a = replica(&config, &url, "a");
+    let b = replica(&config, &url, "b");
+    assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
+    let first = wait_started(&procs, 1)[0].pid;
+    // A rolling update stops a: its assistant stops, and b runs it again.
+    drop(a.stop());
+    E2E_ASSISTANT.wait_terminated(&procs, first);
+    let second = wait_started(&procs, 2)
+        .into_iter()
+        .find(|s| s.pid != first)
+        .expect("a second assistant")
+        .pid;
+    assert_eq!(parent_of(second), Some(b.child.id()));
+    assert_eq!(session(&b, "room.session.ended", "e-1"), "stopped");
+    E2E_ASSISTANT.wait_terminated(&procs, second);
+    drop(b.stop());
+}

@@ -556,6 +556,26 @@ impl Store for PgStore {
         Some(self.node.clone())
     }
 
+    /// Hands what this server still holds to the others at once: after a
+    /// clean stop its pending deliveries (assistants stopped by the shutdown
+    /// among them) need not wait out their lease to be taken over.
+    fn release(&self) {
+        let node = self.node.clone();
+        let freed = self.write(move |client| {
+            client.execute(
+                "UPDATE deliveries SET lease_ms = 0 WHERE node = $1 AND status = 'pending'",
+                &[&node],
+            )
+        });
+        match freed {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "handed over to the other servers"),
+            Err(err) => {
+                tracing::warn!(%err, "cannot hand this server's deliveries over; they are taken over when their lease lapses")
+            }
+        }
+    }
+
     fn lease(&self) -> Option<Duration> {
         Some(Duration::from_millis(
             u64::try_from(self.lease_ms).unwrap_or(0),
