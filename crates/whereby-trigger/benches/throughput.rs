@@ -10,7 +10,10 @@
 //!   any answer) in a fresh temporary directory, opened as `serve --data-dir`
 //!   opens it, so every answer waits for its event id to be committed and
 //!   flushed to disk (group commit). The store is wrapped to count its
-//!   transactions and flushes, which shows how well they are grouped.
+//!   transactions and flushes, which shows how well they are grouped;
+//! - `postgres` (with `--store-url URL`): the same with the PostgreSQL store
+//!   that replicas share, on a database of its own (`scripts/bench-postgres.sh`
+//!   starts a throw-away cluster on loopback and runs all four).
 //!
 //! Both Triggers verify signatures and fire on every `room.client.joined`, as
 //! `serve --on room.client.joined` does (without its stdout and log output).
@@ -86,7 +89,10 @@ usage: cargo bench -p whereby-trigger --bench throughput -- [OPTIONS]
   --connections N      concurrent keep-alive connections [default: 64]
   --max-requests N     most requests per server, warm-up included [default: 5000000]
   --only LIST          comma-separated servers to run: baseline, ephemeral, durable,
-                       external [default: baseline,ephemeral,durable (+ external if given)]
+                       postgres, external [default: baseline,ephemeral,durable (+ postgres
+                       and external if given)]
+  --store-url URL      the PostgreSQL database of `postgres` (an empty one: its schema
+                       is created; a loopback address)
   --data-dir DIR       where the durable store's temporary directory is made
                        [default: the system's temp dir]
   --external ADDR      also drive a server already running on this loopback address
@@ -109,6 +115,7 @@ enum Kind {
     Baseline,
     Ephemeral,
     Durable,
+    Postgres,
     External,
 }
 
@@ -118,6 +125,7 @@ impl Kind {
             Kind::Baseline => "baseline",
             Kind::Ephemeral => "ephemeral",
             Kind::Durable => "durable",
+            Kind::Postgres => "postgres",
             Kind::External => "external",
         }
     }
@@ -127,6 +135,7 @@ impl Kind {
             Kind::Baseline,
             Kind::Ephemeral,
             Kind::Durable,
+            Kind::Postgres,
             Kind::External,
         ]
         .into_iter()
@@ -149,6 +158,7 @@ struct Options {
     client_threads: usize,
     require_ratio: Option<f64>,
     noop_store: bool,
+    store_url: Option<String>,
 }
 
 impl Options {
@@ -168,6 +178,7 @@ impl Options {
             client_threads: cores,
             require_ratio: None,
             noop_store: false,
+            store_url: None,
         };
         let mut args = args.peekable();
         while let Some(arg) = args.next() {
@@ -200,6 +211,7 @@ impl Options {
                 "--noop-store" => o.noop_store = true,
                 "--data-dir" => o.data_dir = Some(PathBuf::from(value()?)),
                 "--path" => o.path = value()?,
+                "--store-url" => o.store_url = Some(value()?),
                 "--secret" => o.secret = value()?,
                 "--external" => {
                     let v = value()?;
@@ -240,6 +252,9 @@ impl Options {
         if o.only.as_ref().is_some_and(|k| k.contains(&Kind::External)) && o.external.is_none() {
             return Err("--only external needs --external ADDR".to_owned());
         }
+        if o.only.as_ref().is_some_and(|k| k.contains(&Kind::Postgres)) && o.store_url.is_none() {
+            return Err("--only postgres needs --store-url URL".to_owned());
+        }
         Ok(o)
     }
 
@@ -248,6 +263,9 @@ impl Options {
             Some(kinds) => kinds.clone(),
             None => {
                 let mut kinds = vec![Kind::Baseline, Kind::Ephemeral, Kind::Durable];
+                if self.store_url.is_some() {
+                    kinds.push(Kind::Postgres);
+                }
                 if self.external.is_some() {
                     kinds.push(Kind::External);
                 }
@@ -293,6 +311,16 @@ impl Server {
                     store,
                     stats: Arc::new(CommitStats::default()),
                 });
+                trigger(Some((store, dir))).await
+            }
+            Kind::Postgres => {
+                let url = options.store_url.as_deref().ok_or("no --store-url")?;
+                let store = Arc::new(Counted {
+                    store: postgres_store(url)?,
+                    stats: Arc::new(CommitStats::default()),
+                });
+                // No directory: the database is the store.
+                let dir = TempDir::new(options.data_dir.as_deref())?;
                 trigger(Some((store, dir))).await
             }
             Kind::External => Ok(Server::External {
@@ -345,6 +373,19 @@ struct Stopped {
     fired: Option<u64>,
     /// (transactions, changes, total µs in commit) of the durable store.
     commits: Option<StoreStats>,
+}
+
+/// The PostgreSQL store at `url`, as `serve --store-url` opens it.
+#[cfg(feature = "postgres")]
+fn postgres_store(url: &str) -> Result<Box<dyn Store>, String> {
+    use whereby_trigger::store::{PgStore, PgStoreOptions};
+    let store = PgStore::connect(url, PgStoreOptions::new("bench")).map_err(|e| e.to_string())?;
+    Ok(Box::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_store(_: &str) -> Result<Box<dyn Store>, String> {
+    Err("built without the `postgres` feature".to_owned())
 }
 
 /// The durable store, counting its transactions: how well commits are grouped.
@@ -1003,6 +1044,9 @@ fn main() -> ExitCode {
     }
     if let (Some(d), Some(b)) = (rate(Kind::Durable), rate(Kind::Baseline)) {
         println!("durable/baseline   {:.2}", d / b);
+    }
+    if let (Some(p), Some(d)) = (rate(Kind::Postgres), rate(Kind::Durable)) {
+        println!("postgres/durable   {:.2}  (goal: at least 0.50)", p / d);
     }
     if failed {
         println!("FAIL: a request failed or a server could not be measured");
