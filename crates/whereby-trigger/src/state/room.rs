@@ -269,6 +269,7 @@ impl Rooms {
     /// That is how a store shared by several receivers keeps a room whose
     /// events were received by different ones. `new` alone when `old` cannot
     /// be read (and `old` when `new` cannot); `None` when neither can.
+    #[cfg(any(test, feature = "postgres"))]
     pub(crate) fn merge_stored(old: &str, new: &str) -> Option<String> {
         let parse = |json: &str| serde_json::from_str::<StoredRoom>(json).ok();
         let merged = match (parse(old), parse(new)) {

@@ -34,6 +34,7 @@ use super::{
     Change, Delivery, DeliveryStatus, Quarantined, Snapshot, Store, StoreError, StoredClaim,
     StoredStop, Taken,
 };
+use crate::state::claims::{ClaimKey, ClaimScope};
 use crate::state::room::Rooms;
 use crate::util::{millis, now_ms};
 
@@ -60,8 +61,10 @@ CREATE TABLE whereby_trigger.claims (
     expires_ms bigint NOT NULL,
     holder text NOT NULL,
     node text NOT NULL,
-    stop text
+    stop text,
+    event_scoped boolean NOT NULL
 );
+CREATE INDEX claims_shared ON whereby_trigger.claims (expires_ms) WHERE NOT event_scoped;
 CREATE TABLE whereby_trigger.rooms (
     key text PRIMARY KEY,
     state text NOT NULL,
@@ -707,19 +710,34 @@ fn take(
     })
 }
 
-/// Every claim live at `now`.
+/// Every claim live at `now` that a process must know of: those of a room or
+/// a session, and those of one event whose assistant runs (a pending `run`
+/// start holds it). The claims of single events whose action is over (every
+/// `forward` with the default `once_per = "event"`) are left out: as many as
+/// the events of a lease, and nothing to stop.
 fn live_claims(
     client: &mut impl postgres::GenericClient,
     now: i64,
 ) -> Result<Vec<StoredClaim>, postgres::Error> {
     Ok(client
         .query(
-            "SELECT key, expires_ms, holder, stop FROM claims WHERE expires_ms > $1",
+            "SELECT key, expires_ms, holder, stop FROM claims \
+             WHERE NOT event_scoped AND expires_ms > $1 \
+             UNION ALL \
+             SELECT c.key, c.expires_ms, c.holder, c.stop FROM deliveries d \
+             JOIN claims c ON c.key = d.claim \
+             WHERE d.status = 'pending' AND d.kind = 'run' AND d.action = 'start' \
+             AND c.event_scoped AND c.expires_ms > $1",
             &[&now],
         )?
         .iter()
         .map(stored_claim)
         .collect())
+}
+
+/// Whether claim `key` is of one event (`once_per = "event"`).
+fn event_scoped(key: &str) -> bool {
+    ClaimKey::parse(key).is_some_and(|key| matches!(key.scope, ClaimScope::Event(_)))
 }
 
 /// Who the deliveries a commit queues belong to: the committing node, for a
@@ -749,8 +767,8 @@ const INSERT_ROOMS: &str = "INSERT INTO rooms (key, state, seen_ms) \
 const LOCK_ROOMS: &str = "SELECT key, state FROM rooms WHERE key = ANY($1) ORDER BY key FOR UPDATE";
 const UPDATE_ROOM: &str =
     "UPDATE rooms SET state = $2, seen_ms = GREATEST(seen_ms, $3) WHERE key = $1";
-const TAKE_CLAIM: &str = "INSERT INTO claims (key, expires_ms, holder, node, stop) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key) DO UPDATE SET \
+const TAKE_CLAIM: &str = "INSERT INTO claims (key, expires_ms, holder, node, stop, event_scoped) \
+     VALUES ($1, $2, $3, $4, $5, $7) ON CONFLICT (key) DO UPDATE SET \
      expires_ms = EXCLUDED.expires_ms, holder = EXCLUDED.holder, node = EXCLUDED.node, \
      stop = EXCLUDED.stop WHERE claims.expires_ms <= $6 OR claims.node = EXCLUDED.node \
      RETURNING 1";
@@ -872,18 +890,19 @@ fn apply_all(
         apply(&mut tx, cache, change, node, now, queued)?;
     }
     // The others hear of what they may have to act on at once (delivered at
-    // commit; one notification per transaction, however many changes).
-    let heard = changes.iter().any(|change| {
-        matches!(
-            change,
-            Change::Claim(_)
-                | Change::StopClaim { .. }
-                | Change::FireStop { .. }
-                | Change::ScheduleStop { .. }
-                | Change::CancelStop { .. }
-                | Change::ReleaseClaim { .. }
-                | Change::Enqueue(_)
-        )
+    // commit; one notification per transaction, however many changes): a
+    // claim they must know of taken or ended, a stop, a delivery any worker
+    // may take. Not of a claim of one event, nor of a delivery this server
+    // carries out itself: a busy receiver wakes nobody.
+    let heard = changes.iter().any(|change| match change {
+        Change::Claim(claim) => !event_scoped(&claim.key),
+        Change::StopClaim { .. }
+        | Change::FireStop { .. }
+        | Change::ScheduleStop { .. }
+        | Change::CancelStop { .. }
+        | Change::ReleaseClaim { .. } => true,
+        Change::Enqueue(_) => owner.node.is_empty(),
+        _ => false,
     });
     if heard {
         let statement = prepared(&mut tx, cache, NOTIFY)?;
@@ -926,6 +945,7 @@ fn apply(
                     &node,
                     &stop,
                     &now,
+                    &event_scoped(&claim.key),
                 ],
             )?;
             if taken == 0 {
