@@ -40,18 +40,36 @@ pub(crate) const POLL_EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct Outbox {
     journal: Arc<dyn Journal>,
     in_flight: Mutex<HashSet<String>>,
-    /// Deliveries finished here whose `Done`/`Dead` may not be committed yet: a
-    /// poll must not take them for forgotten ones. Emptied by the poll once the
-    /// store no longer lists them as pending.
-    settled: Mutex<HashMap<String, Instant>>,
+    /// Deliveries finished here, with their outcome (`Done`, `Dead`), until a
+    /// while after that outcome is committed: a poll must not take them for
+    /// forgotten ones, and an outcome whose commit failed is submitted again.
+    settled: Arc<Mutex<HashMap<String, Settled>>>,
     /// Starts told to stop because their claim ended elsewhere, until their
     /// assistant has ended: told once, not at every poll.
     ending: Mutex<HashSet<String>>,
 }
 
-/// A settled delivery still listed as pending after this long was made pending
-/// again (`outbox retry`), not left behind by a slow commit.
+/// A delivery finished here.
+struct Settled {
+    /// When it finished (wall clock, ms): a delivery listed as queued after
+    /// that was made pending again (`outbox retry`), and is carried out anew.
+    at_ms: i64,
+    /// What the store is to record: `Done` or `Dead`.
+    change: Change,
+    /// When that was last submitted.
+    submitted: Instant,
+    /// When its commit succeeded.
+    committed: Option<Instant>,
+}
+
+/// An outcome not committed after this long (its commit failed: the store
+/// was unavailable) is submitted again.
 const SETTLE_WINDOW: Duration = Duration::from_secs(3);
+
+/// How long a delivery is still known as settled once its outcome is
+/// committed: longer than a poll takes, so that a poll that read the store
+/// just before that commit does not take the delivery for a forgotten one.
+const FORGET_AFTER: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,8 +81,7 @@ impl std::fmt::Debug for Outbox {
 
 impl DeliveryLedger for Outbox {
     fn done(&self, id: &str) {
-        self.journal
-            .commit_later(vec![Change::Done { id: id.to_owned() }]);
+        self.settle(id, Change::Done { id: id.to_owned() });
     }
 
     fn attempted(&self, id: &str, attempts: u32, error: &str) {
@@ -76,19 +93,16 @@ impl DeliveryLedger for Outbox {
     }
 
     fn dead(&self, id: &str, error: &str) {
-        self.journal.commit_later(vec![Change::Dead {
-            id: id.to_owned(),
-            error: error.to_owned(),
-        }]);
+        self.settle(
+            id,
+            Change::Dead {
+                id: id.to_owned(),
+                error: error.to_owned(),
+            },
+        );
     }
 
-    fn released(&self, id: &str, finished: bool) {
-        if finished {
-            self.settled
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.to_owned(), Instant::now());
-        }
+    fn released(&self, id: &str, _finished: bool) {
         self.in_flight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -101,12 +115,57 @@ impl DeliveryLedger for Outbox {
 }
 
 impl Outbox {
+    /// Records the outcome of delivery `id`, and remembers it until a while
+    /// after it is committed.
+    fn settle(&self, id: &str, change: Change) {
+        self.settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.to_owned(),
+                Settled {
+                    at_ms: now_ms(),
+                    change: change.clone(),
+                    submitted: Instant::now(),
+                    committed: None,
+                },
+            );
+        self.submit_outcome(id.to_owned(), change);
+    }
+
+    /// Submits the outcome of delivery `id`, and notes when it is committed.
+    fn submit_outcome(&self, id: String, change: Change) {
+        let commit = self.journal.submit(vec![change]);
+        let settled = self.settled.clone();
+        let note = move || {
+            if let Some(s) = settled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&id)
+            {
+                s.committed = Some(Instant::now());
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if commit.await.is_ok() {
+                        note();
+                    }
+                });
+            }
+            // Only while a runtime closes: submitted all the same, its result
+            // taken on trust.
+            Err(_) => note(),
+        }
+    }
+
     /// An outbox recording through `journal`.
     pub(crate) fn new(journal: Arc<dyn Journal>) -> Arc<Outbox> {
         Arc::new(Outbox {
             journal,
             in_flight: Mutex::new(HashSet::new()),
-            settled: Mutex::new(HashMap::new()),
+            settled: Arc::new(Mutex::new(HashMap::new())),
             ending: Mutex::new(HashSet::new()),
         })
     }
@@ -175,13 +234,32 @@ impl Outbox {
         claims: &Arc<Claims>,
         options: &ParseOptions,
     ) {
-        // A settled delivery that the store no longer lists as pending has had its
-        // fate committed; one still listed is either not yet committed or was
-        // made pending again by `outbox retry` after it was committed dead.
+        // A settled delivery is forgotten a while after its outcome is
+        // committed. One listed as queued after it settled was made pending
+        // again by `outbox retry`: it is carried out anew. An outcome whose
+        // commit failed (the store was unavailable) is submitted again.
         {
-            let listed: HashSet<&str> = pending.iter().map(|d| d.id.as_str()).collect();
+            let listed: HashMap<&str, i64> = pending
+                .iter()
+                .map(|d| (d.id.as_str(), d.created_ms))
+                .collect();
+            let mut again = Vec::new();
             let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-            settled.retain(|id, at| listed.contains(id.as_str()) && at.elapsed() < SETTLE_WINDOW);
+            settled.retain(|id, s| {
+                let retried = listed
+                    .get(id.as_str())
+                    .is_some_and(|queued| *queued > s.at_ms);
+                let forgotten = s.committed.is_some_and(|at| at.elapsed() >= FORGET_AFTER);
+                if !retried && s.committed.is_none() && s.submitted.elapsed() >= SETTLE_WINDOW {
+                    s.submitted = Instant::now();
+                    again.push((id.clone(), s.change.clone()));
+                }
+                !retried && !forgotten
+            });
+            drop(settled);
+            for (id, change) in again {
+                self.submit_outcome(id, change);
+            }
         }
         let now = Instant::now();
         for delivery in pending {

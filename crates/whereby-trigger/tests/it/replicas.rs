@@ -3,6 +3,7 @@
 //! racing at both, and the counts checked where the actions arrive.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use crate::common::binary::{Server, loopback_command, poll};
 use crate::common::fixture::TempDir;
 use crate::common::postgres::Postgres;
 use crate::common::receiver::Receiver;
-use crate::common::{SECRET, post_signed, sample_with};
+use crate::common::{SECRET, sample_with};
 
 /// One forward per joined event, and one assistant start per room.
 fn config(dir: &TempDir, target: &Receiver) -> PathBuf {
@@ -75,22 +76,41 @@ impl Dice {
     }
 }
 
-/// Posts `body` to `addr` as Whereby would: again after a 503 (a few times),
-/// never after anything else. The last answer's status and outcome.
-async fn deliver(addr: std::net::SocketAddr, body: Arc<String>) -> (u16, String) {
-    for _ in 0..20 {
-        let reply = post_signed(addr, SECRET, &body).await;
-        let status = reply.status.as_u16();
-        if status != 503 {
-            let outcome = reply.json()["outcome"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            return (status, outcome);
+/// Posts `body` as Whereby behind a load balancer would see it: first to
+/// `addrs[first]`; after a 503 or a connection that failed (a receiver gone),
+/// again after a pause, to the next receiver (bounded). The last answer's
+/// status and outcome.
+async fn deliver(
+    client: reqwest::Client,
+    addrs: Arc<Vec<SocketAddr>>,
+    first: usize,
+    body: Arc<String>,
+) -> (u16, String) {
+    let mut to = first;
+    for _ in 0..200 {
+        let request = client
+            .post(format!("http://{}/", addrs[to]))
+            .header("content-type", "application/json")
+            .header(
+                whereby_trigger::webhook::SIGNATURE_HEADER,
+                crate::common::sign(SECRET, &body),
+            )
+            .body(body.to_string());
+        if let Ok(response) = request.send().await {
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            if status != 503 {
+                let outcome = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["outcome"].as_str().map(str::to_owned))
+                    .unwrap_or(text);
+                return (status, outcome);
+            }
         }
+        to = (to + 1) % addrs.len();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (503, String::new())
+    (503, "gave up".to_owned())
 }
 
 /// The number of rows of `table` in the store's schema.
@@ -107,17 +127,41 @@ fn rows(url: &str, table: &str) -> i64 {
     .expect("the count")
 }
 
-#[test]
-fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("replicas");
-    let dir = TempDir::new("replicas");
+/// How the processes of a load test share the work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Two `serve`s, each carrying out what it decides.
+    Replicas,
+    /// Two `serve --no-actions` and two `worker`s.
+    ReceiversAndWorkers,
+}
+
+/// 1,000 webhooks posted concurrently to the receivers of `layout`: 650
+/// events (500 joins, 3 session starts in each of 50 rooms) and 350
+/// duplicates, half of them racing at both receivers at once. With `faults`,
+/// the database stops for two seconds a third of the way in, and a receiver is
+/// killed (`kill -9`) two thirds of the way in. Checked at the receiving end:
+/// one forward per join, one assistant start per room, nothing left queued.
+fn load(layout: Layout, faults: bool) {
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
+    let url = pg.database("load");
+    let dir = TempDir::new("load");
     let target = Receiver::start();
     let config = config(&dir, &target);
-    let replicas = [replica(&config, &url, "a"), replica(&config, &url, "b")];
-    let addrs = [replicas[0].addr, replicas[1].addr];
+    let (receivers, workers) = match layout {
+        Layout::Replicas => (
+            vec![replica(&config, &url, "a"), replica(&config, &url, "b")],
+            Vec::new(),
+        ),
+        Layout::ReceiversAndWorkers => (
+            vec![receiver(&config, &url, "r1"), receiver(&config, &url, "r2")],
+            vec![worker(&config, &url, "w1"), worker(&config, &url, "w2")],
+        ),
+    };
+    let addrs = Arc::new(receivers.iter().map(|r| r.addr).collect::<Vec<_>>());
 
-    // 500 joins in 50 rooms, 3 session starts per room: 650 events …
     const ROOMS: usize = 50;
     let mut events: Vec<(String, Arc<String>)> = Vec::new();
     for n in 0..500 {
@@ -132,8 +176,6 @@ fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
             events.push((id, Arc::new(body)));
         }
     }
-    // … and 350 duplicates: half sent again later to either replica, half
-    // sent to both at the same moment.
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
     let mut posts: Vec<Vec<(usize, usize)>> = events
         .iter()
@@ -153,22 +195,50 @@ fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
     let total: usize = posts.iter().map(Vec::len).sum();
     assert_eq!(total, 1000);
 
+    // The faults, from a thread of their own, as the answers come in.
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let victim = receivers[0].child.id();
+    // The cluster is moved to the fault thread only when there are faults;
+    // otherwise it stays here, running until the test ends.
+    let (pg, faulty) = if faults {
+        let answered = answered.clone();
+        let thread = std::thread::spawn(move || {
+            let reached = |n: usize| {
+                poll(&format!("{n} answers"), || {
+                    (answered.load(std::sync::atomic::Ordering::SeqCst) >= n).then_some(())
+                });
+            };
+            reached(total / 3);
+            pg.pause();
+            std::thread::sleep(Duration::from_secs(2));
+            pg.resume();
+            reached(2 * total / 3);
+            crate::common::binary::kill("KILL", victim);
+            pg
+        });
+        (None, Some(thread))
+    } else {
+        (Some(pg), None)
+    };
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("a runtime to post from");
     let answers: Vec<(String, u16, String)> = runtime.block_on(async {
+        let client = crate::common::client();
         let limit = Arc::new(tokio::sync::Semaphore::new(32));
         let mut tasks = tokio::task::JoinSet::new();
         for group in posts {
             // A group goes out at once: the racing duplicates of one event.
             for (event, to) in group {
                 let (id, body) = events[event].clone();
-                let addr = addrs[to];
+                let (client, addrs, answered) = (client.clone(), addrs.clone(), answered.clone());
                 let permit = limit.clone().acquire_owned().await.expect("open");
                 tasks.spawn(async move {
-                    let (status, outcome) = deliver(addr, body).await;
+                    let (status, outcome) = deliver(client, addrs, to, body).await;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     drop(permit);
                     (id, status, outcome)
                 });
@@ -180,9 +250,13 @@ fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
         }
         answers
     });
+    // The cluster comes back from the fault thread, to be stopped last.
+    let _pg = faulty.map_or(pg, |t| Some(t.join().expect("the faults")));
 
-    // Every post answered 200, and each event evaluated once: one answer
-    // that is not `duplicate` per id, whichever replica gave it.
+    // Every post answered 200 in the end, and each event evaluated at most
+    // once: one answer that is not `duplicate` per id, whichever receiver gave
+    // it (none, when the receiver that committed it died before answering: its
+    // retry is then a duplicate).
     let mut evaluated: HashMap<&str, usize> = HashMap::new();
     for (id, status, outcome) in &answers {
         assert_eq!(*status, 200, "{id}: {status} {outcome}");
@@ -190,21 +264,26 @@ fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
             *evaluated.entry(id.as_str()).or_default() += 1;
         }
     }
-    assert_eq!(evaluated.len(), events.len(), "every event was evaluated");
+    if !faults {
+        assert_eq!(evaluated.len(), events.len(), "every event was evaluated");
+    }
     let twice: Vec<_> = evaluated.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "evaluated more than once: {twice:?}");
 
     // At the receiving end: one forward per join, one start per room.
     let joins: Vec<String> = (0..500).map(|n| format!("greeter:j-{n}")).collect();
     target.wait_delivered(&joins);
+    // Only the assistant's requests are read (their key says whose they are):
+    // the check runs at every arrival.
     let per_room = |requests: &[crate::common::receiver::Request]| {
         let mut rooms: BTreeMap<String, usize> = BTreeMap::new();
-        for request in requests {
+        for request in requests
+            .iter()
+            .filter(|r| r.key().starts_with("assistant:"))
+        {
             let body = request.json();
-            if body["trigger"] == "assistant" {
-                let room = body["roomUrl"].as_str().unwrap_or_default().to_owned();
-                *rooms.entry(room).or_default() += 1;
-            }
+            let room = body["roomUrl"].as_str().unwrap_or_default().to_owned();
+            *rooms.entry(room).or_default() += 1;
         }
         rooms
     };
@@ -212,8 +291,11 @@ fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
         per_room(requests).len() == ROOMS
     });
     // Stopping drains what is in flight; then nothing is left to deliver.
-    for replica in replicas {
-        drop(replica.stop());
+    for (n, server) in receivers.into_iter().chain(workers).enumerate() {
+        if faults && n == 0 {
+            continue; // killed
+        }
+        drop(server.stop());
     }
     poll("the shared outbox to empty", || {
         (rows(&url, "deliveries") == 0).then_some(())
@@ -227,6 +309,16 @@ fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
     assert_eq!(rows(&url, "events"), 650);
     // One claim per room, and the greeter's per event (`once_per = "event"`).
     assert_eq!(rows(&url, "claims"), i64::try_from(ROOMS + 500).unwrap());
+}
+
+#[test]
+fn two_replicas_fire_each_event_once_and_start_one_assistant_per_room() {
+    load(Layout::Replicas, false);
+}
+
+#[test]
+fn receivers_and_workers_lose_nothing_when_the_database_stops_and_a_receiver_dies_mid_load() {
+    load(Layout::ReceiversAndWorkers, true);
 }
 
 /// A config whose deliveries lapse to another replica after 2 s.

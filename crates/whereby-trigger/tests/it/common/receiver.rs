@@ -292,12 +292,16 @@ impl Receiver {
     /// Waits until every key of `keys` was answered 2xx at least once;
     /// returns the requests.
     pub(crate) fn wait_delivered(&self, keys: &[String]) -> Vec<Request> {
-        self.wait_until(&format!("deliveries of {keys:?}"), |requests| {
-            keys.iter().all(|key| {
-                requests
-                    .iter()
-                    .any(|r| r.key() == key && (200..300).contains(&r.status))
-            })
+        // Checked at every arrival, under the lock the next request waits
+        // for: linear in the requests, so that a long wait does not slow the
+        // receiver down (and make its senders time out).
+        self.wait_until(&format!("{} deliveries", keys.len()), |requests| {
+            let answered: std::collections::HashSet<&str> = requests
+                .iter()
+                .filter(|r| (200..300).contains(&r.status))
+                .map(Request::key)
+                .collect();
+            keys.iter().all(|key| answered.contains(key.as_str()))
         })
     }
 }
