@@ -264,26 +264,15 @@ pub(crate) fn spawn_stop_timer(engine: Arc<Engine>, durable: Option<Durable>) ->
                 decision.dispatch();
                 continue;
             };
-            if durable.runs_actions {
-                for call in &mut decision.calls {
-                    call.event.delivery = durable
-                        .outbox
-                        .ticket(call.delivery_id.clone())
-                        .map(|t| t.counted(call.stats.clone()));
-                }
-            }
             // A due stop ends its claim only if no other server sharing the
             // store fired it (or cancelled it) first.
-            let recorded = changes(&decision)
+            let recorded = recorded(durable, &mut decision)
                 .into_iter()
                 .map(|change| match change {
                     Change::StopClaim { key } => Change::FireStop { key },
                     other => other,
                 })
                 .collect();
-            if !durable.runs_actions {
-                decision.calls.clear();
-            }
             match durable.journal.submit(recorded).await {
                 Ok(()) => decision.dispatch(),
                 Err(StoreError::StopGone { key }) => {
@@ -360,28 +349,35 @@ pub(crate) fn changes(decision: &Decision) -> Vec<Change> {
     changes
 }
 
+/// What `decision` changed, for the store, with every action call given its
+/// delivery ticket first, so that the outbox's poll never takes a
+/// just-committed delivery for a forgotten one. On a server that runs no
+/// actions the calls are only recorded, for the workers: none is left to
+/// carry out here.
+fn recorded(durable: &Durable, decision: &mut Decision) -> Vec<Change> {
+    if !durable.runs_actions {
+        let recorded = changes(decision);
+        decision.calls.clear();
+        return recorded;
+    }
+    for call in &mut decision.calls {
+        call.event.delivery = durable
+            .outbox
+            .ticket(call.delivery_id.clone())
+            .map(|t| t.counted(call.stats.clone()));
+    }
+    changes(decision)
+}
+
 /// Submits everything webhook `id` changed (its id, and what `rules` decided)
-/// as one commit. Every action call gets its delivery ticket first, so that
-/// the outbox's poll never takes a just-committed delivery for a forgotten one.
+/// as one commit.
 pub(crate) fn submit(durable: &Durable, id: &str, rules: Option<&mut Decision>) -> PendingCommit {
     let mut changes = vec![Change::RememberId {
         id: id.to_owned(),
         at_ms: now_ms(),
     }];
     if let Some(rules) = rules {
-        if durable.runs_actions {
-            for call in &mut rules.calls {
-                call.event.delivery = durable
-                    .outbox
-                    .ticket(call.delivery_id.clone())
-                    .map(|t| t.counted(call.stats.clone()));
-            }
-        }
-        changes.extend(self::changes(rules));
-        if !durable.runs_actions {
-            // Queued for the workers; nothing is carried out here.
-            rules.calls.clear();
-        }
+        changes.extend(recorded(durable, rules));
     }
     durable.journal.submit(changes)
 }
