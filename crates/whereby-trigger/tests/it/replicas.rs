@@ -462,14 +462,31 @@ fn while_the_database_is_down_webhooks_get_503_and_service_resumes_without_a_res
 // ---------------------------------------------------------------------------
 // Assistants (`run`) across replicas.
 
-/// A `run` assistant per room, from a session's start to its end.
-fn assistant_config(dir: &TempDir, procs: &Path, lease: &str) -> PathBuf {
-    use crate::common::fixture::run_table;
-    let path = dir.join("assistants.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"[store]
+/// A throw-away database and a config with a `run` assistant per room, from
+/// a session's start to its end (`stop_after` later, if given), its leases
+/// `lease` long; the assistants record into `procs`.
+struct Assistants {
+    pg: Postgres,
+    url: String,
+    config: PathBuf,
+    procs: PathBuf,
+    _dir: TempDir,
+}
+
+impl Assistants {
+    /// `None` (the test is skipped) without PostgreSQL.
+    fn start(name: &str, lease: &str, stop_after: Option<&str>) -> Option<Assistants> {
+        use crate::common::fixture::run_table;
+        let pg = Postgres::start()?;
+        let url = pg.database(name);
+        let dir = TempDir::new(name);
+        let procs = dir.sub("procs");
+        let stop_after = stop_after.map_or_else(String::new, |s| format!("stop_after = \"{s}\""));
+        let config = dir.join("assistants.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[store]
 lease = "{lease}"
 
 [verify]
@@ -480,13 +497,50 @@ name = "notes"
 on = ["room.session.started"]
 once_per = "room"
 stop_on = ["room.session.ended"]
+{stop_after}
 {run}
 "#,
-            run = run_table(procs, "term", "")
-        ),
-    )
-    .expect("write the config");
-    path
+                run = run_table(&procs, "term", "")
+            ),
+        )
+        .expect("write the config");
+        Some(Assistants {
+            pg,
+            url,
+            config,
+            procs,
+            _dir: dir,
+        })
+    }
+
+    /// A `serve` replica named `node`.
+    fn replica(&self, node: &str) -> Server {
+        replica(&self.config, &self.url, node)
+    }
+
+    /// The pid of the first assistant, once it has started.
+    fn first(&self) -> u32 {
+        crate::common::fixture::wait_started(&self.procs, 1)[0].pid
+    }
+
+    /// The pid of an assistant started after `first`, once there is one.
+    fn another(&self, first: u32) -> u32 {
+        crate::common::fixture::wait_started(&self.procs, 2)
+            .into_iter()
+            .find(|s| s.pid != first)
+            .expect("a second assistant")
+            .pid
+    }
+
+    /// Waits for assistant `pid` to get SIGTERM and end.
+    fn wait_terminated(&self, pid: u32) {
+        crate::common::fixture::E2E_ASSISTANT.wait_terminated(&self.procs, pid);
+    }
+
+    /// How many assistants have started.
+    fn count(&self) -> usize {
+        crate::common::fixture::started_in(&self.procs).len()
+    }
 }
 
 /// Posts a session event of the samples' room and returns the outcome.
@@ -502,56 +556,43 @@ fn session(server: &Server, event_type: &str, id: &str) -> String {
 
 #[test]
 fn a_stop_received_by_the_replica_that_does_not_run_the_assistant_stops_it() {
-    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("remote_stop");
-    let dir = TempDir::new("remote-stop");
-    let procs = dir.sub("procs");
-    let config = assistant_config(&dir, &procs, "30s");
-    let a = replica(&config, &url, "a");
-    let b = replica(&config, &url, "b");
-
+    let Some(notes) = Assistants::start("remote_stop", "30s", None) else {
+        return;
+    };
+    let (a, b) = (notes.replica("a"), notes.replica("b"));
     assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
-    let pid = wait_started(&procs, 1)[0].pid;
+    let pid = notes.first();
     // b knows the room is claimed: a second start there is suppressed (the
     // database refuses b the claim if b had not heard of it yet).
     assert_eq!(session(&b, "room.session.started", "s-2"), "suppressed");
     // The session ends at b; the assistant runs at a, and stops there.
     assert_eq!(session(&b, "room.session.ended", "e-1"), "stopped");
-    E2E_ASSISTANT.wait_terminated(&procs, pid);
+    notes.wait_terminated(pid);
     // The room is free again, for either replica.
     assert_eq!(session(&a, "room.session.started", "s-3"), "triggered");
-    let started = wait_started(&procs, 2);
-    assert_eq!(started.len(), 2, "{started:?}");
+    notes.another(pid);
+    assert_eq!(notes.count(), 2);
     drop(a.stop());
     drop(b.stop());
 }
 
 #[test]
 fn an_assistant_whose_replica_died_is_started_again_on_another() {
-    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("failover");
-    let dir = TempDir::new("failover");
-    let procs = dir.sub("procs");
-    let config = assistant_config(&dir, &procs, "2s");
-    let a = replica(&config, &url, "a");
-    let b = replica(&config, &url, "b");
-
+    use crate::common::fixture::{E2E_ASSISTANT, started_in};
+    let Some(notes) = Assistants::start("failover", "2s", None) else {
+        return;
+    };
+    let (a, b) = (notes.replica("a"), notes.replica("b"));
     assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
-    let first = wait_started(&procs, 1)[0].pid;
+    let first = notes.first();
     // a's machine is gone: its assistant dies with it …
     a.signal("KILL");
     drop(a);
     E2E_ASSISTANT.wait_gone(first);
     // … and b starts it again once a's lease has lapsed, the claim holding.
-    let started = wait_started(&procs, 2);
-    let second = started
-        .iter()
-        .find(|s| s.pid != first)
-        .expect("a second assistant")
-        .pid;
+    let second = notes.another(first);
     assert!(E2E_ASSISTANT.alive(second));
+    let started = started_in(&notes.procs);
     assert_eq!(
         started[1].argv, started[0].argv,
         "the same room and trigger"
@@ -560,13 +601,9 @@ fn an_assistant_whose_replica_died_is_started_again_on_another() {
     assert_eq!(session(&b, "room.session.started", "s-2"), "suppressed");
     // The meeting ends: the assistant that took over stops.
     assert_eq!(session(&b, "room.session.ended", "e-1"), "stopped");
-    E2E_ASSISTANT.wait_terminated(&procs, second);
-    assert_eq!(started_count(&procs), 2);
+    notes.wait_terminated(second);
+    assert_eq!(notes.count(), 2);
     drop(b.stop());
-}
-
-fn started_count(procs: &Path) -> usize {
-    crate::common::fixture::started_in(procs).len()
 }
 
 // ---------------------------------------------------------------------------
@@ -720,37 +757,24 @@ stop_on = ["room.session.ended"]
 
 #[test]
 fn a_pending_stop_is_fired_by_another_replica_when_the_one_that_scheduled_it_died() {
-    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("due_stop");
-    let dir = TempDir::new("due-stop");
-    let procs = dir.sub("procs");
-    let config = assistant_config(&dir, &procs, "30s");
     // The stop waits 2 s after the session's end.
-    let text = std::fs::read_to_string(&config).expect("read the config");
-    std::fs::write(
-        &config,
-        text.replace(
-            "stop_on = [\"room.session.ended\"]",
-            "stop_on = [\"room.session.ended\"]\nstop_after = \"2s\"",
-        ),
-    )
-    .expect("write the config");
-    let a = replica(&config, &url, "a");
-    let b = replica(&config, &url, "b");
+    let Some(notes) = Assistants::start("due_stop", "30s", Some("2s")) else {
+        return;
+    };
+    let (a, b) = (notes.replica("a"), notes.replica("b"));
     assert_eq!(session(&b, "room.session.started", "s-1"), "triggered");
-    let pid = wait_started(&procs, 1)[0].pid;
+    let pid = notes.first();
     // a schedules the stop, then dies before it is due.
     session(&a, "room.session.ended", "e-1");
     poll("the stop to be stored", || {
-        (stops_stored(&url) == 1).then_some(())
+        (stops_stored(&notes.url) == 1).then_some(())
     });
     a.signal("KILL");
     drop(a);
     // b fires it when due: its assistant stops.
-    E2E_ASSISTANT.wait_terminated(&procs, pid);
+    notes.wait_terminated(pid);
     poll("the claim to end", || {
-        (rows(&url, "claims") == 0).then_some(())
+        (rows(&notes.url, "claims") == 0).then_some(())
     });
     drop(b.stop());
 }
@@ -774,59 +798,42 @@ fn stops_stored(url: &str) -> i64 {
 
 #[test]
 fn cut_off_from_the_database_a_replica_stops_its_assistants_and_starts_them_again_after() {
-    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
-    let Some(mut pg) = Postgres::start() else {
+    let Some(mut notes) = Assistants::start("fenced", "4s", None) else {
         return;
     };
-    let url = pg.database("fenced");
-    let dir = TempDir::new("fenced");
-    let procs = dir.sub("procs");
-    let config = assistant_config(&dir, &procs, "4s");
-    let a = replica(&config, &url, "a");
+    let a = notes.replica("a");
     assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
-    let first = wait_started(&procs, 1)[0].pid;
+    let first = notes.first();
     // Cut off for longer than half a lease: another replica could take the
     // assistant over, so this one stops it.
-    pg.pause();
-    E2E_ASSISTANT.wait_terminated(&procs, first);
-    pg.resume();
+    notes.pg.pause();
+    notes.wait_terminated(first);
+    notes.pg.resume();
     // Back: the claim still holds, so the assistant runs again (here, the
     // only replica).
-    let second = wait_started(&procs, 2)
-        .into_iter()
-        .find(|s| s.pid != first)
-        .expect("a second assistant")
-        .pid;
-    assert!(E2E_ASSISTANT.alive(second));
+    let second = notes.another(first);
+    assert!(crate::common::fixture::E2E_ASSISTANT.alive(second));
     assert_eq!(session(&a, "room.session.ended", "e-1"), "stopped");
-    E2E_ASSISTANT.wait_terminated(&procs, second);
+    notes.wait_terminated(second);
     drop(a.stop());
 }
 
 #[test]
 fn a_replica_stopped_cleanly_hands_its_assistants_over_at_once() {
-    use crate::common::fixture::{E2E_ASSISTANT, wait_started};
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("handover");
-    let dir = TempDir::new("handover");
-    let procs = dir.sub("procs");
     // A lease longer than any wait of the test: the handover cannot be its
     // lapse.
-    let config = assistant_config(&dir, &procs, "60s");
-    let a = replica(&config, &url, "a");
-    let b = replica(&config, &url, "b");
+    let Some(notes) = Assistants::start("handover", "60s", None) else {
+        return;
+    };
+    let (a, b) = (notes.replica("a"), notes.replica("b"));
     assert_eq!(session(&a, "room.session.started", "s-1"), "triggered");
-    let first = wait_started(&procs, 1)[0].pid;
+    let first = notes.first();
     // A rolling update stops a: its assistant stops, and b runs it again.
     drop(a.stop());
-    E2E_ASSISTANT.wait_terminated(&procs, first);
-    let second = wait_started(&procs, 2)
-        .into_iter()
-        .find(|s| s.pid != first)
-        .expect("a second assistant")
-        .pid;
+    notes.wait_terminated(first);
+    let second = notes.another(first);
     assert_eq!(parent_of(second), Some(b.child.id()));
     assert_eq!(session(&b, "room.session.ended", "e-1"), "stopped");
-    E2E_ASSISTANT.wait_terminated(&procs, second);
+    notes.wait_terminated(second);
     drop(b.stop());
 }

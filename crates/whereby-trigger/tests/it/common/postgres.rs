@@ -55,12 +55,22 @@ fn is_root() -> bool {
     }
 }
 
-/// A free loopback port (free now: the cluster binds it right after).
+/// A free loopback port (free now: the cluster binds it right after) that
+/// nothing else will take while a paused cluster leaves it free: below the
+/// kernel's range for ports picked by `bind(…:0)` (which every other server
+/// of the tests uses), and never given to two clusters of this process.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    // Spread by process, so that two test processes rarely try the same ones.
+    let start = 20_000 + (std::process::id() % 1000) * 10;
+    (0..10_000u32)
+        .map(|n| u16::try_from(20_000 + (start - 20_000 + n * 7) % 10_000).expect("a port"))
+        .find(|port| {
+            !given.contains(port) && std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok()
+        })
+        .inspect(|port| given.push(*port))
+        .expect("a free port below the ephemeral range")
 }
 
 impl Postgres {
