@@ -204,6 +204,12 @@ impl Durable {
                             follow_claims(engine.claims(), live, &options, now_ms, now);
                         }
                         for delivery in &taken.ended {
+                            // Its claim ended elsewhere: over here too, before
+                            // the assistant is told, so that the room is free
+                            // here once the assistant is gone.
+                            if let Some(key) = ClaimKey::parse(&delivery.claim) {
+                                engine.claims().forget(&key);
+                            }
                             outbox.stop_ended(delivery, &find, &options);
                         }
                         outbox.resume(taken.deliveries, &find, engine.claims(), &options);

@@ -464,7 +464,8 @@ fn while_the_database_is_down_webhooks_get_503_and_service_resumes_without_a_res
 
 /// A throw-away database and a config with a `run` assistant per room, from
 /// a session's start to its end (`stop_after` later, if given), its leases
-/// `lease` long; the assistants record into `procs`.
+/// `lease` long, and the triggers of `more`; the assistants record into
+/// `procs`.
 struct Assistants {
     pg: Postgres,
     url: String,
@@ -476,6 +477,16 @@ struct Assistants {
 impl Assistants {
     /// `None` (the test is skipped) without PostgreSQL.
     fn start(name: &str, lease: &str, stop_after: Option<&str>) -> Option<Assistants> {
+        Assistants::start_with(name, lease, stop_after, "")
+    }
+
+    /// [`Assistants::start`], with the triggers of `more` in the config too.
+    fn start_with(
+        name: &str,
+        lease: &str,
+        stop_after: Option<&str>,
+        more: &str,
+    ) -> Option<Assistants> {
         use crate::common::fixture::run_table;
         let pg = Postgres::start()?;
         let url = pg.database(name);
@@ -499,6 +510,8 @@ once_per = "room"
 stop_on = ["room.session.ended"]
 {stop_after}
 {run}
+
+{more}
 "#,
                 run = run_table(&procs, "term", "")
             ),
@@ -655,41 +668,18 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 #[test]
 fn receivers_queue_and_workers_carry_out_with_assistants_that_fail_over() {
-    use crate::common::fixture::{E2E_ASSISTANT, run_table, wait_started};
-    let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("split");
-    let dir = TempDir::new("split");
-    let procs = dir.sub("procs");
+    use crate::common::fixture::E2E_ASSISTANT;
     let target = Receiver::start();
-    let config = dir.join("split.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[store]
-lease = "2s"
-
-[verify]
-secrets = ["{SECRET}"]
-
-[[trigger]]
-name = "greeter"
-on = ["room.client.joined"]
-forward = {{ url = "{url}", timeout = "5s" }}
-
-[[trigger]]
-name = "notes"
-on = ["room.session.started"]
-once_per = "room"
-stop_on = ["room.session.ended"]
-{run}
-"#,
-            url = target.url(),
-            run = run_table(&procs, "term", "")
-        ),
-    )
-    .expect("write the config");
-    let receivers = [receiver(&config, &url, "r1"), receiver(&config, &url, "r2")];
-    let workers = vec![worker(&config, &url, "w1"), worker(&config, &url, "w2")];
+    let greeter = format!(
+        "[[trigger]]\nname = \"greeter\"\non = [\"room.client.joined\"]\nforward = {{ url = \"{}\", timeout = \"5s\" }}\n",
+        target.url()
+    );
+    let Some(notes) = Assistants::start_with("split", "2s", None, &greeter) else {
+        return;
+    };
+    let (config, url) = (&notes.config, &notes.url);
+    let receivers = [receiver(config, url, "r1"), receiver(config, url, "r2")];
+    let workers = vec![worker(config, url, "w1"), worker(config, url, "w2")];
 
     // A worker receives nothing: Whereby would retry elsewhere.
     let refused = crate::common::post_signed_blocking(
@@ -721,7 +711,7 @@ stop_on = ["room.session.ended"]
         session(&receivers[0], "room.session.started", "s-1"),
         "triggered"
     );
-    let first = wait_started(&procs, 1)[0].pid;
+    let first = notes.first();
     let parent = parent_of(first).expect("the assistant's parent");
     let runner = workers
         .iter()
@@ -733,18 +723,14 @@ stop_on = ["room.session.ended"]
     dead.signal("KILL");
     drop(dead);
     E2E_ASSISTANT.wait_gone(first);
-    let second = wait_started(&procs, 2)
-        .into_iter()
-        .find(|s| s.pid != first)
-        .expect("a second assistant")
-        .pid;
+    let second = notes.another(first);
     assert_eq!(parent_of(second), Some(workers[0].child.id()));
     // The session ends at the other receiver: the assistant stops.
     assert_eq!(
         session(&receivers[1], "room.session.ended", "e-1"),
         "stopped"
     );
-    E2E_ASSISTANT.wait_terminated(&procs, second);
+    notes.wait_terminated(second);
 
     for server in receivers.into_iter().chain(workers) {
         drop(server.stop());
@@ -752,7 +738,7 @@ stop_on = ["room.session.ended"]
     let delivered = target.delivered();
     assert_eq!(delivered.len(), ids.len(), "{delivered:?}");
     assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
-    assert_eq!(rows(&url, "deliveries"), 0);
+    assert_eq!(rows(url, "deliveries"), 0);
 }
 
 #[test]
