@@ -46,12 +46,18 @@ impl TriggerEvent {
     /// One line for every line splitter: U+2028, U+2029 and U+0085 are escaped.
     pub fn to_json_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(self.raw.len() + self.room_url.len() + 40);
-        line.extend_from_slice(b"{\"roomUrl\":");
-        crate::util::write_json_line(&mut line, &self.room_url);
-        line.extend_from_slice(b",\"triggerWebhook\":");
-        push_single_line(&mut line, &self.raw);
-        line.extend_from_slice(b"}\n");
+        self.write_json_line(&mut line);
         line
+    }
+
+    /// [`TriggerEvent::to_json_line`] appended to `out`, which a caller can
+    /// reuse.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"roomUrl\":");
+        crate::util::write_json_line(out, &self.room_url);
+        out.extend_from_slice(b",\"triggerWebhook\":");
+        push_single_line(out, &self.raw);
+        out.extend_from_slice(b"}\n");
     }
 }
 

@@ -58,9 +58,15 @@ impl ParsedWebhook {
     /// newline included: the `--record` format `replay` reads.
     pub fn to_json_line(&self) -> Vec<u8> {
         let mut line = Vec::with_capacity(self.raw.len() + 1);
-        crate::util::push_single_line(&mut line, &self.raw);
-        line.push(b'\n');
+        self.write_json_line(&mut line);
         line
+    }
+
+    /// [`ParsedWebhook::to_json_line`] appended to `out`, which a caller can
+    /// reuse.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        crate::util::push_single_line(out, &self.raw);
+        out.push(b'\n');
     }
 }
 

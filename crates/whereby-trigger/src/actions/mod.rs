@@ -100,22 +100,27 @@ impl ActionEvent {
     pub fn to_json(&self) -> Vec<u8> {
         let url_len = self.room_url.as_ref().map_or(4, String::len);
         let mut out = Vec::with_capacity(self.raw.len() + url_len + 160);
+        self.write_json(&mut out);
+        out
+    }
+
+    /// [`ActionEvent::to_json`] appended to `out`, which a caller can reuse.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"action\":\"");
         out.extend_from_slice(self.action.as_str().as_bytes());
         out.extend_from_slice(b"\",\"trigger\":");
         // A line to consumers that split lines: no raw line separator in any
         // string (a role name comes from the payload).
-        crate::util::write_json_line(&mut out, &*self.trigger);
+        crate::util::write_json_line(out, &*self.trigger);
         out.extend_from_slice(b",\"roomUrl\":");
-        crate::util::write_json_line(&mut out, &self.room_url);
+        crate::util::write_json_line(out, &self.room_url);
         if let Some(state) = &self.state {
             out.extend_from_slice(b",\"room\":");
-            crate::util::write_json_line(&mut out, &RoomOut::from(state));
+            crate::util::write_json_line(out, &RoomOut::from(state));
         }
         out.extend_from_slice(b",\"triggerWebhook\":");
-        crate::util::push_single_line(&mut out, &self.raw);
+        crate::util::push_single_line(out, &self.raw);
         out.push(b'}');
-        out
     }
 
     /// The room for logs: `subdomain/roomName`, or `-` without a room.

@@ -1,26 +1,33 @@
 //! `stdout`: one JSON line per event, for a consumer reading a pipe.
 //!
-//! Lines go through a [`LineSink`]: a queue drained by a dedicated thread, so a
+//! Lines go through a [`LineSink`]: a buffer drained by a dedicated thread, so a
 //! slow or blocked stdout never stalls the runtime, and one writer, so lines of
 //! concurrent events never interleave.
 
 use std::io::Write;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
+use std::time::Duration;
 
 use super::{Action, ActionEvent};
 
-/// How much a burst of queued lines may add up to before it is written and
-/// flushed: large enough that a burst costs one flush, small enough to bound
-/// the copy.
-const MAX_BATCH: usize = 256 * 1024;
+/// How long the writer thread lets lines gather after writing a batch before
+/// it looks again. Under load this turns one wake-up per line (a futex call on
+/// the request's thread and a context switch on the writer's) into one per
+/// interval; a lone line is still written at once, since an idle writer is
+/// woken by the first line.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// A spent batch buffer larger than this is not kept for reuse, so that one
+/// burst does not pin its memory for good.
+const KEEP_CAPACITY: usize = 256 * 1024;
 
 /// A handle to a writer thread that writes whole lines, in the order they were
-/// queued, flushing as soon as the queue is empty.
+/// queued, flushing after every batch.
 ///
 /// Clones share the same thread. Write errors (a closed pipe, a full disk) are
-/// logged and the lines dropped; the sink keeps trying with later lines.
+/// logged and the lines dropped; the sink keeps trying with later lines. When
+/// the last clone is dropped the thread writes what is queued and ends.
 #[derive(Debug, Clone)]
 pub struct LineSink {
     shared: Arc<Shared>,
@@ -28,11 +35,24 @@ pub struct LineSink {
 
 #[derive(Debug)]
 struct Shared {
-    /// `None` once closed, so that later lines are refused rather than queued
-    /// for a thread that is about to finish.
-    tx: Mutex<Option<mpsc::Sender<Vec<u8>>>>,
+    queue: Arc<Mutex<Queue>>,
+    /// The writer thread, unparked after every line. Unparking a thread that
+    /// is not parked is one atomic swap, so a busy writer costs producers no
+    /// system call.
+    writer: Thread,
     /// Taken by whoever waits first; the others wait for the lock meanwhile.
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Whole lines not yet handed to the writer.
+    bytes: Vec<u8>,
+    lines: u64,
+    /// Set by [`LineSink::flush_and_close`] (or when the last clone is gone):
+    /// later lines are refused rather than queued for a thread that is about
+    /// to finish.
+    closed: bool,
 }
 
 impl LineSink {
@@ -47,14 +67,16 @@ impl LineSink {
     ///
     /// If the operating system cannot start a thread, like [`std::thread::spawn`].
     pub fn new(writer: impl Write + Send + 'static) -> Self {
-        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        let drained = queue.clone();
         let thread = std::thread::Builder::new()
             .name("whereby-trigger-lines".into())
-            .spawn(move || write_lines(writer, rx))
+            .spawn(move || write_lines(writer, &drained))
             .expect("failed to spawn the line writer thread");
         LineSink {
             shared: Arc::new(Shared {
-                tx: Mutex::new(Some(tx)),
+                queue,
+                writer: thread.thread().clone(),
                 thread: Mutex::new(Some(thread)),
             }),
         }
@@ -63,26 +85,63 @@ impl LineSink {
     /// Queues `line` (a newline is added if it has none). Never blocks on the
     /// writer. After [`LineSink::flush_and_close`] the line is dropped and
     /// logged.
-    pub fn write_line(&self, mut line: Vec<u8>) {
-        if line.last() != Some(&b'\n') {
-            line.push(b'\n');
-        }
-        let sent = match &*lock(&self.shared.tx) {
-            Some(tx) => tx.send(line).is_ok(),
-            None => false,
-        };
-        if !sent {
+    pub fn write_line(&self, line: Vec<u8>) {
+        self.write_with(|out| out.extend_from_slice(&line));
+    }
+
+    /// Queues the line `write` appends to the buffer it is given (a newline is
+    /// added if it ends without one, or appends nothing), with no copy in
+    /// between: `write` runs under the sink's lock, so it should only format.
+    /// Never blocks on the writer. After [`LineSink::flush_and_close`] nothing
+    /// is written and the drop is logged.
+    pub fn write_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        if !self.try_write_with(write) {
             tracing::warn!("line sink is closed; a line was dropped");
         }
+    }
+
+    /// [`LineSink::write_with`] that reports a closed sink by returning
+    /// `false` instead of logging it: for a sink that carries the log itself,
+    /// where logging the drop would come straight back.
+    pub fn try_write_with(&self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        {
+            let mut queue = lock(&self.shared.queue);
+            if queue.closed {
+                return false;
+            }
+            let start = queue.bytes.len();
+            write(&mut queue.bytes);
+            if queue.bytes.len() == start || queue.bytes.last() != Some(&b'\n') {
+                queue.bytes.push(b'\n');
+            }
+            queue.lines += 1;
+        }
+        self.shared.writer.unpark();
+        true
     }
 
     /// Stops accepting lines (for every clone) and returns a handle to wait
     /// until every line queued before is written and flushed.
     pub fn flush_and_close(self) -> Flushing {
-        lock(&self.shared.tx).take();
+        self.shared.close();
         Flushing {
             shared: self.shared,
         }
+    }
+}
+
+impl Shared {
+    fn close(&self) {
+        lock(&self.queue).closed = true;
+        self.writer.unpark();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last clone is gone: nobody can queue a line any more, so the
+        // writer may finish what is queued and end.
+        self.close();
     }
 }
 
@@ -120,26 +179,34 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The writer thread: until every sender is gone, write what is queued, then
-/// flush.
-fn write_lines(mut writer: impl Write, rx: mpsc::Receiver<Vec<u8>>) {
+/// The writer thread: until the sink is closed and drained, take everything
+/// queued, write it, flush, and let the next batch gather.
+fn write_lines(mut writer: impl Write, queue: &Mutex<Queue>) {
     let mut batch = Vec::new();
     // Lines lost since writing last failed; logged when it works again so that
     // a broken pipe costs one error line, not one per event.
     let mut dropped: u64 = 0;
-    while let Ok(line) = rx.recv() {
-        batch.clear();
-        batch.extend_from_slice(&line);
-        let mut lines: u64 = 1;
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(line) => {
-                    batch.extend_from_slice(&line);
-                    lines += 1;
+    loop {
+        let lines = {
+            let mut queue = lock(queue);
+            if queue.bytes.is_empty() {
+                if queue.closed {
+                    break;
                 }
-                Err(_) => break,
+                None
+            } else {
+                // The spent buffer goes back, so that a steady load allocates
+                // nothing.
+                std::mem::swap(&mut queue.bytes, &mut batch);
+                Some(std::mem::take(&mut queue.lines))
             }
-        }
+        };
+        let Some(lines) = lines else {
+            // A line or a close queued since the check left the thread's token
+            // set, so this returns at once; a spurious wake-up just looks again.
+            std::thread::park();
+            continue;
+        };
         match writer.write_all(&batch).and_then(|()| writer.flush()) {
             Ok(()) if dropped > 0 => {
                 tracing::warn!(dropped, "lines can be written again; some were lost");
@@ -153,6 +220,11 @@ fn write_lines(mut writer: impl Write, rx: mpsc::Receiver<Vec<u8>>) {
                 dropped += lines;
             }
         }
+        batch.clear();
+        if batch.capacity() > KEEP_CAPACITY {
+            batch = Vec::new();
+        }
+        std::thread::sleep(LINGER);
     }
     if dropped > 0 {
         tracing::error!(dropped, "lines that could not be written were lost");
@@ -174,9 +246,7 @@ impl StdoutAction {
     }
 
     fn write(&self, event: &ActionEvent) {
-        let mut line = event.to_json();
-        line.push(b'\n');
-        self.sink.write_line(line);
+        self.sink.write_with(|out| event.write_json(out));
     }
 }
 
@@ -198,6 +268,7 @@ impl Action for StdoutAction {
 mod tests {
     use super::*;
     use std::io;
+    use std::sync::mpsc;
     use std::time::Duration;
 
     /// A writer into shared memory that takes at most `chunk` bytes per call,
@@ -302,6 +373,37 @@ mod tests {
         let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(got, b"second\n", "a trailing newline is not doubled");
         sink.flush_and_close().wait();
+    }
+
+    #[test]
+    fn dropping_every_clone_writes_what_is_queued() {
+        let (tx, rx) = mpsc::channel();
+        let sink = LineSink::new(Reporting {
+            bytes: Vec::new(),
+            flushed: tx,
+        });
+        let other = sink.clone();
+        sink.write_line(b"one".to_vec());
+        other.write_with(|out| out.extend_from_slice(b"two"));
+        drop(sink);
+        drop(other);
+        let mut got = Vec::new();
+        // The writer's end drops `tx`, which ends the channel.
+        while let Ok(bytes) = rx.recv_timeout(Duration::from_secs(10)) {
+            got.extend_from_slice(&bytes);
+        }
+        assert_eq!(got, b"one\ntwo\n");
+    }
+
+    #[test]
+    fn a_closed_sink_says_so_to_a_log_writer() {
+        let writer = Memory::default();
+        let sink = LineSink::new(writer.clone());
+        assert!(sink.try_write_with(|out| out.extend_from_slice(b"kept")));
+        let other = sink.clone();
+        sink.flush_and_close().wait();
+        assert!(!other.try_write_with(|_| panic!("not called once closed")));
+        assert_eq!(lock(&writer.out).bytes, b"kept\n");
     }
 
     /// Fails with EPIPE for the first `failures` writes, and reports every

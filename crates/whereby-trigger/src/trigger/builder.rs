@@ -416,7 +416,8 @@ impl TriggerBuilder {
     /// the [shutdown hooks](Self::on_shutdown).
     pub fn print_events(self, sink: LineSink) -> Self {
         let printer = sink.clone();
-        let mut builder = self.on_trigger(move |event| printer.write_line(event.to_json_line()));
+        let mut builder =
+            self.on_trigger(move |event| printer.write_with(|out| event.write_json_line(out)));
         builder.sinks.push(sink);
         builder
     }
@@ -426,7 +427,8 @@ impl TriggerBuilder {
     /// closed like [`print_events`](Self::print_events)' sink.
     pub fn record_webhooks(self, sink: LineSink) -> Self {
         let writer = sink.clone();
-        let mut builder = self.observe(move |parsed| writer.write_line(parsed.to_json_line()));
+        let mut builder =
+            self.observe(move |parsed| writer.write_with(|out| parsed.write_json_line(out)));
         builder.sinks.push(sink);
         builder
     }

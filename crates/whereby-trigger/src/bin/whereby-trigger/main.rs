@@ -1,11 +1,12 @@
 //! The `whereby-trigger` command: `serve` runs the Trigger, `send` posts sample
 //! webhooks to it. Flag parsing and start-up only; the work is in the library.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
+use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::config::{LogConfig, LogFormat};
 
 mod check;
@@ -59,10 +60,17 @@ impl Cli {
 }
 
 /// Logs to stderr in `format`, filtered by `RUST_LOG` (default `info`).
-fn init_logging(format: LogFormat) {
+///
+/// With `batched`, lines go through a [`LineSink`] (returned, to be flushed
+/// before the process ends) instead of one `write` per line on the thread
+/// that logs: a server logs a line or two per webhook, and a system call
+/// apiece is a measurable share of what a webhook costs.
+fn init_logging(format: LogFormat, batched: bool) -> Option<LineSink> {
+    let sink = batched.then(|| LineSink::new(std::io::stderr()));
+    let writer = LogWriter(sink.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(move || writer.clone())
         .with_env_filter(filter);
     match format {
         LogFormat::Json => builder
@@ -75,6 +83,31 @@ fn init_logging(format: LogFormat) {
             .init(),
         // `LogFormat` may grow; anything else is for people.
         _ => builder.with_ansi(colour()).init(),
+    }
+    sink
+}
+
+/// Where a log line goes: the batching sink while it is open, else straight
+/// to stderr (a line logged after the sink is closed is still shown).
+#[derive(Clone)]
+struct LogWriter(Option<LineSink>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over each line whole, in one call.
+        let queued = buf.is_empty()
+            || self
+                .0
+                .as_ref()
+                .is_some_and(|sink| sink.try_write_with(|out| out.extend_from_slice(buf)));
+        if !queued {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -115,7 +148,10 @@ fn main() -> ExitCode {
     {
         args.note_sources(serve);
     }
-    init_logging(cli.log_format());
+    // The long-running commands batch their log lines; the others write each
+    // at once, which keeps their lines in step with what they print.
+    let batched = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let logs = init_logging(cli.log_format(), batched);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,6 +174,12 @@ fn main() -> ExitCode {
             Command::Quarantine(args) => quarantine::run(args).await,
         }
     });
+    // What the runtime's tasks log while it shuts down is still batched, and
+    // every batched line is out before the error below.
+    drop(runtime);
+    if let Some(logs) = logs {
+        logs.flush_and_close().wait();
+    }
     match result {
         Ok(code) => code,
         Err(err) => {
