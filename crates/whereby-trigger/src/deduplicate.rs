@@ -7,7 +7,7 @@
 //! evaluated afresh.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -74,11 +74,19 @@ impl Default for DedupLimits {
 /// Shards keep concurrent deliveries of different ids from contending on one lock.
 const SHARDS: usize = 16;
 
+/// The hash of ids: foldhash, several times cheaper than the standard
+/// library's SipHash on an id's few dozen bytes, and hashed up to six times per
+/// webhook. SipHash's point is that nobody can choose keys that collide; here
+/// the ids reach the map only after their signature is checked (a sender
+/// without the secret cannot choose them), and the seed is still random per
+/// process, so an unsigned server for tests is no easy target either.
+type IdHasher = foldhash::fast::RandomState;
+
 /// The in-memory [`Deduplicate`]: sharded maps with a per-shard age-ordered queue.
 #[derive(Debug)]
 pub struct MemoryDedup {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: IdHasher,
     max_per_shard: usize,
     max_age: Duration,
 }
@@ -86,7 +94,7 @@ pub struct MemoryDedup {
 #[derive(Debug, Default)]
 struct Shard {
     /// `true` once answered; `false` while reserved.
-    ids: HashMap<Arc<str>, bool>,
+    ids: HashMap<Arc<str>, bool, IdHasher>,
     /// Answered ids, oldest first. Reserved ids are not here: they leave by
     /// `remember` or `release`, never by age.
     answered: VecDeque<(Instant, Arc<str>)>,
@@ -98,7 +106,7 @@ impl MemoryDedup {
     pub fn new(limits: DedupLimits) -> Self {
         MemoryDedup {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: IdHasher::default(),
             max_per_shard: limits.max_ids.div_ceil(SHARDS).max(1),
             max_age: limits.max_age,
         }

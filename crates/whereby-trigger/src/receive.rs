@@ -515,7 +515,9 @@ fn finish(
     }
     if decision == Decision::Matched {
         let room_url = parsed.room_url.unwrap_or_default();
-        tracing::info!(%room_url, "triggered");
+        // At debug: the answer's line says `triggered` and names the room, so
+        // at info a webhook costs one line, as the README says.
+        tracing::debug!(%room_url, "triggered");
         app.dispatcher
             .dispatch(&TriggerEvent::new(room_url, parsed.event, parsed.raw));
     }
