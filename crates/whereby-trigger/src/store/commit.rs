@@ -85,7 +85,12 @@ impl Committer {
     /// Starts the writer and sync threads for `store`.
     pub(crate) fn start(store: Arc<dyn Store>, retention: Retention) -> Committer {
         let (tx, rx) = mpsc::channel::<Job>();
-        let (to_sync, synced) = mpsc::channel::<Vec<Reply>>();
+        // A rendezvous: the writer hands a committed transaction over only
+        // when the sync thread is ready for it, so it writes at most one
+        // transaction per flush, with everything that arrived meanwhile. Handing
+        // over at once let it write many small transactions per flush, each
+        // paying for its pages in the log, its file locks and a wake-up.
+        let (to_sync, synced) = mpsc::sync_channel::<Vec<Reply>>(0);
         let failed = Arc::new(AtomicBool::new(false));
         let syncing = store.clone();
         let sync_failed = failed.clone();
@@ -314,7 +319,7 @@ impl Flags<'_> {
 fn write_loop(
     store: &dyn Store,
     rx: &mpsc::Receiver<Job>,
-    to_sync: &mpsc::Sender<Vec<Reply>>,
+    to_sync: &mpsc::SyncSender<Vec<Reply>>,
     flags: Flags<'_>,
     retention: Retention,
 ) {

@@ -9,6 +9,10 @@ use tracing_subscriber::EnvFilter;
 use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::config::{LogConfig, LogFormat};
 
+/// See the `mimalloc` dependency in Cargo.toml for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod check;
 mod init;
 mod operated;
