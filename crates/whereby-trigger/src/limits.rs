@@ -245,6 +245,22 @@ async fn guarded(
     timeout: Duration,
     deadline: Duration,
 ) -> Response {
+    guard_one(request, timeout, deadline, |request| next.run(request)).await
+}
+
+/// What the guard layer does for one request, around `handle`.
+async fn guard_one<B, F, H>(
+    request: Request<B>,
+    timeout: Duration,
+    deadline: Duration,
+    handle: H,
+) -> Response
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+    H: FnOnce(axum::extract::Request) -> F,
+    F: Future<Output = Response>,
+{
     if let Err(host) = check_host(&request) {
         return Rejection::Host(host).into_response();
     }
@@ -252,7 +268,7 @@ async fn guarded(
     // The handler only starts when first polled, inside `catch_unwind`; it runs
     // on this task, not a spawned one, so that the deadline drops it: an
     // abandoned request stops where it is.
-    let handled = next.run(request);
+    let handled = handle(request);
     match tokio::time::timeout(deadline, AssertUnwindSafe(handled).catch_unwind()).await {
         Err(_elapsed) => Rejection::Deadline { deadline }.into_response(),
         Ok(Err(panic)) => Rejection::Panicked {
@@ -263,19 +279,61 @@ async fn guarded(
     }
 }
 
+/// The handler of a [`Direct`] route.
+pub(crate) type DirectHandler = Arc<
+    dyn Fn(axum::extract::Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync,
+>;
+
+/// One route that the server's connections serve themselves, past the
+/// router: `POST` to the webhook path. Every webhook went through the
+/// router's layers of boxed services, route matching and extractors, which
+/// cost more than verifying its signature; this one goes straight to its
+/// handler, behind the same guard (Host check, body timer, deadline, panic
+/// containment) as the router's layer. Everything else, and a router mounted
+/// elsewhere, still goes through the router.
+pub(crate) struct Direct {
+    path: Arc<str>,
+    handler: DirectHandler,
+    body_read_timeout: Duration,
+    request_deadline: Duration,
+}
+
+impl Direct {
+    /// `POST path` served by `handler`, guarded with `limits`.
+    pub(crate) fn post(path: &str, handler: DirectHandler, limits: &Limits) -> Arc<Direct> {
+        Arc::new(Direct {
+            path: Arc::from(path),
+            handler,
+            body_read_timeout: limits.body_read_timeout,
+            request_deadline: limits.request_deadline,
+        })
+    }
+
+    fn takes<B>(&self, request: &Request<B>) -> bool {
+        request.method() == hyper::Method::POST && request.uri().path() == &*self.path
+    }
+}
+
 /// The router as one connection serves it: the connection's [`Activity`]
 /// knows whether a request is in progress.
 #[derive(Clone)]
 pub(crate) struct Tracked {
     router: TowerToHyperService<Router>,
+    direct: Option<Arc<Direct>>,
     activity: Arc<Activity>,
 }
 
 impl Tracked {
-    /// Serves `router` on one connection, tracked by `activity`.
-    pub(crate) fn new(router: Router, activity: Arc<Activity>) -> Self {
+    /// Serves `router` (and `direct`, if any, before it) on one connection,
+    /// tracked by `activity`.
+    pub(crate) fn new(
+        router: Router,
+        direct: Option<Arc<Direct>>,
+        activity: Arc<Activity>,
+    ) -> Self {
         Tracked {
             router: TowerToHyperService::new(router),
+            direct,
             activity,
         }
     }
@@ -290,6 +348,20 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let busy = self.activity.begin();
+        if let Some(direct) = self.direct.as_ref().filter(|d| d.takes(&request)) {
+            let direct = direct.clone();
+            return Box::pin(async move {
+                let answer = guard_one(
+                    request,
+                    direct.body_read_timeout,
+                    direct.request_deadline,
+                    |request| (direct.handler)(request),
+                )
+                .await;
+                drop(busy);
+                Ok(answer)
+            });
+        }
         let handled = hyper::service::Service::call(&self.router, request);
         Box::pin(async move {
             let answer = handled.await;

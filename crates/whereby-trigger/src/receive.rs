@@ -179,6 +179,13 @@ async fn receive(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) ->
     .await
 }
 
+/// [`receive`] for a request the server's connection hands over itself,
+/// past the router (see `limits::Direct`).
+pub(crate) async fn receive_request(app: Arc<App>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    receive(State(app), parts.headers, body).await
+}
+
 /// The pipeline, counted in the metrics however it ends.
 async fn observe(
     app: &Arc<App>,

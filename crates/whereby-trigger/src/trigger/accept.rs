@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::limits::{Activity, Limits, Tracked};
+use crate::limits::{Activity, Direct, Limits, Tracked};
 
 /// How long the accept loop waits after an error such as a full file table,
 /// before it tries again (connections being served meanwhile go on).
@@ -28,6 +28,8 @@ pub(super) struct Server {
     http: http1::Builder,
     limits: Limits,
     router: Router,
+    /// The webhook route, served before the router.
+    direct: Option<Arc<Direct>>,
     /// Cancelled when the server stops: every connection then closes as soon
     /// as it has no request in progress.
     stop: CancellationToken,
@@ -36,12 +38,13 @@ pub(super) struct Server {
 }
 
 impl Server {
-    /// A server of `router` with `limits`.
-    pub(super) fn new(limits: Limits, router: Router) -> Server {
+    /// A server of `router` (and `direct` before it) with `limits`.
+    pub(super) fn new(limits: Limits, router: Router, direct: Option<Arc<Direct>>) -> Server {
         Server {
             http: limits.http1(),
             limits,
             router,
+            direct,
             stop: CancellationToken::new(),
             connections: TaskTracker::new(),
         }
@@ -155,7 +158,7 @@ impl Server {
         peer: SocketAddr,
         activity: Arc<Activity>,
     ) -> impl Future<Output = ()> + Send + 'static {
-        let service = Tracked::new(self.router.clone(), activity.clone());
+        let service = Tracked::new(self.router.clone(), self.direct.clone(), activity.clone());
         let connection = self.http.serve_connection(TokioIo::new(stream), service);
         let keep_alive = self.limits.keep_alive();
         let idle = keep_alive.unwrap_or_default();

@@ -254,7 +254,14 @@ impl Trigger {
                 tracing::info!(%addr, "worker: listening for probes only (/healthz, /readyz)");
             }
         }
-        Server::new(self.limits, router)
+        let direct = self.app.receives.then(|| {
+            let app = self.app.clone();
+            let handler: crate::limits::DirectHandler = Arc::new(move |request| {
+                Box::pin(crate::receive::receive_request(app.clone(), request))
+            });
+            crate::limits::Direct::post(&self.path, handler, &self.limits)
+        });
+        Server::new(self.limits, router, direct)
             .run(listener, shutdown)
             .await;
         dispatcher.close();
