@@ -110,7 +110,16 @@ impl LineSink {
                 return false;
             }
             let start = queue.bytes.len();
-            write(&mut queue.bytes);
+            // A `write` that panics leaves no half line for the next to be
+            // glued to.
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                write(&mut queue.bytes);
+            }));
+            if let Err(panic) = written {
+                queue.bytes.truncate(start);
+                drop(queue);
+                std::panic::resume_unwind(panic);
+            }
             if queue.bytes.len() == start || queue.bytes.last() != Some(&b'\n') {
                 queue.bytes.push(b'\n');
             }
@@ -393,6 +402,25 @@ mod tests {
             got.extend_from_slice(&bytes);
         }
         assert_eq!(got, b"one\ntwo\n");
+    }
+
+    #[test]
+    fn a_line_whose_writing_panics_leaves_nothing_behind() {
+        let writer = Memory {
+            chunk: 1 << 20,
+            ..Memory::default()
+        };
+        let sink = LineSink::new(writer.clone());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sink.write_with(|out| {
+                out.extend_from_slice(b"half a li");
+                panic!("the formatter failed");
+            });
+        }));
+        assert!(panicked.is_err());
+        sink.write_line(b"whole".to_vec());
+        sink.flush_and_close().wait();
+        assert_eq!(lock(&writer.out).bytes, b"whole\n");
     }
 
     #[test]
