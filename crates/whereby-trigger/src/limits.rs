@@ -495,6 +495,53 @@ impl Drop for Busy {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_direct_route_takes_posts_to_its_path_alone_and_guards_them() {
+        let handler: DirectHandler = Arc::new(|request: axum::extract::Request| {
+            Box::pin(async move {
+                if request.uri().query() == Some("panic") {
+                    panic!("the handler failed");
+                }
+                "handled".into_response()
+            })
+        });
+        let direct = Direct::post("/hooks", handler, &Limits::default());
+        let request = |method: &str, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(hyper::header::HOST, "example.test")
+                .body(())
+                .unwrap()
+        };
+        assert!(direct.takes(&request("POST", "/hooks")));
+        assert!(direct.takes(&request("POST", "/hooks?x=1")));
+        assert!(!direct.takes(&request("GET", "/hooks")));
+        assert!(!direct.takes(&request("POST", "/hooks/")));
+        assert!(!direct.takes(&request("POST", "/other")));
+
+        let answer = |request: Request<http_body_util::Empty<Bytes>>| {
+            let direct = direct.clone();
+            async move {
+                guard_one(
+                    request,
+                    Duration::from_secs(1),
+                    Duration::from_secs(1),
+                    |r| (direct.handler)(r),
+                )
+                .await
+            }
+        };
+        let post = |uri: &str| request("POST", uri).map(|()| http_body_util::Empty::new());
+        assert_eq!(answer(post("/hooks")).await.status(), 200);
+        // The same guard as the router's layer: a panic is a 500, a head
+        // without Host a 400.
+        assert_eq!(answer(post("/hooks?panic")).await.status(), 500);
+        let mut hostless = post("/hooks");
+        hostless.headers_mut().remove(hyper::header::HOST);
+        assert_eq!(answer(hostless).await.status(), 400);
+    }
+
     #[test]
     fn defaults_are_valid_and_below_wherebys_timeout() {
         let limits = Limits::default();
