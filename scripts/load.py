@@ -25,9 +25,18 @@ is bounded in time.
 
     python3 scripts/load.py                       # 3 rounds, 5 s, 1 and 64 connections
     python3 scripts/load.py --rounds 5 --seconds 10 --store-url postgres://…
+    python3 scripts/load.py --postgres --only postgres,durable --connections 64
+
+`--postgres` starts a throw-away PostgreSQL cluster for the run (initdb into a
+temporary directory, as `nobody` when run as root, on a free loopback port,
+`fsync` on), gives each start of the server an empty database of its own (so
+that none starts by loading the ids of the rounds before), and removes it at
+the end.
 """
 
 import argparse
+import contextlib
+import glob
 import json
 import os
 import re
@@ -69,6 +78,51 @@ def build():
         sys.exit("cannot find the throughput benchmark's executable")
     target = os.path.join(ROOT, "target", "release")
     return os.path.join(target, "whereby-trigger"), os.path.join(target, "examples", "floor"), generator
+
+
+@contextlib.contextmanager
+def throwaway_postgres():
+    """A PostgreSQL cluster of its own for the run; yields a function that
+    creates an empty database in it and returns its URL."""
+    initdb = shutil.which("initdb") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1:]), None)
+    if not initdb:
+        sys.exit("--postgres: PostgreSQL's programs (initdb, pg_ctl) are not installed")
+    bin_dir = os.path.dirname(os.path.realpath(initdb))
+    pg_ctl = os.path.join(bin_dir, "pg_ctl")
+    work = tempfile.mkdtemp(prefix="whereby-trigger-load-pg-")
+    as_owner = []
+    if os.geteuid() == 0:
+        shutil.chown(work, "nobody")
+        as_owner = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = os.path.join(work, "data")
+    quiet = dict(stdout=subprocess.DEVNULL, check=True, timeout=120)
+    try:
+        subprocess.run(as_owner + [initdb, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                                   "--no-sync", "-D", data], **quiet)
+        subprocess.run(as_owner + [pg_ctl, "-D", data, "-l", os.path.join(work, "server.log"),
+                                   "-w", "-t", "30", "-o",
+                                   f"-p {port} -k {work} -c listen_addresses=127.0.0.1",
+                                   "start"], **quiet)
+        createdb = os.path.join(bin_dir, "createdb")
+        created = [0]
+
+        def fresh_database():
+            created[0] += 1
+            name = f"load{created[0]}"
+            subprocess.run([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", name],
+                           **quiet)
+            return f"postgres://postgres@127.0.0.1:{port}/{name}"
+
+        yield fresh_database
+    finally:
+        subprocess.run(as_owner + [pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30",
+                                   "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def cpu_seconds(pid):
@@ -223,7 +277,17 @@ def main():
     parser.add_argument("--connections", default="1,64", help="comma-separated [1,64]")
     parser.add_argument("--only", help="comma-separated servers (floor is always run)")
     parser.add_argument("--store-url", help="also measure the PostgreSQL store (an empty database)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="also measure the PostgreSQL store, on a throw-away cluster")
     args = parser.parse_args()
+    if args.postgres and not args.store_url:
+        with throwaway_postgres() as fresh_database:
+            return run(args, fresh_database)
+    return run(args, (lambda: args.store_url) if args.store_url else None)
+
+
+def run(args, store_url):
+    """The rounds; `store_url` gives the PostgreSQL database of each start, if any."""
     connections = [int(c) for c in args.connections.split(",")]
 
     whereby_trigger, floor, generator = build()
@@ -243,8 +307,8 @@ def main():
         "metrics": (lambda d: with_admin + ["--ephemeral"], {}, True),
         "durable": (lambda d: serve + ["--data-dir", d], {}, False),
     }
-    if args.store_url:
-        servers["postgres"] = (lambda d: serve + ["--store-url", args.store_url,
+    if store_url:
+        servers["postgres"] = (lambda d: serve + ["--store-url", store_url(),
                                                   "--dedup-max-age", "1h"], {}, False)
     if args.only:
         keep = {"floor", "memory"} | set(args.only.split(","))
