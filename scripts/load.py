@@ -277,7 +277,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--connections", default="1,64", help="comma-separated [1,64]")
-    parser.add_argument("--only", help="comma-separated servers (floor is always run)")
+    parser.add_argument("--only", help="comma-separated servers (floor and memory always run)")
     parser.add_argument("--store-url", help="also measure the PostgreSQL store (an empty database)")
     parser.add_argument("--postgres", action="store_true",
                         help="also measure the PostgreSQL store, on a throw-away cluster")
