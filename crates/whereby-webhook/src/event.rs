@@ -421,6 +421,7 @@ typed_webhook!(
 /// A webhook of a type the Trigger does not evaluate (knocked, transcription,
 /// recording, or a type Whereby adds later), kept as sent.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct OtherWebhook {
     /// Unique id of the event.
     pub id: String,
@@ -445,9 +446,10 @@ pub struct OtherRoom {
     pub subdomain: String,
     /// `data.roomName`.
     pub room_name: String,
-    /// `data.roomSessionId`, when a string.
+    /// `data.roomSessionId`, when a string (or an integer, as its decimal
+    /// text).
     pub room_session_id: Option<String>,
-    /// `data.meetingId`, when a string.
+    /// `data.meetingId`, when a string (or an integer, as its decimal text).
     pub meeting_id: Option<String>,
 }
 

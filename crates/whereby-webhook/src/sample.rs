@@ -100,6 +100,11 @@ shapes![
         "room.client.joined as documented before September 2025: no subdomain, role visitor"
     ),
     (
+        "joined-early-no-display-name",
+        "room.client.joined",
+        "room.client.joined as in the early examples: a host, no displayName, no subdomain"
+    ),
+    (
         "joined-2025-no-participant-id",
         "room.client.joined",
         "room.client.joined as documented today: a subdomain, no participantId"

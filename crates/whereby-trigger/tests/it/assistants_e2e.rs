@@ -870,13 +870,25 @@ on = ["recording.finished"]
             without_room = run_table_with(
                 &procs,
                 "term",
-                &["{trigger}/{type}", "{data.recordingId}"],
+                &[
+                    "{trigger}/{type}",
+                    "{data.recordingId}",
+                    "status={data.status}",
+                    "absent=[{data.nothere}]",
+                ],
                 ""
             ),
         ),
     );
     let server = serve(&config, &[]);
-    let recording = webhook("recording.finished", "rec-1", 1, json!({"roomName": null}));
+    // `status` as a number, not the documented string: placeholders render
+    // a field as sent, and one that is absent as nothing.
+    let recording = webhook(
+        "recording.finished",
+        "rec-1",
+        1,
+        json!({"roomName": null, "status": 2}),
+    );
     assert!(!recording.contains("roomName"), "{recording}");
     post(&server, &recording).assert_outcome("triggered");
 
@@ -904,7 +916,15 @@ on = ["recording.finished"]
     let started = wait_started(&procs, 1);
     assert_eq!(started.len(), 1, "{started:#?}");
     let indexer = &started[0];
-    assert_eq!(indexer.argv, ["indexer/recording.finished", "rec_81c2"]);
+    assert_eq!(
+        indexer.argv,
+        [
+            "indexer/recording.finished",
+            "rec_81c2",
+            "status=2",
+            "absent=[]"
+        ]
+    );
     let stdin: Value = serde_json::from_str(indexer.stdin.trim()).expect("stdin is JSON");
     assert_eq!(stdin["roomUrl"], Value::Null, "{stdin}");
     assert_eq!(stdin["trigger"], "indexer", "{stdin}");
@@ -1136,6 +1156,72 @@ stdout = true
     assert!(line.contains(room), "stdout: {line}");
     assert_eq!(stdout_events(&server)[0]["room"], expected, "{line}");
     drop(server.stop());
+}
+
+/// Counts are signed integers in CEL, from the room and from the payload
+/// alike: `room.numClients - 1` passes `check` and is evaluated as written
+/// (an unsigned count made it a run-time error, counted as false).
+#[test]
+fn counts_take_arithmetic_with_signed_integers() {
+    let dir = TempDir::new("signed-counts");
+    let config = dir.write(
+        "whereby-trigger.toml",
+        &format!(
+            r#"{VERIFY}
+[[trigger]]
+name = "company"
+on = ["room.client.joined"]
+when = 'room.numClients - 1 >= 1 && data.numClients - 1 == room.numHumans - 1 && room.numHumans - 3 < 0'
+stdout = true
+"#
+        ),
+    );
+    let checked = check(&config);
+    assert!(
+        checked.status.success(),
+        "check accepts the arithmetic: {}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
+
+    let server = serve(&config, &[]);
+    let alone = client(
+        "room.client.joined",
+        "j-1",
+        1,
+        ROOM,
+        "host",
+        json!({"host": 1}),
+    );
+    assert_eq!(outcome(&server, &alone), "not_matched");
+    let second = client(
+        "room.client.joined",
+        "j-2",
+        2,
+        ROOM,
+        "visitor",
+        json!({"host": 1, "visitor": 1}),
+    );
+    assert_eq!(outcome(&server, &second), "triggered");
+    let third = client(
+        "room.client.joined",
+        "j-3",
+        3,
+        ROOM,
+        "visitor",
+        json!({"host": 1, "visitor": 2}),
+    );
+    assert_eq!(
+        outcome(&server, &third),
+        "not_matched",
+        "3 - 3 < 0 is false"
+    );
+    let stopped = server.stop();
+    assert!(
+        !stopped.stderr.iter().any(|l| l.contains("Unsupported")),
+        "no evaluation failed: {:#?}",
+        stopped.stderr
+    );
 }
 
 // ===========================================================================

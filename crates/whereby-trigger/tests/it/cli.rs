@@ -557,3 +557,47 @@ fn outbox_says_no_store_only_when_there_is_none() {
     assert!(!err.contains("no store"), "{err}");
     assert!(err.contains("cannot read the store"), "{err}");
 }
+
+/// A payload's line separators (U+2028, U+2029, U+0085) never reach the log
+/// raw, in either format: a splitter that honours them would cut the line.
+#[test]
+fn log_lines_escape_the_line_separators_a_payload_carries() {
+    for format in ["json", "pretty"] {
+        let server = Server::start(&[
+            "--secret",
+            SECRET,
+            "--on",
+            "room.client.joined",
+            "--log-format",
+            format,
+        ]);
+        let id = "sep\u{2028}a\u{2029}b\u{85}c";
+        let sent = send_signed("room.client.joined", &server.url(), &["--id", id]);
+        assert!(text(&sent.stdout).contains("triggered"), "{format}");
+        let stopped = server.stop();
+        let answered: Vec<&String> = stopped
+            .stderr
+            .iter()
+            .filter(|l| l.contains("webhook answered"))
+            .collect();
+        assert_eq!(answered.len(), 1, "{format}: {:#?}", stopped.stderr);
+        let line = answered[0];
+        // JSON escapes them as JSON does; the pretty format shows the id as
+        // Rust's Debug does, which escapes them too.
+        let escaped = match format {
+            "json" => r"sep\u2028a\u2029b\u0085c",
+            _ => r"sep\u{2028}a\u{2029}b\u{85}c",
+        };
+        assert!(line.contains(escaped), "{format}: {line}");
+        for line in &stopped.stderr {
+            assert!(
+                !line.contains(['\u{2028}', '\u{2029}', '\u{85}']),
+                "{format}: {line}"
+            );
+        }
+        if format == "json" {
+            let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(value["span"]["id"], id, "{line}");
+        }
+    }
+}

@@ -589,8 +589,8 @@ fn other_room(data: &RawValue, options: &ParseOptions, fields: &mut Fields) -> O
     Some(OtherRoom {
         subdomain,
         room_name,
-        room_session_id: lenient_string(raw.room_session_id),
-        meeting_id: lenient_string(raw.meeting_id),
+        room_session_id: fields.id(raw.room_session_id, "data.roomSessionId"),
+        meeting_id: fields.id(raw.meeting_id, "data.meetingId"),
     })
 }
 

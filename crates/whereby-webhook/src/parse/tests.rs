@@ -77,6 +77,17 @@ fn other_types_have_a_room_when_their_data_names_one() {
         ),
         Some(("acme".into(), "/r".into(), Some("s1".into())))
     );
+    // Ids sent as numbers are read as their decimal text, as for the
+    // evaluated types; a fraction is no id.
+    let parsed = parse_with(
+        br#"{"id":"k","type":"room.client.knocked","data":{"roomName":"/r","subdomain":"acme","roomSessionId":12345678901234567890,"meetingId":1.5}}"#,
+        &options,
+    )
+    .unwrap();
+    let room = parsed.event.in_room().unwrap();
+    assert_eq!(room.room_session_id(), Some("12345678901234567890"));
+    assert_eq!(room.meeting_id(), None);
+    assert_eq!(parsed.notes.len(), 2, "{:?}", parsed.notes);
     // The default subdomain stands in, as for the evaluated types.
     assert_eq!(
         room_of(r#"{"id":"k","type":"transcription.started","data":{"roomName":"/r"}}"#),
