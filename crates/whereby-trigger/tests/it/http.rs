@@ -14,7 +14,6 @@ use crate::common::{
     JSON, Reply, SECRET, Server, builder, chunked_request, id_of, raw_exchange, sample,
     sample_value, sample_with, sample_with_id, send, sign, sign_at, within,
 };
-use http_body_util::BodyExt;
 use reqwest::header::{ALLOW, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -1099,22 +1098,13 @@ fn fires_on_everything(default: bool) -> Trigger {
 
 /// POSTs `body` (unsigned) through `router`: the status and the JSON answer.
 async fn oneshot(router: &axum::Router, body: impl Into<axum::body::Body>) -> (StatusCode, Value) {
-    let request = axum::http::Request::post("/")
-        .header(reqwest::header::HOST, "localhost")
-        .header(CONTENT_TYPE, JSON)
+    let request = crate::common::webhook_request("/")
         .body(body.into())
         .expect("a request");
-    let response = within("the answer", router.clone().oneshot(request))
-        .await
-        .expect("routers are infallible");
-    let status = StatusCode::from_u16(response.status().as_u16()).expect("a status");
-    let bytes = within("the body", response.into_body().collect())
-        .await
-        .expect("a body")
-        .to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)));
-    (status, json)
+    let reply = crate::common::oneshot(router, request).await;
+    let json =
+        serde_json::from_str(&reply.body).unwrap_or_else(|_| panic!("not JSON: {}", reply.body));
+    (reply.status, json)
 }
 
 /// The room URL `body` should fire with: its own subdomain, else `default`.

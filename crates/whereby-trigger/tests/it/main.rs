@@ -18,6 +18,7 @@
 
 #[cfg(feature = "metrics")]
 mod admin;
+mod answers;
 mod common;
 
 // Modules that need a cargo feature are built only with it, so that

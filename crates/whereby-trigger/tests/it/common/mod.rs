@@ -188,6 +188,46 @@ pub(crate) async fn send(request: RequestBuilder) -> Reply {
     .await
 }
 
+/// A JSON POST to `path` for [`oneshot`] (no socket), body to come: with `Host`
+/// (HTTP/1.1 needs one) and the Content-Type Whereby sends, unsigned; add
+/// headers to it before building.
+pub(crate) fn webhook_request(path: &str) -> axum::http::request::Builder {
+    axum::http::Request::post(path)
+        .header(reqwest::header::HOST, "localhost")
+        .header(CONTENT_TYPE, JSON)
+}
+
+/// Sends `request` through `router` with `oneshot`, no socket, and reads the
+/// whole answer, within [`TIMEOUT`] (of tokio's clock: paused, it is virtual).
+pub(crate) async fn oneshot(
+    router: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> Reply {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    within("an answer from the router", async {
+        let response = router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("routers are infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("reading the answer failed")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8(bytes.to_vec()).expect("answer is UTF-8"),
+        }
+    })
+    .await
+}
+
 /// A JSON POST of `body` to `url` with `client`, unsigned, not yet sent.
 pub(crate) fn delivery_to(
     client: &reqwest::Client,
