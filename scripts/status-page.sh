@@ -79,11 +79,29 @@ fail=0
 check() {
   if grep -qF -- "$2" "$work/dom.html"; then echo "ok: $1"; else echo "FAILED: $1 (no '$2')"; fail=1; fi
 }
+# The HTML of the page's section headed $1, up to the next heading: a name
+# found there is not one of another table (the trigger's name is in Triggers).
+section() {
+  python3 - "$1" "$work/dom.html" <<'PY'
+import re, sys
+heading, path = sys.argv[1], sys.argv[2]
+page = open(path, encoding="utf-8").read()
+found = re.search(r"<h2>" + re.escape(heading) + r"\b.*?(?=<h2>|</body>)", page, re.S)
+print(found.group(0) if found else "")
+PY
+}
+# check_in WHAT SECTION TEXT: like check, within one section.
+check_in() {
+  local html
+  html="$(section "$2")"
+  if grep -qF -- "$3" <<<"$html"; then echo "ok: $1"; else echo "FAILED: $1 (no '$3' under '$2')"; fail=1; fi
+}
 check "the page is the status page" "whereby-trigger"
 check "the room is listed" "acme/"
-check "the assistant is listed" "page-assistant"
-check "the webhooks are listed" "room.session.started"
-check "the join is listed" "room.client.joined"
+# Its row: the trigger, then the room it runs in.
+check_in "the assistant is listed" "Running assistants" "<tr><td>page-assistant</td><td>acme/"
+check_in "the webhooks are listed" "Last webhooks" "<td>room.session.started</td>"
+check_in "the join is listed" "Last webhooks" "<td>room.client.joined</td>"
 check "the script tag is text" "&lt;script&gt;alert(1)&lt;/script&gt;"
 if grep -qF "<script>alert(1)" "$work/dom.html"; then
   echo "FAILED: the payload's script tag is an element of the page"

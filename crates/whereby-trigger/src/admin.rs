@@ -6,6 +6,11 @@
 //! by default on loopback, so that the public port serves only the webhook
 //! path and the probes. Everything here is read when asked: the webhook path
 //! pays nothing for it but its counters (see `metrics`).
+//!
+//! Why one file: the three routes show one `Status`, gathered once by
+//! `status`; the page is written by hand (`render`, some 200 lines, no
+//! template engine, no script) with `escape` beside every value it writes,
+//! and the tests at the end check that escaping.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -91,6 +96,8 @@ struct TriggerRow {
     deliveries: std::collections::BTreeMap<&'static str, [u64; 3]>,
     running: i64,
     restarts: u64,
+    /// Starts its `run` refused (`when_full = "drop"`): `starts_dropped_total`.
+    starts_dropped: u64,
 }
 
 /// Everything `/status` and `/status.json` show.
@@ -178,6 +185,7 @@ async fn status(app: &Arc<App>) -> Status {
                         .collect(),
                     running: stats.running_now(),
                     restarts: stats.restarts(),
+                    starts_dropped: stats.starts_dropped(),
                 }
             })
             .collect();
@@ -456,7 +464,7 @@ fn render(status: &Status) -> String {
             .map(|w| {
                 vec![
                     format!("{} ago", secs((now_ms - w.at_ms).max(0) as f64 / 1000.0)),
-                    escape(w.r#type),
+                    escape(&w.r#type),
                     escape(&w.room),
                     escape(&w.who),
                     escape(w.outcome),
@@ -519,6 +527,7 @@ fn render(status: &Status) -> String {
             "actions",
             "verdicts",
             "deliveries ok/retry/dead",
+            "starts dropped",
         ],
         status
             .triggers
@@ -537,12 +546,19 @@ fn render(status: &Status) -> String {
                     .map(|(kind, [ok, retry, dead])| format!("{kind} {ok}/{retry}/{dead}"))
                     .collect::<Vec<_>>()
                     .join(", ");
+                // Only a `run` drops starts (`when_full = "drop"`).
+                let dropped = if t.actions.contains(&"run") {
+                    t.starts_dropped.to_string()
+                } else {
+                    "—".to_owned()
+                };
                 vec![
                     escape(&t.name),
                     escape(&t.claim),
                     escape(&t.actions.join(", ")),
                     escape(&verdicts),
                     escape(&deliveries),
+                    dropped,
                 ]
             })
             .collect(),

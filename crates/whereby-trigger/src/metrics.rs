@@ -11,12 +11,16 @@
 //! The counters are the process's (one static set), as the state they describe
 //! (assistants, the store's directory) is: a test that reads them looks at how
 //! they move, not at their absolute values.
+//!
+//! Why one file: each counter and its exposition (the Prometheus family's
+//! name, help and labels, written by `encode`) change together, and a test
+//! checks that the text names every family; the last 150 lines are tests.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use whereby_webhook::EventType;
+use whereby_webhook::{EventType, WebhookEvent};
 
 /// The `outcome` label of `webhooks_total`: the answer's outcome, or the
 /// rejection's `code` (`Rejection::code`). A code not listed (one added later
@@ -174,6 +178,8 @@ pub(crate) struct TriggerStats {
     results: [AtomicU64; TriggerResult::ALL.len()],
     running: AtomicI64,
     restarts: AtomicU64,
+    /// Starts its `run` refused: `max_running` reached with `when_full = "drop"`.
+    starts_dropped: AtomicU64,
     /// By action kind; only touched when rules are built and when scraped.
     actions: Mutex<Vec<(&'static str, Arc<ActionStats>)>>,
 }
@@ -214,6 +220,26 @@ impl TriggerStats {
 
     pub(crate) fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// A start of this trigger's `run` was refused (`when_full = "drop"`).
+    pub(crate) fn start_dropped(&self) {
+        self.starts_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn starts_dropped(&self) -> u64 {
+        self.starts_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether this trigger has a `run` action, whose refused starts
+    /// (`starts_dropped_total`) are listed, zero or not.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn runs(&self) -> bool {
+        self.actions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(kind, _)| *kind == "run")
     }
 
     /// Its actions' counters, by kind.
@@ -290,11 +316,14 @@ impl ShortText {
 struct Slot {
     seq: AtomicU64,
     at_ms: AtomicI64,
-    /// `type_slot`, the outcome's index in `OUTCOMES`, and the room's length.
+    /// The type's slot, the outcome's index in `OUTCOMES`, and the lengths
+    /// of the room, the participant and the type's name.
     what: AtomicU64,
     latency_us: AtomicU64,
     room: [AtomicU64; ROOM_WORDS],
     who: [AtomicU64; ROOM_WORDS],
+    /// The `type` as sent, for a type not evaluated (the others' is their slot).
+    name: [AtomicU64; ROOM_WORDS],
 }
 
 /// The last [`RECENT`] webhooks answered: slots written in turn.
@@ -318,7 +347,8 @@ impl Default for Recent {
 pub(crate) struct RecentWebhook {
     /// When it was answered, in ms since the Unix epoch.
     pub(crate) at_ms: i64,
-    pub(crate) r#type: &'static str,
+    /// The `type` as sent (`unknown` when refused before it was parsed).
+    pub(crate) r#type: String,
     pub(crate) room: String,
     /// The participant's display name, for a join or a leave that has one.
     pub(crate) who: String,
@@ -327,26 +357,23 @@ pub(crate) struct RecentWebhook {
 }
 
 impl Recent {
-    fn push(
-        &self,
-        type_slot: usize,
-        outcome: usize,
-        [room, who]: [&ShortText; 2],
-        latency: Duration,
-    ) {
+    fn push(&self, ty: &TypeSlot, outcome: usize, [room, who]: [&ShortText; 2], latency: Duration) {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let slot = &self.slots[(n % RECENT as u64) as usize];
         let seq = slot.seq.fetch_add(1, Ordering::Acquire) + 1;
         slot.at_ms.store(crate::util::now_ms(), Ordering::Relaxed);
-        let what = (type_slot as u64)
+        let name = &ty.name;
+        let what = (ty.slot as u64)
             | ((outcome as u64) << 8)
             | ((room.len as u64) << 16)
-            | ((who.len as u64) << 24);
+            | ((who.len as u64) << 24)
+            | ((name.len as u64) << 32);
         slot.what.store(what, Ordering::Relaxed);
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         slot.latency_us.store(us, Ordering::Relaxed);
-        for (text, words) in [(room, &slot.room), (who, &slot.who)] {
-            for (i, word) in words.iter().enumerate() {
+        for (text, words) in [(room, &slot.room), (who, &slot.who), (name, &slot.name)] {
+            // Only the words the text fills: a reader reads no further.
+            for (i, word) in words.iter().enumerate().take(text.len.div_ceil(8)) {
                 let mut bytes = [0; 8];
                 bytes.copy_from_slice(&text.bytes[i * 8..i * 8 + 8]);
                 word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
@@ -371,22 +398,32 @@ impl Recent {
             let at_ms = slot.at_ms.load(Ordering::Relaxed);
             let what = slot.what.load(Ordering::Relaxed);
             let latency_us = slot.latency_us.load(Ordering::Relaxed);
-            let [mut room, mut who] = [ShortText::NONE; 2];
-            for (text, words) in [(&mut room, &slot.room), (&mut who, &slot.who)] {
-                for (i, word) in words.iter().enumerate() {
+            let [mut room, mut who, mut name] = [ShortText::NONE; 3];
+            room.len = (((what >> 16) & 0xff) as usize).min(ROOM_BYTES);
+            who.len = (((what >> 24) & 0xff) as usize).min(ROOM_BYTES);
+            name.len = (((what >> 32) & 0xff) as usize).min(ROOM_BYTES);
+            for (text, words) in [
+                (&mut room, &slot.room),
+                (&mut who, &slot.who),
+                (&mut name, &slot.name),
+            ] {
+                for (i, word) in words.iter().enumerate().take(text.len.div_ceil(8)) {
                     text.bytes[i * 8..i * 8 + 8]
                         .copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
                 }
             }
-            room.len = (((what >> 16) & 0xff) as usize).min(ROOM_BYTES);
-            who.len = (((what >> 24) & 0xff) as usize).min(ROOM_BYTES);
             std::sync::atomic::fence(Ordering::Acquire);
             if slot.seq.load(Ordering::Relaxed) != before {
                 continue;
             }
+            let type_slot = (what & 0xff) as usize;
             out.push(RecentWebhook {
                 at_ms,
-                r#type: type_name((what & 0xff) as usize),
+                r#type: if type_slot == TYPE_OTHER && name.len > 0 {
+                    name.as_str().to_owned()
+                } else {
+                    type_name(type_slot).to_owned()
+                },
                 room: room.as_str().to_owned(),
                 who: who.as_str().to_owned(),
                 outcome: OUTCOMES
@@ -450,12 +487,31 @@ pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// The `type` slot of a webhook: `None` when refused before it was parsed.
-pub(crate) fn type_slot(event_type: Option<Option<EventType>>) -> usize {
-    match event_type {
-        Some(Some(t)) => t.index(),
-        Some(None) => TYPE_OTHER,
-        None => TYPE_UNKNOWN,
+/// The `type` of a webhook as counted: its slot in `webhooks_total` (one per
+/// evaluated type, `other`, `unknown`) and, for a type not evaluated, the
+/// `type` as sent, which the status page shows. Copied into a fixed buffer:
+/// nothing allocated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TypeSlot {
+    slot: usize,
+    name: ShortText,
+}
+
+/// The `type` of `event`: `None` when refused before it was parsed.
+pub(crate) fn type_slot(event: Option<&WebhookEvent>) -> TypeSlot {
+    match event.map(|e| (e.event_type(), e)) {
+        Some((Some(t), _)) => TypeSlot {
+            slot: t.index(),
+            name: ShortText::NONE,
+        },
+        Some((None, other)) => TypeSlot {
+            slot: TYPE_OTHER,
+            name: ShortText::of("", other.type_name()),
+        },
+        None => TypeSlot {
+            slot: TYPE_UNKNOWN,
+            name: ShortText::NONE,
+        },
     }
 }
 
@@ -473,11 +529,11 @@ fn type_name(slot: usize) -> &'static str {
 }
 
 impl Metrics {
-    /// Counts one answered webhook of type slot `ty` ([`type_slot`]) whose
+    /// Counts one answered webhook of type `ty` ([`type_slot`]) whose
     /// outcome or rejection code is `outcome`.
     pub(crate) fn webhook(
         &self,
-        ty: usize,
+        ty: TypeSlot,
         outcome: &str,
         texts: [&ShortText; 2],
         latency: Duration,
@@ -486,11 +542,11 @@ impl Metrics {
             .iter()
             .position(|o| *o == outcome)
             .unwrap_or(OUTCOMES.len() - 1);
-        if let Some(row) = self.webhooks.get(ty) {
+        if let Some(row) = self.webhooks.get(ty.slot) {
             row[slot].fetch_add(1, Ordering::Relaxed);
         }
         self.request_duration.observe(latency);
-        self.recent.push(ty, slot, texts, latency);
+        self.recent.push(&ty, slot, texts, latency);
         if outcome.starts_with("signature_")
             && let Some(i) = SIGNATURE_REASONS.iter().position(|(c, _)| *c == outcome)
         {
@@ -659,7 +715,7 @@ impl prometheus_client::collector::Collector for Collector {
 
         let mut family = encoder.encode_descriptor(
             "whereby_trigger_actions",
-            "Deliveries of actions, by trigger, action and result (ok, retry, dead).",
+            "Deliveries of actions, by trigger, action and result: ok, retry (a failed attempt that another follows), dead (given up).",
             None,
             MetricType::Counter,
         )?;
@@ -699,6 +755,17 @@ impl prometheus_client::collector::Collector for Collector {
             family
                 .encode_family(&[("trigger", &**name)])?
                 .encode_counter(&stats.restarts(), no_exemplar)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "whereby_trigger_starts_dropped",
+            "Starts refused because `max_running` assistants ran and `when_full` is `drop`, by trigger (those with a `run` action).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, stats) in triggers.iter().filter(|(_, stats)| stats.runs()) {
+            family
+                .encode_family(&[("trigger", &**name)])?
+                .encode_counter(&stats.starts_dropped(), no_exemplar)?;
         }
 
         let g = &self.0;
@@ -778,8 +845,9 @@ mod tests {
     fn webhooks_count_by_type_and_outcome() {
         let m = metrics();
         let before = m.webhooks("room.client.joined", "signature_stale");
+        let joined = parse("room.client.joined");
         m.webhook(
-            type_slot(Some(Some(EventType::RoomClientJoined))),
+            type_slot(Some(&joined)),
             "signature_stale",
             [&ShortText::of("acme", "/room"), &ShortText::NONE],
             Duration::from_millis(1),
@@ -798,13 +866,19 @@ mod tests {
         assert_eq!(m.webhooks("unknown", "other"), other + 1);
     }
 
+    fn parse(event_type: &str) -> WebhookEvent {
+        let raw = whereby_webhook::sample::sample(event_type).expect("a sample");
+        whereby_webhook::parse(raw.as_bytes()).expect("the sample parses")
+    }
+
     #[test]
     fn the_ring_keeps_the_last_webhooks_newest_first() {
         let ring = Recent::default();
+        let joined = type_slot(Some(&parse("room.client.joined")));
         for i in 0..(RECENT + 5) {
             let room = ShortText::of("acme", &format!("/room-{i}"));
             let who = ShortText::of("", "<b>Ann</b>");
-            ring.push(0, 0, [&room, &who], Duration::from_micros(i as u64));
+            ring.push(&joined, 0, [&room, &who], Duration::from_micros(i as u64));
         }
         let list = ring.list();
         assert_eq!(list.len(), RECENT);
@@ -813,6 +887,28 @@ mod tests {
         assert_eq!(list[0].outcome, "triggered");
         assert_eq!(list[0].who, "<b>Ann</b>");
         assert_eq!(list[0].r#type, "room.client.joined");
+    }
+
+    #[test]
+    fn the_ring_shows_the_type_of_a_webhook_not_evaluated_as_sent() {
+        let ring = Recent::default();
+        let knocked = parse("room.client.knocked");
+        let none = [&ShortText::NONE, &ShortText::NONE];
+        ring.push(&type_slot(Some(&knocked)), 0, none, Duration::ZERO);
+        ring.push(&type_slot(None), 0, none, Duration::ZERO);
+        ring.push(
+            &type_slot(Some(&parse("room.session.ended"))),
+            0,
+            none,
+            Duration::ZERO,
+        );
+        let types: Vec<String> = ring.list().into_iter().map(|w| w.r#type).collect();
+        assert_eq!(
+            types,
+            ["room.session.ended", "unknown", "room.client.knocked"]
+        );
+        // The counters keep one `other` slot for all of them.
+        assert_eq!(type_slot(Some(&knocked)).slot, TYPE_OTHER);
     }
 
     #[test]
@@ -852,6 +948,8 @@ mod tests {
     fn the_text_names_every_family() {
         let name: Arc<str> = Arc::from("metrics-unit-test-encode");
         metrics().trigger(&name).action("forward");
+        let runs: Arc<str> = Arc::from("metrics-unit-test-encode-run");
+        metrics().trigger(&runs).action("run");
         let text = encode(&Gauges::default()).unwrap_or_default();
         for family in [
             "whereby_trigger_signature_failures_total{reason=\"stale\"}",
@@ -861,6 +959,8 @@ mod tests {
             "whereby_trigger_actions_total{trigger=\"metrics-unit-test-encode\",action=\"forward\",result=\"ok\"}",
             "whereby_trigger_assistants_running{trigger=\"metrics-unit-test-encode\"}",
             "whereby_trigger_assistant_restarts_total{trigger=\"metrics-unit-test-encode\"}",
+            // Listed, at 0, for a trigger with a `run` only.
+            "whereby_trigger_starts_dropped_total{trigger=\"metrics-unit-test-encode-run\"} 0",
             "whereby_trigger_claims_held 0",
             "whereby_trigger_rooms_tracked",
             "whereby_trigger_outbox_pending",
@@ -872,5 +972,11 @@ mod tests {
         ] {
             assert!(text.contains(family), "{family} missing from:\n{text}");
         }
+        assert!(
+            !text.contains(
+                "whereby_trigger_starts_dropped_total{trigger=\"metrics-unit-test-encode\"}"
+            ),
+            "{text}"
+        );
     }
 }

@@ -4,6 +4,13 @@
 //! [`deduplicate`] → [`evaluate`](crate::evaluate) → [`record`] →
 //! [`dispatch`](crate::dispatch), each step in its
 //! own module; this one calls them in order and answers.
+//!
+//! Why one file: it holds everything between a request and its answer that
+//! is not a step: `handle` (75 lines, the steps in order), settling the
+//! commit (`Recorded`, `finish`, deciding again while another receiver holds
+//! a claim), the quarantine, and the counters and `webhook` span, which must
+//! see every way a request ends, a dropped one included; the last 80 lines
+//! test the span.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,7 +223,7 @@ async fn observe(
 /// the request's deadline passed or it panicked (the guard layer answers those).
 struct Observed {
     started: Instant,
-    type_slot: usize,
+    type_slot: crate::metrics::TypeSlot,
     room: crate::metrics::ShortText,
     /// The participant of a join or a leave.
     who: crate::metrics::ShortText,
@@ -266,7 +273,7 @@ async fn handle(
         Err(refused) => return Err(quarantine(app, refused).await),
     };
     log.webhook(&parsed);
-    observed.type_slot = crate::metrics::type_slot(Some(parsed.event.event_type()));
+    observed.type_slot = crate::metrics::type_slot(Some(&parsed.event));
     if let Some(room) = parsed.event.in_room() {
         observed.room = crate::metrics::ShortText::of(room.subdomain(), room.room_name());
     }

@@ -21,6 +21,10 @@ const SECRET: &str = "whsec_logs_e2e_9d41b7c2aa58f3e6";
 /// The value of the `Authorization` header `forward` sends.
 const AUTHORIZATION: &str = "Bearer logs-e2e-token-51c8f0d2e7";
 
+/// The Standard Webhooks secret `forward` signs its requests with, given to
+/// the config as `${LOGS_SIGNING}`.
+const SIGNING: &str = "whsec_bG9ncy1lMmUgZm9yd2FyZCBzaWduaW5nIGtleSA3ZjNh";
+
 /// The samples' room, as log lines name it.
 const ROOM: &str = "acme/standup-3f9a2c";
 
@@ -28,7 +32,9 @@ const ROOM: &str = "acme/standup-3f9a2c";
 /// `rust_log` as `RUST_LOG`.
 fn command(rust_log: &str) -> Command {
     let mut cmd = loopback_command();
-    cmd.env("LOGS_SECRET", SECRET).env("RUST_LOG", rust_log);
+    cmd.env("LOGS_SECRET", SECRET)
+        .env("LOGS_SIGNING", SIGNING)
+        .env("RUST_LOG", rust_log);
     cmd
 }
 
@@ -40,14 +46,15 @@ fn serve(rust_log: &str, config: &Path, extra: &[&str]) -> Server {
 }
 
 /// A config with the secret, and a `forward` trigger on joins to `url` with
-/// an `Authorization` header; `head` comes first (a `[log]` table, say).
+/// an `Authorization` header, signed with [`SIGNING`]; `head` comes first (a
+/// `[log]` table, say).
 fn config(dir: &TempDir, head: &str, url: &str) -> std::path::PathBuf {
     dir.write(
         "whereby-trigger.toml",
         &format!(
             "{head}\n[verify]\nsecrets = [\"${{LOGS_SECRET}}\"]\n\n[[trigger]]\nname = \"relay\"\n\
              on = [\"room.client.joined\"]\n\n[trigger.forward]\nurl = {}\ntimeout = \"5s\"\n\
-             headers = {{ Authorization = {} }}\n",
+             headers = {{ Authorization = {} }}\nsigning_secret = \"${{LOGS_SIGNING}}\"\n",
             toml_str(url),
             toml_str(AUTHORIZATION)
         ),
@@ -240,9 +247,15 @@ fn no_secret_signature_or_authorization_is_ever_logged() {
         post(&server, &forged_body, &forged)
             .assert_error(StatusCode::UNAUTHORIZED, "signature_mismatch");
 
-        // The forward went out with its header: the value was in the process.
+        // The forward went out with its headers: the values were in the process.
         let request = receiver.wait_for(1)[0].clone();
         assert_eq!(request.header("authorization"), AUTHORIZATION);
+        // Standard Webhooks: `v1,<base64 HMAC>`, one per secret.
+        let forward_signature = request.header("webhook-signature").to_owned();
+        let forward_mac = forward_signature
+            .strip_prefix("v1,")
+            .unwrap_or_else(|| panic!("{format}: not a v1 signature: {forward_signature:?}"))
+            .to_owned();
         server.stderr.wait_line("the delivery's line", 0, |l| {
             l.contains("forward delivered")
         });
@@ -264,6 +277,13 @@ fn no_secret_signature_or_authorization_is_ever_logged() {
             ("the forged signature", v1(&forged)),
             ("the Authorization value", AUTHORIZATION.to_owned()),
             ("the Authorization token", token.to_owned()),
+            ("the forward signing secret", SIGNING.to_owned()),
+            (
+                "the forward signing secret without its prefix",
+                SIGNING["whsec_".len()..].to_owned(),
+            ),
+            ("the forward's webhook-signature", forward_signature.clone()),
+            ("the forward's signature", forward_mac.clone()),
         ] {
             assert!(
                 !text.contains(&value),

@@ -1233,6 +1233,37 @@ fn has_field(line: &str, name: &str, value: &str) -> bool {
     line.split_whitespace().any(|word| word == field)
 }
 
+/// The address of serve's admin listener, from its log line.
+fn admin_addr(server: &Server) -> std::net::SocketAddr {
+    let line = server
+        .stderr
+        .wait_line("the admin listener", 0, |l| l.contains("admin listener"));
+    line.split("admin=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line}"))
+}
+
+/// `GET path` on the admin listener at `addr`: the body of a 200.
+fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
+    stream
+        .set_read_timeout(Some(crate::common::binary::WAIT))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_owned()
+}
+
 /// `outbox list --data-dir data`'s lines (exit 0 asserted).
 fn outbox_list(data: &Path) -> Vec<String> {
     let out = command()
@@ -1291,6 +1322,27 @@ fn past_max_running_when_full_drop_refuses_a_start_and_frees_its_room() {
     assert_eq!(join("j-b2", "/room-b"), "triggered");
     dropped("j-b2");
     assert_eq!(join("j-a2", "/room-a"), "suppressed");
+
+    // The operator sees both drops (counted before they are logged).
+    let admin = admin_addr(&server);
+    let metrics = admin_get(admin, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "whereby_trigger_starts_dropped_total{trigger=\"solo\"} 2"),
+        "{metrics}"
+    );
+    let status: Value =
+        serde_json::from_str(&admin_get(admin, "/status.json")).expect("status JSON");
+    assert_eq!(status["triggers"][0]["name"], "solo", "{status}");
+    assert_eq!(status["triggers"][0]["starts_dropped"], 2, "{status}");
+    let page = admin_get(admin, "/status");
+    assert!(page.contains("<th>starts dropped</th>"), "{page}");
+    // The trigger's row (the last table's only one) ends with its drops.
+    assert!(
+        page.contains("<td>2</td></tr></tbody></table></body>"),
+        "{page}"
+    );
 
     // The dropped deliveries are done: they leave the outbox, neither dead nor
     // pending, while A's (running) stays pending.

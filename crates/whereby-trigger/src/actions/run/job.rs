@@ -202,15 +202,11 @@ impl Job {
                 self.inner.free_slot(self.id, true);
             }
             Settle::Done => {
-                if let Some(ticket) = &self.event.delivery {
-                    ticket.done();
-                }
+                self.inner.fate(&self.event).done();
                 self.finish();
             }
             Settle::Dead(why) => {
-                if let Some(ticket) = &self.event.delivery {
-                    ticket.dead(why);
-                }
+                self.inner.fate(&self.event).dead(|| why.to_owned());
                 self.finish();
             }
         }

@@ -12,8 +12,8 @@
 //! - At most `max_running` children of a trigger run at once. Further starts
 //!   wait in order, in a queue (`when_full = "wait"`, the default), or are
 //!   dropped at once (`"drop"`): claim released, delivery done, counted by
-//!   [`RunAction::dropped`]. A dropped start never runs, not even after a
-//!   restart of the server.
+//!   [`RunAction::dropped`] and in `whereby_trigger_starts_dropped_total`. A
+//!   dropped start never runs, not even after a restart of the server.
 //! - Past `timeout`, on a `stop_on` event for its room ([`Action::stop`]), or on
 //!   [`RunAction::shutdown`], the child's process group gets SIGTERM, then
 //!   SIGKILL after `stop_grace`. A group of its own, so that a wrapper script
@@ -53,8 +53,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{oneshot, watch};
 
+use crate::actions::delivery::Fate;
 use crate::actions::template::Template;
 use crate::actions::{Action, ActionEvent};
+use crate::metrics::{ActionStats, TriggerStats};
 use crate::state::claims::ClaimHandle;
 use crate::state::room::RoomKey;
 use job::*;
@@ -93,8 +95,13 @@ struct Inner {
     state: Mutex<State>,
     /// Pinged whenever a slot frees, so that `shutdown` can wait for the last.
     freed: watch::Sender<()>,
-    /// Starts refused by `when_full = "drop"`, for metrics.
+    /// Starts refused by `when_full = "drop"`, since the action was made.
     dropped: AtomicU64,
+    /// The trigger's counters (`starts_dropped_total`), and its `run`
+    /// deliveries' (`actions_total`), which count a call without a delivery
+    /// ticket (a Trigger without a store). Taken when the action is made.
+    stats: Arc<TriggerStats>,
+    deliveries: Arc<ActionStats>,
 }
 
 struct State {
@@ -161,6 +168,8 @@ impl RunAction {
     /// The `run` action of `trigger`, starting children as `spec` says.
     pub fn new(trigger: Arc<str>, spec: RunSpec) -> Arc<Self> {
         let (freed, _) = watch::channel(());
+        let stats = crate::metrics::metrics().trigger(&trigger);
+        let deliveries = stats.action("run");
         Arc::new(RunAction {
             inner: Arc::new(Inner {
                 trigger,
@@ -173,6 +182,8 @@ impl RunAction {
                 }),
                 freed,
                 dropped: AtomicU64::new(0),
+                stats,
+                deliveries,
             }),
         })
     }
@@ -320,9 +331,7 @@ impl Action for RunAction {
             cancelled = cancelled.len(), id = event.event_id(), "stop event");
         self.inner.drop_waiting(cancelled, "stop event");
         // The stop itself is carried out once the children are told.
-        if let Some(ticket) = &event.delivery {
-            ticket.done();
-        }
+        self.inner.fate(&event).done();
     }
 }
 
@@ -365,9 +374,7 @@ impl Inner {
     fn drop_waiting(&self, waiting: VecDeque<Arc<ActionEvent>>, why: &str) {
         for event in waiting {
             self.cancel_waiting(&event, why);
-            if let Some(ticket) = &event.delivery {
-                ticket.done();
-            }
+            self.fate(&event).done();
         }
     }
 
@@ -422,12 +429,16 @@ impl Inner {
     /// dead: dropping it was the decision, and a restart must not undo it.
     fn drop_full(&self, event: &ActionEvent, running: usize, max_running: usize) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+        self.stats.start_dropped();
         tracing::warn!(trigger = %self.trigger, room = %event.room_label(), id = event.event_id(),
             running, max_running, "max_running reached: start dropped (when_full = \"drop\")");
         release(event);
-        if let Some(ticket) = &event.delivery {
-            ticket.done();
-        }
+        self.fate(event).done();
+    }
+
+    /// Where the fate of `event`'s delivery is reported.
+    fn fate<'a>(&'a self, event: &'a ActionEvent) -> Fate<'a> {
+        Fate::of(event, &self.deliveries)
     }
 
     fn cancel_waiting(&self, event: &ActionEvent, why: &str) {

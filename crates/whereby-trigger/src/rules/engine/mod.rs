@@ -5,6 +5,11 @@
 //! and tests all run exactly the same logic; the server then hands
 //! the work to the actions. [`Engine::fire_due`] does the same for stops whose
 //! `stop_after` has passed.
+//!
+//! Why one file: [`Rule`] (whose fields only the engine reads), the verdicts
+//! and the [`Decision`] are what `decide_at` works with in one pass (stops
+//! first, then each rule's condition, the late-start check, its claim and
+//! calls), read top to bottom; the tests are already `tests.rs`.
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -365,7 +370,13 @@ impl Decision {
     /// Starts and stops the actions. Returns at once: actions do slow work on
     /// tasks of their own.
     pub(crate) fn dispatch(self) {
-        for Call { action, event, .. } in self.calls {
+        for Call {
+            action,
+            event,
+            stats,
+            ..
+        } in self.calls
+        {
             let tracked = action.tracks_delivery();
             let ticket = event.delivery.clone();
             let event = Arc::new(event);
@@ -373,8 +384,13 @@ impl Decision {
                 ActionKind::Start => action.start(event),
                 ActionKind::Stop => action.stop(event),
             }
-            if !tracked && let Some(ticket) = ticket {
-                ticket.done();
+            if !tracked {
+                match (ticket, stats) {
+                    (Some(ticket), _) => ticket.done(),
+                    // Without a store there is no ticket to count it.
+                    (None, Some(stats)) => stats.count(crate::metrics::ActionResult::Ok),
+                    (None, None) => {}
+                }
             }
         }
     }
