@@ -10,7 +10,6 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use whereby_trigger::actions::template::Template;
 use whereby_trigger::actions::{ActionEvent, ActionKind};
-use whereby_trigger::state::room::RoomKey;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -49,19 +48,10 @@ fn event(text: &str) -> (ActionEvent, serde_json::Value) {
     webhook["data"]["displayName"] = serde_json::Value::String(text.to_owned());
     let raw = Bytes::from(webhook.to_string());
     let parsed = whereby_webhook::parse(&raw).expect("the sample parses");
-    let event = ActionEvent {
-        action: ActionKind::Start,
-        trigger: text.into(),
-        room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
-        room: Some(RoomKey {
-            subdomain: "acme".into(),
-            room_name: "/standup-3f9a2c".into(),
-        }),
-        state: None,
-        webhook: parsed,
-        raw,
-        claim: None,
-        delivery: None,
-    };
+    let event = ActionEvent::new(ActionKind::Start, text, parsed, raw);
+    assert_eq!(
+        event.room_url.as_deref(),
+        Some("https://acme.whereby.com/standup-3f9a2c")
+    );
     (event, webhook["data"].clone())
 }

@@ -9,15 +9,18 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::ActionKind;
+use super::{ActionEvent, ActionKind};
 use crate::metrics::{ActionResult, ActionStats};
 
 /// Where the fate of deliveries is recorded.
 pub trait DeliveryLedger: Send + Sync + 'static {
     /// Delivery `id` was carried out: it leaves the queue.
     fn done(&self, id: &str);
-    /// An attempt at `id` failed and another will follow.
-    fn attempted(&self, id: &str, attempts: u32, error: &str);
+    /// An attempt at `id` failed: `attempts` made so far, the last with
+    /// `error`. `retry_at_ms` is when the next is due (ms since the epoch),
+    /// kept so that a delivery taken up after a restart waits for it too;
+    /// `None` when none follows (the last attempt, before `dead`).
+    fn attempted(&self, id: &str, attempts: u32, error: &str, retry_at_ms: Option<i64>);
     /// `id` was given up: it stays as a dead letter.
     fn dead(&self, id: &str, error: &str);
     /// The last ticket of `id` is gone; `finished` says whether `done` or
@@ -38,6 +41,8 @@ struct Ticket {
     attempts: u32,
     /// When the delivery was queued (or last made pending again by hand).
     queued_ms: i64,
+    /// When its next attempt is due, if an earlier one set a time.
+    retry_at_ms: Option<i64>,
     ledger: Arc<dyn DeliveryLedger>,
     finished: AtomicBool,
     /// The action's counters (`actions_total`), when the ticket was issued
@@ -67,11 +72,22 @@ impl DeliveryTicket {
                 id,
                 attempts,
                 queued_ms,
+                retry_at_ms: None,
                 ledger,
                 finished: AtomicBool::new(false),
                 stats: None,
             }),
         }
+    }
+
+    /// This ticket, for a delivery whose next attempt is due at `retry_at_ms`
+    /// (ms since the epoch), as an earlier attempt recorded. Only before it is
+    /// cloned (a clone keeps it as it was).
+    pub fn due_at(mut self, retry_at_ms: Option<i64>) -> DeliveryTicket {
+        if let Some(ticket) = Arc::get_mut(&mut self.inner) {
+            ticket.retry_at_ms = retry_at_ms;
+        }
+        self
     }
 
     /// This ticket, counting what it reports in `stats`. Only before it is
@@ -101,6 +117,13 @@ impl DeliveryTicket {
         self.inner.attempts
     }
 
+    /// When the next attempt is due, in ms since the Unix epoch, as the
+    /// attempt before a restart recorded it: an action that retries waits
+    /// until then before its first attempt.
+    pub fn retry_at_ms(&self) -> Option<i64> {
+        self.inner.retry_at_ms
+    }
+
     /// When the delivery was queued, in ms since the Unix epoch: its age, for
     /// giving up, counts from here. `outbox retry` makes it now again.
     pub fn queued_ms(&self) -> i64 {
@@ -115,10 +138,29 @@ impl DeliveryTicket {
         }
     }
 
-    /// An attempt failed and another will follow: recorded for `outbox list`.
-    pub fn attempted(&self, attempts: u32, error: &str) {
+    /// An attempt failed and another will follow in `retry_in`: recorded
+    /// (with when, for a restart to wait too) for `outbox list`, and counted
+    /// `retry`.
+    pub fn attempted(&self, attempts: u32, error: &str, retry_in: std::time::Duration) {
         self.count(ActionResult::Retry);
-        self.inner.ledger.attempted(&self.inner.id, attempts, error);
+        let retry_in = i64::try_from(retry_in.as_millis()).unwrap_or(i64::MAX);
+        let retry_at_ms = crate::util::now_ms().saturating_add(retry_in);
+        self.inner
+            .ledger
+            .attempted(&self.inner.id, attempts, error, Some(retry_at_ms));
+    }
+
+    /// The last attempt (the `attempts`th) failed with `last_error` and none
+    /// will follow: recorded, so that the stored count includes it, then given
+    /// up with `error` as [`DeliveryTicket::dead`] does. Counted `dead` only:
+    /// no retry follows it.
+    pub fn dead_after(&self, attempts: u32, last_error: &str, error: &str) {
+        if !self.inner.finished.load(Ordering::SeqCst) {
+            self.inner
+                .ledger
+                .attempted(&self.inner.id, attempts, last_error, None);
+        }
+        self.dead(error);
     }
 
     /// Given up: the delivery stays as a dead letter until retried or dropped.
@@ -126,6 +168,65 @@ impl DeliveryTicket {
         if !self.inner.finished.swap(true, Ordering::SeqCst) {
             self.count(ActionResult::Dead);
             self.inner.ledger.dead(&self.inner.id, error);
+        }
+    }
+}
+
+/// Where an action that tracks its deliveries reports the fate of one call:
+/// to the call's ticket, which records it and counts it, or, for a call
+/// without one (a Trigger without a store), to the action's counters alone,
+/// so that `actions_total` counts with a store and without one alike.
+#[derive(Clone, Copy)]
+pub(crate) struct Fate<'a> {
+    ticket: Option<&'a DeliveryTicket>,
+    stats: &'a ActionStats,
+}
+
+impl<'a> Fate<'a> {
+    /// The fate of `event`, counted in `stats` when it has no ticket.
+    pub(crate) fn of(event: &'a ActionEvent, stats: &'a ActionStats) -> Fate<'a> {
+        Fate {
+            ticket: event.delivery.as_ref(),
+            stats,
+        }
+    }
+
+    /// Carried out ([`DeliveryTicket::done`]).
+    pub(crate) fn done(self) {
+        match self.ticket {
+            Some(ticket) => ticket.done(),
+            None => self.stats.count(ActionResult::Ok),
+        }
+    }
+
+    /// An attempt failed and another follows ([`DeliveryTicket::attempted`]).
+    #[cfg(any(test, feature = "forward"))]
+    pub(crate) fn attempted(self, attempts: u32, error: &str, retry_in: std::time::Duration) {
+        match self.ticket {
+            Some(ticket) => ticket.attempted(attempts, error, retry_in),
+            None => self.stats.count(ActionResult::Retry),
+        }
+    }
+
+    /// Given up ([`DeliveryTicket::dead`]); `error` is made only for a ticket.
+    pub(crate) fn dead(self, error: impl FnOnce() -> String) {
+        match self.ticket {
+            Some(ticket) => ticket.dead(&error()),
+            None => self.stats.count(ActionResult::Dead),
+        }
+    }
+
+    /// The last attempt failed: given up ([`DeliveryTicket::dead_after`]).
+    #[cfg(any(test, feature = "forward"))]
+    pub(crate) fn dead_after(
+        self,
+        attempts: u32,
+        last_error: &str,
+        error: impl FnOnce() -> String,
+    ) {
+        match self.ticket {
+            Some(ticket) => ticket.dead_after(attempts, last_error, &error()),
+            None => self.stats.count(ActionResult::Dead),
         }
     }
 }
@@ -218,6 +319,70 @@ mod tests {
             }
         }
         String::from_utf8(bytes).ok()
+    }
+
+    /// A ledger that keeps the attempts recorded.
+    #[derive(Default)]
+    struct Attempts(std::sync::Mutex<Vec<(u32, bool)>>);
+
+    impl DeliveryLedger for Attempts {
+        fn done(&self, _: &str) {}
+        fn attempted(&self, _: &str, attempts: u32, _: &str, retry_at_ms: Option<i64>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((attempts, retry_at_ms.is_some()));
+        }
+        fn dead(&self, _: &str, _: &str) {}
+        fn released(&self, _: &str, _: bool) {}
+    }
+
+    fn counts(stats: &ActionStats) -> [u64; 3] {
+        [ActionResult::Ok, ActionResult::Retry, ActionResult::Dead].map(|r| stats.get(r))
+    }
+
+    #[test]
+    fn only_an_attempt_that_is_retried_counts_retry() {
+        let ledger = Arc::new(Attempts::default());
+        let stats = Arc::new(ActionStats::default());
+        let ticket =
+            DeliveryTicket::new("d".into(), 0, 0, ledger.clone()).counted(Some(stats.clone()));
+        // Two attempts, the second the last: one retry, one dead.
+        ticket.attempted(1, "503", std::time::Duration::from_secs(1));
+        ticket.dead_after(2, "503", "gave up after 2 attempts: 503");
+        assert_eq!(counts(&stats), [0, 1, 1]);
+        // Both attempts are recorded, the last one too, only the first with
+        // a time for the next.
+        assert_eq!(*ledger.0.lock().unwrap(), [(1, true), (2, false)]);
+
+        // A 4xx on the first attempt is not retried: dead only.
+        let stats = Arc::new(ActionStats::default());
+        let ticket = DeliveryTicket::new("e".into(), 0, 0, ledger).counted(Some(stats.clone()));
+        ticket.dead_after(1, "400", "400");
+        assert_eq!(counts(&stats), [0, 0, 1]);
+    }
+
+    #[test]
+    fn a_call_without_a_ticket_is_counted_by_its_fate() {
+        let raw = whereby_webhook::sample::sample("room.client.joined").unwrap();
+        let event = ActionEvent {
+            action: ActionKind::Start,
+            trigger: "t".into(),
+            room_url: None,
+            room: None,
+            state: None,
+            webhook: whereby_webhook::parse(raw.as_bytes()).unwrap(),
+            raw: bytes::Bytes::from_static(raw.as_bytes()),
+            claim: None,
+            delivery: None,
+        };
+        let stats = ActionStats::default();
+        let fate = Fate::of(&event, &stats);
+        fate.attempted(1, "503", std::time::Duration::from_secs(1));
+        fate.dead_after(2, "503", || unreachable!("no ticket to tell"));
+        fate.done();
+        fate.dead(|| unreachable!("no ticket to tell"));
+        assert_eq!(counts(&stats), [1, 1, 2]);
     }
 
     fn action() -> impl Strategy<Value = ActionKind> {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use whereby_webhook::WebhookEvent;
+use whereby_webhook::{BaseDomain, WebhookEvent};
 
 use crate::state::claims::ClaimHandle;
 use crate::state::room::{RoomKey, RoomView};
@@ -23,6 +23,7 @@ pub use delivery::{DeliveryLedger, DeliveryTicket};
 
 /// Whether an assistant should start or stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ActionKind {
     /// A trigger fired: start an assistant in the room.
     Start,
@@ -48,6 +49,7 @@ impl ActionKind {
 /// state as folded when the webhook was processed (absent without a room), and
 /// the webhook is exactly as received.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ActionEvent {
     /// Start or stop.
     pub action: ActionKind,
@@ -95,6 +97,30 @@ impl<'a> From<&'a RoomView> for RoomOut<'a> {
 }
 
 impl ActionEvent {
+    /// A start or stop of `trigger` for `webhook` (its body as received:
+    /// `raw`), with the webhook's room and its URL on `whereby.com`, and no
+    /// room state, claim or delivery: for testing an [`Action`] of your own.
+    /// The rules make these themselves; set any other field on the result.
+    pub fn new(
+        action: ActionKind,
+        trigger: impl Into<Arc<str>>,
+        webhook: WebhookEvent,
+        raw: Bytes,
+    ) -> ActionEvent {
+        let room = webhook.in_room();
+        ActionEvent {
+            action,
+            trigger: trigger.into(),
+            room_url: room.and_then(|r| r.room_url(&BaseDomain::default()).ok()),
+            room: room.map(RoomKey::of),
+            state: None,
+            webhook,
+            raw,
+            claim: None,
+            delivery: None,
+        }
+    }
+
     /// The event as one compact JSON document, without a trailing newline, on
     /// one line for every line splitter (U+2028, U+2029 and U+0085 escaped).
     pub fn to_json(&self) -> Vec<u8> {

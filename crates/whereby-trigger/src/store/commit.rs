@@ -10,6 +10,11 @@
 //! checksummed as a chain, so a later flush that succeeds would not make later
 //! commits safe: recovery stops at the first lost frame. Refusing (503, which
 //! Whereby retries) is the only honest answer; `/healthz` says so too.
+//!
+//! Why one file: the writer loop, the sync loop and the failed flag they share
+//! are one protocol (a caller answered only after the flush that covers it),
+//! read together; the last 150 lines are its tests, against a store that
+//! counts transactions and flushes and can be told to fail either.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -28,6 +28,7 @@ pub use sqlite::{DB_FILE, LOCK_FILE, SqliteStore};
 
 /// State of a queued action delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeliveryStatus {
     /// Waiting to be delivered, or being delivered.
     Pending,
@@ -74,6 +75,10 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// When the next attempt is due (ms since the epoch), as the failed
+    /// attempt before it set (a backoff, a receiver's `Retry-After`); `None`
+    /// before any, and once made pending again by hand.
+    pub retry_at_ms: Option<i64>,
     /// In a store shared by several servers, the one carrying it out (or
     /// that last did); empty when none has taken it yet, and in a store of
     /// one process.
@@ -90,6 +95,7 @@ impl fmt::Debug for Delivery {
             .field("attempts", &self.attempts)
             .field("status", &self.status)
             .field("last_error", &self.last_error)
+            .field("retry_at_ms", &self.retry_at_ms)
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
@@ -252,6 +258,9 @@ pub enum Change {
         attempts: u32,
         /// Why the last one failed.
         error: String,
+        /// When the next is due (ms since the epoch); `None` when none
+        /// follows.
+        retry_at_ms: Option<i64>,
     },
     /// A signed webhook refused 400, kept (see [`Quarantined`]).
     Quarantine(Quarantined),

@@ -84,11 +84,12 @@ impl DeliveryLedger for Outbox {
         self.settle(id, Change::Done { id: id.to_owned() });
     }
 
-    fn attempted(&self, id: &str, attempts: u32, error: &str) {
+    fn attempted(&self, id: &str, attempts: u32, error: &str, retry_at_ms: Option<i64>) {
         self.journal.commit_later(vec![Change::Attempted {
             id: id.to_owned(),
             attempts,
             error: error.to_owned(),
+            retry_at_ms,
         }]);
     }
 
@@ -186,13 +187,18 @@ impl Outbox {
     /// A ticket for delivery `id`, queued now, or `None` when this process
     /// already carries it out (so a poll never starts a second copy).
     pub(crate) fn ticket(self: &Arc<Self>, id: String) -> Option<DeliveryTicket> {
-        self.issue(id, 0, now_ms())
+        self.issue(id, 0, now_ms(), None)
     }
 
     /// A ticket for a stored delivery taken up again, with the attempts it has
     /// had and its queueing time; `None` when this process already carries it.
     pub(crate) fn resumed(self: &Arc<Self>, delivery: &Delivery) -> Option<DeliveryTicket> {
-        self.issue(delivery.id.clone(), delivery.attempts, delivery.created_ms)
+        self.issue(
+            delivery.id.clone(),
+            delivery.attempts,
+            delivery.created_ms,
+            delivery.retry_at_ms,
+        )
     }
 
     fn issue(
@@ -200,6 +206,7 @@ impl Outbox {
         id: String,
         attempts: u32,
         queued_ms: i64,
+        retry_at_ms: Option<i64>,
     ) -> Option<DeliveryTicket> {
         if self
             .settled
@@ -215,7 +222,7 @@ impl Outbox {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone());
         let ledger: Arc<dyn DeliveryLedger> = self.clone();
-        fresh.then(|| DeliveryTicket::new(id, attempts, queued_ms, ledger))
+        fresh.then(|| DeliveryTicket::new(id, attempts, queued_ms, ledger).due_at(retry_at_ms))
     }
 
     /// Resumes every delivery of `pending` (the store's) that this process is not
@@ -401,6 +408,7 @@ pub(crate) fn delivery_of(event: &ActionEvent, kind: &str, id: String) -> Delive
         created_ms: now_ms(),
         status: DeliveryStatus::Pending,
         last_error: None,
+        retry_at_ms: None,
         node: String::new(),
     }
 }
@@ -451,6 +459,7 @@ mod tests {
             created_ms: now_ms(),
             status: DeliveryStatus::Pending,
             last_error: None,
+            retry_at_ms: None,
             node: String::new(),
         }
     }

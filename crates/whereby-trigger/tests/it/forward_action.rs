@@ -18,7 +18,6 @@ use tokio::sync::Notify;
 use tracing::subscriber::DefaultGuard;
 use whereby_trigger::actions::forward::{ForwardAction, ForwardSpec, RetryPolicy};
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind, DeliveryLedger, DeliveryTicket};
-use whereby_trigger::state::room::RoomKey;
 
 /// The configured `Authorization` value: it must reach the receiver and never
 /// the log.
@@ -37,22 +36,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn event(action: ActionKind, event_type: &str) -> Arc<ActionEvent> {
     let raw = sample(event_type);
     let webhook = whereby_trigger::webhook::parse(raw.as_bytes()).expect("sample parses");
-    let room = webhook.in_room().expect("an in-room sample");
-    let room = RoomKey {
-        subdomain: room.subdomain().into(),
-        room_name: room.room_name().into(),
-    };
-    Arc::new(ActionEvent {
-        action,
-        trigger: TRIGGER.into(),
-        room_url: Some(ROOM_URL.into()),
-        room: Some(room),
-        state: None,
-        webhook,
-        raw: Bytes::from_static(raw.as_bytes()),
-        claim: None,
-        delivery: None,
-    })
+    let event = ActionEvent::new(action, TRIGGER, webhook, Bytes::from_static(raw.as_bytes()));
+    assert_eq!(event.room_url.as_deref(), Some(ROOM_URL));
+    Arc::new(event)
 }
 
 fn start_event() -> Arc<ActionEvent> {
@@ -426,27 +412,76 @@ struct NoLedger;
 
 impl DeliveryLedger for NoLedger {
     fn done(&self, _: &str) {}
-    fn attempted(&self, _: &str, _: u32, _: &str) {}
+    fn attempted(&self, _: &str, _: u32, _: &str, _: Option<i64>) {}
     fn dead(&self, _: &str, _: &str) {}
     fn released(&self, _: &str, _: bool) {}
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(now.as_millis()).unwrap()
 }
 
 /// `event` as a delivery taken up from the store: queued `age` ago, with
 /// `attempts` already made.
 fn resumed(event: Arc<ActionEvent>, age: Duration, attempts: u32) -> Arc<ActionEvent> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis();
-    let queued_ms = i64::try_from(now_ms - age.as_millis()).unwrap();
+    resumed_due(event, age, attempts, None)
+}
+
+/// [`resumed`], its next attempt due at `retry_at_ms`.
+fn resumed_due(
+    event: Arc<ActionEvent>,
+    age: Duration,
+    attempts: u32,
+    retry_at_ms: Option<i64>,
+) -> Arc<ActionEvent> {
+    let queued_ms = now_ms() - i64::try_from(age.as_millis()).unwrap();
     let mut event = Arc::unwrap_or_clone(event);
-    event.delivery = Some(DeliveryTicket::new(
-        "d1".to_owned(),
-        attempts,
-        queued_ms,
-        Arc::new(NoLedger),
-    ));
+    event.delivery = Some(
+        DeliveryTicket::new("d1".to_owned(), attempts, queued_ms, Arc::new(NoLedger))
+            .due_at(retry_at_ms),
+    );
     Arc::new(event)
+}
+
+#[tokio::test]
+async fn a_resumed_delivery_waits_for_the_retry_time_its_last_attempt_set() {
+    let (logs, _guard) = Logs::capture();
+    let receiver = Receiver::start().replies(&[(200, None)]);
+    let forward = action(spec(&receiver, 5));
+
+    // Its last attempt, before a restart, asked for the next in a second.
+    let due = now_ms() + 1_000;
+    forward.start(resumed_due(start_event(), Duration::ZERO, 1, Some(due)));
+    receiver.wait_for_requests(1).await;
+    let arrived = now_ms();
+    assert!(arrived >= due, "attempted {} ms early", due - arrived);
+    drained(&forward).await;
+    assert_eq!(
+        logs.lines_with(&["forward delivered", "attempts=2"]).len(),
+        1
+    );
+
+    // A time already past is no wait; a drain during the wait leaves the
+    // delivery pending without an attempt.
+    forward.start(resumed_due(start_event(), Duration::ZERO, 1, Some(due)));
+    receiver.wait_for_requests(2).await;
+    drained(&forward).await;
+    let far = now_ms() + 3_600_000;
+    forward.start(resumed_due(start_event(), Duration::ZERO, 1, Some(far)));
+    // The first delivery waited too: this is the second such line.
+    logs.wait_for(&["waiting for the retry time"], 2).await;
+    let left = within("the drain", forward.drain(Duration::from_secs(30))).await;
+    assert_eq!(left, 0, "{}", logs.text());
+    assert_eq!(receiver.received().len(), 2);
+    assert_eq!(
+        logs.lines_with(&["left pending for the next start"]).len(),
+        1,
+        "{}",
+        logs.text()
+    );
 }
 
 #[tokio::test]

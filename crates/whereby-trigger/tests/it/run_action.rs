@@ -205,21 +205,17 @@ fn action_event(
 ) -> Arc<ActionEvent> {
     let raw = Bytes::from(webhook.to_string());
     let parsed = whereby_trigger::webhook::parse(&raw).expect("a valid webhook");
-    let room = RoomKey::of(parsed.in_room().expect("an in-room event"));
-    Arc::new(ActionEvent {
-        action: kind,
-        trigger: trigger.into(),
-        room_url: Some(format!(
+    let mut event = ActionEvent::new(kind, trigger, parsed, raw);
+    let room = event.room.as_ref().expect("an in-room event");
+    assert_eq!(
+        event.room_url,
+        Some(format!(
             "https://{}.whereby.com{}",
             room.subdomain, room.room_name
-        )),
-        room: Some(room),
-        state: None,
-        webhook: parsed,
-        raw,
-        claim,
-        delivery: None,
-    })
+        ))
+    );
+    event.claim = claim;
+    Arc::new(event)
 }
 
 /// A start of `trigger` in room `/{name}` by a participant called `name`, with
@@ -293,7 +289,7 @@ impl DeliveryLedger for Ledger {
     fn done(&self, id: &str) {
         self.push(format!("done {id}"));
     }
-    fn attempted(&self, id: &str, attempts: u32, _: &str) {
+    fn attempted(&self, id: &str, attempts: u32, _: &str, _: Option<i64>) {
         self.push(format!("attempted {id} {attempts}"));
     }
     fn dead(&self, id: &str, _: &str) {

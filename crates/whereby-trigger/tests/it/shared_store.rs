@@ -55,6 +55,7 @@ fn enqueue(id: &str) -> Change {
         created_ms: now_ms(),
         status: DeliveryStatus::Pending,
         last_error: None,
+        retry_at_ms: None,
         node: String::new(),
     })
 }
@@ -193,6 +194,15 @@ fn a_delivery_stays_with_its_node_while_the_lease_is_renewed() {
     let node = |name: &str| PgStore::connect(&url, PgStoreOptions::new(name).lease(lease)).unwrap();
     let (a, b) = (node("a"), node("b"));
     a.commit(&[id("e1"), enqueue("d1")]).unwrap();
+    // a's first attempt failed; the next is due in a minute.
+    let retry_at = now_ms() + 60_000;
+    a.commit(&[Change::Attempted {
+        id: "d1".into(),
+        attempts: 1,
+        error: "HTTP 503".into(),
+        retry_at_ms: Some(retry_at),
+    }])
+    .unwrap();
     // Queued by a, carried out by a: nobody else takes it …
     assert!(b.take(&[]).unwrap().deliveries.is_empty());
     // … for as long as a renews its lease, longer than one lease.
@@ -216,11 +226,16 @@ fn a_delivery_stays_with_its_node_while_the_lease_is_renewed() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(ids(&taken), ["d1"]);
+    // With its attempts and when the next is due, so that b waits as a would.
+    assert_eq!(taken[0].attempts, 1);
+    assert_eq!(taken[0].retry_at_ms, Some(retry_at));
     // Now b holds it: a does not get it back.
     assert!(a.take(&[]).unwrap().deliveries.is_empty());
     // `outbox retry` frees a delivery for any node at once.
     assert!(a.retry("d1").unwrap());
-    assert_eq!(ids(&a.take(&[]).unwrap().deliveries), ["d1"]);
+    let again = a.take(&[]).unwrap().deliveries;
+    assert_eq!(ids(&again), ["d1"]);
+    assert_eq!((again[0].attempts, again[0].retry_at_ms), (0, None));
     a.commit(&[Change::Done { id: "d1".into() }]).unwrap();
     assert!(b.pending().unwrap().is_empty());
 }

@@ -32,7 +32,7 @@ use reqwest::{StatusCode, Url};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::delivery::event_key;
+use super::delivery::{DeliveryTicket, Fate, event_key};
 use super::{Action, ActionEvent, ActionKind};
 pub use sign::{SECRET_PREFIX, SigningKey, SigningSecretError, signature_header};
 use sign::{WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP};
@@ -64,6 +64,9 @@ struct Inner {
     /// Cancelled by [`ForwardAction::drain`]: a delivery recorded in the store
     /// stops waiting between attempts, since the next start resumes it.
     draining: Mutex<CancellationToken>,
+    /// The trigger's `forward` deliveries' counters (`actions_total`), which
+    /// count a call without a delivery ticket (a Trigger without a store).
+    deliveries: Arc<crate::metrics::ActionStats>,
 }
 
 impl Inner {
@@ -90,6 +93,9 @@ impl ForwardAction {
             headers,
             signing,
         } = spec.compile()?;
+        let deliveries = crate::metrics::metrics()
+            .trigger(&trigger)
+            .action("forward");
         Ok(ForwardAction {
             inner: Arc::new(Inner {
                 trigger,
@@ -103,6 +109,7 @@ impl ForwardAction {
                 random: RandomState::new(),
                 draws: AtomicU64::new(0),
                 draining: Mutex::new(CancellationToken::new()),
+                deliveries,
             }),
             tracker: TaskTracker::new(),
         })
@@ -375,6 +382,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     let action = event.action.as_str();
     let max_attempts = inner.retry.max_attempts.max(1);
     let ticket = event.delivery.as_ref();
+    let fate = Fate::of(&event, &inner.deliveries);
     let draining = inner.draining();
     let queued_ms = ticket.map_or_else(crate::util::now_ms, |t| t.queued_ms());
     let mut attempt = ticket.map_or(0, |t| t.attempts_made()).saturating_add(1);
@@ -385,13 +393,38 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
             room = %event.room_label(), attempts = attempt - 1,
             "forward gave up: max_attempts were made before the restart"
         );
-        if let Some(ticket) = ticket {
-            ticket.dead(&format!("gave up after {} attempts", attempt - 1));
-        }
+        fate.dead(|| format!("gave up after {} attempts", attempt - 1));
         return;
     }
     // Only the room's label is kept for the lines of every attempt.
     let room = event.room_label();
+    // Taken up after a restart (or from another server) while the backoff of
+    // its last attempt (a receiver's Retry-After, say) still runs: that wait
+    // is kept, not cut short by the restart.
+    let due_in = ticket
+        .and_then(DeliveryTicket::retry_at_ms)
+        .map(|at| at.saturating_sub(crate::util::now_ms()))
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
+    if let Some(wait) = due_in {
+        tracing::debug!(
+            trigger = %inner.trigger, action, idempotency_key = %key, %room,
+            wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            "forward waiting for the retry time of its last attempt"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = draining.cancelled() => {
+                tracing::info!(
+                    trigger = %inner.trigger, action, idempotency_key = %key,
+                    %room, attempts = attempt - 1,
+                    "forward delivery left pending for the next start"
+                );
+                return;
+            }
+        }
+    }
     tracing::debug!(
         trigger = %inner.trigger, action, idempotency_key = %key, url = %inner.log_url,
         %room, attempt, max_attempts, "forward delivering"
@@ -406,12 +439,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                 %room, age_s = age.as_secs(), attempts = attempt - 1,
                 "forward gave up: the delivery is older than max_age"
             );
-            if let Some(ticket) = ticket {
-                ticket.dead(&format!(
-                    "older than max_age ({}s)",
-                    inner.retry.max_age.as_secs()
-                ));
-            }
+            fate.dead(|| format!("older than max_age ({}s)", inner.retry.max_age.as_secs()));
             return;
         }
         match inner.attempt(body.clone(), key_value.clone()).await {
@@ -421,9 +449,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                     %room, status = status.as_u16(), attempts = attempt,
                     "forward delivered"
                 );
-                if let Some(ticket) = &event.delivery {
-                    ticket.done();
-                }
+                fate.done();
                 return;
             }
             Attempt::Final(reason) => {
@@ -432,12 +458,10 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                     %room, error = %reason, attempts = attempt,
                     "forward rejected; not retried"
                 );
-                if let Some(ticket) = &event.delivery {
-                    // The count includes this attempt, so that `outbox list`
-                    // shows as many attempts as were made.
-                    ticket.attempted(attempt, &reason);
-                    ticket.dead(&reason);
-                }
+                // The stored count includes this attempt, so that `outbox
+                // list` shows as many attempts as were made; counted `dead`
+                // only, as no retry follows.
+                fate.dead_after(attempt, &reason, || reason.clone());
                 return;
             }
             Attempt::Transient {
@@ -450,12 +474,12 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                         url = %inner.log_url, %room, error = %reason,
                         attempts = attempt, "forward gave up after the last attempt"
                     );
-                    if let Some(ticket) = &event.delivery {
-                        // Recorded first, so that the stored count agrees with
-                        // "gave up after N attempts".
-                        ticket.attempted(attempt, &reason);
-                        ticket.dead(&format!("gave up after {attempt} attempts: {reason}"));
-                    }
+                    // The attempt recorded first, so that the stored count
+                    // agrees with "gave up after N attempts"; counted `dead`
+                    // only.
+                    fate.dead_after(attempt, &reason, || {
+                        format!("gave up after {attempt} attempts: {reason}")
+                    });
                     return;
                 }
                 let delay = inner.retry.delay(attempt, retry_after, inner.jitter());
@@ -466,8 +490,10 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
                     retry_after = retry_after.is_some(),
                     "forward attempt failed; retrying"
                 );
-                if let Some(ticket) = &event.delivery {
-                    ticket.attempted(attempt, &reason);
+                fate.attempted(attempt, &reason, delay);
+                // One recorded in the store stops waiting when draining: the
+                // next start resumes it.
+                if ticket.is_some() {
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = draining.cancelled() => {

@@ -2,10 +2,13 @@
 //! while the server runs (SQLite in WAL mode allows it; a shared database too).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::operated::StoreArgs;
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use whereby_trigger::store::{Delivery, DeliveryStatus};
+use whereby_trigger::units::format_duration;
 
 #[derive(Debug, Args)]
 pub(crate) struct OutboxArgs {
@@ -18,10 +21,12 @@ pub(crate) struct OutboxArgs {
 
 #[derive(Debug, Subcommand)]
 enum OutboxCommand {
-    /// Pending and dead deliveries: id, status, trigger, action, attempts, last error.
+    /// Pending and dead deliveries: id, status, trigger, action, attempts, when
+    /// the next attempt is due, last error.
     List {
         /// One JSON array of objects (id, status, trigger, kind, action,
-        /// room_url, attempts, created_ms, last_error), for scripts.
+        /// room_url, attempts, created_ms, retry_at_ms, last_error, node), for
+        /// scripts.
         #[arg(long)]
         json: bool,
     },
@@ -61,6 +66,7 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
                         "room_url": d.room_url,
                         "attempts": d.attempts,
                         "created_ms": d.created_ms,
+                        "retry_at_ms": d.retry_at_ms,
                         "last_error": d.last_error,
                         "node": d.node,
                     })
@@ -73,15 +79,24 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             if deliveries.is_empty() {
                 println!("the outbox is empty");
             }
+            let now_ms = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(i64::MAX);
             for d in deliveries {
+                let next = next_in(&d, now_ms);
                 println!(
-                    "{}\t{}\ttrigger={} kind={} action={} attempts={}{}{}",
+                    "{}\t{}\ttrigger={} kind={} action={} attempts={}{}{}{}",
                     d.id,
                     d.status.as_str(),
                     d.trigger,
                     d.kind,
                     d.action,
                     d.attempts,
+                    next,
                     if d.node.is_empty() {
                         String::new()
                     } else {
@@ -111,4 +126,53 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// ` next_in=30s` for a pending delivery whose next attempt is still to come;
+/// nothing when it is due (it is attempted at once), dead, or never failed.
+fn next_in(d: &Delivery, now_ms: i64) -> String {
+    d.retry_at_ms
+        .filter(|_| d.status == DeliveryStatus::Pending)
+        .and_then(|at| u64::try_from(at.saturating_sub(now_ms)).ok())
+        .filter(|&ms| ms > 0)
+        .map(|ms| {
+            // Rounded up to a whole second: "next_in=0s" would read as now.
+            let secs = ms.div_ceil(1000);
+            format!(" next_in={}", format_duration(Duration::from_secs(secs)))
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_before_the_next_attempt_is_shown_while_it_lasts() {
+        let mut d = whereby_trigger::store::Delivery {
+            id: "t:e:forward".into(),
+            trigger: "t".into(),
+            kind: "forward".into(),
+            action: "start".into(),
+            claim: String::new(),
+            room_url: String::new(),
+            room: None,
+            webhook: "{}".into(),
+            attempts: 1,
+            created_ms: 0,
+            status: DeliveryStatus::Pending,
+            last_error: Some("HTTP 503".into()),
+            retry_at_ms: Some(100_000),
+            node: String::new(),
+        };
+        assert_eq!(next_in(&d, 10_000), " next_in=90s");
+        assert_eq!(next_in(&d, 99_999), " next_in=1s");
+        assert_eq!(next_in(&d, 100_000), "");
+        assert_eq!(next_in(&d, 200_000), "");
+        d.status = DeliveryStatus::Dead;
+        assert_eq!(next_in(&d, 10_000), "");
+        d.status = DeliveryStatus::Pending;
+        d.retry_at_ms = None;
+        assert_eq!(next_in(&d, 10_000), "");
+    }
 }

@@ -19,6 +19,12 @@
 //! so [`Store::sync`] has nothing to do. The committer still groups
 //! concurrent webhooks into one transaction, so a busy server pays one round
 //! trip per batch, not per webhook.
+//!
+//! Why one file: every SQL statement of the shared store (the migration, the
+//! lease query of [`Store::take`], the statements of each `Change`) is kept
+//! beside the schema it depends on, so that changing a table is a change to
+//! one file; the connection's thread is already `session.rs`, and the tests
+//! run on throw-away clusters (`tests/it/shared_store.rs`, `replicas.rs`).
 
 mod session;
 
@@ -50,7 +56,8 @@ const MIGRATION_LOCK: i64 = 0x7768_7472;
 
 /// The schema's versions, in order: version N is reached by running the
 /// first N. Only ever appended to.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
 CREATE TABLE whereby_trigger.events (
     id text PRIMARY KEY,
     at_ms bigint NOT NULL
@@ -96,7 +103,11 @@ CREATE TABLE whereby_trigger.quarantine (
     body bytea NOT NULL
 );
 CREATE TABLE whereby_trigger.probe (id integer PRIMARY KEY, at_ms bigint NOT NULL);
-"];
+",
+    "
+ALTER TABLE whereby_trigger.deliveries ADD COLUMN retry_at_ms bigint;
+",
+];
 
 /// How long a delivery stays with the server that took it without being
 /// renewed, unless [`PgStoreOptions::lease`] says otherwise.
@@ -259,7 +270,7 @@ impl PgStore {
         self.write(move |client| {
             client.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = $2, \
-                 lease_ms = 0 WHERE id = $1",
+                 lease_ms = 0, retry_at_ms = NULL WHERE id = $1",
                 &[&id, &now_ms()],
             )
         })
@@ -275,7 +286,7 @@ impl PgStore {
         self.write(|client| {
             client.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = $1, \
-                 lease_ms = 0 WHERE status = 'dead'",
+                 lease_ms = 0, retry_at_ms = NULL WHERE status = 'dead'",
                 &[&now_ms()],
             )
         })
@@ -385,7 +396,7 @@ fn migrate(client: &mut postgres::Client) -> Result<(), Fail> {
 }
 
 const DELIVERY_COLUMNS: &str = "id, trigger, kind, action, claim, room_url, room, webhook, \
-                                attempts, created_ms, status, last_error, node";
+                                attempts, created_ms, status, last_error, node, retry_at_ms";
 
 fn delivery(row: &Row) -> Delivery {
     let status: String = row.get(10);
@@ -407,6 +418,7 @@ fn delivery(row: &Row) -> Delivery {
         },
         last_error: row.get(11),
         node: row.get(12),
+        retry_at_ms: row.get(13),
     }
 }
 
@@ -779,11 +791,12 @@ const FIRE_STOP: &str = "DELETE FROM claims WHERE key = $1 AND stop IS NOT NULL"
 const SCHEDULE_STOP: &str = "UPDATE claims SET stop = $2 WHERE key = $1";
 const CANCEL_STOP: &str = "UPDATE claims SET stop = NULL WHERE key = $1";
 const ENQUEUE: &str = "INSERT INTO deliveries (id, trigger, kind, action, claim, room_url, room, \
-     webhook, attempts, created_ms, status, last_error, node, lease_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+     webhook, attempts, created_ms, status, last_error, node, lease_ms, retry_at_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
      ON CONFLICT (id) DO NOTHING";
 const DONE: &str = "DELETE FROM deliveries WHERE id = $1";
-const ATTEMPTED: &str = "UPDATE deliveries SET attempts = $2, last_error = $3 WHERE id = $1";
+const ATTEMPTED: &str =
+    "UPDATE deliveries SET attempts = $2, last_error = $3, retry_at_ms = $4 WHERE id = $1";
 const DEAD: &str = "UPDATE deliveries SET status = 'dead', last_error = $2 WHERE id = $1";
 const QUARANTINE: &str = "INSERT INTO quarantine (id, at_ms, code, field, error, body) \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
@@ -994,6 +1007,7 @@ fn apply(
                     &d.last_error,
                     &owner,
                     &lease_until,
+                    &d.retry_at_ms,
                 ],
             )?;
         }
@@ -1004,8 +1018,9 @@ fn apply(
             id,
             attempts,
             error,
+            retry_at_ms,
         } => {
-            run(ATTEMPTED, &[id, &i64::from(*attempts), error])?;
+            run(ATTEMPTED, &[id, &i64::from(*attempts), error, retry_at_ms])?;
         }
         Change::Dead { id, error } => {
             run(DEAD, &[id, error])?;

@@ -7,6 +7,12 @@
 //! commit made while the previous flush ran. That is as durable as
 //! `synchronous = FULL` (which flushes the log inside each commit), since no
 //! webhook is answered before the flush that covers it.
+//!
+//! Why one file: every SQL statement of this store (the schema and its
+//! migration, the operator's writes, load and prune, and `apply`, the
+//! statements of each `Change`) is kept beside the schema it reads and writes,
+//! so that changing a table is a change to one file; the tests are already
+//! `tests.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -68,7 +74,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL,
     created_ms INTEGER NOT NULL,
     status TEXT NOT NULL,
-    last_error TEXT
+    last_error TEXT,
+    retry_at_ms INTEGER
 );
 ";
 
@@ -203,8 +210,8 @@ impl SqliteStore {
     /// [`StoreError::Commit`].
     pub fn retry(&self, id: &str) -> Result<bool, StoreError> {
         self.write_now(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?2 \
-             WHERE id = ?1",
+            "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?2, \
+             retry_at_ms = NULL WHERE id = ?1",
             params![id, now_ms()],
         )
         .map(|n| n > 0)
@@ -217,8 +224,8 @@ impl SqliteStore {
     /// [`StoreError::Commit`].
     pub fn retry_dead(&self) -> Result<usize, StoreError> {
         self.write_now(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?1 \
-             WHERE status = 'dead'",
+            "UPDATE deliveries SET status = 'pending', attempts = 0, created_ms = ?1, \
+             retry_at_ms = NULL WHERE status = 'dead'",
             params![now_ms()],
         )
     }
@@ -268,14 +275,16 @@ impl SqliteStore {
 }
 
 /// The schema version `PRAGMA user_version` holds once [`migrate`] has run.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Columns added after a table was first created, with their definition:
-/// version 2 keeps a claim's holder and pending stop, and a delivery's room.
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+/// version 2 keeps a claim's holder and pending stop, and a delivery's room;
+/// version 3 when a delivery's next attempt is due.
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("claims", "holder", "TEXT NOT NULL DEFAULT ''"),
     ("claims", "stop", "TEXT"),
     ("deliveries", "room", "TEXT"),
+    ("deliveries", "retry_at_ms", "INTEGER"),
 ];
 
 /// Brings a database written by an earlier version up to [`SCHEMA`], in one
@@ -395,7 +404,7 @@ fn read_deliveries(conn: &Connection) -> Result<Vec<Delivery>, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT id, trigger, kind, action, claim, room_url, webhook, attempts, created_ms, \
-             status, last_error, room FROM deliveries ORDER BY created_ms, id",
+             status, last_error, room, retry_at_ms FROM deliveries ORDER BY created_ms, id",
         )
         .map_err(read_error)?;
     let rows = stmt
@@ -418,6 +427,7 @@ fn read_deliveries(conn: &Connection) -> Result<Vec<Delivery>, StoreError> {
                 },
                 last_error: row.get(10)?,
                 room: row.get(11)?,
+                retry_at_ms: row.get(12)?,
                 node: String::new(),
             })
         })
@@ -672,8 +682,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
         Change::Enqueue(d) => tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO deliveries (id, trigger, kind, action, claim, room_url, \
-             webhook, attempts, created_ms, status, last_error, room) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             webhook, attempts, created_ms, status, last_error, room, retry_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?
             .execute(params![
                 d.id,
@@ -687,7 +697,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
                 d.created_ms,
                 d.status.as_str(),
                 d.last_error,
-                d.room
+                d.room,
+                d.retry_at_ms
             ]),
         Change::Done { id } => tx
             .prepare_cached("DELETE FROM deliveries WHERE id = ?1")?
@@ -696,9 +707,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, change: &Change) -> rusqlite::Result<us
             id,
             attempts,
             error,
+            retry_at_ms,
         } => tx
-            .prepare_cached("UPDATE deliveries SET attempts = ?2, last_error = ?3 WHERE id = ?1")?
-            .execute(params![id, attempts, error]),
+            .prepare_cached(
+                "UPDATE deliveries SET attempts = ?2, last_error = ?3, retry_at_ms = ?4 \
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, attempts, error, retry_at_ms]),
         Change::Quarantine(q) => {
             let added = tx
                 .prepare_cached(

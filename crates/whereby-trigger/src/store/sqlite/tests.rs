@@ -15,6 +15,7 @@ fn delivery(id: &str, created_ms: i64) -> Delivery {
         created_ms,
         status: DeliveryStatus::Pending,
         last_error: None,
+        retry_at_ms: None,
         node: String::new(),
     }
 }
@@ -62,6 +63,7 @@ fn state_survives_reopening() {
                     id: "d2".into(),
                     attempts: 3,
                     error: "HTTP 503".into(),
+                    retry_at_ms: Some(61_000),
                 },
             ])
             .unwrap();
@@ -74,6 +76,10 @@ fn state_survives_reopening() {
     assert_eq!(snap.deliveries.len(), 1);
     assert_eq!(snap.deliveries[0].attempts, 3);
     assert_eq!(snap.deliveries[0].last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(snap.deliveries[0].retry_at_ms, Some(61_000));
+    // Made pending again by hand, it starts afresh: no wait for a retry.
+    assert!(store.retry("d2").unwrap());
+    assert_eq!(store.deliveries().unwrap()[0].retry_at_ms, None);
     assert!(store.claim_held("t:acme/r", 2_000).unwrap());
     // Expired state is dropped on load.
     let later = store.load(20_000, 5_000, 5_000).unwrap();
