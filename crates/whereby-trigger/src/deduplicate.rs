@@ -22,6 +22,7 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// What [`Deduplicate::reserve`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reservation {
     /// The id is new and now reserved by the caller.
     Fresh,
@@ -31,6 +32,7 @@ pub enum Reservation {
 
 /// Where an id stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IdStatus {
     /// Neither reserved nor remembered.
     Absent,

@@ -62,7 +62,7 @@
 //! | a config trigger matched but its claim is held (nothing fired) | 200 `{"outcome":"suppressed"}` |
 //! | a `stop_on` / `stop_when` stopped an assistant (nothing fired) | 200 `{"outcome":"stopped"}` |
 //! | unreadable webhook; no `id`, `type` or `data.roomName`; no `data.subdomain` and no [default](TriggerBuilder::default_subdomain); room fields that would leave the URL | 400 `{"error": …, "field": …}` |
-//! | any other field missing or of another JSON type | as if absent: evaluated as usual |
+//! | any other field missing or of another JSON type | evaluated as usual: `None` in the typed structs (an integer id reads as its decimal text), as sent in [`TriggerEvent::raw_webhook`] |
 //! | HTTP/1.1 without `Host`, two `Host`s, or one that is not `host[:port]` | 400 `host_missing` / `host_invalid` |
 //! | signature missing, malformed, stale, wrong | 401 |
 //! | body over the limit | 413 |
@@ -86,12 +86,33 @@
 //! - [`store`]: the durable store and its outbox of at-least-once deliveries.
 //! - [`registry`]: config → rules with their actions, kept across reloads.
 //! - [`replay`]: recorded webhooks through the rules, without actions.
-//! - [`limits`]: time-outs and caps of the accept loop.
+//! - [`limits`]: time-outs and caps, and the guard that keeps them for a
+//!   mounted [`Trigger::router`] too.
+//! - [`admin`]: the operators' listener (`/metrics`, `/status`).
+//! - [`units`]: durations and sizes as people write them (`30s`, `64KiB`).
 //! - [`webhook`]: the `whereby-webhook` crate (types, parsing, signatures).
 //!
-//! Imports point one way, from the server down: `trigger` → `receive` → the
-//! steps in order → `rules`, `store` → `actions` → `state`; a step never
-//! imports a later one.
+//! Imports point one way, from the server down: `trigger`, `registry`,
+//! `replay` → `admin`, `config`, `limits` → `receive` → the steps in order →
+//! `rules`, `store` → `actions` → `state` and the metrics → `units`, `webhook`;
+//! a step never imports a later one (`ARCHITECTURE.md` at the repository's
+//! root draws the whole map).
+//!
+//! # Growing without breaking
+//!
+//! What the crate hands you (events, answers, errors, summaries, statuses) is
+//! `#[non_exhaustive]`: a later version may add a field or a variant, so match
+//! with a `_` arm and read fields rather than build the values. Two kinds of
+//! types stay open on purpose: settings whose fields you set
+//! ([`limits::Limits`] and [`DedupLimits`]: write `..Default::default()`, as
+//! their examples do, and a new field is no break;
+//! [`actions::forward::ForwardSpec`]: start from `ForwardSpec::new`;
+//! [`actions::run::RunSpec`] has no default, so a hand-built one names every
+//! field and would meet a new one: build it from a config where you can), and
+//! what a [`store::Store`]
+//! implementation builds ([`store::Snapshot`], [`store::Delivery`],
+//! [`store::StoredClaim`], [`store::StoredStop`]): an implementation has to
+//! store every field, so a new one changes the seam for it either way.
 
 pub mod actions;
 pub mod admin;

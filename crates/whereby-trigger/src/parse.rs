@@ -16,6 +16,7 @@ use crate::verify::VerifiedBody;
 
 /// A verified, parsed delivery.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ParsedWebhook {
     /// The typed webhook.
     pub event: WebhookEvent,

@@ -17,6 +17,7 @@ use crate::rules::engine::{Engine, Rule};
 
 /// What a replay saw, in numbers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplaySummary {
     /// Lines read (blank lines and `#` comments excepted).
     pub events: usize,

@@ -123,6 +123,7 @@ pub struct Config {
 
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConfigProblem {
     /// 1-based line, when known.
     pub line: Option<usize>,
@@ -134,6 +135,7 @@ pub struct ConfigProblem {
 
 /// Every problem found in a config file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub struct ConfigErrors {
     /// The file, when loaded from one.
     pub file: Option<PathBuf>,

@@ -4,6 +4,12 @@
 //! `createdAt`, `apiVersion`, `data`) with Whereby's names, and `room`, the
 //! room's state ([`RoomView`]). It is compiled when the config loads; at run time
 //! an expression that fails (a missing field, a type mismatch) counts as false.
+//!
+//! Why one file: all of CEL is here, behind the one `cel` feature gate:
+//! compiling and its bounds, the walks over an expression's tree (free names,
+//! the `data.FIELD`s checked against the documented payloads, the comparisons
+//! `check` lints) and the input an expression sees at run time; the last 290
+//! lines are tests.
 
 use std::sync::{Arc, LazyLock};
 
@@ -23,12 +29,12 @@ pub(crate) const NAMES: [&str; 6] = ["type", "id", "createdAt", "apiVersion", "d
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
 /// Longest expression accepted.
-pub const MAX_LEN: usize = 4096;
+pub const MAX_EXPRESSION_LEN: usize = 4096;
 
 /// Deepest nesting accepted: of brackets, and the longest run of unary
 /// operators or chained `?` conditionals. Rules are short; the bound keeps the
 /// parser's and the evaluator's recursion small on any thread.
-pub const MAX_DEPTH: usize = 32;
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
 
 /// Stack of the thread that parses an expression.
 const COMPILE_STACK: usize = 64 << 20;
@@ -42,8 +48,10 @@ fn check_shape(source: &str) -> Result<(), WhenError> {
             message,
         })
     };
-    if source.len() > MAX_LEN {
-        return fail(format!("the expression is longer than {MAX_LEN} bytes"));
+    if source.len() > MAX_EXPRESSION_LEN {
+        return fail(format!(
+            "the expression is longer than {MAX_EXPRESSION_LEN} bytes"
+        ));
     }
     let (mut depth, mut deepest, mut unary, mut conditionals) = (0usize, 0usize, 0usize, 0usize);
     let mut quote: Option<char> = None;
@@ -76,9 +84,9 @@ fn check_shape(source: &str) -> Result<(), WhenError> {
         }
         deepest = deepest.max(unary);
     }
-    if deepest > MAX_DEPTH || conditionals > MAX_DEPTH {
+    if deepest > MAX_EXPRESSION_DEPTH || conditionals > MAX_EXPRESSION_DEPTH {
         return fail(format!(
-            "the expression nests deeper than {MAX_DEPTH} levels"
+            "the expression nests deeper than {MAX_EXPRESSION_DEPTH} levels"
         ));
     }
     Ok(())
@@ -912,19 +920,23 @@ mod tests {
     fn deep_or_long_expressions_are_refused_not_crashed_on() {
         let deep = format!(
             "{}true{}",
-            "(".repeat(MAX_DEPTH + 1),
-            ")".repeat(MAX_DEPTH + 1)
+            "(".repeat(MAX_EXPRESSION_DEPTH + 1),
+            ")".repeat(MAX_EXPRESSION_DEPTH + 1)
         );
         assert!(When::compile(&deep).unwrap_err().message.contains("nests"));
         assert!(When::compile(&format!("{}true", "!".repeat(40))).is_err());
         assert!(When::compile(&"true ? true : ".repeat(40)).is_err());
-        assert!(When::compile(&"a".repeat(MAX_LEN + 1)).is_err());
+        assert!(When::compile(&"a".repeat(MAX_EXPRESSION_LEN + 1)).is_err());
         // Brackets inside strings do not count, and the deepest allowed works,
         // also when evaluated on a small stack.
         assert!(
             When::compile(r#"data.subdomain != "((((((((((((((((((((((((((((((((((((""#).is_ok()
         );
-        let ok = format!("{}true{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        let ok = format!(
+            "{}true{}",
+            "(".repeat(MAX_EXPRESSION_DEPTH),
+            ")".repeat(MAX_EXPRESSION_DEPTH)
+        );
         let when = When::compile(&ok).unwrap();
         let webhook = json!({"type": "x"});
         let result = std::thread::Builder::new()
