@@ -21,6 +21,10 @@
 //! belong to the server that [`Trigger::start`](crate::Trigger::start) and
 //! [`Trigger::serve`](crate::Trigger::serve) run (an application's own server
 //! sets its own).
+//!
+//! Why one file: each limit's setting sits beside where it is enforced, and
+//! the router's guard layer and the server's direct route share `guard_one`,
+//! so that the two cannot drift apart; the last 260 lines are tests.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,3 +1,7 @@
+//! The config file's tests: the full example, and each key and refusal of
+//! every part (an error names its key and line); long because each case is a
+//! TOML text written out.
+
 use super::*;
 use whereby_webhook::EventType;
 

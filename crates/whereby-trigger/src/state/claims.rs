@@ -4,6 +4,12 @@
 //! matching events for it do not fire. A claim ends when its holder releases it
 //! (the `run` process exited), when a `stop_on` event releases the trigger's
 //! claims in the room, or when its lease runs out.
+//!
+//! Why one file: every claim is in one map behind one lock, and each operation
+//! on it (take, release, restore, pending stops, following a shared store)
+//! keeps the generation rule, by which a holder that outlived its claim cannot
+//! release its successor's; split, that rule would be kept in several files.
+//! The last 130 lines are tests.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -3,6 +3,11 @@
 //! Whereby may deliver out of order, so each part of the state remembers the
 //! `createdAt` of the event it came from, and an older event never overwrites a
 //! newer one.
+//!
+//! Why one file: the fold and a room's stored form (export, import, and the
+//! merge of two stored states that a shared store does) follow that one
+//! ordering rule and are kept together; the last 260 lines are tests, property
+//! tests of [`RoomKey`] among them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

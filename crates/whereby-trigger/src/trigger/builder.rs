@@ -1,4 +1,9 @@
 //! [`TriggerBuilder`]: every setting, checked by [`TriggerBuilder::build`].
+//!
+//! Why one file: it is the builder's public surface, one documented setter per
+//! setting (a quarter of the lines are their docs), and `build`, which checks
+//! them all and assembles the pipeline's shared state in one place; the
+//! Trigger's life and the accept loop are already `mod.rs` and `accept.rs`.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

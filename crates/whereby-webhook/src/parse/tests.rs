@@ -1,3 +1,7 @@
+//! The parser's tests: every sample and documented shape, each refusal naming
+//! its field, and property tests (no panic on any bytes, no optional field can
+//! fail a payload); long because each case is a payload written out.
+
 use super::*;
 use crate::sample;
 use serde_json::{Value, json};

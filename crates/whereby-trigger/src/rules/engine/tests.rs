@@ -1,3 +1,7 @@
+//! The engine's tests, one whole scenario per behaviour of `decide_at` and
+//! `fire_due` (claims, stops and their grace, late starts, the action event);
+//! long because each scenario is spelt out event by event.
+
 use super::*;
 use serde_json::json;
 use std::sync::Mutex;
