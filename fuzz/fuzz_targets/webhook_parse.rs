@@ -47,12 +47,14 @@ fuzz_target!(|data: &[u8]| {
             String::from_utf8_lossy(&json)
         )
     });
-    // A type not evaluated keeps its `data` as sent, so a room it names that
-    // makes no URL is noted again.
+    // A type not evaluated keeps its `data` as sent, so what was noted of it
+    // (a room that makes no URL, an id sent as a number) is noted again.
+    let kept_as_sent = event.event_type().is_none();
     let typed_notes: Vec<_> = again
         .notes
         .iter()
         .filter(|n| n.field != "createdAt" && n.treatment != Treatment::NoRoom)
+        .filter(|n| !(kept_as_sent && n.field.starts_with("data.")))
         .collect();
     assert!(typed_notes.is_empty(), "{typed_notes:?}");
     let again: WebhookEvent = again.event;
