@@ -196,8 +196,7 @@ async fn actions_are_counted_with_a_store_and_without() {
     use std::time::Duration;
     use whereby_trigger::actions::Action;
     use whereby_trigger::actions::forward::{ForwardAction, ForwardSpec, RetryPolicy};
-    use whereby_trigger::actions::run::{RestartPolicy, RunAction, RunSpec, StdinMode, WhenFull};
-    use whereby_trigger::actions::template::Template;
+    use whereby_trigger::actions::run::{RunAction, StdinMode};
     use whereby_trigger::store::{MemoryStore, Retention};
 
     use crate::common::receiver::Receiver;
@@ -220,19 +219,9 @@ async fn actions_are_counted_with_a_store_and_without() {
         Arc::new(ForwardAction::new(trigger.into(), spec, client).expect("a valid spec"))
     };
     let run = |trigger: &str| -> Arc<dyn Action> {
-        RunAction::new(
-            trigger.into(),
-            RunSpec {
-                command: vec![Template::compile("true").expect("a template")],
-                stdin: StdinMode::None,
-                timeout: Duration::from_secs(60),
-                stop_grace: Duration::from_secs(5),
-                max_running: 8,
-                when_full: WhenFull::Wait,
-                restart: RestartPolicy::No,
-                max_restarts: 0,
-            },
-        )
+        let mut spec = crate::common::fixture::run_spec(&["true"]);
+        spec.stdin = StdinMode::None;
+        RunAction::new(trigger.into(), spec)
     };
 
     for stored in [false, true] {

@@ -1116,26 +1116,7 @@ fn a_second_server_on_a_data_directory_exits_2_and_the_first_fires_alone() {
 
 /// `GET path` on `server` over a fresh connection: status and body.
 fn get(server: &Server, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(server.addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("a read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read the answer");
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {answer:?}"));
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    crate::common::binary::http_get(server.addr, path)
 }
 
 #[test]

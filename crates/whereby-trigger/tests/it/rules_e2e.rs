@@ -1247,21 +1247,9 @@ fn admin_addr(server: &Server) -> std::net::SocketAddr {
 
 /// `GET path` on the admin listener at `addr`: the body of a 200.
 fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the admin listener");
-    stream
-        .set_read_timeout(Some(crate::common::binary::WAIT))
-        .expect("a read timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send the request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read the answer");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
-    body.to_owned()
+    let (status, body) = crate::common::binary::http_get(addr, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
 }
 
 /// `outbox list --data-dir data`'s lines (exit 0 asserted).

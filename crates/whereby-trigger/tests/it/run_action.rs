@@ -14,13 +14,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::common::fixture::{Script, TempDir};
+use crate::common::fixture::{Script, TempDir, run_spec as spec};
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
-use whereby_trigger::actions::run::{RestartPolicy, RunAction, RunSpec, StdinMode, WhenFull};
-use whereby_trigger::actions::template::Template;
+use whereby_trigger::actions::run::{RunAction, RunSpec, StdinMode, WhenFull};
 use whereby_trigger::actions::{Action, ActionEvent, ActionKind, DeliveryLedger, DeliveryTicket};
 use whereby_trigger::state::claims::{ClaimHandle, ClaimKey, Claims, OncePer};
 use whereby_trigger::state::room::RoomKey;
@@ -145,24 +144,6 @@ const RECORD: Script = Script::new("record.py");
 
 /// Runs until told to go (`hold.sh DIR NAME [term|ignore]`); see [`HoldDir`].
 const HOLD: Script = Script::new("hold.sh");
-
-/// A spec for `command` (arguments are templates) with generous limits.
-fn spec(command: &[&str]) -> RunSpec {
-    RunSpec {
-        command: command
-            .iter()
-            .map(|arg| Template::compile(arg).expect("a valid template"))
-            .collect(),
-        stdin: StdinMode::Event,
-        timeout: Duration::from_secs(60),
-        stop_grace: Duration::from_secs(5),
-        max_running: 8,
-        when_full: WhenFull::Wait,
-        // These tests are about one run of a child; restarts have their own.
-        restart: RestartPolicy::No,
-        max_restarts: 0,
-    }
-}
 
 /// `hold.sh DIR {data.displayName} {data.externalId}`: each start names itself
 /// by its display name and says how it takes SIGTERM in its external id.

@@ -260,3 +260,25 @@ pub(crate) fn wait_started(procs: &Path, n: usize) -> Vec<Started> {
         },
     )
 }
+
+/// A `run` spec for `command` (each argument a template): the event on stdin,
+/// a minute's timeout, no restarts (tests of restarts set their own).
+pub(crate) fn run_spec(command: &[&str]) -> whereby_trigger::actions::run::RunSpec {
+    use whereby_trigger::actions::run::{RestartPolicy, RunSpec, StdinMode, WhenFull};
+    RunSpec {
+        command: command
+            .iter()
+            .map(|arg| {
+                whereby_trigger::actions::template::Template::compile(arg)
+                    .expect("a valid template")
+            })
+            .collect(),
+        stdin: StdinMode::Event,
+        timeout: std::time::Duration::from_secs(60),
+        stop_grace: std::time::Duration::from_secs(5),
+        max_running: 8,
+        when_full: WhenFull::Wait,
+        restart: RestartPolicy::No,
+        max_restarts: 0,
+    }
+}
