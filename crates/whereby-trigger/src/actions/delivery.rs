@@ -365,17 +365,12 @@ mod tests {
     #[test]
     fn a_call_without_a_ticket_is_counted_by_its_fate() {
         let raw = whereby_webhook::sample::sample("room.client.joined").unwrap();
-        let event = ActionEvent {
-            action: ActionKind::Start,
-            trigger: "t".into(),
-            room_url: None,
-            room: None,
-            state: None,
-            webhook: whereby_webhook::parse(raw.as_bytes()).unwrap(),
-            raw: bytes::Bytes::from_static(raw.as_bytes()),
-            claim: None,
-            delivery: None,
-        };
+        let event = ActionEvent::new(
+            ActionKind::Start,
+            "t",
+            whereby_webhook::parse(raw.as_bytes()).unwrap(),
+            bytes::Bytes::from_static(raw.as_bytes()),
+        );
         let stats = ActionStats::default();
         let fate = Fate::of(&event, &stats);
         fate.attempted(1, "503", std::time::Duration::from_secs(1));

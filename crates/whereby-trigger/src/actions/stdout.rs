@@ -368,13 +368,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_line_is_flushed_at_once() {
+    /// A sink over a [`Reporting`] writer, and what it reports.
+    fn reporting() -> (LineSink, mpsc::Receiver<Vec<u8>>) {
         let (tx, rx) = mpsc::channel();
         let sink = LineSink::new(Reporting {
             bytes: Vec::new(),
             flushed: tx,
         });
+        (sink, rx)
+    }
+
+    #[test]
+    fn each_line_is_flushed_at_once() {
+        let (sink, rx) = reporting();
         sink.write_line(b"first".to_vec());
         let got = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(got, b"first\n");
@@ -386,11 +392,7 @@ mod tests {
 
     #[test]
     fn dropping_every_clone_writes_what_is_queued() {
-        let (tx, rx) = mpsc::channel();
-        let sink = LineSink::new(Reporting {
-            bytes: Vec::new(),
-            flushed: tx,
-        });
+        let (sink, rx) = reporting();
         let other = sink.clone();
         sink.write_line(b"one".to_vec());
         other.write_with(|out| out.extend_from_slice(b"two"));
@@ -506,26 +508,17 @@ mod tests {
     #[tokio::test]
     async fn stdout_action_writes_start_and_stop_lines() {
         use crate::actions::ActionKind;
-        use crate::state::room::RoomKey;
 
         let raw = whereby_webhook::sample::sample("room.client.joined").unwrap();
         let webhook = whereby_webhook::parse(raw.as_bytes()).unwrap();
-        let room = RoomKey::of(webhook.in_room().unwrap());
-        let start = ActionEvent {
-            action: ActionKind::Start,
-            trigger: "note-taker".into(),
-            room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
-            room: Some(room),
-            state: None,
+        let start = ActionEvent::new(
+            ActionKind::Start,
+            "note-taker",
             webhook,
-            raw: bytes::Bytes::from_static(raw.as_bytes()),
-            claim: None,
-            delivery: None,
-        };
-        let stop = ActionEvent {
-            action: ActionKind::Stop,
-            ..start.clone()
-        };
+            bytes::Bytes::from_static(raw.as_bytes()),
+        );
+        let mut stop = start.clone();
+        stop.action = ActionKind::Stop;
         let writer = Memory {
             chunk: 1 << 20,
             ..Memory::default()

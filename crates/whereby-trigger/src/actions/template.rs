@@ -179,7 +179,6 @@ impl fmt::Display for Template {
 mod tests {
     use super::*;
     use crate::actions::ActionKind;
-    use crate::state::room::RoomKey;
     use bytes::Bytes;
 
     fn event(display_name: &str) -> (ActionEvent, Value) {
@@ -189,20 +188,7 @@ mod tests {
         v["data"]["displayName"] = Value::String(display_name.to_owned());
         let raw = Bytes::from(v.to_string());
         let webhook = whereby_webhook::parse(&raw).unwrap();
-        let event = ActionEvent {
-            action: ActionKind::Start,
-            trigger: "note-taker".into(),
-            room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
-            state: None,
-            room: Some(RoomKey {
-                subdomain: "acme".into(),
-                room_name: "/standup-3f9a2c".into(),
-            }),
-            webhook,
-            raw,
-            claim: None,
-            delivery: None,
-        };
+        let event = ActionEvent::new(ActionKind::Start, "note-taker", webhook, raw);
         (event, v["data"].clone())
     }
 

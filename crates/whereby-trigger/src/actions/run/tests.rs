@@ -9,17 +9,7 @@ fn event(edit: impl FnOnce(&mut Value)) -> ActionEvent {
     edit(&mut v);
     let raw = Bytes::from(v.to_string());
     let webhook = whereby_webhook::parse(&raw).unwrap();
-    ActionEvent {
-        action: ActionKind::Start,
-        trigger: "note-taker".into(),
-        room_url: Some("https://acme.whereby.com/standup-3f9a2c".into()),
-        state: None,
-        room: Some(RoomKey::of(webhook.in_room().unwrap())),
-        webhook,
-        raw,
-        claim: None,
-        delivery: None,
-    }
+    ActionEvent::new(ActionKind::Start, "note-taker", webhook, raw)
 }
 
 fn spec(command: &[&str]) -> RunSpec {
