@@ -28,6 +28,24 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// that start what must change (none, in a compact ASCII body, which is then
 /// one copy), and the runs between them are copied whole.
 pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
+    push_escaped(out, json, Breaks::Drop);
+}
+
+/// Copies `text` with U+2028, U+2029 and U+0085 written as `\u2028`,
+/// `\u2029`, `\u0085`, as [`push_single_line`] does, but its CRs and LFs
+/// kept: for text that is already lines (a log line, its newline included).
+pub(crate) fn push_escaping_separators(out: &mut Vec<u8>, text: &[u8]) {
+    push_escaped(out, text, Breaks::Keep);
+}
+
+/// What [`push_escaped`] does with a raw CR or LF.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Breaks {
+    Drop,
+    Keep,
+}
+
+fn push_escaped(out: &mut Vec<u8>, json: &[u8], breaks: Breaks) {
     out.reserve(json.len());
     let mut copied = 0;
     let mut from = 0;
@@ -49,7 +67,7 @@ pub(crate) fn push_single_line(out: &mut Vec<u8>, json: &[u8]) {
         // byte is never part of another character.
         let (len, replacement): (usize, &[u8]) =
             match (json[at], json.get(at + 1), json.get(at + 2)) {
-                (b'\n' | b'\r', _, _) => (1, b""),
+                (b'\n' | b'\r', _, _) if breaks == Breaks::Drop => (1, b""),
                 (0xC2, Some(0x85), _) => (2, b"\\u0085"),
                 (0xE2, Some(0x80), Some(0xA8)) => (3, b"\\u2028"),
                 (0xE2, Some(0x80), Some(0xA9)) => (3, b"\\u2029"),
@@ -167,6 +185,24 @@ mod tests {
 
     /// Every character a line splitter may cut at, whatever its JSON
     /// neighbours: the line stays one line and the same JSON.
+    #[test]
+    fn lines_keep_their_breaks_and_escape_every_separator() {
+        let line = "{\"id\":\"a\u{2028}b\u{2029}c\u{85}d\u{2014}\u{a0}\"}\r\n";
+        let mut escaped = Vec::new();
+        push_escaping_separators(&mut escaped, line.as_bytes());
+        let text = std::str::from_utf8(&escaped).expect("still UTF-8");
+        assert_eq!(
+            text,
+            "{\"id\":\"a\\u2028b\\u2029c\\u0085d\u{2014}\u{a0}\"}\r\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(text).expect("still JSON");
+        assert_eq!(value["id"], "a\u{2028}b\u{2029}c\u{85}d\u{2014}\u{a0}");
+        let plain = "webhook answered id=\"a\" caf\u{e9}\n";
+        let mut copied = Vec::new();
+        push_escaping_separators(&mut copied, plain.as_bytes());
+        assert_eq!(copied, plain.as_bytes());
+    }
+
     #[test]
     fn single_line_escapes_every_line_separator() {
         let value = serde_json::json!({

@@ -22,6 +22,14 @@ const LINGER: Duration = Duration::from_millis(1);
 /// burst does not pin its memory for good.
 const KEEP_CAPACITY: usize = 256 * 1024;
 
+/// Appends `text` to `out` with U+2028, U+2029 and U+0085 written as
+/// `\u2028`, `\u2029`, `\u0085`, its line breaks kept: what the JSON lines
+/// of this crate get, for lines of your own that may carry a payload's text
+/// (the binary's log lines). In a JSON string the escape is the same text.
+pub fn push_escaping_separators(out: &mut Vec<u8>, text: &[u8]) {
+    crate::util::push_escaping_separators(out, text);
+}
+
 /// A handle to a writer thread that writes whole lines, in the order they were
 /// queued, flushing after every batch.
 ///

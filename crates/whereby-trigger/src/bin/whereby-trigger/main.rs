@@ -1,13 +1,12 @@
 //! The `whereby-trigger` command: `serve` runs the Trigger, `send` posts sample
 //! webhooks to it. Flag parsing and start-up only; the work is in the library.
 
-use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::actions::stdout::{LineSink, push_escaping_separators};
 use whereby_trigger::config::{LogConfig, LogFormat};
 
 /// See the `mimalloc` dependency in Cargo.toml for why.
@@ -99,14 +98,18 @@ struct LogWriter(Option<LineSink>);
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // The formatter hands over each line whole, in one call.
-        let line = escape_line_separators(buf);
-        let queued = line.is_empty()
+        // The formatter hands over each line whole, in one call. A payload's
+        // id or room name may carry U+2028, U+2029 or U+0085, which line
+        // splitters that honour them (Python's `str.splitlines`) would cut
+        // the line at: they are escaped, as in every JSON line.
+        let queued = buf.is_empty()
             || self
                 .0
                 .as_ref()
-                .is_some_and(|sink| sink.try_write_with(|out| out.extend_from_slice(&line)));
+                .is_some_and(|sink| sink.try_write_with(|out| push_escaping_separators(out, buf)));
         if !queued {
+            let mut line = Vec::with_capacity(buf.len());
+            push_escaping_separators(&mut line, buf);
             std::io::stderr().write_all(&line)?;
         }
         Ok(buf.len())
@@ -115,34 +118,6 @@ impl Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// `line` with U+2028, U+2029 and U+0085 written as `\u2028`, `\u2029`,
-/// `\u0085`: a payload's id or room name may carry them raw, and line
-/// splitters that honour them (Python's `str.splitlines`) would cut one log
-/// line in two. In a JSON line they can only stand inside strings, where the
-/// escape is the same text; in a pretty line it is still readable.
-fn escape_line_separators(line: &[u8]) -> Cow<'_, [u8]> {
-    // In UTF-8 these start with C2 or E2, bytes that never continue another
-    // character: a line without either (nearly every one) is left as it is.
-    if memchr::memchr2(0xC2, 0xE2, line).is_none() {
-        return Cow::Borrowed(line);
-    }
-    let mut out = Vec::with_capacity(line.len() + 12);
-    let mut rest = line;
-    while let Some(at) = memchr::memchr2(0xC2, 0xE2, rest) {
-        let (escape, len): (&[u8], usize) = match rest[at..] {
-            [0xC2, 0x85, ..] => (b"\\u0085", 2),
-            [0xE2, 0x80, 0xA8, ..] => (b"\\u2028", 3),
-            [0xE2, 0x80, 0xA9, ..] => (b"\\u2029", 3),
-            _ => (&rest[at..=at], 1),
-        };
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(escape);
-        rest = &rest[at + len..];
-    }
-    out.extend_from_slice(rest);
-    Cow::Owned(out)
 }
 
 /// Colour only on a terminal, and not when `NO_COLOR` is set (no-color.org):
@@ -220,30 +195,5 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape_line_separators;
-
-    #[test]
-    fn log_lines_escape_every_line_separator_and_nothing_else() {
-        // Neither C2 nor E2 in it: the line itself, not a copy.
-        let plain = "webhook answered id=\"a\" caf\u{e9}\n";
-        assert!(matches!(
-            escape_line_separators(plain.as_bytes()),
-            std::borrow::Cow::Borrowed(_)
-        ));
-        let line = "{\"id\":\"a\u{2028}b\u{2029}c\u{85}d\u{2014}\u{a0}\"}\n";
-        let escaped = escape_line_separators(line.as_bytes());
-        let text = std::str::from_utf8(&escaped).expect("still UTF-8");
-        assert_eq!(
-            text,
-            "{\"id\":\"a\\u2028b\\u2029c\\u0085d\u{2014}\u{a0}\"}\n"
-        );
-        let value: serde_json::Value = serde_json::from_str(text).expect("still JSON");
-        assert_eq!(value["id"], "a\u{2028}b\u{2029}c\u{85}d\u{2014}\u{a0}");
-        assert_eq!(text.lines().count(), 1);
     }
 }
