@@ -293,13 +293,27 @@ fn serve_refuses_a_tolerance_under_a_second() {
 }
 
 #[test]
-fn serve_rejects_an_unknown_event_type() {
+fn serve_on_refuses_a_type_without_a_room_and_points_to_a_config() {
     let out = command()
         .args(["serve", "--allow-unsigned", "--on", "room.client.knocked"])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("room.client.knocked"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(r#"[[trigger]] on = ["room.client.knocked"]"#),
+        "{err}"
+    );
+
+    // Not a type at all: no pointer to a config that would refuse it too.
+    let out = command()
+        .args(["serve", "--allow-unsigned", "--on", "knocked"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("`knocked` is not an event type"), "{err}");
+    assert!(!err.contains("[[trigger]]"), "{err}");
 }
 
 #[test]

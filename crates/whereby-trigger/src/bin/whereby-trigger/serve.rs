@@ -17,7 +17,7 @@ use whereby_trigger::rules::engine::Engine;
 use whereby_trigger::store::{Retention, SqliteStore, Store};
 use whereby_trigger::units::{parse_duration, parse_size};
 use whereby_trigger::verify::check_tolerance;
-use whereby_trigger::webhook::{DEFAULT_TOLERANCE, EventType, SigningSecret};
+use whereby_trigger::webhook::{AnyEventType, DEFAULT_TOLERANCE, EventType, SigningSecret};
 use whereby_trigger::{DedupLimits, Trigger};
 
 use crate::reload::shutdown_signal;
@@ -151,7 +151,9 @@ pub(crate) struct ServeArgs {
     /// Fire on every event of this type (room.client.joined, room.client.left,
     /// room.session.started, room.session.ended, assistant.requested) and print
     /// it as a JSON line. Repeatable; works with or without --config.
-    #[arg(long = "on", value_name = "TYPE")]
+    /// Other types (recording.finished, room.client.knocked, ...) need a
+    /// [[trigger]] in --config.
+    #[arg(long = "on", value_name = "TYPE", value_parser = parse_on)]
     on: Vec<EventType>,
 
     /// Largest accepted body. [default: 64KiB]
@@ -236,6 +238,21 @@ impl ServeArgs {
 fn parse_tolerance(input: &str) -> Result<Duration, String> {
     let tolerance = parse_duration(input).map_err(|e| e.to_string())?;
     check_tolerance(tolerance).map_err(|e| e.to_string())
+}
+
+/// `--on`: an evaluated type. The typed Trigger behind `--on` hands over a room
+/// URL, which only those types carry; any other type a config's `on` accepts
+/// gets a pointer there instead of a bare refusal.
+fn parse_on(input: &str) -> Result<EventType, String> {
+    input
+        .parse::<EventType>()
+        .map_err(|err| match input.parse::<AnyEventType>() {
+            Ok(_) => format!(
+                "{err}; to act on {input}, use a config file: [[trigger]] on = [\"{input}\"] with \
+                 an action (see `whereby-trigger init`), then serve --config FILE"
+            ),
+            Err(_) => err.to_string(),
+        })
 }
 
 /// The data directory when neither the flag nor the config names one.
