@@ -982,6 +982,40 @@ fn check_warns_of_an_undocumented_type_and_refuses_a_name_that_is_not_a_type() {
     }
 }
 
+#[test]
+fn check_warns_when_a_run_command_needs_a_room_a_type_may_not_carry() {
+    let dir = TempDir::new("check-room-url");
+    let with = |command: &str| {
+        format!(
+            "{VERIFY}[[trigger]]\nname = \"notes\"\non = [\"room.client.joined\", \"recording.finished\"]\nrun = {{ command = {command} }}\n"
+        )
+    };
+
+    let path = dir.write("room-url.toml", &with(r#"["notes", "{roomUrl}"]"#));
+    let out = check(&path);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    for needle in ["`notes`", "`recording.finished`", "{roomUrl}"] {
+        assert!(
+            warnings[0].contains(needle),
+            "no {needle:?} in {}",
+            warnings[0]
+        );
+    }
+
+    // A command that does without the room URL starts for every type.
+    let path = dir.write(
+        "no-room-url.toml",
+        &with(r#"["notes", "{data.recordingId}"]"#),
+    );
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
 // ===========================================================================
 // 4. A start delivered after a newer stop event
 

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use whereby_trigger::actions::stdout::LineSink;
+use whereby_trigger::actions::template::Template;
 use whereby_trigger::config::Config;
 use whereby_trigger::registry::Registry;
 use whereby_webhook::{AnyEventType, EventType, OTHER_TYPES};
@@ -69,6 +70,27 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
                         .chain(OTHER_TYPES)
                         .collect::<Vec<_>>()
                         .join(", ")
+                );
+            }
+        }
+        // Only the evaluated types are sure to carry a room; a `run` command
+        // that needs `{roomUrl}` does not start for a webhook without one,
+        // which would otherwise surface only at run time, in the log.
+        let needs_room = trigger
+            .run
+            .as_ref()
+            .is_some_and(|run| run.command.iter().any(Template::uses_room_url));
+        if needs_room {
+            for event_type in trigger
+                .on
+                .iter()
+                .filter(|t| matches!(t, AnyEventType::Other(_)))
+            {
+                eprintln!(
+                    "{}:{}: trigger `{}`: warning: a `{event_type}` webhook may carry no room; `run` uses {{roomUrl}}, so it does not start for one that has none",
+                    args.config.display(),
+                    trigger.line,
+                    trigger.name,
                 );
             }
         }
