@@ -16,6 +16,10 @@ pub struct TriggerConfig {
     /// `when`, compiled.
     #[cfg(feature = "cel")]
     pub when: Option<Arc<When>>,
+    /// Line where `when`'s expression starts, or of the trigger's `name`
+    /// without one.
+    #[cfg(feature = "cel")]
+    pub when_line: usize,
     /// `once_per`
     pub once_per: OncePer,
     /// `lease`
@@ -29,6 +33,10 @@ pub struct TriggerConfig {
     /// `stop_when`, compiled.
     #[cfg(feature = "cel")]
     pub stop_when: Option<Arc<When>>,
+    /// Line where `stop_when`'s expression starts, or of the trigger's `name`
+    /// without one.
+    #[cfg(feature = "cel")]
+    pub stop_when_line: usize,
     /// `stop_after`
     pub stop_after: Option<Duration>,
     /// `run`
@@ -166,6 +174,15 @@ pub(super) fn trigger_config(
         }
     }
     #[cfg(feature = "cel")]
+    let (when_line, stop_when_line) = (
+        raw.when
+            .as_ref()
+            .map_or(line, |when| expression_line(when, lines)),
+        raw.stop_when
+            .as_ref()
+            .map_or(line, |when| expression_line(when, lines)),
+    );
+    #[cfg(feature = "cel")]
     let when = raw
         .when
         .and_then(|when| compile_when("when", &when, Some(on.as_slice()), lines, problems));
@@ -180,6 +197,8 @@ pub(super) fn trigger_config(
         on,
         #[cfg(feature = "cel")]
         when,
+        #[cfg(feature = "cel")]
+        when_line,
         once_per,
         lease,
         claim,
@@ -187,6 +206,8 @@ pub(super) fn trigger_config(
         stop_on,
         #[cfg(feature = "cel")]
         stop_when,
+        #[cfg(feature = "cel")]
+        stop_when_line,
         stop_after,
         run,
         #[cfg(feature = "forward")]
@@ -221,13 +242,7 @@ fn compile_when(
     lines: &Lines<'_>,
     problems: &mut Vec<(usize, String)>,
 ) -> Option<Arc<When>> {
-    // A multi-line string drops the line break right after its opening
-    // quotes, so its first line is the next one in the file.
-    let opening = lines.0.get(when.span().start..).unwrap_or_default();
-    let skipped = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
-        .iter()
-        .any(|quote| opening.starts_with(quote));
-    let when_line = lines.of(when.span().start) + usize::from(skipped);
+    let when_line = expression_line(when, lines);
     let compiled = When::compile(when.get_ref())
         .map(Arc::new)
         .map_err(|err| {
@@ -245,6 +260,18 @@ fn compile_when(
         return None;
     }
     Some(compiled)
+}
+
+/// The line where a CEL expression's text starts: a multi-line string drops
+/// the line break right after its opening quotes, so its first line is the
+/// next one in the file.
+#[cfg(feature = "cel")]
+fn expression_line(when: &Spanned<String>, lines: &Lines<'_>) -> usize {
+    let opening = lines.0.get(when.span().start..).unwrap_or_default();
+    let skipped = ["\"\"\"\n", "'''\n", "\"\"\"\r\n", "'''\r\n"]
+        .iter()
+        .any(|quote| opening.starts_with(quote));
+    lines.of(when.span().start) + usize::from(skipped)
 }
 
 fn run_spec(

@@ -353,7 +353,7 @@ fn check_rejects_broken_configs_naming_file_line_and_trigger() {
             toml: one_trigger(
                 "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.roleName > 1'\n",
             ),
-            lines: vec![3, 4],
+            lines: vec![7],
             trigger: Some("scribe-7"),
             needle: "on the room.client.joined sample, `when` fails (found no matching overload",
         },
@@ -390,7 +390,7 @@ fn check_rejects_broken_configs_naming_file_line_and_trigger() {
             toml: one_trigger(
                 "on = [\"room.client.joined\"]\nstdout = true\nwhen = 'data.numClients == \"1\"'\n",
             ),
-            lines: vec![3, 4],
+            lines: vec![7],
             trigger: Some("scribe-7"),
             needle: "`data.numClients` is a number in the sample but is compared with a string",
         },

@@ -40,16 +40,25 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
     let evaluated: Vec<AnyEventType> = EventType::ALL.into_iter().map(Into::into).collect();
     for trigger in &config.triggers {
         let conditions = [
-            ("when", trigger.when.as_ref(), &trigger.on[..]),
-            ("stop_when", trigger.stop_when.as_ref(), &evaluated[..]),
+            (
+                "when",
+                trigger.when.as_ref(),
+                trigger.when_line,
+                &trigger.on[..],
+            ),
+            (
+                "stop_when",
+                trigger.stop_when.as_ref(),
+                trigger.stop_when_line,
+                &evaluated[..],
+            ),
         ];
-        for (key, when, types) in conditions {
+        for (key, when, line, types) in conditions {
             let Some(when) = when else { continue };
             for problem in whereby_trigger::rules::cel::lint_samples(when, key, types) {
                 eprintln!(
-                    "{}:{}: trigger `{}`: {problem}",
+                    "{}:{line}: trigger `{}`: {problem}",
                     args.config.display(),
-                    trigger.line,
                     trigger.name
                 );
                 problems += 1;
