@@ -51,15 +51,17 @@ pub fn replay(
     let mut first_ms: Option<i64> = None;
     let mut latest = Duration::ZERO;
     let mut summary = ReplaySummary::default();
-    for (index, line) in input.lines().enumerate() {
+    // Lines are read as bytes: one that is not UTF-8 is a bad webhook (the
+    // parser says so, as the server answers it 400), not the end of the file.
+    for (index, line) in input.split(b'\n').enumerate() {
         let line = line?;
-        let text = line.trim();
-        if text.is_empty() || text.starts_with('#') {
+        let text = line.trim_ascii();
+        if text.is_empty() || text.starts_with(b"#") {
             continue;
         }
         summary.events += 1;
         let n = index + 1;
-        let event = match whereby_webhook::parse_with(text.as_bytes(), parser.options()) {
+        let event = match whereby_webhook::parse_with(text, parser.options()) {
             Ok(parsed) => {
                 for note in &parsed.notes {
                     writeln!(out, "line {n}: note: {note}")?;
@@ -107,7 +109,7 @@ pub fn replay(
             continue;
         }
         dedup.remember(event.id(), now);
-        let raw = bytes::Bytes::copy_from_slice(text.as_bytes());
+        let raw = bytes::Bytes::copy_from_slice(text);
         let decision = engine.decide(&event, &raw, room_url.as_deref(), now);
         let at = room_url.as_deref().unwrap_or("(no room)");
         if decision.verdicts.is_empty() {
@@ -276,6 +278,28 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out)
         );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_invalid_and_the_replay_goes_on() {
+        let rules = vec![Rule::new("r", [EventType::RoomSessionStarted])];
+        let good = line("room.session.started", "a", "2026-11-02T09:00:00Z", "s");
+        let mut bad = line("room.session.started", "b", "2026-11-02T09:01:00Z", "t").into_bytes();
+        let at = bad.iter().position(|&b| b == b'b').unwrap();
+        bad[at] = 0xff;
+        let mut input = bad;
+        input.extend_from_slice(b"\r\n");
+        input.extend_from_slice(good.as_bytes());
+
+        let mut out = Vec::new();
+        let summary = replay(rules, &parser(), &input[..], &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(
+            (summary.events, summary.invalid, summary.fired),
+            (2, 1, 1),
+            "{out}"
+        );
+        assert!(out.contains("line 1: invalid webhook"), "{out}");
     }
 
     #[test]
