@@ -56,6 +56,7 @@ use crate::limits::Limits;
 #[cfg(feature = "cel")]
 use crate::rules::cel::When;
 use crate::state::claims::OncePer;
+use crate::store::DEFAULT_SHARED_LEASE;
 use crate::units::{format_duration, parse_duration, parse_size};
 
 pub use crate::state::claims::DEFAULT_LEASE;
@@ -331,6 +332,22 @@ impl Config {
             limits.max_connections,
             format_duration(limits.keep_alive_idle),
         ));
+        // The database URL may hold a password: only that there is one.
+        out.push_str(&match (&self.store.dir, &self.store.url) {
+            (_, Some(_)) => format!(
+                "store: a shared PostgreSQL database (store.url), deliveries leased for {}\n",
+                format_duration(self.store.lease.unwrap_or(DEFAULT_SHARED_LEASE))
+            ),
+            (Some(dir), None) => format!("store: data directory {}\n", dir.display()),
+            (None, None) => {
+                "store: not set here (the server's --data-dir, --store-url or its default)\n"
+                    .to_owned()
+            }
+        });
+        out.push_str(&match &self.admin.bind {
+            Some(bind) => format!("admin: {bind}\n"),
+            None => "admin: not set here (the server's --admin-bind or its default)\n".to_owned(),
+        });
         out.push_str(&format!("{} trigger(s)\n", self.triggers.len()));
         for t in &self.triggers {
             let on: Vec<&str> = t.on.iter().map(|e| e.as_str()).collect();

@@ -233,6 +233,41 @@ fn server_subdomain_is_one_dns_label() {
 }
 
 #[test]
+fn the_summary_shows_the_store_and_the_admin_listener_never_a_password() {
+    let summary = |toml: &str| Config::from_toml(toml, &env).unwrap().summary();
+
+    let shared = summary(
+        "[store]\nurl = \"postgres://trigger:hunter2@db:5432/trigger\"\nlease = \"1m\"\n\
+         [admin]\nbind = \"off\"\n",
+    );
+    assert!(
+        shared
+            .contains("store: a shared PostgreSQL database (store.url), deliveries leased for 1m"),
+        "{shared}"
+    );
+    assert!(shared.contains("admin: off"), "{shared}");
+    assert!(!shared.contains("hunter2"), "{shared}");
+
+    let default_lease = summary("[store]\nurl = \"postgres://db/trigger\"\n");
+    assert!(
+        default_lease.contains(&format!(
+            "deliveries leased for {}",
+            format_duration(DEFAULT_SHARED_LEASE)
+        )),
+        "{default_lease}"
+    );
+
+    let dir = summary("[store]\ndir = \"/var/lib/whereby-trigger\"\n");
+    assert!(
+        dir.contains("store: data directory /var/lib/whereby-trigger"),
+        "{dir}"
+    );
+    let bare = summary("");
+    assert!(bare.contains("store: not set here"), "{bare}");
+    assert!(bare.contains("admin: not set here"), "{bare}");
+}
+
+#[test]
 fn server_limits_parse() {
     let s = server(
         "[server]\n\

@@ -10,6 +10,7 @@
 //! one flush per batch, not per webhook.
 
 use std::fmt;
+use std::time::Duration;
 
 mod commit;
 pub(crate) mod outbox;
@@ -179,6 +180,10 @@ impl fmt::Debug for Quarantined {
             .finish()
     }
 }
+
+/// How long a delivery stays with the server that took it from a shared store
+/// without being renewed, unless `[store] lease` says otherwise.
+pub const DEFAULT_SHARED_LEASE: Duration = Duration::from_secs(30);
 
 /// Most refused webhooks kept; the oldest go first.
 pub const QUARANTINE_MAX: u32 = 1000;

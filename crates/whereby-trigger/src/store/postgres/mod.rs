@@ -109,10 +109,6 @@ ALTER TABLE whereby_trigger.deliveries ADD COLUMN retry_at_ms bigint;
 ",
 ];
 
-/// How long a delivery stays with the server that took it without being
-/// renewed, unless [`PgStoreOptions::lease`] says otherwise.
-const DEFAULT_LEASE: Duration = Duration::from_secs(30);
-
 /// Most deliveries one [`Store::take`] hands out.
 const TAKE_MAX: i64 = 256;
 
@@ -124,7 +120,8 @@ pub struct PgStoreOptions {
     /// its claims and deliveries. Unique per process.
     pub node_id: String,
     /// How long a delivery stays with this process without a renewal before
-    /// another may take it (it renews every second while it holds it).
+    /// another may take it (it renews every second while it holds it);
+    /// [`DEFAULT_SHARED_LEASE`](super::DEFAULT_SHARED_LEASE) unless set.
     pub lease: Duration,
     /// How long connecting may take before it fails (a commit then fails,
     /// and its webhook is answered 503).
@@ -140,7 +137,7 @@ impl PgStoreOptions {
     pub fn new(node_id: impl Into<String>) -> Self {
         PgStoreOptions {
             node_id: node_id.into(),
-            lease: DEFAULT_LEASE,
+            lease: super::DEFAULT_SHARED_LEASE,
             connect_timeout: Duration::from_secs(2),
             runs_actions: true,
         }
