@@ -106,7 +106,8 @@
 //! types stay open on purpose: settings whose fields you set
 //! ([`limits::Limits`] and [`DedupLimits`]: write `..Default::default()`, as
 //! their examples do, and a new field is no break;
-//! [`actions::forward::ForwardSpec`]: start from `ForwardSpec::new`;
+//! `actions::forward::ForwardSpec`, with the `forward` feature: start from
+//! `ForwardSpec::new`;
 //! [`actions::run::RunSpec`] has no default, so a hand-built one names every
 //! field and would meet a new one: build it from a config where you can), and
 //! what a [`store::Store`]

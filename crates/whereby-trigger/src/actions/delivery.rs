@@ -106,7 +106,8 @@ impl DeliveryTicket {
     }
 
     /// The delivery's id: `<trigger>:<event id>[:stop]:<action kind>`, each part
-    /// encoded as [`event_key`] says.
+    /// with every byte outside `[A-Za-z0-9._-]` written `%XX` (upper-case hex of
+    /// its UTF-8), so that no two deliveries share an id.
     pub fn id(&self) -> &str {
         &self.inner.id
     }

@@ -3,7 +3,8 @@
 //! A delivery is answered 2xx only once everything it changed — its id, the
 //! claims it took, its room's state, the action deliveries it queued — is
 //! committed and synced. The [`Store`] trait is that commit and sync;
-//! [`SqliteStore`] keeps it on disk (WAL, flushed before any answer),
+//! `SqliteStore` (the `sqlite` feature) keeps it on disk (WAL, flushed before
+//! any answer), `PgStore` (`postgres`) in a database several servers share,
 //! [`MemoryStore`] keeps nothing (`--ephemeral` and the library default).
 //! The committer groups concurrent commits into one transaction and the
 //! transactions made during one flush into the next flush, so durability costs

@@ -596,7 +596,8 @@ impl Store for PgStore {
 
     /// Listens (`LISTEN`) on a connection of its own, on a thread of its own,
     /// reconnecting after a failure; the commits that others must hear of
-    /// notify it (see [`apply_all`]).
+    /// (claims and stops of a room or session, deliveries left for any
+    /// server) notify it.
     fn watch(&self, wake: Arc<dyn Fn() + Send + Sync>) {
         let config = self.config.clone();
         let closed = self.closed.clone();
