@@ -125,6 +125,8 @@ impl SqliteStore {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
         let lock = lock_dir(dir)?;
         let store = SqliteStore::open_shared(dir)?;
+        let lock_id = file_id_of(&lock).map_err(|e| fail(e.to_string()))?;
+        store.files.lock().unwrap_or_else(|p| p.into_inner()).lock = Some(lock_id);
         *store.dir_lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(lock);
         Ok(store)
     }
@@ -174,6 +176,7 @@ impl SqliteStore {
             files: Mutex::new(FileIds {
                 db: db_id,
                 wal: None,
+                lock: None,
             }),
             wal: PathBuf::from(wal),
             wal_entry_synced: AtomicBool::new(false),
@@ -531,6 +534,27 @@ impl Store for SqliteStore {
                 what.display()
             ))
         };
+        // The lock is a lock only while its file is the one at the path: once
+        // it is deleted or replaced, a second server can take the directory
+        // and fire every event again. This server stops answering 2xx then,
+        // as for a database gone, and the operator restarts one of them.
+        if let Some(held) = files.lock {
+            let lock = self.path.with_file_name(LOCK_FILE);
+            let lost = |how: &str| {
+                StoreError::Sync(format!(
+                    "{} was {how} while the server held it: another server can now take the data directory and fire the same events; restart this one",
+                    lock.display()
+                ))
+            };
+            match file_id(&lock) {
+                Ok(id) if id == held => {}
+                Ok(_) => return Err(lost("replaced")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(lost("deleted"));
+                }
+                Err(e) => return Err(sync_error(e)),
+            }
+        }
         match file_id(&self.path) {
             Ok(id) if id == files.db => {}
             Ok(_) => return Err(gone(&self.path, "replaced")),
@@ -612,10 +636,12 @@ impl Store for SqliteStore {
 /// all there is, and only a deletion is noticed).
 type FileId = (u64, u64);
 
-/// The identities of the database and its log.
+/// The identities of the database, its log and the directory's lock file.
 struct FileIds {
     db: FileId,
     wal: Option<FileId>,
+    /// `None` without the directory's lock ([`SqliteStore::open_shared`]).
+    lock: Option<FileId>,
 }
 
 fn file_id(path: &Path) -> std::io::Result<FileId> {

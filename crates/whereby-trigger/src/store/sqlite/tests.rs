@@ -399,6 +399,36 @@ fn a_database_deleted_or_replaced_under_the_store_fails_its_next_sync() {
 }
 
 #[test]
+fn a_lock_file_deleted_or_replaced_under_the_store_fails_its_next_sync() {
+    let lost = |store: &SqliteStore, how: &str| match store.sync() {
+        Err(StoreError::Sync(why)) => {
+            assert!(why.contains(&format!("{LOCK_FILE} was {how}")), "{why}");
+        }
+        other => panic!("{how}: {other:?}"),
+    };
+    let dir = temp_dir("lock-lost");
+    let store = SqliteStore::open(&dir).unwrap();
+    store.sync().unwrap();
+    std::fs::remove_file(dir.join(LOCK_FILE)).unwrap();
+    lost(&store, "deleted");
+    // Without the check, this second server would run beside the first.
+    let second = SqliteStore::open(&dir).unwrap();
+    lost(&store, "replaced");
+    // The one whose lock is the file at the path goes on.
+    second.sync().unwrap();
+    drop((store, second));
+    let _ = std::fs::remove_dir_all(dir);
+
+    // The operator's commands hold no lock, and check none.
+    let dir = temp_dir("lock-shared");
+    let shared = SqliteStore::open_shared(&dir).unwrap();
+    std::fs::write(dir.join(LOCK_FILE), "1").unwrap();
+    shared.sync().unwrap();
+    drop(shared);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn the_quarantine_keeps_each_body_once_and_is_bounded_by_count_and_age() {
     let dir = temp_dir("quarantine");
     let store = SqliteStore::open(&dir).unwrap();
