@@ -317,6 +317,48 @@ fn serve_on_refuses_a_type_without_a_room_and_points_to_a_config() {
 }
 
 #[test]
+fn a_worker_refuses_the_flags_of_receiving_rather_than_ignoring_them() {
+    let dir = TempDir::new("cli-worker-flags");
+    let config = dir.write(
+        "worker.toml",
+        "[[trigger]]\nname = \"t\"\non = [\"room.client.joined\"]\nstdout = true\n",
+    );
+    // The store's URL is never reached: the flags are refused first.
+    let worker = |extra: &[&str]| {
+        let mut cmd = command();
+        cmd.env_remove("WHEREBY_WEBHOOK_SECRET").args([
+            "worker",
+            "--config",
+            config.to_str().unwrap(),
+            "--store-url",
+            "postgres://127.0.0.1:1/unreached",
+        ]);
+        cmd.args(extra);
+        cmd
+    };
+
+    let out = worker(&["--secret", SECRET, "--tolerance", "10s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--secret, --tolerance are for `serve`: a worker receives no webhooks"),
+        "{err}"
+    );
+
+    // A secret exported for the receivers beside it is no mistake.
+    let out = worker(&["--no-actions"])
+        .env("WHEREBY_WEBHOOK_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("--no-actions is for `serve`"), "{err}");
+    assert!(!err.contains("--secret"), "{err}");
+}
+
+#[test]
 fn help_explains_every_flag_with_its_default() {
     let serve = text(&command().args(["serve", "--help"]).output().unwrap().stdout);
     for expected in [

@@ -152,10 +152,10 @@ enum Command {
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
-    if let (Command::Serve(args), Some(serve)) =
-        (&mut cli.command, matches.subcommand_matches("serve"))
+    if let (Command::Serve(args) | Command::Worker(args), Some((_, sub))) =
+        (&mut cli.command, matches.subcommand())
     {
-        args.note_sources(serve);
+        args.note_sources(sub);
     }
     // The long-running commands batch their log lines; the others write each
     // at once, which keeps their lines in step with what they print.

@@ -129,6 +129,11 @@ pub(crate) struct ServeArgs {
     #[arg(skip)]
     secrets_from_env: bool,
 
+    /// The flags about receiving webhooks that the command line gave, which a
+    /// worker refuses rather than ignores.
+    #[arg(skip)]
+    receiving_flags: Vec<&'static str>,
+
     /// Accept unsigned webhooks when no secret is given (local testing only).
     #[arg(long)]
     allow_unsigned: bool,
@@ -231,8 +236,30 @@ impl ServeArgs {
     pub(crate) fn note_sources(&mut self, matches: &clap::ArgMatches) {
         self.secrets_from_env =
             matches.value_source("secrets") == Some(clap::parser::ValueSource::EnvVariable);
+        // From the environment (a secret exported for the receivers beside
+        // it) is no mistake; only what was typed for this command is.
+        self.receiving_flags = RECEIVING_FLAGS
+            .iter()
+            .filter(|(id, _)| {
+                matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+            })
+            .map(|&(_, flag)| flag)
+            .collect();
     }
 }
+
+/// The flags (clap's id, then as typed) that only a server receiving webhooks
+/// uses. `--port` and `--bind` are not among them: a worker answers its probes.
+const RECEIVING_FLAGS: [(&str, &str); 8] = [
+    ("secrets", "--secret"),
+    ("allow_unsigned", "--allow-unsigned"),
+    ("tolerance", "--tolerance"),
+    ("max_body", "--max-body"),
+    ("predicate_timeout", "--predicate-timeout"),
+    ("on", "--on"),
+    ("record", "--record"),
+    ("no_actions", "--no-actions"),
+];
 
 /// `--tolerance`: a duration of at least 1 s.
 fn parse_tolerance(input: &str) -> Result<Duration, String> {
@@ -274,8 +301,16 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode>
                 "a worker takes its work from the store receivers share: give it --store-url or [store] url"
             );
         }
-        if !args.on.is_empty() || args.record.is_some() || args.no_actions {
-            bail!("--on, --record and --no-actions are for `serve`: a worker receives no webhooks");
+        if !args.receiving_flags.is_empty() {
+            bail!(
+                "{} {} for `serve`: a worker receives no webhooks",
+                args.receiving_flags.join(", "),
+                if args.receiving_flags.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                }
+            );
         }
     }
     if args.no_actions && (!shared || args.ephemeral) {
@@ -319,7 +354,9 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode>
     // came from (never their values): an `allow_unsigned` file started with
     // WHEREBY_WEBHOOK_SECRET still exported checks signatures, and without this
     // line nothing says why every unsigned request gets 401.
-    if secrets.is_empty() {
+    if role == Role::Worker {
+        // Nothing to say about signatures: it checks none, as it receives none.
+    } else if secrets.is_empty() {
         tracing::warn!("signatures NOT checked: no secret, and unsigned webhooks are allowed");
     } else {
         let from = if !secrets_from_file {
@@ -341,9 +378,14 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode>
         );
     }
     if args.on.is_empty() && config.triggers.is_empty() {
-        tracing::warn!(
-            "no --on TYPE and no [[trigger]]: every webhook will be answered not_matched"
-        );
+        match role {
+            Role::Serve => tracing::warn!(
+                "no --on TYPE and no [[trigger]]: every webhook will be answered not_matched"
+            ),
+            Role::Worker => {
+                tracing::warn!("no [[trigger]]: this worker has no action to carry out")
+            }
+        }
     }
 
     let stdout = LineSink::stdout();

@@ -330,7 +330,8 @@ impl PgStore {
     }
 }
 
-/// `user@host:port/db` of `config`.
+/// `postgres://user@host:port/db` of `config`: where it is, never the
+/// password.
 fn show(config: &postgres::Config) -> String {
     let host = config
         .get_hosts()
@@ -342,9 +343,11 @@ fn show(config: &postgres::Config) -> String {
         })
         .unwrap_or_else(|| "localhost".to_owned());
     let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config
+        .get_user()
+        .map_or_else(String::new, |user| format!("{user}@"));
     format!(
-        "{}@{host}:{port}/{}",
-        config.get_user().unwrap_or(""),
+        "postgres://{user}{host}:{port}/{}",
         config.get_dbname().unwrap_or("")
     )
 }
@@ -1036,4 +1039,24 @@ fn apply(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shown_url_has_no_password_and_no_empty_user() {
+        let show = |url: &str| super::show(&url.parse().unwrap());
+        assert_eq!(
+            show("postgres://someone:secret@db.internal:6432/trigger"),
+            "postgres://someone@db.internal:6432/trigger"
+        );
+        assert_eq!(
+            show("postgres://127.0.0.1/x"),
+            "postgres://127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            show("host=db user=app password=secret dbname=t"),
+            "postgres://app@db:5432/t"
+        );
+    }
 }
