@@ -139,6 +139,30 @@ impl AnyEventType {
         }
     }
 
+    /// Whether Whereby documents every webhook of this type as carrying its
+    /// room (`roomName` and `subdomain`): the evaluated types and the knocks.
+    /// A recording or a transcription may come without one, and so may a type
+    /// Whereby does not document.
+    ///
+    /// ```
+    /// use whereby_webhook::AnyEventType;
+    ///
+    /// assert!("room.client.knocked".parse::<AnyEventType>()?.carries_room());
+    /// assert!(!"recording.finished".parse::<AnyEventType>()?.carries_room());
+    /// # Ok::<(), whereby_webhook::InvalidEventType>(())
+    /// ```
+    pub fn carries_room(&self) -> bool {
+        match self {
+            AnyEventType::Evaluated(_) => true,
+            AnyEventType::Other(name) => {
+                matches!(
+                    &**name,
+                    "room.client.knocked" | "room.client.knockCancelled"
+                )
+            }
+        }
+    }
+
     /// Whether `event` is of this type.
     pub fn matches(&self, event: &WebhookEvent) -> bool {
         match self {

@@ -14,7 +14,8 @@ pub struct StoreConfig {
     /// password, so its `Debug` never shows it.
     pub url: Option<Secret>,
     /// `lease`: how long a delivery (with a shared store) stays with the
-    /// server that took it without a renewal, before another may take it.
+    /// server that took it without a renewal, before another may take it;
+    /// [`DEFAULT_SHARED_LEASE`](crate::store::DEFAULT_SHARED_LEASE) when unset.
     pub lease: Option<Duration>,
 }
 

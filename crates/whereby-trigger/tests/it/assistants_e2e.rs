@@ -1005,6 +1005,15 @@ fn check_warns_when_a_run_command_needs_a_room_a_type_may_not_carry() {
         );
     }
 
+    // A knock always carries its room.
+    let knock =
+        with(r#"["notes", "{roomUrl}"]"#).replace("recording.finished", "room.client.knocked");
+    let path = dir.write("knock.toml", &knock);
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+
     // A command that does without the room URL starts for every type.
     let path = dir.write(
         "no-room-url.toml",

@@ -305,15 +305,21 @@ fn serve_on_refuses_a_type_without_a_room_and_points_to_a_config() {
         "{err}"
     );
 
-    // Not a type at all: no pointer to a config that would refuse it too.
-    let out = command()
-        .args(["serve", "--allow-unsigned", "--on", "knocked"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(err.contains("`knocked` is not an event type"), "{err}");
-    assert!(!err.contains("[[trigger]]"), "{err}");
+    // Not a type at all, or a misspelt one: no pointer that would carry the
+    // mistake into a config.
+    for wrong in ["knocked", "room.client.joind"] {
+        let out = command()
+            .args(["serve", "--allow-unsigned", "--on", wrong])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("`{wrong}` is not an event type")),
+            "{err}"
+        );
+        assert!(!err.contains("[[trigger]]"), "{err}");
+    }
 }
 
 #[test]

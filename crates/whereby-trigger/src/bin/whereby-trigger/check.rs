@@ -82,7 +82,7 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
                 );
             }
         }
-        // Only the evaluated types are sure to carry a room; a `run` command
+        // Not every type is sure to carry a room; a `run` command
         // that needs `{roomUrl}` does not start for a webhook without one,
         // which would otherwise surface only at run time, in the log.
         let needs_room = trigger
@@ -90,11 +90,7 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
             .as_ref()
             .is_some_and(|run| run.command.iter().any(Template::uses_room_url));
         if needs_room {
-            for event_type in trigger
-                .on
-                .iter()
-                .filter(|t| matches!(t, AnyEventType::Other(_)))
-            {
+            for event_type in trigger.on.iter().filter(|t| !t.carries_room()) {
                 eprintln!(
                     "{}:{}: trigger `{}`: warning: a `{event_type}` webhook may carry no room; `run` uses {{roomUrl}}, so it does not start for one that has none",
                     args.config.display(),

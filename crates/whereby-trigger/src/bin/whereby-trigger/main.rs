@@ -132,8 +132,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Carry out the actions that receivers sharing a PostgreSQL store
     /// (`serve --no-actions`) queued; receives no webhooks (its port answers
-    /// /healthz and /readyz). Takes serve's flags; needs --config and
-    /// --store-url (or [store] url).
+    /// /healthz and /readyz). Takes serve's flags but those of receiving
+    /// (--secret, --allow-unsigned, --tolerance, --max-body, --predicate-timeout,
+    /// --on, --record, --no-actions); needs --config and --store-url (or [store]
+    /// url), and the receivers' --subdomain if they have one.
     Worker(serve::ServeArgs),
     /// Post a realistic, signed sample webhook (or a whole meeting) to a server.
     Send(send::SendArgs),

@@ -267,18 +267,18 @@ fn parse_tolerance(input: &str) -> Result<Duration, String> {
     check_tolerance(tolerance).map_err(|e| e.to_string())
 }
 
-/// `--on`: an evaluated type. The typed Trigger behind `--on` hands over a room
-/// URL, which only those types carry; any other type a config's `on` accepts
-/// gets a pointer there instead of a bare refusal.
+/// `--on`: one of the five types the typed Trigger behind it evaluates. Another
+/// type Whereby documents gets a pointer to a config's `on`, which takes it,
+/// instead of a bare refusal; a misspelt one only the refusal.
 fn parse_on(input: &str) -> Result<EventType, String> {
     input
         .parse::<EventType>()
         .map_err(|err| match input.parse::<AnyEventType>() {
-            Ok(_) => format!(
+            Ok(other) if other.is_documented() => format!(
                 "{err}; to act on {input}, use a config file: [[trigger]] on = [\"{input}\"] with \
                  an action (see `whereby-trigger init`), then serve --config FILE"
             ),
-            Err(_) => err.to_string(),
+            _ => err.to_string(),
         })
 }
 
@@ -324,7 +324,9 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode>
     } else {
         "--secret"
     };
-    for secret in &args.secrets {
+    // A worker never uses a secret (one typed for it is refused above; one in
+    // the environment is the receivers'), so it does not judge one either.
+    for secret in args.secrets.iter().filter(|_| role == Role::Serve) {
         if let Err(e) = SigningSecret::try_new(secret) {
             bail!("{source}: {e}; give the secret from the Whereby dashboard");
         }

@@ -167,7 +167,7 @@ pub struct PgStore {
     node: String,
     lease_ms: i64,
     runs_actions: bool,
-    /// `user@host:port/db`, without the password, for messages.
+    /// `postgres://user@host:port/db`, without the password, for messages.
     shown: String,
     /// To connect the listener of [`Store::watch`].
     config: postgres::Config,
@@ -247,7 +247,8 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Where the store is, without the password: `user@host:port/db`.
+    /// Where the store is, without the password: `postgres://user@host:port/db`
+    /// (or `postgres://user@/db?host=SOCKET_DIR` over a Unix socket).
     pub fn shown(&self) -> &str {
         &self.shown
     }
@@ -333,23 +334,23 @@ impl PgStore {
 /// `postgres://user@host:port/db` of `config`: where it is, never the
 /// password.
 fn show(config: &postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|host| match host {
-            postgres::config::Host::Tcp(name) => name.clone(),
-            #[cfg(unix)]
-            postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".to_owned());
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let user = config
         .get_user()
         .map_or_else(String::new, |user| format!("{user}@"));
-    format!(
-        "postgres://{user}{host}:{port}/{}",
-        config.get_dbname().unwrap_or("")
-    )
+    let db = config.get_dbname().unwrap_or("");
+    match config.get_hosts().first() {
+        // An IPv6 address in brackets, as in a URL, so its port stands apart.
+        Some(postgres::config::Host::Tcp(name)) if name.contains(':') => {
+            format!("postgres://{user}[{name}]:{port}/{db}")
+        }
+        Some(postgres::config::Host::Tcp(name)) => format!("postgres://{user}{name}:{port}/{db}"),
+        #[cfg(unix)]
+        Some(postgres::config::Host::Unix(dir)) => {
+            format!("postgres://{user}/{db}?host={}", dir.display())
+        }
+        None => format!("postgres://{user}localhost:{port}/{db}"),
+    }
 }
 
 /// Creates the schema, or brings it up to [`MIGRATIONS`], in one transaction
@@ -1057,6 +1058,14 @@ mod tests {
         assert_eq!(
             show("host=db user=app password=secret dbname=t"),
             "postgres://app@db:5432/t"
+        );
+        assert_eq!(
+            show("postgres://u@[::1]:6432/t"),
+            "postgres://u@[::1]:6432/t"
+        );
+        assert_eq!(
+            show("host=/run/postgresql user=u dbname=t"),
+            "postgres://u@/t?host=/run/postgresql"
         );
     }
 }

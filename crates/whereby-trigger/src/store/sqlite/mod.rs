@@ -91,9 +91,10 @@ pub struct SqliteStore {
     wal: PathBuf,
     /// Whether the directory entry of the log has been flushed once.
     wal_entry_synced: AtomicBool,
-    /// Which file the database and its log were when opened (and first
-    /// synced): a file deleted or replaced under the server is noticed at the
-    /// next flush, instead of writing on into an unlinked file.
+    /// Which file the database, its log and the lock file were when opened
+    /// (the log: when first synced): a file deleted or replaced under the
+    /// server is noticed at the next flush, instead of writing on into an
+    /// unlinked file, or beside a second server.
     files: Mutex<FileIds>,
     /// The data directory's lock, held while the store lives (`None` for
     /// [`SqliteStore::open_shared`]).
@@ -552,7 +553,9 @@ impl Store for SqliteStore {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(lost("deleted"));
                 }
-                Err(e) => return Err(sync_error(e)),
+                Err(e) => {
+                    return Err(StoreError::Sync(format!("{}: {e}", lock.display())));
+                }
             }
         }
         match file_id(&self.path) {

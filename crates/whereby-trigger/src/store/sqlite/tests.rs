@@ -418,14 +418,6 @@ fn a_lock_file_deleted_or_replaced_under_the_store_fails_its_next_sync() {
     second.sync().unwrap();
     drop((store, second));
     let _ = std::fs::remove_dir_all(dir);
-
-    // The operator's commands hold no lock, and check none.
-    let dir = temp_dir("lock-shared");
-    let shared = SqliteStore::open_shared(&dir).unwrap();
-    std::fs::write(dir.join(LOCK_FILE), "1").unwrap();
-    shared.sync().unwrap();
-    drop(shared);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
