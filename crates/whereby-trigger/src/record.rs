@@ -21,7 +21,7 @@ use crate::rules::engine::Decision;
 use crate::rules::engine::Engine;
 use crate::state::claims::{ClaimKey, Claims, PendingStop, StopCause};
 use crate::state::room::RoomKey;
-use crate::store::outbox::{Missing, Outbox, POLL_EVERY, delivery_of};
+use crate::store::outbox::{Missing, Outbox, POLL_EVERY, delivery_of, read_back};
 use crate::store::{
     Change, Committer, DeliveryStatus, Journal, PendingCommit, Retention, Store, StoreError,
     StoredClaim, StoredStop,
@@ -485,14 +485,13 @@ fn pending_stop(
 ) -> Option<PendingStop> {
     let stop = claim.stop.as_ref()?;
     let raw = bytes::Bytes::from(stop.webhook.clone().into_bytes());
-    let pending = whereby_webhook::parse_with(&raw, options)
-        .ok()
+    let pending = read_back(&raw, &stop.room_url, options)
         .zip(StopCause::parse(&stop.cause))
-        .map(|(parsed, cause)| PendingStop {
+        .map(|(webhook, cause)| PendingStop {
             due: at(stop.due_ms, now_ms, now),
             rule: Arc::from(stop.rule.as_str()),
             cause,
-            webhook: parsed.event,
+            webhook,
             raw,
             room_url: (!stop.room_url.is_empty()).then(|| stop.room_url.clone()),
         });

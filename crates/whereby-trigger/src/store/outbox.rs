@@ -352,6 +352,29 @@ impl Outbox {
     }
 }
 
+/// A stored webhook, parsed again. One without `data.subdomain` was read by
+/// its receiver with a default subdomain that this process may lack (a worker
+/// started without the receivers' `--subdomain`); the room URL stored beside it
+/// holds that subdomain, so it is read with it rather than given up.
+pub(crate) fn read_back(
+    raw: &[u8],
+    room_url: &str,
+    options: &ParseOptions,
+) -> Option<whereby_webhook::WebhookEvent> {
+    match whereby_webhook::parse_with(raw, options) {
+        Ok(parsed) => Some(parsed.event),
+        Err(_) if options.default_subdomain().is_none() => {
+            let host = room_url.strip_prefix("https://")?;
+            let subdomain = host.split_once('.')?.0;
+            let options = options.clone().with_default_subdomain(subdomain).ok()?;
+            whereby_webhook::parse_with(raw, &options)
+                .ok()
+                .map(|parsed| parsed.event)
+        }
+        Err(_) => None,
+    }
+}
+
 /// The action event of a stored delivery.
 fn rebuild(
     delivery: &Delivery,
@@ -361,7 +384,7 @@ fn rebuild(
     ticket: Option<DeliveryTicket>,
 ) -> Option<ActionEvent> {
     let raw = Bytes::from(delivery.webhook.clone().into_bytes());
-    let webhook = whereby_webhook::parse_with(&raw, options).ok()?.event;
+    let webhook = read_back(&raw, &delivery.room_url, options)?;
     let room = webhook.in_room().map(RoomKey::of);
     let action = match delivery.action.as_str() {
         "start" => ActionKind::Start,
@@ -480,8 +503,18 @@ mod tests {
         outbox().resume(vec![stored_start()], &find, &claims, &options);
         assert_eq!(*rooms.0.lock().unwrap(), ["acme/standup-3f9a2c"]);
 
-        // Without the server's default it could not be read back at all.
+        // Without it (a worker started without the receivers' --subdomain):
+        // read back with the subdomain of the room URL its receiver stored.
         outbox().resume(vec![stored_start()], &find, &claims, &ParseOptions::new());
-        assert_eq!(rooms.0.lock().unwrap().len(), 1);
+        assert_eq!(
+            *rooms.0.lock().unwrap(),
+            ["acme/standup-3f9a2c", "acme/standup-3f9a2c"]
+        );
+
+        // With neither, it cannot be read back, and is not started.
+        let mut roomless = stored_start();
+        roomless.room_url = String::new();
+        outbox().resume(vec![roomless], &find, &claims, &ParseOptions::new());
+        assert_eq!(rooms.0.lock().unwrap().len(), 2);
     }
 }

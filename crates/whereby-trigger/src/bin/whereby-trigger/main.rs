@@ -135,7 +135,7 @@ enum Command {
     /// /healthz and /readyz). Takes serve's flags but those of receiving
     /// (--secret, --allow-unsigned, --tolerance, --max-body, --predicate-timeout,
     /// --on, --record, --no-actions); needs --config and --store-url (or [store]
-    /// url), and the receivers' --subdomain if they have one.
+    /// url).
     Worker(serve::ServeArgs),
     /// Post a realistic, signed sample webhook (or a whole meeting) to a server.
     Send(send::SendArgs),
