@@ -122,6 +122,15 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, millis)
 }
 
+/// How long until `at_ms` (ms since the epoch), seen at `now_ms`; `None` once
+/// it has come.
+pub(crate) fn until_ms(at_ms: i64, now_ms: i64) -> Option<std::time::Duration> {
+    u64::try_from(at_ms.saturating_sub(now_ms))
+        .ok()
+        .filter(|&ms| ms > 0)
+        .map(std::time::Duration::from_millis)
+}
+
 /// `duration` in whole milliseconds, as the store keeps times and spans;
 /// saturates (a lease of centuries is "forever").
 pub(crate) fn millis(duration: std::time::Duration) -> i64 {
@@ -168,6 +177,18 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn until_ms_is_none_once_the_time_has_come() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(until_ms(1_000, 400), Some(ms(600)));
+        assert_eq!(until_ms(1_000, 1_000), None);
+        assert_eq!(until_ms(400, 1_000), None);
+        assert_eq!(
+            until_ms(i64::MAX, i64::MIN),
+            Some(ms(u64::try_from(i64::MAX).unwrap()))
+        );
+    }
 
     #[test]
     fn panic_messages() {

@@ -87,6 +87,16 @@ pub struct Delivery {
     pub node: String,
 }
 
+impl Delivery {
+    /// How long until its next attempt, seen at `now_ms`: `None` when it is
+    /// due (attempted at once), dead, or never failed.
+    pub fn retry_in(&self, now_ms: i64) -> Option<Duration> {
+        self.retry_at_ms
+            .filter(|_| self.status == DeliveryStatus::Pending)
+            .and_then(|at| crate::util::until_ms(at, now_ms))
+    }
+}
+
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Delivery")

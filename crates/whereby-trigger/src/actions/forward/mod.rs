@@ -403,10 +403,7 @@ async fn deliver(inner: Arc<Inner>, event: Arc<ActionEvent>) {
     // is kept, not cut short by the restart.
     let due_in = ticket
         .and_then(DeliveryTicket::retry_at_ms)
-        .map(|at| at.saturating_sub(crate::util::now_ms()))
-        .and_then(|ms| u64::try_from(ms).ok())
-        .filter(|&ms| ms > 0)
-        .map(Duration::from_millis);
+        .and_then(|at| crate::util::until_ms(at, crate::util::now_ms()));
     if let Some(wait) = due_in {
         tracing::debug!(
             trigger = %inner.trigger, action, idempotency_key = %key, %room,

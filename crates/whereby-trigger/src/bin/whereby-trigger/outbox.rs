@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::operated::StoreArgs;
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use whereby_trigger::store::{Delivery, DeliveryStatus};
+use whereby_trigger::store::Delivery;
 use whereby_trigger::units::format_duration;
 
 #[derive(Debug, Args)]
@@ -131,13 +131,11 @@ pub(crate) fn run(args: OutboxArgs) -> anyhow::Result<ExitCode> {
 /// ` next_in=30s` for a pending delivery whose next attempt is still to come;
 /// nothing when it is due (it is attempted at once), dead, or never failed.
 fn next_in(d: &Delivery, now_ms: i64) -> String {
-    d.retry_at_ms
-        .filter(|_| d.status == DeliveryStatus::Pending)
-        .and_then(|at| u64::try_from(at.saturating_sub(now_ms)).ok())
-        .filter(|&ms| ms > 0)
-        .map(|ms| {
+    d.retry_in(now_ms)
+        .map(|wait| {
             // Rounded up to a whole second: "next_in=0s" would read as now.
-            let secs = ms.div_ceil(1000);
+            let secs = wait.as_millis().div_ceil(1000);
+            let secs = u64::try_from(secs).unwrap_or(u64::MAX);
             format!(" next_in={}", format_duration(Duration::from_secs(secs)))
         })
         .unwrap_or_default()
@@ -146,6 +144,7 @@ fn next_in(d: &Delivery, now_ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whereby_trigger::store::DeliveryStatus;
 
     #[test]
     fn the_wait_before_the_next_attempt_is_shown_while_it_lasts() {
