@@ -37,7 +37,7 @@ use whereby_trigger::{HEALTH_PATH, READY_PATH, Trigger, TriggerBuilder};
 
 use crate::common::{
     JSON, Reply, SECRET, id_of, oneshot, sample, sample_with, sample_with_id, sign, sign_at,
-    webhook_request, within,
+    unreadable_webhooks, webhook_request, within,
 };
 
 /// The room URL of every sample payload.
@@ -283,63 +283,15 @@ async fn an_id_being_evaluated_is_a_duplicate() {
 async fn unreadable_webhooks_are_400_with_code_and_field() {
     let calls = counter();
     let router = router(Trigger::builder().on(always_joined(&calls)));
-    let without = |field: &'static str| {
-        sample_with("room.client.joined", |v| {
-            v.as_object_mut().unwrap().remove(field);
-        })
-    };
     let without_data = |field: &'static str| {
         sample_with("room.client.joined", |v| {
             v["data"].as_object_mut().unwrap().remove(field);
         })
     };
-    // (what, body, code, field)
-    let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
-        ("invalid JSON", "{not json".into(), "invalid_webhook", None),
-        ("not an object", "[1,2,3]".into(), "invalid_webhook", None),
-        ("no id", without("id"), "invalid_webhook", Some("id")),
-        ("no type", without("type"), "invalid_webhook", Some("type")),
-        (
-            "no data.roomName",
-            without_data("roomName"),
-            "invalid_webhook",
-            Some("data.roomName"),
-        ),
-        (
-            "no data.subdomain and no default",
-            without_data("subdomain"),
-            "invalid_webhook",
-            Some("data.subdomain"),
-        ),
-        (
-            "a subdomain that leaves the room's URL",
-            sample_with("room.client.joined", |v| {
-                v["data"]["subdomain"] = "evil.com".into()
-            }),
-            "invalid_room",
-            Some("data.subdomain"),
-        ),
-        (
-            "a roomName that leaves the room's URL",
-            sample_with("room.client.joined", |v| {
-                v["data"]["roomName"] = "/standup?next=//evil.com".into()
-            }),
-            "invalid_room",
-            Some("data.roomName"),
-        ),
-        (
-            "a roomName that is not the one spelling of its path",
-            sample_with("room.client.joined", |v| {
-                v["data"]["roomName"] = "/team%2Fstandup".into()
-            }),
-            "invalid_room",
-            Some("data.roomName"),
-        ),
-    ];
-    for (what, body, code, field) in cases {
-        let reply = post(&router, body).await;
-        reply.assert_error(StatusCode::BAD_REQUEST, code);
-        assert_field(&reply, field);
+    for case in unreadable_webhooks() {
+        let (what, reply) = (case.what, post(&router, case.body).await);
+        reply.assert_error(StatusCode::BAD_REQUEST, case.code);
+        assert_field(&reply, case.field);
         if what == "no data.subdomain and no default" {
             let error = reply.json()["error"]
                 .as_str()

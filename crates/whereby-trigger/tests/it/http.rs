@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::common::{
     JSON, Reply, SECRET, Server, builder, chunked_request, id_of, raw_exchange, sample,
-    sample_value, sample_with, sample_with_id, send, sign, sign_at, within,
+    sample_value, sample_with, sample_with_id, send, sign, sign_at, unreadable_webhooks, within,
 };
 use reqwest::header::{ALLOW, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -435,74 +435,14 @@ async fn unreadable_webhooks_are_400_naming_the_field() {
     let calls = counter();
     let mut server = Server::start(builder().on(always_joined(&calls))).await;
 
-    let without = |field: &'static str| {
-        sample_with("room.client.joined", |v| {
-            v.as_object_mut().unwrap().remove(field);
-        })
-    };
-    // (what, body, code, field named in the answer)
-    let cases: Vec<(&str, String, &str, Option<&str>)> = vec![
-        ("not JSON", "{not json".into(), "invalid_webhook", None),
-        ("plain text", "hello".into(), "invalid_webhook", None),
-        ("an array", "[1,2,3]".into(), "invalid_webhook", None),
-        ("no id", without("id"), "invalid_webhook", Some("id")),
-        ("no type", without("type"), "invalid_webhook", Some("type")),
-        (
-            "no data.roomName",
-            sample_with("room.client.joined", |v| {
-                v["data"].as_object_mut().unwrap().remove("roomName");
-            }),
-            "invalid_webhook",
-            Some("data.roomName"),
-        ),
-        (
-            "no data.subdomain and no default",
-            sample_with("room.client.joined", |v| {
-                v["data"].as_object_mut().unwrap().remove("subdomain");
-            }),
-            "invalid_webhook",
-            Some("data.subdomain"),
-        ),
-        (
-            "a data.subdomain that is not a string",
-            sample_with("room.client.joined", |v| v["data"]["subdomain"] = 7.into()),
-            "invalid_webhook",
-            Some("data.subdomain"),
-        ),
-        (
-            "a data.subdomain given twice",
-            sample("room.client.joined").replace(
-                "\"subdomain\": \"acme\"",
-                "\"subdomain\": \"acme\", \"subdomain\": \"evil\"",
-            ),
-            "invalid_webhook",
-            Some("data.subdomain"),
-        ),
-        (
-            "a subdomain that is another host",
-            sample_with("room.client.joined", |v| {
-                v["data"]["subdomain"] = "evil.com".into()
-            }),
-            "invalid_room",
-            Some("data.subdomain"),
-        ),
-        (
-            "a roomName with a query",
-            sample_with("room.client.joined", |v| {
-                v["data"]["roomName"] = "/standup?next=//evil.com".into()
-            }),
-            "invalid_room",
-            Some("data.roomName"),
-        ),
-    ];
-
-    for (what, body, code, field) in cases {
-        let reply = server.post(body).await;
-        let json = reply.assert_error(StatusCode::BAD_REQUEST, code);
+    for case in unreadable_webhooks() {
+        let reply = server.post(case.body).await;
+        let json = reply.assert_error(StatusCode::BAD_REQUEST, case.code);
         assert_eq!(
             json.get("field").and_then(Value::as_str),
-            field,
-            "{what}: {}",
+            case.field,
+            "{}: {}",
+            case.what,
             reply.body
         );
     }

@@ -102,6 +102,92 @@ pub(crate) fn sample_with_id(event_type: &str, id: &str) -> String {
     sample_with(event_type, |v| v["id"] = Value::from(id))
 }
 
+/// A body that no server should read as a webhook, and what its 400 says.
+pub(crate) struct Unreadable {
+    /// What is wrong with it, for messages.
+    pub(crate) what: &'static str,
+    pub(crate) body: String,
+    /// The answer's `code`.
+    pub(crate) code: &'static str,
+    /// The answer's `field`, when it names one.
+    pub(crate) field: Option<&'static str>,
+}
+
+/// Bodies that are answered 400 by a Trigger with a `room.client.joined`
+/// predicate and no default subdomain: not JSON, not an object, a field the
+/// room URL needs missing or unusable, a room that leaves its URL.
+pub(crate) fn unreadable_webhooks() -> Vec<Unreadable> {
+    let joined = |edit: fn(&mut Value)| sample_with("room.client.joined", edit);
+    let case = |what, body, code, field| Unreadable {
+        what,
+        body,
+        code,
+        field,
+    };
+    vec![
+        case("not JSON", "{not json".into(), "invalid_webhook", None),
+        case("plain text", "hello".into(), "invalid_webhook", None),
+        case("an array", "[1,2,3]".into(), "invalid_webhook", None),
+        case(
+            "no id",
+            joined(|v| drop(v.as_object_mut().unwrap().remove("id"))),
+            "invalid_webhook",
+            Some("id"),
+        ),
+        case(
+            "no type",
+            joined(|v| drop(v.as_object_mut().unwrap().remove("type"))),
+            "invalid_webhook",
+            Some("type"),
+        ),
+        case(
+            "no data.roomName",
+            joined(|v| drop(v["data"].as_object_mut().unwrap().remove("roomName"))),
+            "invalid_webhook",
+            Some("data.roomName"),
+        ),
+        case(
+            "no data.subdomain and no default",
+            joined(|v| drop(v["data"].as_object_mut().unwrap().remove("subdomain"))),
+            "invalid_webhook",
+            Some("data.subdomain"),
+        ),
+        case(
+            "a data.subdomain that is not a string",
+            joined(|v| v["data"]["subdomain"] = 7.into()),
+            "invalid_webhook",
+            Some("data.subdomain"),
+        ),
+        case(
+            "a data.subdomain given twice",
+            sample("room.client.joined").replace(
+                "\"subdomain\": \"acme\"",
+                "\"subdomain\": \"acme\", \"subdomain\": \"evil\"",
+            ),
+            "invalid_webhook",
+            Some("data.subdomain"),
+        ),
+        case(
+            "a subdomain that is another host",
+            joined(|v| v["data"]["subdomain"] = "evil.com".into()),
+            "invalid_room",
+            Some("data.subdomain"),
+        ),
+        case(
+            "a roomName with a query",
+            joined(|v| v["data"]["roomName"] = "/standup?next=//evil.com".into()),
+            "invalid_room",
+            Some("data.roomName"),
+        ),
+        case(
+            "a roomName that is not the one spelling of its path",
+            joined(|v| v["data"]["roomName"] = "/team%2Fstandup".into()),
+            "invalid_room",
+            Some("data.roomName"),
+        ),
+    ]
+}
+
 /// The `id` of a body.
 pub(crate) fn id_of(body: &str) -> String {
     let value: Value = serde_json::from_str(body).expect("body is JSON");
