@@ -22,6 +22,7 @@ mod reload;
 mod replay;
 mod send;
 mod serve;
+mod store;
 
 /// Start AI assistants in Whereby rooms when Whereby's webhooks say so.
 #[derive(Debug, Parser)]

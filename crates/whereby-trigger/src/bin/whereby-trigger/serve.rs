@@ -14,7 +14,7 @@ use whereby_trigger::actions::stdout::LineSink;
 use whereby_trigger::config::Config;
 use whereby_trigger::registry::Registry;
 use whereby_trigger::rules::engine::Engine;
-use whereby_trigger::store::{Retention, SqliteStore, Store};
+use whereby_trigger::store::Retention;
 use whereby_trigger::units::{parse_duration, parse_size};
 use whereby_trigger::verify::check_tolerance;
 use whereby_trigger::webhook::{AnyEventType, DEFAULT_TOLERANCE, EventType, SigningSecret};
@@ -23,51 +23,7 @@ use whereby_trigger::{DedupLimits, Trigger};
 use crate::reload::shutdown_signal;
 #[cfg(unix)]
 use crate::reload::{VerifyReload, reload_on_sighup};
-
-/// The PostgreSQL store at `url`, for this process as `node_id` (or its
-/// default name).
-#[cfg(feature = "postgres")]
-fn shared_store(
-    url: &str,
-    node_id: Option<String>,
-    lease: Option<Duration>,
-    runs_actions: bool,
-) -> anyhow::Result<Arc<dyn Store>> {
-    use whereby_trigger::store::{PgStore, PgStoreOptions};
-    let node = node_id.unwrap_or_else(default_node_id);
-    let mut options = PgStoreOptions::new(node).runs_actions(runs_actions);
-    if let Some(lease) = lease {
-        options = options.lease(lease);
-    }
-    let store = PgStore::connect(url, options)?;
-    tracing::info!(database = %store.shown(), node = %store.node_id(), "shared store");
-    Ok(Arc::new(store))
-}
-
-#[cfg(not(feature = "postgres"))]
-fn shared_store(
-    _: &str,
-    _: Option<String>,
-    _: Option<Duration>,
-    _: bool,
-) -> anyhow::Result<Arc<dyn Store>> {
-    bail!(
-        "a store URL needs PostgreSQL, and this whereby-trigger was built without its `postgres` feature"
-    )
-}
-
-/// `HOSTNAME-PID`: unique per process on one machine, and telling which
-/// machine across several.
-#[cfg(feature = "postgres")]
-fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}-{}", std::process::id())
-}
+use crate::store::open_store;
 
 /// How long shutdown waits for `forward` deliveries in flight.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -285,46 +241,21 @@ fn parse_on(input: &str) -> Result<EventType, String> {
 /// The data directory when neither the flag nor the config names one.
 pub(crate) const DEFAULT_DATA_DIR: &str = "whereby-trigger-data";
 
-pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
-        Some(path) => Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?,
-        None => Config::default(),
-    };
-    let shared =
-        args.store_url.is_some() || (args.data_dir.is_none() && config.store.url.is_some());
-    if role == Role::Worker {
-        if args.config.is_none() {
-            bail!("a worker carries out the actions of a config: give it --config");
-        }
-        if !shared || args.ephemeral {
-            bail!(
-                "a worker takes its work from the store receivers share: give it --store-url or [store] url"
-            );
-        }
-        if !args.receiving_flags.is_empty() {
-            bail!(
-                "{} {} for `serve`: a worker receives no webhooks",
-                args.receiving_flags.join(", "),
-                if args.receiving_flags.len() == 1 {
-                    "is"
-                } else {
-                    "are"
-                }
-            );
-        }
-    }
-    if args.no_actions && (!shared || args.ephemeral) {
-        bail!(
-            "--no-actions leaves the actions to workers, which share the store: give it --store-url or [store] url"
-        );
-    }
-    let runs_actions = !args.no_actions;
+/// The secrets webhooks are verified with (the flag's or the environment's,
+/// else the file's), and whether they came from the file (those follow it on
+/// reload). Says in one log line whether signatures are checked and where the
+/// secrets came from, never their values.
+fn signing_secrets(
+    args: &ServeArgs,
+    config: &Config,
+    role: Role,
+) -> anyhow::Result<(Vec<String>, bool)> {
     let source = if args.secrets_from_env {
         "WHEREBY_WEBHOOK_SECRET"
     } else {
         "--secret"
     };
-    // A worker never uses a secret (one typed for it is refused above; one in
+    // A worker never uses a secret (one typed for it is refused by `run`; one in
     // the environment is the receivers'), so it does not judge one either.
     for secret in args.secrets.iter().filter(|_| role == Role::Serve) {
         if let Err(e) = SigningSecret::try_new(secret) {
@@ -379,6 +310,44 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode>
             secrets.len()
         );
     }
+    Ok((secrets, secrets_from_file))
+}
+
+pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path).map_err(|errors| anyhow::anyhow!("{errors}"))?,
+        None => Config::default(),
+    };
+    let shared =
+        args.store_url.is_some() || (args.data_dir.is_none() && config.store.url.is_some());
+    if role == Role::Worker {
+        if args.config.is_none() {
+            bail!("a worker carries out the actions of a config: give it --config");
+        }
+        if !shared || args.ephemeral {
+            bail!(
+                "a worker takes its work from the store receivers share: give it --store-url or [store] url"
+            );
+        }
+        if !args.receiving_flags.is_empty() {
+            bail!(
+                "{} {} for `serve`: a worker receives no webhooks",
+                args.receiving_flags.join(", "),
+                if args.receiving_flags.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                }
+            );
+        }
+    }
+    if args.no_actions && (!shared || args.ephemeral) {
+        bail!(
+            "--no-actions leaves the actions to workers, which share the store: give it --store-url or [store] url"
+        );
+    }
+    let runs_actions = !args.no_actions;
+    let (secrets, secrets_from_file) = signing_secrets(&args, &config, role)?;
     if args.on.is_empty() && config.triggers.is_empty() {
         match role {
             Role::Serve => tracing::warn!(
@@ -436,25 +405,13 @@ pub(crate) async fn run(args: ServeArgs, role: Role) -> anyhow::Result<ExitCode>
         .receive_webhooks(role == Role::Serve);
     if !args.ephemeral {
         let retention = Retention::new(args.dedup_max_age, config.longest_lease());
-        // A flag beats the file; a data directory given as a flag beats a
-        // database in the file.
-        let url = match (&args.store_url, &args.data_dir) {
-            (Some(url), _) => Some(url.clone()),
-            (None, Some(_)) => None,
-            (None, None) => config.store.url.as_ref().map(|u| u.expose().to_owned()),
-        };
-        let store: Arc<dyn Store> = match url {
-            Some(url) => {
-                shared_store(&url, args.node_id.clone(), config.store.lease, runs_actions)?
-            }
-            None => {
-                let dir = (args.data_dir.clone().or(config.store.dir.clone()))
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-                let store = SqliteStore::open(&dir)?;
-                tracing::info!(path = %store.path().display(), "durable store");
-                Arc::new(store)
-            }
-        };
+        let store = open_store(
+            args.store_url.as_deref(),
+            args.data_dir.as_deref(),
+            args.node_id.clone(),
+            &config,
+            runs_actions,
+        )?;
         builder = builder.store(store, retention);
     }
     // With a config file the engine is attached even without triggers, so that
