@@ -197,6 +197,37 @@ pub(crate) fn id_of(body: &str) -> String {
         .to_owned()
 }
 
+/// `Whereby-Signature` values that must not pass for `body` signed with
+/// [`SECRET`] at `now`, each with what is wrong and the 401's `code`.
+pub(crate) fn bad_signatures(body: &str, now: u64) -> Vec<(&'static str, String, &'static str)> {
+    vec![
+        (
+            "garbage",
+            "not a signature".to_owned(),
+            "signature_malformed",
+        ),
+        ("no v1", format!("t={now}"), "signature_malformed"),
+        // 1000 s old, with the default tolerance of 300 s; and as far ahead.
+        ("old", sign_at(SECRET, now - 1000, body), "signature_stale"),
+        (
+            "future",
+            sign_at(SECRET, now + 1000, body),
+            "signature_stale",
+        ),
+        (
+            "other secret",
+            sign("whsec_other", body),
+            "signature_mismatch",
+        ),
+        // Signed over other bytes: the server must verify the raw body as sent.
+        (
+            "other body",
+            sign(SECRET, &body.replace("Ada", "Eve")),
+            "signature_mismatch",
+        ),
+    ]
+}
+
 /// A `Whereby-Signature` value for `body`, signed now with `secret`.
 pub(crate) fn sign(secret: &str, body: &str) -> String {
     sign_at(secret, unix_now(), body)
